@@ -1,0 +1,18 @@
+{
+  "targets": [
+    {
+      "target_name": "uvtep",
+      "sources": [
+        "native/addon.cc",
+        "native/tap.cc",
+        "native/reader.cc",
+        "native/link.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "cflags_cc": ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    }
+  ]
+}

@@ -1,0 +1,82 @@
+// Addon entry: registration only.
+#include <napi.h>
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include "errors.h"
+#include "uvtep.h"
+
+namespace uvtep {
+
+const char* ErrnoName(int err) {
+  switch (err) {
+    case EPERM: return "EPERM";
+    case ENOENT: return "ENOENT";
+    case EIO: return "EIO";
+    case EBADF: return "EBADF";
+    case EAGAIN: return "EAGAIN";
+    case ENOMEM: return "ENOMEM";
+    case EACCES: return "EACCES";
+    case EFAULT: return "EFAULT";
+    case EBUSY: return "EBUSY";
+    case EEXIST: return "EEXIST";
+    case ENODEV: return "ENODEV";
+    case ENOTDIR: return "ENOTDIR";
+    case EINVAL: return "EINVAL";
+    case ENFILE: return "ENFILE";
+    case EMFILE: return "EMFILE";
+    case ENOSPC: return "ENOSPC";
+    case ERANGE: return "ERANGE";
+    case EOPNOTSUPP: return "EOPNOTSUPP";
+    case EADDRNOTAVAIL: return "EADDRNOTAVAIL";
+    case ENETDOWN: return "ENETDOWN";
+    case ENOBUFS: return "ENOBUFS";
+    case EBADFD: return "EBADFD";
+    case ENXIO: return "ENXIO";
+    case ELOOP: return "ELOOP";
+    case EMSGSIZE: return "EMSGSIZE";
+    case ETIMEDOUT: return "ETIMEDOUT";
+    default: return "EUNKNOWN";
+  }
+}
+
+Napi::Error SystemError(Napi::Env env, int err, const char* syscall, const std::string& hint) {
+  std::string msg = std::string(syscall) + " failed: " + ErrnoName(err) + " (" + strerror(err) + ")";
+  if (!hint.empty()) msg += ": " + hint;
+  Napi::Error e = Napi::Error::New(env, msg);
+  e.Set("code", Napi::String::New(env, ErrnoName(err)));
+  e.Set("errno", Napi::Number::New(env, -err));
+  e.Set("syscall", Napi::String::New(env, syscall));
+  return e;
+}
+
+void ExpectArgs(const Napi::CallbackInfo& info, const char* fn, const char* types) {
+  // types: one letter per argument: s string, n number, b buffer/typed array, f function, o boolean
+  for (size_t i = 0; types[i] != '\0'; i++) {
+    Napi::Value v = info[i];
+    bool ok = false;
+    switch (types[i]) {
+      case 's': ok = v.IsString(); break;
+      case 'n': ok = v.IsNumber(); break;
+      case 'b': ok = v.IsTypedArray() || v.IsBuffer(); break;
+      case 'f': ok = v.IsFunction(); break;
+      case 'o': ok = v.IsBoolean(); break;
+    }
+    if (!ok) {
+      Napi::TypeError e = Napi::TypeError::New(info.Env(), std::string(fn) + ": argument " + std::to_string(i) + " has the wrong type");
+      e.Set("code", Napi::String::New(info.Env(), "ERR_INVALID_ARG_TYPE"));
+      throw e;
+    }
+  }
+}
+
+}  // namespace uvtep
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  uvtep::InitTap(env, exports);
+  uvtep::InitReader(env, exports);
+  uvtep::InitLink(env, exports);
+  return exports;
+}
+
+NODE_API_MODULE(uvtep, Init)

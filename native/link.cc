@@ -1,0 +1,236 @@
+// Link settings by ioctl (MTU, MAC, flags, bridge ports) and rtnetlink (addresses).
+// Native checks argument types only; names, ranges and address parsing live in TypeScript.
+#include <net/if.h>
+#include <net/if_arp.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <cerrno>
+#include <cstring>
+#include "errors.h"
+#include "uvtep.h"
+
+#ifndef SIOCBRADDIF
+#define SIOCBRADDIF 0x89a2
+#define SIOCBRDELIF 0x89a3
+#endif
+
+namespace uvtep {
+
+namespace {
+
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) close(fd_);
+  }
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+std::string NameArg(const Napi::CallbackInfo& info, size_t i) {
+  std::string name = info[i].As<Napi::String>().Utf8Value();
+  if (name.empty() || name.size() >= IFNAMSIZ) throw Napi::RangeError::New(info.Env(), "interface name must have 1 to 15 characters");
+  return name;
+}
+
+void FillName(struct ifreq& ifr, const std::string& name) {
+  memset(&ifr, 0, sizeof ifr);
+  strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
+}
+
+std::string NoDeviceHint(int err, const std::string& name) {
+  if (err == ENODEV) return "no interface named " + name;
+  if (err == EPERM) return "changing links needs root or CAP_NET_ADMIN";
+  return "";
+}
+
+// One ioctl on a throwaway AF_INET datagram socket (the usual way to reach SIOC* link ioctls).
+void LinkIoctl(Napi::Env env, unsigned long req, struct ifreq& ifr, const char* syscall, const std::string& name) {
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) throw SystemError(env, errno, "socket(AF_INET)");
+  Fd guard(s);
+  if (ioctl(s, req, &ifr) < 0) throw SystemError(env, errno, syscall, NoDeviceHint(errno, name));
+}
+
+}  // namespace
+
+static Napi::Value IfIndex(const Napi::CallbackInfo& info) {
+  ExpectArgs(info, "ifindex", "s");
+  std::string name = NameArg(info, 0);
+  unsigned idx = if_nametoindex(name.c_str());
+  if (idx == 0) throw SystemError(info.Env(), errno, "if_nametoindex", NoDeviceHint(errno, name));
+  return Napi::Number::New(info.Env(), idx);
+}
+
+static Napi::Value GetMtu(const Napi::CallbackInfo& info) {
+  ExpectArgs(info, "getMtu", "s");
+  std::string name = NameArg(info, 0);
+  struct ifreq ifr;
+  FillName(ifr, name);
+  LinkIoctl(info.Env(), SIOCGIFMTU, ifr, "ioctl(SIOCGIFMTU)", name);
+  return Napi::Number::New(info.Env(), ifr.ifr_mtu);
+}
+
+static Napi::Value SetMtu(const Napi::CallbackInfo& info) {
+  ExpectArgs(info, "setMtu", "sn");
+  std::string name = NameArg(info, 0);
+  struct ifreq ifr;
+  FillName(ifr, name);
+  ifr.ifr_mtu = info[1].As<Napi::Number>().Int32Value();
+  LinkIoctl(info.Env(), SIOCSIFMTU, ifr, "ioctl(SIOCSIFMTU)", name);
+  return info.Env().Undefined();
+}
+
+static Napi::Value GetMac(const Napi::CallbackInfo& info) {
+  ExpectArgs(info, "getMac", "s");
+  std::string name = NameArg(info, 0);
+  struct ifreq ifr;
+  FillName(ifr, name);
+  LinkIoctl(info.Env(), SIOCGIFHWADDR, ifr, "ioctl(SIOCGIFHWADDR)", name);
+  return Napi::Buffer<uint8_t>::Copy(info.Env(), reinterpret_cast<uint8_t*>(ifr.ifr_hwaddr.sa_data), 6);
+}
+
+static Napi::Value SetMac(const Napi::CallbackInfo& info) {
+  ExpectArgs(info, "setMac", "sb");
+  std::string name = NameArg(info, 0);
+  Napi::Uint8Array mac = info[1].As<Napi::Uint8Array>();
+  if (mac.ByteLength() != 6) throw Napi::RangeError::New(info.Env(), "setMac: need 6 bytes");
+  struct ifreq ifr;
+  FillName(ifr, name);
+  ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+  memcpy(ifr.ifr_hwaddr.sa_data, mac.Data(), 6);
+  LinkIoctl(info.Env(), SIOCSIFHWADDR, ifr, "ioctl(SIOCSIFHWADDR)", name);
+  return info.Env().Undefined();
+}
+
+static Napi::Value SetUp(const Napi::CallbackInfo& info) {
+  ExpectArgs(info, "setUp", "so");
+  std::string name = NameArg(info, 0);
+  struct ifreq ifr;
+  FillName(ifr, name);
+  LinkIoctl(info.Env(), SIOCGIFFLAGS, ifr, "ioctl(SIOCGIFFLAGS)", name);
+  if (info[1].As<Napi::Boolean>().Value()) {
+    ifr.ifr_flags |= IFF_UP;
+  } else {
+    ifr.ifr_flags &= ~IFF_UP;
+  }
+  LinkIoctl(info.Env(), SIOCSIFFLAGS, ifr, "ioctl(SIOCSIFFLAGS)", name);
+  return info.Env().Undefined();
+}
+
+static Napi::Value IsUp(const Napi::CallbackInfo& info) {
+  ExpectArgs(info, "isUp", "s");
+  std::string name = NameArg(info, 0);
+  struct ifreq ifr;
+  FillName(ifr, name);
+  LinkIoctl(info.Env(), SIOCGIFFLAGS, ifr, "ioctl(SIOCGIFFLAGS)", name);
+  return Napi::Boolean::New(info.Env(), (ifr.ifr_flags & IFF_UP) != 0);
+}
+
+// bridgePort(bridge, port, add): brctl addif / delif.
+static Napi::Value BridgePort(const Napi::CallbackInfo& info) {
+  ExpectArgs(info, "bridgePort", "sso");
+  std::string bridge = NameArg(info, 0);
+  std::string port = NameArg(info, 1);
+  bool add = info[2].As<Napi::Boolean>().Value();
+  unsigned idx = if_nametoindex(port.c_str());
+  if (idx == 0) throw SystemError(info.Env(), errno, "if_nametoindex", NoDeviceHint(errno, port));
+  struct ifreq ifr;
+  FillName(ifr, bridge);
+  ifr.ifr_ifindex = static_cast<int>(idx);
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) throw SystemError(info.Env(), errno, "socket(AF_INET)");
+  Fd guard(s);
+  if (ioctl(s, add ? SIOCBRADDIF : SIOCBRDELIF, &ifr) < 0) {
+    int err = errno;
+    std::string hint = err == ENODEV ? "no bridge named " + bridge
+                     : err == EOPNOTSUPP || err == EINVAL ? bridge + " is not a Linux bridge"
+                     : err == EBUSY ? port + " is already a port of a bridge"
+                     : NoDeviceHint(err, bridge);
+    throw SystemError(info.Env(), err, add ? "ioctl(SIOCBRADDIF)" : "ioctl(SIOCBRDELIF)", hint);
+  }
+  return info.Env().Undefined();
+}
+
+// addAddress(name, family 4|6, bytes, prefixLen): `ip addr add` over rtnetlink (RTM_NEWADDR).
+static Napi::Value AddAddress(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ExpectArgs(info, "addAddress", "snbn");
+  std::string name = NameArg(info, 0);
+  int family = info[1].As<Napi::Number>().Int32Value() == 6 ? AF_INET6 : AF_INET;
+  Napi::Uint8Array addr = info[2].As<Napi::Uint8Array>();
+  int prefix = info[3].As<Napi::Number>().Int32Value();
+  size_t alen = family == AF_INET6 ? 16 : 4;
+  if (addr.ByteLength() != alen) throw Napi::RangeError::New(env, "addAddress: wrong address length");
+  unsigned idx = if_nametoindex(name.c_str());
+  if (idx == 0) throw SystemError(env, errno, "if_nametoindex", NoDeviceHint(errno, name));
+
+  struct {
+    struct nlmsghdr nh;
+    struct ifaddrmsg ifa;
+    char attrs[64];
+  } req;
+  memset(&req, 0, sizeof req);
+  req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifaddrmsg));
+  req.nh.nlmsg_type = RTM_NEWADDR;
+  req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+  req.nh.nlmsg_seq = 1;
+  req.ifa.ifa_family = static_cast<unsigned char>(family);
+  req.ifa.ifa_prefixlen = static_cast<unsigned char>(prefix);
+  req.ifa.ifa_index = idx;
+  const unsigned short types[2] = {IFA_LOCAL, IFA_ADDRESS};
+  for (unsigned short type : types) {
+    struct rtattr* rta = reinterpret_cast<struct rtattr*>(reinterpret_cast<char*>(&req) + NLMSG_ALIGN(req.nh.nlmsg_len));
+    rta->rta_type = type;
+    rta->rta_len = static_cast<unsigned short>(RTA_LENGTH(alen));
+    memcpy(RTA_DATA(rta), addr.Data(), alen);
+    req.nh.nlmsg_len = NLMSG_ALIGN(req.nh.nlmsg_len) + RTA_ALIGN(rta->rta_len);
+  }
+
+  int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+  if (s < 0) throw SystemError(env, errno, "socket(AF_NETLINK)");
+  Fd guard(s);
+  struct sockaddr_nl sa;
+  memset(&sa, 0, sizeof sa);
+  sa.nl_family = AF_NETLINK;
+  if (sendto(s, &req, req.nh.nlmsg_len, 0, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa) < 0) {
+    throw SystemError(env, errno, "sendto(RTM_NEWADDR)");
+  }
+  char buf[4096];
+  for (;;) {
+    ssize_t n = recv(s, buf, sizeof buf, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw SystemError(env, errno, "recv(RTM_NEWADDR)");
+    }
+    for (struct nlmsghdr* h = reinterpret_cast<struct nlmsghdr*>(buf); NLMSG_OK(h, static_cast<unsigned>(n)); h = NLMSG_NEXT(h, n)) {
+      if (h->nlmsg_type == NLMSG_ERROR) {
+        struct nlmsgerr* e = static_cast<struct nlmsgerr*>(NLMSG_DATA(h));
+        if (e->error == 0) return env.Undefined();
+        int err = -e->error;
+        throw SystemError(env, err, "netlink(RTM_NEWADDR)", err == EEXIST ? "the address is already assigned" : NoDeviceHint(err, name));
+      }
+    }
+  }
+}
+
+void InitLink(Napi::Env env, Napi::Object exports) {
+  exports.Set("ifindex", Napi::Function::New(env, IfIndex, "ifindex"));
+  exports.Set("getMtu", Napi::Function::New(env, GetMtu, "getMtu"));
+  exports.Set("setMtu", Napi::Function::New(env, SetMtu, "setMtu"));
+  exports.Set("getMac", Napi::Function::New(env, GetMac, "getMac"));
+  exports.Set("setMac", Napi::Function::New(env, SetMac, "setMac"));
+  exports.Set("setUp", Napi::Function::New(env, SetUp, "setUp"));
+  exports.Set("isUp", Napi::Function::New(env, IsUp, "isUp"));
+  exports.Set("bridgePort", Napi::Function::New(env, BridgePort, "bridgePort"));
+  exports.Set("addAddress", Napi::Function::New(env, AddAddress, "addAddress"));
+}
+
+}  // namespace uvtep

@@ -1,0 +1,8 @@
+#pragma once
+#include <napi.h>
+
+namespace uvtep {
+void InitTap(Napi::Env env, Napi::Object exports);
+void InitReader(Napi::Env env, Napi::Object exports);
+void InitLink(Napi::Env env, Napi::Object exports);
+}  // namespace uvtep

@@ -1,0 +1,259 @@
+/**
+ * Options -> validated configuration. Every default lives here, and every check throws a
+ * `ConfigError` naming the option, what was given and what is accepted, before any socket or
+ * device is touched.
+ */
+import { Address4, Address6 } from 'ip-address';
+import { ConfigError, ErrorCode } from './errors.js';
+import { FDB_AGE_DEFAULT_S, FDB_MAX_DEFAULT } from './fdb.js';
+import { isMulticastMac, isZeroMac, parseMac } from './wire/ethernet.js';
+import {
+  isValidVni,
+  ReservedBitsPolicy,
+  VXLAN_MTU_HEADROOM_V4,
+  VXLAN_MTU_HEADROOM_V6,
+  VXLAN_OVERHEAD_V4,
+  VXLAN_OVERHEAD_V6,
+  VXLAN_PORT_IANA,
+  VXLAN_VNI_MAX,
+} from './wire/vxlan.js';
+
+export const DEFAULTS = {
+  dstPort: VXLAN_PORT_IANA,
+  ageingS: FDB_AGE_DEFAULT_S,
+  learning: true,
+  maxAddress: FDB_MAX_DEFAULT,
+  reservedBits: ReservedBitsPolicy.Ignore,
+  underlayMtu: 1500,
+  /** Socket buffers: large enough to absorb a TAP batch burst (the kernel doubles the value). */
+  sndbuf: 4 * 1024 * 1024,
+  rcvbuf: 4 * 1024 * 1024,
+  /** Multicast TTL, as the kernel's vxlan (1 unless `ttl` is set). */
+  ttl: 0,
+} as const;
+
+/** Smallest underlay MTU: IPv4's minimum (RFC 791 section 3.2: 68), raised to fit a minimal frame. */
+export const UNDERLAY_MTU_MIN = 68 + VXLAN_MTU_HEADROOM_V6;
+export const UNDERLAY_MTU_MAX = 65535;
+/** TAP MTU bounds: IPv4 minimum 68 (RFC 791), and what a 64 KiB underlay datagram can carry. */
+export const TAP_MTU_MIN = 68;
+export const TAP_MTU_MAX = 65535 - VXLAN_MTU_HEADROOM_V6;
+
+export interface VtepOptions {
+  /** VXLAN Network Identifier, 0..16777215. */
+  vni: number;
+  /**
+   * Default destinations (head-end replication), like `bridge fdb append 00:00:00:00:00:00 dst IP`.
+   * IP literals, optionally with a port: `198.51.100.2`, `198.51.100.2:4790`, `[2001:db8::2]:4790`.
+   */
+  remotes?: readonly string[];
+  /** Multicast group for BUM traffic, instead of or besides remotes. */
+  group?: string;
+  /** Local underlay address to bind (default: the wildcard of the remotes' family). */
+  local?: string;
+  /** Underlay device: multicast is joined on it. */
+  dev?: string;
+  /** UDP destination port (default 4789, IANA; 8472 is the Linux default). */
+  dstPort?: number;
+  /** UDP port to listen on (default: dstPort, as the kernel does; 0 = any free port). */
+  listenPort?: number;
+  /** TTL of the outer packets: 0 = the system default (1 for multicast, as Linux), 1..255. */
+  ttl?: number;
+  /** Ageing of learned FDB entries in seconds; 0 = never (default 300). */
+  ageing?: number;
+  /** Learn inner source MACs from received datagrams (default true). */
+  learning?: boolean;
+  /** Cap on FDB entries; 0 = unlimited (default 32768). */
+  maxAddress?: number;
+  /** Reserved bits on receive: `ignore` (RFC 7348, default) or `strict` (drop, as Linux). */
+  reservedBits?: ReservedBitsPolicy;
+  /** MTU of the underlay path (default 1500); datagrams larger than it are dropped, never fragmented. */
+  underlayMtu?: number;
+  /** Our own MAC (the TAP's): frames arriving with it as source are loops and are dropped. */
+  mac?: string;
+  /** SO_SNDBUF / SO_RCVBUF of the UDP socket, bytes. */
+  sndbuf?: number;
+  rcvbuf?: number;
+}
+
+export interface RemoteSpec {
+  address: string;
+  port: number;
+}
+
+export interface VtepConfig {
+  vni: number;
+  family: 4 | 6;
+  remotes: RemoteSpec[];
+  group: string | undefined;
+  local: string;
+  dev: string | undefined;
+  dstPort: number;
+  listenPort: number;
+  ttl: number;
+  ageingS: number;
+  learning: boolean;
+  maxAddress: number;
+  strictReserved: boolean;
+  underlayMtu: number;
+  /** Largest Ethernet frame (with its 14-byte header) that fits the underlay MTU unfragmented. */
+  maxFrame: number;
+  /** Default TAP MTU for this underlay: underlayMtu - 50 (IPv4) or - 70 (IPv6). */
+  tapMtu: number;
+  mac: number | undefined;
+  sndbuf: number;
+  rcvbuf: number;
+}
+
+function fail(option: string, code: (typeof ErrorCode)[keyof typeof ErrorCode], what: string): never {
+  throw new ConfigError(code, option, `${option}: ${what}`);
+}
+
+function show(v: unknown): string {
+  return typeof v === 'string' ? JSON.stringify(v) : String(v);
+}
+
+export function checkVni(v: unknown, option = 'vni'): number {
+  if (!isValidVni(v)) fail(option, ErrorCode.InvalidVni, `expected an integer from 0 to ${VXLAN_VNI_MAX}, got ${show(v)}`);
+  return v;
+}
+
+export function checkInt(v: unknown, option: string, min: number, max: number, what = 'an integer'): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+    fail(option, ErrorCode.InvalidOption, `expected ${what} from ${min} to ${max}, got ${show(v)}`);
+  }
+  return v;
+}
+
+export function checkPort(v: unknown, option = 'dstPort', min = 1): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > 65535) {
+    fail(option, ErrorCode.InvalidPort, `expected a UDP port from ${min} to 65535, got ${show(v)}`);
+  }
+  return v;
+}
+
+/** A canonical IP literal (no prefix, no zone) and its family, or a ConfigError. */
+export function checkIp(v: unknown, option: string): { address: string; family: 4 | 6 } {
+  if (typeof v === 'string' && !v.includes('/') && !v.includes('%')) {
+    if (Address4.isValid(v)) return { address: new Address4(v).correctForm(), family: 4 };
+    if (Address6.isValid(v)) return { address: new Address6(v).correctForm(), family: 6 };
+  }
+  fail(option, ErrorCode.InvalidAddress, `expected an IPv4 or IPv6 address such as 198.51.100.2 or 2001:db8::2, got ${show(v)}`);
+}
+
+/** `ip`, `ip:port` or `[ip6]:port`. */
+export function checkRemote(v: unknown, option: string, defaultPort: number): RemoteSpec & { family: 4 | 6 } {
+  if (typeof v === 'string') {
+    const bracket = /^\[([^\]]+)\](?::(\d+))?$/.exec(v);
+    const v4port = /^([0-9.]+):(\d+)$/.exec(v);
+    const m = bracket ?? v4port;
+    if (m !== null) {
+      const ip = checkIp(m[1], option);
+      const port = m[2] === undefined ? defaultPort : checkPort(Number(m[2]), option);
+      return { address: ip.address, port, family: ip.family };
+    }
+  }
+  const ip = checkIp(v, option);
+  return { address: ip.address, port: defaultPort, family: ip.family };
+}
+
+export function isMulticastIp(address: string, family: 4 | 6): boolean {
+  return family === 4 ? new Address4(address).isMulticast() : new Address6(address).isMulticast();
+}
+
+/** A unicast MAC `aa:bb:cc:dd:ee:ff` as a key, or a ConfigError. */
+export function checkMac(v: unknown, option = 'mac'): number {
+  const key = typeof v === 'string' ? parseMac(v) : undefined;
+  if (key === undefined) fail(option, ErrorCode.InvalidMac, `expected a MAC address like 02:00:00:00:00:0a, got ${show(v)}`);
+  return key;
+}
+
+export function checkUnicastMac(v: unknown, option = 'mac'): number {
+  const key = checkMac(v, option);
+  if (isZeroMac(key) || isMulticastMac(key)) {
+    fail(option, ErrorCode.InvalidMac, `expected a unicast MAC (not zero, group bit clear), got ${show(v)}`);
+  }
+  return key;
+}
+
+function checkBool(v: unknown, option: string): boolean {
+  if (typeof v !== 'boolean') fail(option, ErrorCode.InvalidOption, `expected true or false, got ${show(v)}`);
+  return v;
+}
+
+export function resolveConfig(o: VtepOptions): VtepConfig {
+  if (o === null || typeof o !== 'object') fail('options', ErrorCode.InvalidOption, 'expected an object with at least { vni }');
+  const vni = checkVni(o.vni);
+  const dstPort = checkPort(o.dstPort ?? DEFAULTS.dstPort, 'dstPort');
+  const listenPort = checkPort(o.listenPort ?? dstPort, 'listenPort', 0);
+
+  const families = new Set<4 | 6>();
+  const remotes: RemoteSpec[] = [];
+  if (o.remotes !== undefined && !Array.isArray(o.remotes)) fail('remotes', ErrorCode.InvalidAddress, 'expected an array of IP addresses');
+  for (const r of o.remotes ?? []) {
+    const spec = checkRemote(r, 'remote', dstPort);
+    if (isMulticastIp(spec.address, spec.family)) {
+      fail('remote', ErrorCode.InvalidAddress, `expected a unicast address, got multicast ${show(r)}; use group for multicast`);
+    }
+    families.add(spec.family);
+    if (!remotes.some((x) => x.address === spec.address && x.port === spec.port)) remotes.push({ address: spec.address, port: spec.port });
+  }
+  let group: string | undefined;
+  if (o.group !== undefined) {
+    const g = checkIp(o.group, 'group');
+    if (!isMulticastIp(g.address, g.family)) {
+      fail('group', ErrorCode.InvalidAddress, `expected a multicast address (224.0.0.0/4 or ff00::/8), got ${show(o.group)}`);
+    }
+    families.add(g.family);
+    group = g.address;
+  }
+  let local: string | undefined;
+  if (o.local !== undefined) {
+    const l = checkIp(o.local, 'local');
+    if (isMulticastIp(l.address, l.family)) fail('local', ErrorCode.InvalidAddress, `expected a unicast address, got ${show(o.local)}`);
+    families.add(l.family);
+    local = l.address;
+  }
+  if (families.size > 1) {
+    fail('remote', ErrorCode.FamilyMismatch, 'remotes, group and local must all be IPv4 or all IPv6 (as `ip link add type vxlan` requires)');
+  }
+  const family: 4 | 6 = families.has(6) ? 6 : 4;
+  local ??= family === 6 ? '::' : '0.0.0.0';
+
+  let dev: string | undefined;
+  if (o.dev !== undefined) {
+    if (typeof o.dev !== 'string' || !/^[^\s/:]{1,15}$/.test(o.dev)) fail('dev', ErrorCode.InvalidOption, `expected an interface name of 1 to 15 characters, got ${show(o.dev)}`);
+    dev = o.dev;
+  }
+
+  const underlayMtu = checkInt(o.underlayMtu ?? DEFAULTS.underlayMtu, 'underlayMtu', UNDERLAY_MTU_MIN, UNDERLAY_MTU_MAX);
+  const overhead = family === 6 ? VXLAN_OVERHEAD_V6 : VXLAN_OVERHEAD_V4;
+  const headroom = family === 6 ? VXLAN_MTU_HEADROOM_V6 : VXLAN_MTU_HEADROOM_V4;
+
+  const reservedBits = o.reservedBits ?? DEFAULTS.reservedBits;
+  if (reservedBits !== ReservedBitsPolicy.Ignore && reservedBits !== ReservedBitsPolicy.Strict) {
+    fail('reservedBits', ErrorCode.InvalidOption, `expected "ignore" or "strict", got ${show(reservedBits)}`);
+  }
+
+  return {
+    vni,
+    family,
+    remotes,
+    group,
+    local,
+    dev,
+    dstPort,
+    listenPort,
+    ttl: checkInt(o.ttl ?? DEFAULTS.ttl, 'ttl', 0, 255),
+    ageingS: checkInt(o.ageing ?? DEFAULTS.ageingS, 'ageing', 0, 2147483, 'whole seconds (0 = never)'),
+    learning: checkBool(o.learning ?? DEFAULTS.learning, 'learning'),
+    maxAddress: checkInt(o.maxAddress ?? DEFAULTS.maxAddress, 'maxAddress', 0, 2 ** 31 - 1, 'a count (0 = unlimited)'),
+    strictReserved: reservedBits === ReservedBitsPolicy.Strict,
+    underlayMtu,
+    maxFrame: underlayMtu - overhead,
+    tapMtu: underlayMtu - headroom,
+    mac: o.mac === undefined ? undefined : checkUnicastMac(o.mac, 'mac'),
+    sndbuf: checkInt(o.sndbuf ?? DEFAULTS.sndbuf, 'sndbuf', 1024, 2 ** 31 - 1, 'bytes'),
+    rcvbuf: checkInt(o.rcvbuf ?? DEFAULTS.rcvbuf, 'rcvbuf', 1024, 2 ** 31 - 1, 'bytes'),
+  };
+}

@@ -1,0 +1,294 @@
+/**
+ * The forwarding database: inner MAC -> remote VTEP(s), as the kernel's vxlan FDB.
+ *
+ * - Learning follows `vxlan_snoop()`: the inner source MAC maps to the outer source IP at the
+ *   configured destination port (not the datagram's source port, which is a per-flow hash).
+ *   A known MAC seen from a new IP migrates; static entries never migrate (the frame is dropped,
+ *   as Linux does); zero and group source MACs are never learned.
+ * - The all-zero MAC entry holds the default destinations (`bridge fdb append
+ *   00:00:00:00:00:00 dst IP`): the flood list for broadcast, multicast and unknown unicast.
+ * - Dynamic entries age out after `ageingMs` (default 300 s), swept every `sweepIntervalMs`
+ *   (10 s, the kernel's FDB_AGE_INTERVAL) by an unref'd timer.
+ * - `maxAddress` caps the number of entries (the all-zero entry not counted); 0 = unlimited.
+ *   When full, new MACs are not learned (counted in `learnRefused`), as Linux returns ENOSPC.
+ */
+import { EventEmitter } from 'node:events';
+import { ErrorCode, UvtepError } from './errors.js';
+import { formatMac, isMulticastMac, MAC_ZERO } from './wire/ethernet.js';
+
+/** Default ageing of learned entries, as the kernel's FDB_AGE_DEFAULT (300 s). */
+export const FDB_AGE_DEFAULT_S = 300;
+/** How often expired entries are swept, as the kernel's FDB_AGE_INTERVAL (10 s). */
+export const FDB_AGE_INTERVAL_S = 10;
+/**
+ * Default cap on entries. Linux's default is unlimited; uvtep caps so that a MAC flood from an
+ * open UDP port cannot exhaust memory. 0 means unlimited.
+ */
+export const FDB_MAX_DEFAULT = 32768;
+
+/** A remote VTEP: an underlay IP literal and UDP port. Interned by the Fdb; compare by identity. */
+export interface Remote {
+  readonly address: string;
+  readonly port: number;
+  readonly family: 4 | 6;
+  /** `address|port`, unique per remote. */
+  readonly key: string;
+}
+
+export class FdbEntry {
+  readonly mac: number;
+  remotes: Remote[];
+  isStatic: boolean;
+  /** Clock time (ms) when last learned or refreshed; static entries keep their creation time. */
+  updated: number;
+  constructor(mac: number, remotes: Remote[], isStatic: boolean, updated: number) {
+    this.mac = mac;
+    this.remotes = remotes;
+    this.isStatic = isStatic;
+    this.updated = updated;
+  }
+}
+
+/** Outcome of `Fdb.learn`, numeric for the data path. */
+export const LearnResult = {
+  /** Already known from this remote (refreshed). */
+  Known: 0,
+  Learned: 1,
+  Migrated: 2,
+  /** A static entry points elsewhere: the frame must be dropped (Linux does the same). */
+  StaticConflict: 3,
+  /** The table is full; not learned. */
+  Full: 4,
+  /** Zero or group source MAC: never learned. */
+  Invalid: 5,
+} as const;
+export type LearnResult = (typeof LearnResult)[keyof typeof LearnResult];
+
+export interface FdbOptions {
+  /** Ageing of dynamic entries in ms; 0 = never age. */
+  ageingMs?: number;
+  /** Sweep interval in ms. */
+  sweepIntervalMs?: number;
+  /** Cap on entries (the all-zero entry not counted); 0 = unlimited. */
+  maxAddress?: number;
+  /** Port learned remotes are reached at (the VTEP's destination port). */
+  dstPort: number;
+  /** Clock in ms; injectable for tests. */
+  clock?: () => number;
+}
+
+/** One row of `Fdb.list()`, as `bridge fdb show` prints. */
+export interface FdbRow {
+  mac: string;
+  dst: string;
+  port: number;
+  static: boolean;
+  /** Seconds since the entry was learned or refreshed. */
+  ageS: number;
+}
+
+export interface FdbEvents {
+  learned: [mac: number, remote: Remote];
+  migrated: [mac: number, from: Remote, to: Remote];
+  aged: [mac: number, remote: Remote];
+}
+
+export class Fdb extends EventEmitter<FdbEvents> {
+  readonly ageingMs: number;
+  readonly sweepIntervalMs: number;
+  readonly maxAddress: number;
+  readonly dstPort: number;
+  readonly clock: () => number;
+  /** Default destinations (the all-zero entry's remotes); the same array object while it lives. */
+  flood: Remote[];
+  /** Learning attempts refused because the table was full. */
+  learnRefused: number;
+  private readonly table: Map<number, FdbEntry>;
+  private readonly remotes: Map<string, Remote>;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(opts: FdbOptions) {
+    super();
+    this.ageingMs = opts.ageingMs ?? FDB_AGE_DEFAULT_S * 1000;
+    this.sweepIntervalMs = opts.sweepIntervalMs ?? FDB_AGE_INTERVAL_S * 1000;
+    this.maxAddress = opts.maxAddress ?? FDB_MAX_DEFAULT;
+    this.dstPort = opts.dstPort;
+    this.clock = opts.clock ?? Date.now;
+    this.flood = [];
+    this.learnRefused = 0;
+    this.table = new Map();
+    this.remotes = new Map();
+    this.timer = undefined;
+  }
+
+  /** Number of entries, the all-zero (flood) entry not counted. */
+  get size(): number {
+    return this.table.size - (this.table.has(MAC_ZERO) ? 1 : 0);
+  }
+
+  /** The interned remote for `address` (an IP literal, already validated) and `port`. */
+  remote(address: string, port: number = this.dstPort): Remote {
+    const key = address + '|' + port;
+    let r = this.remotes.get(key);
+    if (r === undefined) {
+      r = { address, port, family: address.includes(':') ? 6 : 4, key };
+      this.remotes.set(key, r);
+    }
+    return r;
+  }
+
+  /** Exact lookup; no allocation. */
+  lookup(mac: number): FdbEntry | undefined {
+    return this.table.get(mac);
+  }
+
+  /**
+   * `vxlan_snoop()`: learn that `mac` lives behind `address` (outer source IP).
+   * Call only with learning enabled; the caller drops the frame on `StaticConflict`.
+   */
+  learn(mac: number, address: string): LearnResult {
+    if (mac === MAC_ZERO || isMulticastMac(mac)) return LearnResult.Invalid;
+    const e = this.table.get(mac);
+    if (e !== undefined) {
+      const cur = e.remotes[0];
+      if (cur !== undefined && cur.address === address) {
+        if (!e.isStatic) e.updated = this.clock();
+        return LearnResult.Known;
+      }
+      if (e.isStatic) return LearnResult.StaticConflict;
+      const to = this.remote(address);
+      const from = cur ?? to;
+      e.remotes = [to];
+      e.updated = this.clock();
+      this.emit('migrated', mac, from, to);
+      return LearnResult.Migrated;
+    }
+    if (this.maxAddress > 0 && this.size >= this.maxAddress) {
+      this.learnRefused++;
+      return LearnResult.Full;
+    }
+    const r = this.remote(address);
+    this.table.set(mac, new FdbEntry(mac, [r], false, this.clock()));
+    this.emit('learned', mac, r);
+    return LearnResult.Learned;
+  }
+
+  /** `bridge fdb add`: create an entry; fails if the MAC exists (EEXIST). Static by default. */
+  add(mac: number, remote: Remote, opts: { static?: boolean } = {}): void {
+    if (this.table.has(mac)) {
+      throw new UvtepError(ErrorCode.FdbExists, `fdb entry ${formatMac(mac)} exists; use replace or append`);
+    }
+    this.create(mac, [remote], opts.static ?? true);
+  }
+
+  /** `bridge fdb append`: add a destination to an entry, creating it if needed. */
+  append(mac: number, remote: Remote, opts: { static?: boolean } = {}): void {
+    const e = this.table.get(mac);
+    if (e === undefined) {
+      this.create(mac, [remote], opts.static ?? true);
+      return;
+    }
+    if (!e.remotes.includes(remote)) e.remotes = [...e.remotes, remote];
+    if (opts.static ?? true) e.isStatic = true;
+    if (mac === MAC_ZERO) this.flood = e.remotes;
+  }
+
+  /** `bridge fdb replace`: the entry's destinations become `[remote]`, creating it if needed. */
+  replace(mac: number, remote: Remote, opts: { static?: boolean } = {}): void {
+    const e = this.table.get(mac);
+    if (e === undefined) {
+      this.create(mac, [remote], opts.static ?? true);
+      return;
+    }
+    e.remotes = [remote];
+    e.isStatic = opts.static ?? true;
+    e.updated = this.clock();
+    if (mac === MAC_ZERO) this.flood = e.remotes;
+  }
+
+  /**
+   * `bridge fdb del`: remove the entry, or only the destination `remote` when given.
+   * Returns false when there was nothing to remove.
+   */
+  delete(mac: number, remote?: Remote): boolean {
+    const e = this.table.get(mac);
+    if (e === undefined) return false;
+    if (remote !== undefined) {
+      if (!e.remotes.includes(remote)) return false;
+      e.remotes = e.remotes.filter((r) => r !== remote);
+      if (e.remotes.length > 0) {
+        if (mac === MAC_ZERO) this.flood = e.remotes;
+        return true;
+      }
+    }
+    this.table.delete(mac);
+    if (mac === MAC_ZERO) this.flood = [];
+    return true;
+  }
+
+  /** `bridge fdb flush`: remove dynamic entries, or every entry when `dynamicOnly` is false. */
+  flush(opts: { dynamicOnly?: boolean } = {}): number {
+    const dynamicOnly = opts.dynamicOnly ?? true;
+    let n = 0;
+    for (const [mac, e] of this.table) {
+      if (dynamicOnly && e.isStatic) continue;
+      this.table.delete(mac);
+      if (mac === MAC_ZERO) this.flood = [];
+      n++;
+    }
+    return n;
+  }
+
+  /** Every entry, one row per destination, like `bridge fdb show`. */
+  list(): FdbRow[] {
+    const now = this.clock();
+    const rows: FdbRow[] = [];
+    for (const e of this.table.values()) {
+      for (const r of e.remotes) {
+        rows.push({
+          mac: formatMac(e.mac),
+          dst: r.address,
+          port: r.port,
+          static: e.isStatic,
+          ageS: Math.max(0, Math.floor((now - e.updated) / 1000)),
+        });
+      }
+    }
+    return rows;
+  }
+
+  /** Removes expired dynamic entries; returns how many. Called by the ageing timer. */
+  sweep(): number {
+    if (this.ageingMs <= 0) return 0;
+    const now = this.clock();
+    let n = 0;
+    for (const [mac, e] of this.table) {
+      if (e.isStatic || e.updated + this.ageingMs > now) continue;
+      this.table.delete(mac);
+      n++;
+      const r = e.remotes[0];
+      if (r !== undefined) this.emit('aged', mac, r);
+    }
+    return n;
+  }
+
+  /** Starts the ageing timer (unref'd: it never keeps the process alive). */
+  startAgeing(): void {
+    if (this.timer !== undefined || this.ageingMs <= 0) return;
+    this.timer = setInterval(() => this.sweep(), this.sweepIntervalMs);
+    this.timer.unref();
+  }
+
+  stopAgeing(): void {
+    if (this.timer !== undefined) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  private create(mac: number, remotes: Remote[], isStatic: boolean): void {
+    if (mac !== MAC_ZERO && this.maxAddress > 0 && this.size >= this.maxAddress) {
+      throw new UvtepError(ErrorCode.FdbFull, `fdb is full (maxAddress ${this.maxAddress}); cannot add ${formatMac(mac)}`);
+    }
+    this.table.set(mac, new FdbEntry(mac, remotes, isStatic, this.clock()));
+    if (mac === MAC_ZERO) this.flood = remotes;
+  }
+}
