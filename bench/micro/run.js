@@ -1,0 +1,136 @@
+#!/usr/bin/env node
+// Micro benchmarks of the codec, the FDB and the full encap/decap of a 64-frame batch against a
+// null transport and port (the `benchmark` package). Each result is also given as a ratio to
+// two references measured in the same run: copying the frame (memcpy) and one node:dgram send
+// to 127.0.0.1 (the per-datagram syscall uvtep pays today). Heap bytes allocated per frame are
+// measured with --expose-gc over runs too short to trigger a scavenge.
+//
+//   npm run bench:micro            (needs `npm run build`)
+//   node --expose-gc bench/micro/run.js --json bench/results/micro.json
+import Benchmark from 'benchmark';
+import dgram from 'node:dgram';
+import { writeFileSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import os from 'node:os';
+import { Fdb, FRAME_HEADROOM, resolveConfig, TxBatch, Vtep, vxlan } from '../../dist/index.js';
+
+const BATCH = 64;
+const FRAME = 1400;
+const args = process.argv.slice(2);
+const jsonOut = args.includes('--json') ? args[args.indexOf('--json') + 1] : undefined;
+const quick = args.includes('--quick');
+
+// ---- fixtures
+const slotSize = FRAME_HEADROOM + 2048;
+const slab = Buffer.alloc(slotSize * BATCH);
+const batch = { buf: slab, offs: new Int32Array(BATCH), lens: new Int32Array(BATCH), count: BATCH };
+const PEER = 0x02000000000b;
+for (let i = 0; i < BATCH; i++) {
+  const off = i * slotSize + FRAME_HEADROOM;
+  batch.offs[i] = off;
+  batch.lens[i] = FRAME;
+  slab.writeUIntBE(PEER, off, 6);
+  slab.writeUIntBE(0x02000000000a, off + 6, 6);
+  slab.writeUInt16BE(0x0800, off + 12);
+}
+const datagramBuf = Buffer.alloc(8 + FRAME);
+vxlan.emitVxlan(datagramBuf, 0, 1);
+datagramBuf.writeUIntBE(0x02000000000a, 8, 6);
+datagramBuf.writeUIntBE(PEER, 14, 6);
+
+class NullTransport {
+  family = 4;
+  open(h) { this.h = h; return Promise.resolve(); }
+  send(_b) {}
+  pending() { return 0; }
+  whenDrained(cb) { cb(); }
+  address() { return { address: '0.0.0.0', port: 0 }; }
+  close() { return Promise.resolve(); }
+}
+class NullPort {
+  name = 'null'; mac = 0x02000000000b;
+  start(f) { this.onFrames = f; }
+  pause() {} resume() {}
+  write() { return true; }
+  close() { return Promise.resolve(); }
+}
+
+const port = new NullPort();
+const transport = new NullTransport();
+const vtep = new Vtep(resolveConfig({ vni: 1, remotes: ['198.51.100.2'], maxAddress: 0 }), { port, transport });
+await vtep.start();
+vtep.fdb.add(PEER, vtep.fdb.remote('198.51.100.2'));
+
+const fdb = new Fdb({ dstPort: 4789, maxAddress: 0 });
+for (let i = 0; i < 10000; i++) fdb.learn(0x020000000000 + i * 2, '198.51.100.2');
+const frameCopy = Buffer.alloc(FRAME);
+
+const sock = dgram.createSocket('udp4');
+await new Promise((r) => sock.bind(0, '127.0.0.1', r));
+const sink = dgram.createSocket('udp4');
+await new Promise((r) => sink.bind(0, '127.0.0.1', r));
+sink.on('message', () => {});
+const sinkPort = sink.address().port;
+const sendTx = new TxBatch(1);
+const dgramOne = datagramBuf.subarray(0, 64);
+
+const cases = [
+  { name: 'ref: copy one 1400-byte frame', frames: 1, fn: () => slab.copy(frameCopy, 0, 8, 8 + FRAME) },
+  { name: 'ref: one dgram.send to 127.0.0.1', frames: 1, fn: () => sock.send(dgramOne, sinkPort, '127.0.0.1') },
+  { name: 'checkVxlan + vxlanVni', frames: 1, fn: () => vxlan.checkVxlan(datagramBuf, 0, datagramBuf.length, true) === 0 && vxlan.vxlanVni(datagramBuf, 0) },
+  { name: 'emitVxlan', frames: 1, fn: () => vxlan.emitVxlan(slab, 0, 1) },
+  { name: 'fdb lookup hit (10k entries)', frames: 1, fn: () => fdb.lookup(0x020000000000 + 5000) },
+  { name: 'fdb lookup miss', frames: 1, fn: () => fdb.lookup(0x020000000001) },
+  { name: 'fdb learn (known MAC, refresh)', frames: 1, fn: () => fdb.learn(0x020000000000 + 5000, '198.51.100.2') },
+  { name: `encap batch of ${BATCH} (null transport)`, frames: BATCH, fn: () => port.onFrames(batch) },
+  { name: 'decap one datagram (null port)', frames: 1, fn: () => transport.h.onDatagram(datagramBuf, 0, datagramBuf.length, '198.51.100.2') },
+];
+
+function allocPerFrame(c) {
+  if (typeof globalThis.gc !== 'function') return undefined;
+  if (c.name.startsWith('ref: one dgram')) return undefined; // the socket queue allocates by design
+  const n = Math.max(1, Math.floor(20000 / c.frames));
+  for (let i = 0; i < n; i++) c.fn(); // warm
+  globalThis.gc();
+  const before = process.memoryUsage().heapUsed;
+  for (let i = 0; i < n; i++) c.fn();
+  const after = process.memoryUsage().heapUsed;
+  return Math.max(0, (after - before) / (n * c.frames));
+}
+
+const results = [];
+for (const c of cases) {
+  await new Promise((resolve) => {
+    const suite = new Benchmark.Suite();
+    suite.add(c.name, c.fn, { minSamples: quick ? 5 : 20, maxTime: quick ? 0.5 : 2 });
+    suite.on('cycle', (ev) => {
+      const b = ev.target;
+      const r = { name: c.name, opsPerSec: b.hz, framesPerSec: b.hz * c.frames, rme: b.stats.rme, nsPerFrame: 1e9 / (b.hz * c.frames), heapBytesPerFrame: allocPerFrame(c) };
+      results.push(r);
+      process.stderr.write(`  ${c.name}: ${(r.framesPerSec / 1e6).toFixed(2)} M frames/s ±${r.rme.toFixed(1)}%\n`);
+    });
+    suite.on('complete', resolve);
+    suite.run();
+  });
+}
+sock.close();
+sink.close();
+await vtep.close();
+
+const memcpy = results[0];
+const send = results[1];
+const rows = results.map((r) => ({
+  ...r,
+  vsCopy: r.nsPerFrame / memcpy.nsPerFrame,
+  vsSend: r.nsPerFrame / send.nsPerFrame,
+}));
+const machine = `${os.cpus().length} cores (${os.cpus()[0]?.model ?? '?'}), Linux ${os.release()}, Node ${process.version}`;
+let md = `| case | ns/frame ÷ memcpy of the frame | ns/frame ÷ one dgram send | heap bytes/frame |\n|---|---:|---:|---:|\n`;
+for (const r of rows) {
+  md += `| ${r.name} | ${r.vsCopy.toFixed(2)} | ${r.vsSend.toFixed(3)} | ${r.heapBytesPerFrame === undefined ? 'n/a' : r.heapBytesPerFrame.toFixed(1)} |\n`;
+}
+process.stdout.write(`\nMachine: ${machine}\n\n${md}`);
+if (jsonOut) {
+  mkdirSync(path.dirname(jsonOut), { recursive: true });
+  writeFileSync(jsonOut, JSON.stringify({ date: new Date().toISOString(), machine, rows }, null, 2));
+}
