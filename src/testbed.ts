@@ -192,9 +192,9 @@ export function uvtepBin(): string {
   return new URL('../bin/uvtep.js', import.meta.url).pathname;
 }
 
-/** Path of a compiled tool in dist/tools. */
+/** Path of a compiled tool in dist/tools (this module runs from src/ under vitest, from dist/ otherwise). */
 export function toolPath(name: string): string {
-  return new URL(`./tools/${name}.js`, import.meta.url).pathname;
+  return new URL(`../dist/tools/${name}.js`, import.meta.url).pathname;
 }
 
 export interface LogRecord {

@@ -1,0 +1,82 @@
+// Experiment 1 and interop with the kernel VTEP, over namespaces joined by veth.
+import { afterEach, expect, it } from 'vitest';
+import { ping, tcpTransfer, Testbed, UvtepProcess, type Host } from '../../src/testbed.js';
+import { describeNs, kernelVtep, twoHosts } from './setup.js';
+
+const MB = 1024 * 1024;
+let bed: Testbed | undefined;
+let procs: UvtepProcess[] = [];
+
+afterEach(async () => {
+  for (const p of procs) await p.stop();
+  procs = [];
+  await bed?.cleanup();
+  bed = undefined;
+});
+
+function uvtep(h: Host, args: string[]): UvtepProcess {
+  const p = new UvtepProcess(h, args);
+  procs.push(p);
+  return p;
+}
+
+describeNs('experiment 1: uvtep <-> uvtep point to point', () => {
+  it('VNI 1, port 4789: ping and a verified TCP transfer both ways', async () => {
+    bed = new Testbed('p2p');
+    const { h1, h2, u1, u2 } = await twoHosts(bed);
+    const a = uvtep(h1, ['--vni', '1', '--remote', u2, '--name', 'vxlan1', '--address', '10.0.0.106/24', '--mac', '02:00:00:00:00:0a']);
+    const b = uvtep(h2, ['--vni', '1', '--remote', u1, '--name', 'vxlan1', '--address', '10.0.0.107/24', '--mac', '02:00:00:00:00:0b']);
+    const ra = await a.ready();
+    await b.ready();
+    expect(ra).toMatchObject({ tap: 'vxlan1', mtu: 1450, vni: 1, dstport: 4789, remotes: [u2] });
+    expect(await h1.run(['ip', '-o', 'link', 'show', 'vxlan1'])).toMatch(/mtu 1450 .*state UNKNOWN|mtu 1450/);
+    const p = await ping(h1, '10.0.0.107', 5);
+    expect(p.received).toBe(5);
+    const t1 = await tcpTransfer(h2, h1, '10.0.0.107', 5201, 8 * MB);
+    expect(t1.ok).toBe(true);
+    const t2 = await tcpTransfer(h1, h2, '10.0.0.106', 5202, 8 * MB);
+    expect(t2.ok).toBe(true);
+    const fa = await a.stop();
+    const fb = await b.stop();
+    expect(fa.code).toBe(0);
+    expect(fb.code).toBe(0);
+    const sa = fa.final!.stats as { rxPackets: number; txPackets: number; dropsTotal: number };
+    expect(sa.txPackets).toBeGreaterThan((8 * MB) / 1450);
+    expect(sa.rxPackets).toBeGreaterThan((8 * MB) / 1450);
+    expect(sa.dropsTotal).toBe(0);
+    expect(fa.final!.fdb).toContainEqual(expect.objectContaining({ mac: '02:00:00:00:00:0b', dst: u2, port: 4789, static: false }));
+    // the TAP is gone after SIGTERM
+    expect((await h1.exec(['ip', 'link', 'show', 'vxlan1'])).code).not.toBe(0);
+  });
+});
+
+describeNs('interop: uvtep <-> kernel VTEP', () => {
+  it.each([
+    ['IPv4 underlay, port 4789', false, 4789],
+    ['IPv4 underlay, port 8472', false, 8472],
+    ['IPv6 underlay, port 4789', true, 4789],
+  ])('%s: traffic in both directions', async (_name, v6, port) => {
+    bed = new Testbed('kern');
+    const { h1, h2, u1, u2 } = await twoHosts(bed, v6);
+    await kernelVtep(h2, { vni: 1, remote: u1, port, address: '10.0.0.107/24', mac: '02:00:00:00:00:0b' });
+    const a = uvtep(h1, ['--vni', '1', '--remote', u2, '--dstport', String(port), '--name', 'vxlan1', '--address', '10.0.0.106/24', '--mac', '02:00:00:00:00:0a']);
+    const ra = await a.ready();
+    expect(ra.mtu).toBe(v6 ? 1430 : 1450);
+    // the kernel picks the same MTU for its vxlan device on this underlay
+    expect(await h2.ip('-o', 'link', 'show', 'vxlan1')).toContain(`mtu ${v6 ? 1430 : 1450}`);
+    // uvtep -> kernel
+    expect((await ping(h1, '10.0.0.107', 5)).received).toBe(5);
+    // kernel -> uvtep
+    expect((await ping(h2, '10.0.0.106', 5)).received).toBe(5);
+    const up = await tcpTransfer(h2, h1, '10.0.0.107', 5201, 8 * MB);
+    expect(up.ok).toBe(true);
+    const down = await tcpTransfer(h1, h2, '10.0.0.106', 5202, 8 * MB);
+    expect(down.ok).toBe(true);
+    // the kernel learned uvtep's MAC behind h1
+    expect(await h2.run(['bridge', 'fdb', 'show', 'dev', 'vxlan1'])).toMatch(new RegExp(`02:00:00:00:00:0a dst ${u1.replace(/\./g, '\\.')}`));
+    const f = await a.stop();
+    expect(f.code).toBe(0);
+    expect((f.final!.stats as { dropsTotal: number }).dropsTotal).toBe(0);
+    expect(f.final!.fdb).toContainEqual(expect.objectContaining({ mac: '02:00:00:00:00:0b', dst: u2, port }));
+  });
+});
