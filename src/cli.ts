@@ -204,17 +204,16 @@ async function run(o: RunOpts): Promise<number> {
     }
   } catch (e) {
     if (e instanceof ConfigError) return usageError(configMessage(e));
+    if (isSystemError(e) && e.syscall === 'bind') {
+      log.fatal({ code: e.code, syscall: e.syscall }, `cannot bind the VXLAN port: ${e.message} (another VTEP uses this port, or --local is not an address of this host)`);
+      return EXIT_SYSTEM;
+    }
     if (isSystemError(e)) {
       log.fatal({ code: e.code, syscall: e.syscall }, e.message);
       return EXIT_SYSTEM;
     }
     if (e instanceof UvtepError) {
       log.fatal({ code: e.code }, e.message);
-      return EXIT_SYSTEM;
-    }
-    const err = e as NodeJS.ErrnoException;
-    if (err.code === 'EADDRINUSE' || err.code === 'EADDRNOTAVAIL' || err.code === 'EACCES') {
-      log.fatal({ code: err.code }, `cannot bind the VXLAN port: ${err.message} (another VTEP on this port, or --local is not an address of this host)`);
       return EXIT_SYSTEM;
     }
     throw e;

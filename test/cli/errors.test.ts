@@ -1,0 +1,49 @@
+// Every bad option: exit 2 and a message naming the option and what it accepts. These run
+// before any device or socket is touched, so they need no privileges.
+import { describe, expect, it } from 'vitest';
+import { sh, uvtepBin } from '../../src/testbed.js';
+
+const run = (...args: string[]) => sh(process.execPath, [uvtepBin(), ...args], { timeoutMs: 15_000 });
+
+describe('uvtep CLI errors', () => {
+  const cases: Array<[string, string[], RegExp]> = [
+    ['VNI too big', ['--vni', '16777216'], /option --vni: expected an integer from 0 to 16777215, got 16777216/],
+    ['VNI not a number', ['--vni', 'one'], /option --vni: expected an integer from 0 to 16777215, got "one"/],
+    ['VNI missing', ['--remote', '198.51.100.2'], /option --vni <n> is required/],
+    ['remote malformed', ['--vni', '1', '--remote', '1.2.3'], /option --remote: expected an IPv4 or IPv6 address .* got "1\.2\.3"/],
+    ['remote multicast', ['--vni', '1', '--remote', '239.1.1.1'], /option --remote: expected a unicast address/],
+    ['group unicast', ['--vni', '1', '--group', '198.51.100.2', '--dev', 'lo'], /option --group: expected a multicast address \(224\.0\.0\.0\/4 or ff00::\/8\)/],
+    ['group without dev', ['--vni', '1', '--group', '239.1.1.1'], /option --group needs --dev/],
+    ['mtu too small', ['--vni', '1', '--mtu', '40'], /option --mtu: expected an integer from 68 to 65465, got 40/],
+    ['dstport out of range', ['--vni', '1', '--dstport', '65536'], /option --dstport: expected a UDP port from 1 to 65535, got 65536/],
+    ['ttl out of range', ['--vni', '1', '--ttl', '300'], /option --ttl: expected an integer from 0 to 255, got 300/],
+    ['mac malformed', ['--vni', '1', '--mac', '02:00:00:00:00'], /option --mac: expected a MAC address like 02:00:00:00:00:0a/],
+    ['mac multicast', ['--vni', '1', '--mac', '01:00:00:00:00:01'], /option --mac: expected a unicast MAC/],
+    ['address without prefix', ['--vni', '1', '--address', '10.0.0.1'], /option --address: expected an address with prefix length/],
+    ['reserved bits policy', ['--vni', '1', '--reserved-bits', 'lenient'], /option --reserved-bits: expected "ignore" or "strict", got "lenient"/],
+    ['mixed families', ['--vni', '1', '--remote', '198.51.100.2', '--remote', '2001:db8::2'], /all be IPv4 or all IPv6/],
+    ['ageing negative', ['--vni', '1', '--ageing', '-5'], /option --ageing: expected whole seconds/],
+    ['max-address text', ['--vni', '1', '--max-address', 'lots'], /option --max-address: expected a count \(0 = unlimited\)/],
+    ['name too long', ['--vni', '1', '--name', 'a-very-long-interface-name'], /option --name: expected an interface name of at most 15 characters/],
+    ['unknown option', ['--vni', '1', '--frobnicate'], /unknown option '--frobnicate'/],
+    ['log level', ['--vni', '1', '--log-level', 'loud'], /Allowed choices are fatal, error, warn, info, debug, trace, silent/],
+  ];
+  it.each(cases)('%s: exit 2 with the option and what it accepts', async (_n, args, msg) => {
+    const r = await run(...args);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(msg);
+    expect(r.stdout).toBe('');
+  });
+
+  it('--help documents every option with its default and exits 0', async () => {
+    const r = await run('--help');
+    expect(r.code).toBe(0);
+    for (const opt of ['--vni', '--remote', '--group', '--local', '--dev', '--dstport', '--ttl', '--ageing', '--no-learning', '--max-address', '--reserved-bits', '--name', '--mtu', '--mac', '--address', '--bridge', '--persist', '--log-level']) {
+      expect(r.stdout).toContain(opt);
+    }
+    expect(r.stdout).toMatch(/default: 4789/);
+    expect(r.stdout).toMatch(/default: 300/);
+    expect(r.stdout).toMatch(/1450 on 1500/);
+    expect(r.stdout).toMatch(/demo/);
+  });
+});

@@ -1,0 +1,206 @@
+// Experiment 2 (containers across hosts), three hosts flooding and learning, VNI isolation,
+// and the bytes on the wire.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterEach, expect, it } from 'vitest';
+import { must, ping, tcpTransfer, Testbed, UvtepProcess, type Host } from '../../src/testbed.js';
+import { expectVxlan, innerFrame, vni } from '../helpers/frames.js';
+import { udpRecords } from '../helpers/pcap.js';
+import { waitFor } from '../helpers/wait.js';
+import { describeNs, kernelVtep, quietIpv6, twoHosts } from './setup.js';
+
+const MB = 1024 * 1024;
+let bed: Testbed | undefined;
+let procs: UvtepProcess[] = [];
+let tmp: string | undefined;
+
+afterEach(async () => {
+  for (const p of procs) await p.stop();
+  procs = [];
+  await bed?.cleanup();
+  bed = undefined;
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
+  tmp = undefined;
+});
+
+function uvtep(h: Host, args: string[]): UvtepProcess {
+  const p = new UvtepProcess(h, args);
+  procs.push(p);
+  return p;
+}
+
+/** tcpdump in `h` writing to a file; returns a stop function that waits for the file to be flushed. */
+async function capture(h: Host, iface: string, filter: string): Promise<{ file: string; stop: () => Promise<void> }> {
+  tmp ??= mkdtempSync(path.join(tmpdir(), 'uvt-cap-'));
+  const file = path.join(tmp, `${h.name}-${iface}.pcap`);
+  const child = h.spawn(['tcpdump', '-n', '-U', '--immediate-mode', '-s', '0', '-i', iface, '-w', file, filter]);
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  await waitFor(() => /listening on/.test(err), `tcpdump on ${iface} (${err})`);
+  return {
+    file,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        child.once('exit', () => resolve());
+        child.kill('SIGINT');
+      }),
+  };
+}
+
+describeNs('experiment 2: containers across hosts', () => {
+  it('VNI 200: 172.18.0.2 reaches 172.18.0.3 and back through bridges with uvtep TAPs as ports', async () => {
+    bed = new Testbed('ctr');
+    const { h1, h2, u1, u2 } = await twoHosts(bed);
+    await bed.bridge(h1, 'br0');
+    await bed.bridge(h2, 'br0');
+    const c1 = await bed.container(h1, 'br0', 'c1', '172.18.0.2/16', { mac: '02:42:ac:12:00:02', mtu: 1450 });
+    const c2 = await bed.container(h2, 'br0', 'c2', '172.18.0.3/16', { mac: '02:42:ac:12:00:03', mtu: 1450 });
+    const a = uvtep(h1, ['--vni', '200', '--remote', u2, '--name', 'vxlan200', '--bridge', 'br0']);
+    const b = uvtep(h2, ['--vni', '200', '--remote', u1, '--name', 'vxlan200', '--bridge', 'br0']);
+    expect((await a.ready()).bridge).toBe('br0');
+    await b.ready();
+    expect(await h1.ip('-o', 'link', 'show', 'vxlan200')).toMatch(/master br0/);
+    expect((await ping(c1, '172.18.0.3', 5)).received).toBe(5);
+    expect((await ping(c2, '172.18.0.2', 5)).received).toBe(5);
+    expect((await tcpTransfer(c2, c1, '172.18.0.3', 5201, 8 * MB)).ok).toBe(true);
+    expect((await tcpTransfer(c1, c2, '172.18.0.2', 5202, 8 * MB)).ok).toBe(true);
+    const fa = await a.stop();
+    expect(fa.final!.fdb).toContainEqual(expect.objectContaining({ mac: '02:42:ac:12:00:03', dst: u2, static: false }));
+  });
+});
+
+describeNs('three hosts: flood and learn', () => {
+  it('a broadcast reaches the kernel VTEP and the uvtep; learned unicast goes to one host only', async () => {
+    bed = new Testbed('tri');
+    await bed.removeLeftovers();
+    const sw = await bed.host('sw');
+    await bed.bridge(sw, 'br0');
+    const hosts: Host[] = [];
+    for (const i of [1, 2, 3]) {
+      const h = await bed.host(`h${i}`);
+      await quietIpv6(h);
+      await bed.veth(h, 'eth0', [`198.51.100.${i}/24`], sw, `p${i}`, []);
+      await sw.ip('link', 'set', `p${i}`, 'master', 'br0');
+      hosts.push(h);
+    }
+    const [h1, h2, h3] = hosts as [Host, Host, Host];
+    // h1: uvtep flooding to h2 (kernel) and h3 (uvtep)
+    const a = uvtep(h1, ['--vni', '1', '--remote', '198.51.100.2', '--remote', '198.51.100.3', '--name', 'vxlan1', '--address', '10.0.0.1/24', '--mac', '02:00:00:00:00:01']);
+    await kernelVtep(h2, { vni: 1, remote: '198.51.100.1', port: 4789, address: '10.0.0.2/24', mac: '02:00:00:00:00:02' });
+    const c = uvtep(h3, ['--vni', '1', '--remote', '198.51.100.1', '--name', 'vxlan1', '--address', '10.0.0.3/24', '--mac', '02:00:00:00:00:03']);
+    await a.ready();
+    await c.ready();
+    const cap3 = await capture(h3, 'eth0', 'udp port 4789');
+    const cap2 = await capture(h2, 'eth0', 'udp port 4789');
+    // broadcast: the ARP request for 10.0.0.2 goes to both remotes
+    expect((await ping(h1, '10.0.0.2', 1)).received).toBe(1);
+    // learned: 20 echo requests to h2 only
+    expect((await ping(h1, '10.0.0.2', 20, 0.05)).received).toBe(20);
+    await cap3.stop();
+    await cap2.stop();
+    const isArpRequest = (p: Buffer) => p.readUInt16BE(8 + 12) === 0x0806 && p.readUInt16BE(8 + 20) === 1;
+    const isEcho = (p: Buffer) => p.readUInt16BE(8 + 12) === 0x0800 && p[8 + 14 + 9] === 1 && p[8 + 14 + 20] === 8;
+    const at3 = udpRecords(cap3.file).filter((r) => r.src === '198.51.100.1');
+    const at2 = udpRecords(cap2.file).filter((r) => r.src === '198.51.100.1');
+    expect(at3.filter((r) => isArpRequest(r.payload)).length).toBeGreaterThanOrEqual(1);
+    expect(at2.filter((r) => isArpRequest(r.payload)).length).toBeGreaterThanOrEqual(1);
+    expect(at2.filter((r) => isEcho(r.payload)).length).toBe(21);
+    expect(at3.filter((r) => isEcho(r.payload)).length).toBe(0);
+    const fc = await c.stop();
+    expect((fc.final!.stats as { rxPackets: number }).rxPackets).toBeGreaterThanOrEqual(1); // the broadcast
+  });
+});
+
+describeNs('VNI isolation', () => {
+  it('a kernel VTEP with another VNI on the same port gets nothing usable; uvtep counts the drops', async () => {
+    bed = new Testbed('vni');
+    const { h1, h2, u1, u2 } = await twoHosts(bed);
+    await quietIpv6(h1);
+    await quietIpv6(h2);
+    await kernelVtep(h2, { vni: 2, remote: u1, port: 4789, address: '10.0.0.107/24', mac: '02:00:00:00:00:0b' });
+    const a = uvtep(h1, ['--vni', '1', '--remote', u2, '--name', 'vxlan1', '--address', '10.0.0.106/24', '--mac', '02:00:00:00:00:0a']);
+    await a.ready();
+    expect((await ping(h2, '10.0.0.106', 3, 0.2, 1)).received).toBe(0);
+    expect((await ping(h1, '10.0.0.107', 3, 0.2, 1)).received).toBe(0);
+    const f = await a.stop();
+    const s = f.final!.stats as { rxPackets: number; drops: Record<string, number> };
+    expect(s.drops.VniMismatch).toBeGreaterThanOrEqual(3); // the kernel's ARP requests, VNI 2
+    expect(s.rxPackets).toBe(0);
+    expect(f.final!.fdb).not.toContainEqual(expect.objectContaining({ mac: '02:00:00:00:00:0b' }));
+    // the kernel learned nothing from uvtep's VNI 1 datagrams
+    expect(await h2.run(['bridge', 'fdb', 'show', 'dev', 'vxlan1'])).not.toContain('02:00:00:00:00:0a');
+  });
+});
+
+describeNs('the wire', () => {
+  it.each([
+    ['IPv4', false, 4789],
+    ['IPv6', true, 8472],
+  ])('%s: UDP to the configured port, I flag, VNI, zero reserved bits, the exact inner frame, never fragmented', async (_n, v6, port) => {
+    bed = new Testbed('wire');
+    const { h1, h2, u1, u2 } = await twoHosts(bed, v6);
+    const a = uvtep(h1, ['--vni', '4242', '--dstport', String(port), '--remote', u2, '--name', 'vxlan1', '--address', '10.0.0.106/24', '--mac', '02:00:00:00:00:0a']);
+    const b = uvtep(h2, ['--vni', '4242', '--dstport', String(port), '--remote', u1, '--name', 'vxlan1', '--address', '10.0.0.107/24', '--mac', '02:00:00:00:00:0b']);
+    await a.ready();
+    await b.ready();
+    const onTap = await capture(h1, 'vxlan1', 'icmp');
+    const onWire = await capture(h1, 'eth0', `udp port ${port}`);
+    expect((await ping(h1, '10.0.0.107', 3)).received).toBe(3);
+    // a full-size frame: 1450-byte IP packet inside a 1500-byte underlay packet
+    const mtu = v6 ? 1430 : 1450;
+    expect((await h1.exec(['ping', '-n', '-c', '2', '-i', '0.2', '-M', 'do', '-s', String(mtu - 28), '10.0.0.107'])).code).toBe(0);
+    await onTap.stop();
+    await onWire.stop();
+    const tapFrames = (await import('../helpers/pcap.js')).readPcapFrames(onTap.file);
+    const sent = udpRecords(onWire.file).filter((r) => r.src === u1);
+    expect(tapFrames.length).toBeGreaterThanOrEqual(10); // 5 requests + 5 replies
+    const requests = tapFrames.filter((f) => f.readUInt16BE(6) === 0x0200 && f[14 + 20] === 8);
+    expect(requests).toHaveLength(5);
+    for (const f of requests) {
+      const d = sent.find((r) => r.payload.subarray(8).equals(f));
+      expect(d, 'datagram carrying the TAP frame').toBeDefined();
+      expect(d!.dstPort).toBe(port);
+      expect(d!.dst).toBe(u2);
+      expect(d!.srcPort).toBeGreaterThan(0);
+      expectVxlan(d!.payload, vni(4242), innerFrame(f));
+      expect(d!.fragWord & 0x3fff, 'not a fragment').toBe(0);
+    }
+    expect(Math.max(...sent.map((r) => r.frame.length - 14))).toBe(1500);
+    expect(sent.every((r) => r.fragWord === 0 || (r.fragWord & 0x3fff) === 0)).toBe(true);
+  });
+});
+
+describeNs('CLI against the system', () => {
+  it('TAP removed under a running uvtep: exits 1 with a clear message, no busy loop', async () => {
+    bed = new Testbed('rm');
+    const { h1, u2 } = await twoHosts(bed);
+    const a = uvtep(h1, ['--vni', '1', '--remote', u2, '--name', 'vxlan1']);
+    await a.ready();
+    await h1.ip('link', 'del', 'vxlan1');
+    const { code } = await Promise.race([a.exited, new Promise<never>((_, rej) => setTimeout(() => rej(new Error('uvtep did not exit')), 5000))]);
+    expect(code).toBe(1);
+    expect(a.records.map((r) => r.msg).join('\n')).toMatch(/vxlan1 failed: .*TAP device was removed/);
+  });
+
+  it('the VXLAN port already taken: exits 1 and says why', async () => {
+    bed = new Testbed('busy');
+    const { h1, u2 } = await twoHosts(bed);
+    const a = uvtep(h1, ['--vni', '1', '--remote', u2, '--name', 'vxlan1']);
+    await a.ready();
+    const b = uvtep(h1, ['--vni', '2', '--remote', u2, '--name', 'vxlan2']);
+    const { code } = await b.exited;
+    expect(code).toBe(1);
+    expect(b.records.map((r) => r.msg).join('\n')).toMatch(/cannot bind the VXLAN port.*EADDRINUSE/);
+    // and it left no TAP behind
+    expect((await h1.exec(['ip', 'link', 'show', 'vxlan2'])).code).not.toBe(0);
+  });
+
+  it('not root: exits 1 with a message about permissions', async () => {
+    const r = await import('../../src/testbed.js').then((m) => m.sh('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, (m as typeof import('../../src/testbed.js')).uvtepBin(), '--vni', '1', '--remote', '198.51.100.2']));
+    expect(r.code).toBe(1);
+    expect(r.stdout + r.stderr).toMatch(/permission to open \/dev\/net\/tun|needs root or CAP_NET_ADMIN/);
+  });
+});
+
+void must;

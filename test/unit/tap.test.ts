@@ -1,0 +1,136 @@
+// TapPort over a scripted native binding: no device needed.
+import { describe, expect, it, vi } from 'vitest';
+import type { NativeBinding, TapReaderHandle } from '../../src/native.js';
+import { TapPort } from '../../src/port/tap.js';
+import { FRAME_HEADROOM, type FrameBatch } from '../../src/port/port.js';
+
+interface Script {
+  binding: NativeBinding;
+  calls: string[];
+  reader?: { onBatch: (n: number) => void; onError: (e: Error) => void; slab: Uint8Array; slot: number; offs: Int32Array; lens: Int32Array };
+  writes: number[];
+}
+
+function scripted(opts: { openError?: Error; mtuError?: Error; writeResult?: number } = {}): Script {
+  const s: Script = { calls: [], writes: [], binding: undefined as unknown as NativeBinding };
+  let mac = Buffer.from('020000000099', 'hex');
+  let mtu = 1500;
+  s.binding = {
+    openTap: (name, persist) => {
+      s.calls.push(`open ${name} ${persist}`);
+      if (opts.openError) throw opts.openError;
+      return { fd: 42, name: name || 'uvtep0' };
+    },
+    setPersist: () => undefined,
+    write: (_fd, _b, _o, len) => {
+      s.writes.push(len);
+      return opts.writeResult ?? len;
+    },
+    close: (fd) => void s.calls.push(`close ${fd}`),
+    TapReader: class implements TapReaderHandle {
+      constructor(_fd: number, slab: Uint8Array, slot: number, _h: number, offs: Int32Array, lens: Int32Array, onBatch: (n: number) => void, onError: (e: Error) => void) {
+        s.reader = { onBatch, onError, slab, slot, offs, lens };
+      }
+      start() {
+        s.calls.push('start');
+      }
+      stop() {
+        s.calls.push('stop');
+      }
+      close() {
+        s.calls.push('reader-close');
+      }
+    },
+    ifindex: () => 7,
+    getMtu: () => mtu,
+    setMtu: (_n, m) => {
+      if (opts.mtuError) throw opts.mtuError;
+      s.calls.push(`mtu ${m}`);
+      mtu = m;
+    },
+    getMac: () => mac,
+    setMac: (_n, m) => {
+      mac = Buffer.from(m);
+      s.calls.push('mac');
+    },
+    setUp: (_n, up) => void s.calls.push(`up ${up}`),
+    isUp: () => true,
+    bridgePort: (br, p, add) => void s.calls.push(`bridge ${br} ${p} ${add}`),
+    addAddress: (_n, fam, bytes, len) => void s.calls.push(`addr ${fam} ${Buffer.from(bytes).toString('hex')}/${len}`),
+  };
+  return s;
+}
+
+describe('TapPort', () => {
+  it('opens, applies link settings in order, and reports them', () => {
+    const s = scripted();
+    const p = new TapPort({ name: 'vxlan1', mtu: 1450, mac: '02:00:00:00:00:0a', addresses: ['10.0.0.106/24', '2001:db8:1::1/64'], bridge: 'br0', native: s.binding });
+    expect(s.calls).toEqual(['open vxlan1 false', 'mtu 1450', 'mac', 'addr 4 0a00006a/24', 'addr 6 20010db8000100000000000000000001/64', 'bridge br0 vxlan1 true', 'up true']);
+    expect(p.name).toBe('vxlan1');
+    expect(p.mtu).toBe(1450);
+    expect(p.mac).toBe(0x02000000000a);
+  });
+
+  it('validates options before opening anything', () => {
+    const s = scripted();
+    expect(() => new TapPort({ mtu: 40, native: s.binding })).toThrow(expect.objectContaining({ option: 'mtu' }));
+    expect(() => new TapPort({ addresses: ['10.0.0.1'], native: s.binding })).toThrow(expect.objectContaining({ option: 'address' }));
+    expect(() => new TapPort({ name: 'way-too-long-name', native: s.binding })).toThrow(expect.objectContaining({ option: 'name' }));
+    expect(s.calls).toEqual([]);
+  });
+
+  it('closes the fd when a link setting fails (no device left behind)', () => {
+    const err = Object.assign(new Error('ioctl(SIOCSIFMTU) failed: EINVAL'), { code: 'EINVAL', errno: -22, syscall: 'ioctl(SIOCSIFMTU)' });
+    const s = scripted({ mtuError: err });
+    expect(() => new TapPort({ mtu: 9000, native: s.binding })).toThrow(err);
+    expect(s.calls).toEqual(['open  false', 'close 42']);
+  });
+
+  it('system errors from open pass through with code, errno and syscall', () => {
+    const err = Object.assign(new Error('ioctl(TUNSETIFF) failed: EBUSY'), { code: 'EBUSY', errno: -16, syscall: 'ioctl(TUNSETIFF)' });
+    const s = scripted({ openError: err });
+    expect(() => new TapPort({ name: 'x', native: s.binding })).toThrow(expect.objectContaining({ code: 'EBUSY', syscall: 'ioctl(TUNSETIFF)' }));
+  });
+
+  it('hands batches over with headroom, pauses and resumes the reader, reports fatal errors', () => {
+    const s = scripted();
+    const p = new TapPort({ native: s.binding });
+    const batches: number[] = [];
+    const errors: Error[] = [];
+    p.start((b: FrameBatch) => {
+      batches.push(b.count);
+      expect(b.offs[0]! - FRAME_HEADROOM).toBeGreaterThanOrEqual(0);
+    }, (e) => errors.push(e));
+    const r = s.reader!;
+    expect(r.slot).toBeGreaterThanOrEqual(FRAME_HEADROOM + 65535);
+    r.offs[0] = FRAME_HEADROOM;
+    r.lens[0] = 60;
+    r.offs[1] = r.slot + FRAME_HEADROOM;
+    r.lens[1] = 1464;
+    r.onBatch(2);
+    expect(batches).toEqual([2]);
+    p.pause();
+    p.pause();
+    p.resume();
+    expect(s.calls.filter((c) => c === 'start' || c === 'stop')).toEqual(['start', 'stop', 'start']);
+    r.onError(Object.assign(new Error('read failed: EBADFD'), { code: 'EBADFD' }));
+    expect(errors).toHaveLength(1);
+  });
+
+  it('write reports EAGAIN as a refusal, never throws', () => {
+    const s = scripted({ writeResult: -11 });
+    const p = new TapPort({ native: s.binding });
+    expect(p.write(Buffer.alloc(64), 0, 64)).toBe(false);
+    const ok = scripted();
+    expect(new TapPort({ native: ok.binding }).write(Buffer.alloc(64), 0, 64)).toBe(true);
+  });
+
+  it('close releases the reader and the fd once', async () => {
+    const s = scripted();
+    const p = new TapPort({ native: s.binding });
+    p.start(vi.fn(), vi.fn());
+    await p.close();
+    await p.close();
+    expect(s.calls.filter((c) => c === 'reader-close' || c === 'close 42')).toEqual(['reader-close', 'close 42']);
+  });
+});
