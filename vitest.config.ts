@@ -7,6 +7,7 @@ export default defineConfig({
     fileParallelism: false,
     testTimeout: 30_000,
     hookTimeout: 60_000,
-    reporters: ['default'],
+    // default for people, json for .ci/run's closing 'N passed, N failed' line
+    reporters: ['default', ['json', { outputFile: 'test-results/vitest.json' }]],
   },
 });
