@@ -211,8 +211,9 @@ export class UvtepProcess {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   private waiters: Array<() => void> = [];
 
-  constructor(host: Host, args: readonly string[]) {
-    this.child = host.spawn([process.execPath, uvtepBin(), ...args]);
+  /** `nodeArgs` go to node before the script (e.g. `--cpu-prof`). */
+  constructor(host: Host, args: readonly string[], nodeArgs: readonly string[] = []) {
+    this.child = host.spawn([process.execPath, ...nodeArgs, uvtepBin(), ...args]);
     let buf = '';
     this.child.stdout!.on('data', (d: Buffer) => {
       buf += d.toString();

@@ -130,6 +130,15 @@ for (const r of rows) {
   md += `| ${r.name} | ${r.vsCopy.toFixed(2)} | ${r.vsSend.toFixed(3)} | ${r.heapBytesPerFrame === undefined ? 'n/a' : r.heapBytesPerFrame.toFixed(1)} |\n`;
 }
 process.stdout.write(`\nMachine: ${machine}\n\n${md}`);
+if (args.includes('--docs')) {
+  const doc = new URL('../../docs/benchmarks.md', import.meta.url).pathname;
+  const { readFileSync } = await import('node:fs');
+  const text = readFileSync(doc, 'utf8');
+  const begin = '<!-- micro:begin -->';
+  const end = '<!-- micro:end -->';
+  const body = `Run ${new Date().toISOString()} on ${machine}: \`npm run bench:micro\`.\n\n${md}`;
+  if (text.includes(begin)) writeFileSync(doc, text.slice(0, text.indexOf(begin) + begin.length) + '\n' + body + text.slice(text.indexOf(end)));
+}
 if (jsonOut) {
   mkdirSync(path.dirname(jsonOut), { recursive: true });
   writeFileSync(jsonOut, JSON.stringify({ date: new Date().toISOString(), machine, rows }, null, 2));

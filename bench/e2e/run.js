@@ -1,0 +1,323 @@
+#!/usr/bin/env node
+// End-to-end benchmark: the same two namespace hosts (veth underlay, MTU 1500) for every case,
+// built and torn down by this script (prefix uvt-bench-), cases run one after another in the
+// same run, each repeated and reported as the median, and as a ratio to the kernel VTEP.
+//
+//   npm run bench                         full run (3 repetitions, 5 s per measurement)
+//   node bench/e2e/run.js --smoke --out DIR   1 s, 1 repetition (the test suite runs this)
+//   options: --reps N  --seconds S  --pings N  --cases a,b,...  --out DIR  --no-docs  --profile
+//
+// Cases: bare veth (ceiling), kernel <-> kernel (reference), uvtep <-> uvtep, uvtep <-> kernel.
+// Measures: iperf3 TCP 1 stream (h1 -> h2 and reverse), TCP 4 streams, 64-byte UDP packets/s
+// delivered and loss, ping RTT avg/p99; for uvtep, CPU (% of one core) and peak RSS.
+import { mkdirSync, readFileSync, readdirSync, writeFileSync, existsSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { sh, Testbed, testbedMissing, UvtepProcess } from '../../dist/testbed.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const argv = process.argv.slice(2);
+const flag = (n) => argv.includes(n);
+const opt = (n, d) => (argv.includes(n) ? argv[argv.indexOf(n) + 1] : d);
+const smoke = flag('--smoke');
+const reps = Number(opt('--reps', smoke ? 1 : 3));
+const seconds = Number(opt('--seconds', smoke ? 1 : 5));
+const pings = Number(opt('--pings', smoke ? 20 : 300));
+const outDir = path.resolve(opt('--out', path.join(root, 'bench/results')));
+const writeDocs = !smoke && !flag('--no-docs') && !argv.includes('--out');
+const profile = flag('--profile');
+const ALL = ['bare', 'kernel', 'uvtep', 'uvtep-kernel'];
+const caseNames = opt('--cases', ALL.join(',')).split(',');
+
+const CASES = {
+  bare: { label: 'bare veth (no tunnel)', kind: 'ceiling' },
+  kernel: { label: 'kernel VTEP <-> kernel VTEP', kind: 'reference' },
+  uvtep: { label: 'uvtep <-> uvtep', kind: 'uvtep' },
+  'uvtep-kernel': { label: 'uvtep (h1) <-> kernel VTEP (h2)', kind: 'uvtep' },
+};
+
+const log = (s) => process.stderr.write(s + '\n');
+
+// ---- requirements
+const missing = await testbedMissing();
+if ((await sh('iperf3', ['--version'])).code !== 0) missing.push('iperf3 (apt-get install iperf3)');
+if ((await sh('ping', ['-V'])).code !== 0) missing.push('ping (apt-get install iputils-ping)');
+if ((await sh('ethtool', ['--version'])).code !== 0) missing.push('ethtool (apt-get install ethtool)');
+if (missing.length) {
+  log(`bench: missing ${missing.join(', ')}`);
+  process.exit(1);
+}
+
+const bed = new Testbed('bench');
+let stopping = false;
+process.on('SIGINT', () => {
+  if (stopping) process.exit(130);
+  stopping = true;
+  log('\ninterrupted: removing the benchmark hosts...');
+  bed.cleanup().then(() => process.exit(130));
+});
+
+// ---- measurements
+const median = (xs) => {
+  const v = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (!v.length) return NaN;
+  const m = Math.floor(v.length / 2);
+  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+};
+
+async function iperf(h1, h2, target, args) {
+  const srv = h2.spawn(['iperf3', '-s', '-1', '-B', target, '-p', '5201']);
+  await new Promise((r) => setTimeout(r, 300));
+  const r = await h1.exec(['iperf3', '-c', target, '-p', '5201', '-t', String(seconds), '-J', ...args], { timeoutMs: (seconds + 20) * 1000 });
+  if (srv.exitCode === null) srv.kill('SIGTERM');
+  let j;
+  try {
+    j = JSON.parse(r.stdout);
+  } catch {
+    throw new Error(`iperf3 ${args.join(' ')}: ${r.stderr || r.stdout}`);
+  }
+  if (j.error) throw new Error(`iperf3 ${args.join(' ')}: ${j.error}`);
+  return j;
+}
+
+async function tcp(h1, h2, target, extra = []) {
+  const j = await iperf(h1, h2, target, extra);
+  return j.end.sum_received.bits_per_second / 1e9;
+}
+
+async function udpSmall(h1, h2, target) {
+  const j = await iperf(h1, h2, target, ['-u', '-b', '0', '-l', '64']);
+  const s = j.end.sum;
+  const delivered = s.packets - s.lost_packets;
+  return { pps: delivered / s.seconds, loss: s.lost_percent };
+}
+
+async function rtt(h1, target) {
+  const r = await h1.exec(['ping', '-n', '-c', String(pings), '-i', '0.01', '-W', '1', target], { timeoutMs: (pings * 0.05 + 10) * 1000 });
+  const xs = [...r.stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1])).sort((a, b) => a - b);
+  if (!xs.length) return { avg: NaN, p99: NaN };
+  return { avg: xs.reduce((a, b) => a + b, 0) / xs.length, p99: xs[Math.min(xs.length - 1, Math.floor(xs.length * 0.99))] };
+}
+
+function procStat(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const cpu = (Number(f[11]) + Number(f[12])) / 100; // utime + stime, clock ticks (USER_HZ 100)
+    const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return { cpu, rssMb: hwm ? Number(hwm[1]) / 1024 : NaN };
+  } catch {
+    return { cpu: NaN, rssMb: NaN };
+  }
+}
+
+async function kernelVtep(h, remote, address, mac, txOff) {
+  await h.ip('link', 'add', 'vxlan1', 'type', 'vxlan', 'id', '1', 'remote', remote, 'dstport', '4789', 'dev', 'eth0');
+  await h.ip('link', 'set', 'vxlan1', 'address', mac);
+  await h.ip('addr', 'add', address, 'dev', 'vxlan1');
+  await h.ip('link', 'set', 'vxlan1', 'up');
+  if (txOff) await h.run(['ethtool', '-K', 'eth0', 'tx', 'off']);
+}
+
+let profileDir;
+let profiling = false;
+function uvtep(h, remote, address, mac) {
+  const nodeArgs = profiling ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
+  return new UvtepProcess(h, ['--vni', '1', '--remote', remote, '--name', 'vxlan1', '--address', address, '--mac', mac], nodeArgs);
+}
+
+/** Builds the hosts and the case's tunnel; returns the target address and the uvtep processes. */
+async function setup(name) {
+  await bed.removeLeftovers();
+  const h1 = await bed.host('h1');
+  const h2 = await bed.host('h2');
+  await bed.veth(h1, 'eth0', ['198.51.100.1/24'], h2, 'eth0', ['198.51.100.2/24']);
+  const procs = [];
+  const A = ['10.0.0.106/24', '02:00:00:00:00:0a'];
+  const B = ['10.0.0.107/24', '02:00:00:00:00:0b'];
+  if (name === 'bare') return { h1, h2, target: '198.51.100.2', procs };
+  if (name === 'kernel') {
+    await kernelVtep(h1, '198.51.100.2', ...A, false);
+    await kernelVtep(h2, '198.51.100.1', ...B, false);
+  } else if (name === 'uvtep') {
+    procs.push(uvtep(h1, '198.51.100.2', ...A), uvtep(h2, '198.51.100.1', ...B));
+  } else if (name === 'uvtep-kernel') {
+    procs.push(uvtep(h1, '198.51.100.2', ...A));
+    await kernelVtep(h2, '198.51.100.1', ...B, true); // partial inner checksums over veth: see docs/scenarios.md
+  } else throw new Error(`unknown case ${name}`);
+  for (const p of procs) await p.ready();
+  // ARP and first-packet learning before measuring
+  const warm = await h1.exec(['ping', '-c', '3', '-i', '0.1', '-W', '1', '10.0.0.107']);
+  if (!/ 0% packet loss|[1-9] received/.test(warm.stdout)) throw new Error(`${name}: overlay not reachable: ${warm.stdout}`);
+  return { h1, h2, target: '10.0.0.107', procs };
+}
+
+const metrics = ['tcp1', 'tcp1rev', 'tcp4', 'udpPps', 'udpLoss', 'rttAvg', 'rttP99', 'cpuPct', 'rssMb'];
+const results = {};
+const perRep = 4 * seconds + pings * 0.012 + 4;
+const totalSteps = caseNames.length * reps;
+let step = 0;
+const t0 = Date.now();
+if (profile) {
+  profileDir = path.join(outDir, 'profile');
+  mkdirSync(profileDir, { recursive: true });
+}
+try {
+  for (const name of caseNames) {
+    results[name] = Object.fromEntries(metrics.map((m) => [m, []]));
+    for (let rep = 1; rep <= reps; rep++) {
+      step++;
+      const left = Math.max(0, Math.round((totalSteps - step + 1) * perRep));
+      log(`[${step}/${totalSteps}] ${CASES[name].label}, repetition ${rep}/${reps} (about ${left} s left)`);
+      const { h1, h2, target, procs } = await setup(name);
+      const pids = procs.map((p) => p.child.pid);
+      const before = pids.map(procStat);
+      const tStart = Date.now();
+      const r = results[name];
+      r.tcp1.push(await tcp(h1, h2, target));
+      r.tcp1rev.push(await tcp(h1, h2, target, ['-R']));
+      r.tcp4.push(await tcp(h1, h2, target, ['-P', '4']));
+      const u = await udpSmall(h1, h2, target);
+      r.udpPps.push(u.pps);
+      r.udpLoss.push(u.loss);
+      const p = await rtt(h1, target);
+      r.rttAvg.push(p.avg);
+      r.rttP99.push(p.p99);
+      const wall = (Date.now() - tStart) / 1000;
+      if (pids.length) {
+        const after = pids.map(procStat);
+        // the busier of the uvtep processes (h1's in uvtep-kernel)
+        const cpu = Math.max(...after.map((a, i) => a.cpu - before[i].cpu));
+        r.cpuPct.push((cpu / wall) * 100);
+        r.rssMb.push(Math.max(...after.map((a) => a.rssMb)));
+      }
+      for (const pr of procs) await pr.stop();
+      await bed.cleanup();
+      log(`    tcp ${r.tcp1.at(-1).toFixed(2)} / rev ${r.tcp1rev.at(-1).toFixed(2)} / x4 ${r.tcp4.at(-1).toFixed(2)} Gbit/s, udp64 ${(u.pps / 1000).toFixed(0)} kpps (loss ${u.loss.toFixed(1)}%), rtt ${p.avg.toFixed(3)} ms`);
+    }
+  }
+} finally {
+  await bed.cleanup();
+}
+
+// ---- report
+const med = {};
+for (const [name, r] of Object.entries(results)) med[name] = Object.fromEntries(metrics.map((m) => [m, median(r[m])]));
+const machine = { cores: os.cpus().length, cpu: os.cpus()[0]?.model ?? '?', kernel: os.release(), node: process.version };
+const date = new Date().toISOString();
+const command = `node bench/e2e/run.js ${argv.join(' ')}`.trim();
+mkdirSync(outDir, { recursive: true });
+const json = { date, command, machine, seconds, reps, pings, cases: CASES, results, median: med };
+const jsonFile = path.join(outDir, smoke ? 'e2e-smoke.json' : 'e2e.json');
+writeFileSync(jsonFile, JSON.stringify(json, null, 2));
+
+const ref = med.kernel;
+const ratio = (v, r, invert = false) => (Number.isFinite(v) && Number.isFinite(r) && r !== 0 ? (invert ? r / v : v / r) : NaN);
+const f = (x, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
+let table = '| case | TCP 1 stream | TCP 1 stream, reverse | TCP 4 streams | 64-byte UDP delivered | RTT avg | RTT p99 |\n|---|---:|---:|---:|---:|---:|---:|\n';
+for (const name of caseNames) {
+  const m = med[name];
+  const cell = (k, inv) => (ref ? `${f(ratio(m[k], ref[k], inv))}×` : 'n/a');
+  table += `| ${CASES[name].label} | ${cell('tcp1')} | ${cell('tcp1rev')} | ${cell('tcp4')} | ${cell('udpPps')} | ${cell('rttAvg', true)} | ${cell('rttP99', true)} |\n`;
+}
+let raw = '| case | TCP 1 (Gbit/s) | reverse | TCP 4 | UDP 64 B (kpps, loss %) | RTT avg / p99 (ms) | uvtep CPU (% of a core) | uvtep peak RSS (MB) |\n|---|---:|---:|---:|---:|---:|---:|---:|\n';
+for (const name of caseNames) {
+  const m = med[name];
+  raw += `| ${CASES[name].label} | ${f(m.tcp1)} | ${f(m.tcp1rev)} | ${f(m.tcp4)} | ${f(m.udpPps / 1000, 0)} (${f(m.udpLoss, 1)}) | ${f(m.rttAvg, 3)} / ${f(m.rttP99, 3)} | ${f(m.cpuPct, 0)} | ${f(m.rssMb, 0)} |\n`;
+}
+const svg = chart(caseNames, med);
+writeFileSync(path.join(outDir, smoke ? 'e2e-smoke.svg' : 'e2e.svg'), svg);
+const md = `Run ${date} on ${machine.cores} cores (${machine.cpu}), Linux ${machine.kernel}, Node ${machine.node}; ` +
+  `${reps} repetition(s) per case, median shown, ${seconds} s per iperf3 measurement, ${pings} pings. Command: \`${command}\`.\n\n` +
+  `**Ratio to the kernel VTEP measured in the same run** (higher is better; for RTT, kernel RTT ÷ case RTT):\n\n${table}\n` +
+  `Medians behind the ratios (this machine is shared and noisy; compare within a run only):\n\n${raw}\n![throughput and RTT per case](bench-e2e.svg)\n`;
+process.stdout.write('\n' + md);
+if (writeDocs) {
+  writeFileSync(path.join(root, 'docs/bench-e2e.svg'), svg);
+  const doc = path.join(root, 'docs/benchmarks.md');
+  const text = existsSync(doc) ? readFileSync(doc, 'utf8') : '';
+  const begin = '<!-- e2e:begin -->';
+  const end = '<!-- e2e:end -->';
+  if (text.includes(begin)) writeFileSync(doc, text.slice(0, text.indexOf(begin) + begin.length) + '\n' + md + text.slice(text.indexOf(end)));
+}
+if (profile) {
+  // A dedicated pass: uvtep <-> uvtep under a TCP stream h1 -> h2, each process profiled.
+  log(`profiling uvtep <-> uvtep under TCP load (${seconds * 2} s)...`);
+  profiling = true;
+  const { h1, h2, target, procs } = await setup('uvtep');
+  const [sender, receiver] = procs.map((p) => p.child.pid);
+  const gbit = await tcp(h1, h2, target, ['-t', String(seconds * 2)]);
+  for (const pr of procs) await pr.stop();
+  await bed.cleanup();
+  let prof = `Profile of uvtep <-> uvtep under one TCP stream h1 -> h2 (${f(gbit)} Gbit/s while profiled), ${date}.\n\n`;
+  prof += `**h1, encapsulating the data stream** (TAP read -> encap -> send; it also decapsulates the ACKs):\n\n${summariseProfile(profileDir, sender)}\n`;
+  prof += `**h2, decapsulating the data stream** (recv -> decap -> TAP write; it also encapsulates the ACKs):\n\n${summariseProfile(profileDir, receiver)}\n`;
+  writeFileSync(path.join(outDir, 'profile.md'), prof);
+  process.stdout.write('\n' + prof);
+  if (writeDocs) {
+    const doc = path.join(root, 'docs/benchmarks.md');
+    const text = readFileSync(doc, 'utf8');
+    const begin = '<!-- profile:begin -->';
+    const end = '<!-- profile:end -->';
+    if (text.includes(begin)) writeFileSync(doc, text.slice(0, text.indexOf(begin) + begin.length) + '\n' + prof + text.slice(text.indexOf(end)));
+  }
+}
+
+function chart(names, m) {
+  const W = 760, H = 320, pad = 50, gap = 30;
+  const panels = [
+    { key: 'tcp1', title: 'TCP 1 stream, Gbit/s (higher better)' },
+    { key: 'udpPps', title: '64 B UDP, kpps (higher better)', scale: 1 / 1000 },
+    { key: 'rttAvg', title: 'ping RTT ms (lower better)' },
+  ];
+  const pw = (W - pad - gap * (panels.length - 1) - 20) / panels.length;
+  const colors = { bare: '#9e9e9e', kernel: '#1565c0', uvtep: '#ef6c00', 'uvtep-kernel': '#2e7d32' };
+  let s = `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11">\n<rect width="100%" height="100%" fill="white"/>\n`;
+  panels.forEach((p, i) => {
+    const x0 = pad + i * (pw + gap);
+    const vals = names.map((n) => (m[n][p.key] ?? NaN) * (p.scale ?? 1));
+    const max = Math.max(...vals.filter(Number.isFinite), 1e-9) * 1.15;
+    const y = (v) => H - 60 - (v / max) * (H - 110);
+    s += `<text x="${x0}" y="20" font-weight="bold">${p.title}</text>\n`;
+    s += `<line x1="${x0}" y1="${H - 60}" x2="${x0 + pw}" y2="${H - 60}" stroke="#333"/>\n`;
+    const bw = pw / names.length - 8;
+    names.forEach((n, j) => {
+      const v = vals[j];
+      if (!Number.isFinite(v)) return;
+      const bx = x0 + j * (pw / names.length) + 4;
+      s += `<rect x="${bx}" y="${y(v)}" width="${bw}" height="${H - 60 - y(v)}" fill="${colors[n] ?? '#555'}"/>\n`;
+      s += `<text x="${bx + bw / 2}" y="${y(v) - 4}" text-anchor="middle">${v >= 100 ? v.toFixed(0) : v.toFixed(2)}</text>\n`;
+      s += `<text x="${bx + bw / 2}" y="${H - 45}" text-anchor="middle" font-size="9">${n}</text>\n`;
+    });
+    const k = vals[names.indexOf('kernel')];
+    if (Number.isFinite(k)) s += `<line x1="${x0}" y1="${y(k)}" x2="${x0 + pw}" y2="${y(k)}" stroke="#1565c0" stroke-dasharray="4 3"/>\n`;
+  });
+  s += `<text x="${pad}" y="${H - 15}" font-size="10">dashed: kernel VTEP (reference). Medians; same run, same hosts.</text>\n</svg>\n`;
+  return s;
+}
+
+/** Self time per function in the .cpuprofile of process `pid`, grouped so the table reads as a cost map. */
+function summariseProfile(dir, pid) {
+  const file = readdirSync(dir).find((x) => x.endsWith('.cpuprofile') && x.includes(`.${pid}.`));
+  if (!file) return '(no profile written)\n';
+  const prof = JSON.parse(readFileSync(path.join(dir, file), 'utf8'));
+  const byId = new Map(prof.nodes.map((n) => [n.id, n]));
+  const self = new Map();
+  let total = 0;
+  for (let i = 0; i < prof.samples.length; i++) {
+    const n = byId.get(prof.samples[i]);
+    const cf = n.callFrame;
+    const where = cf.url ? path.basename(cf.url) + (cf.lineNumber >= 0 ? ':' + (cf.lineNumber + 1) : '') : 'native';
+    const key = `${cf.functionName || '(anonymous)'} (${where})`;
+    const us = prof.timeDeltas[i] ?? 0;
+    self.set(key, (self.get(key) ?? 0) + us);
+    total += us;
+  }
+  const idle = [...self.entries()].filter(([k]) => k.startsWith('(idle)')).reduce((a, [, v]) => a + v, 0);
+  const top = [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, 20);
+  let out = `| function (self time) | share of samples |\n|---|---:|\n`;
+  for (const [k, us] of top) out += `| \`${k}\` | ${((us / total) * 100).toFixed(1)}% |\n`;
+  out += `\nBusy (not idle): ${(((total - idle) / total) * 100).toFixed(0)}% of ${(total / 1e6).toFixed(1)} s.\n`;
+  return out;
+}

@@ -1,0 +1,33 @@
+// The e2e benchmark harness in smoke mode (1 s per measurement, 1 repetition), so it cannot rot.
+// Asserts that every case produced numbers, not what the numbers are.
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { expect, it } from 'vitest';
+import { sh } from '../../src/testbed.js';
+import { describeNs } from '../integration/setup.js';
+
+describeNs('e2e benchmark, smoke mode', () => {
+  it('runs every case and reports numbers for each', async () => {
+    const out = mkdtempSync(path.join(tmpdir(), 'uvt-bench-'));
+    try {
+      const r = await sh(process.execPath, [path.resolve('bench/e2e/run.js'), '--smoke', '--out', out], { timeoutMs: 240_000 });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/\[4\/4\] uvtep \(h1\) <-> kernel VTEP \(h2\), repetition 1\/1/);
+      const j = JSON.parse(readFileSync(path.join(out, 'e2e-smoke.json'), 'utf8')) as { median: Record<string, Record<string, number>> };
+      expect(Object.keys(j.median)).toEqual(['bare', 'kernel', 'uvtep', 'uvtep-kernel']);
+      for (const [name, m] of Object.entries(j.median)) {
+        for (const k of ['tcp1', 'tcp1rev', 'tcp4', 'udpPps', 'rttAvg', 'rttP99']) {
+          expect(Number.isFinite(m[k]) && m[k]! > 0, `${name}.${k} = ${m[k]}`).toBe(true);
+        }
+        if (name.startsWith('uvtep')) {
+          expect(m.cpuPct! > 0 && m.rssMb! > 0, `${name} cpu/rss`).toBe(true);
+        }
+      }
+      expect(r.stdout).toMatch(/Ratio to the kernel VTEP measured in the same run/);
+      expect(readFileSync(path.join(out, 'e2e-smoke.svg'), 'utf8')).toMatch(/^<svg/);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  }, 300_000);
+});
