@@ -41,6 +41,7 @@ const FLAG: Record<string, string> = {
   address: '--address',
   bridge: '--bridge',
   batchSize: '--batch-size',
+  allowFrom: '--allow-from',
 };
 
 export const EXIT_OK = 0;
@@ -76,6 +77,9 @@ interface RunOpts {
   address?: string[];
   bridge?: string;
   persist?: boolean;
+  allowFrom?: string[];
+  sndbuf?: number | string;
+  rcvbuf?: number | string;
   logLevel: string;
 }
 
@@ -101,7 +105,10 @@ export function buildProgram(): Command {
     .addOption(new Option('--no-learning', 'do not learn inner source MACs (static FDB only)'))
     .addOption(new Option('--max-address <n>', 'cap on FDB entries, 0 = unlimited').default(DEFAULTS.maxAddress).argParser(int))
     .addOption(new Option('--reserved-bits <policy>', 'received reserved bits: ignore (RFC 7348) or strict (drop, as Linux)').default(DEFAULTS.reservedBits))
+    .addOption(new Option('--allow-from <cidr>', 'accept datagrams only from these underlay sources; repeatable (default: anyone, as Linux)').argParser(collect))
     .addOption(new Option('--underlay-mtu <n>', 'underlay MTU (default: MTU of --dev, else 1500)').argParser(int))
+    .addOption(new Option('--sndbuf <bytes>', 'UDP socket send buffer (SO_SNDBUF)').default(DEFAULTS.sndbuf).argParser(int))
+    .addOption(new Option('--rcvbuf <bytes>', 'UDP socket receive buffer (SO_RCVBUF)').default(DEFAULTS.rcvbuf).argParser(int))
     .addOption(new Option('--name <ifname>', 'TAP device name (default: uvtep0, uvtep1, ... chosen by the kernel)'))
     .addOption(new Option('--mtu <n>', `TAP MTU, ${TAP_MTU_MIN}-${TAP_MTU_MAX} (default: underlay MTU - 50 for IPv4, - 70 for IPv6: 1450 on 1500)`).argParser(int))
     .addOption(new Option('--mac <mac>', 'TAP MAC address (default: random, locally administered)'))
@@ -182,6 +189,9 @@ async function run(o: RunOpts): Promise<number> {
     ...(o.listenPort !== undefined ? { listenPort: o.listenPort as number } : {}),
     ...(o.ttl !== undefined ? { ttl: o.ttl as number } : {}),
     ...(underlayMtu !== undefined ? { underlayMtu: underlayMtu as number } : {}),
+    ...(o.allowFrom !== undefined ? { allowFrom: o.allowFrom } : {}),
+    sndbuf: o.sndbuf as number,
+    rcvbuf: o.rcvbuf as number,
   };
 
   let vtep: Vtep;

@@ -74,6 +74,21 @@ export interface VtepOptions {
   /** SO_SNDBUF / SO_RCVBUF of the UDP socket, bytes. */
   sndbuf?: number;
   rcvbuf?: number;
+  /**
+   * Accept datagrams only from these underlay sources (CIDR or address; default: anyone, as
+   * Linux). VXLAN has no authentication (RFC 7348 section 7); this is the filter it lacks.
+   */
+  allowFrom?: readonly string[];
+}
+
+/** An underlay source filter entry. */
+export interface AllowCidr {
+  family: 4 | 6;
+  /** Canonical text, e.g. `198.51.100.0/24`. */
+  text: string;
+  /** Network bits as a bigint and the prefix length. */
+  network: bigint;
+  prefixLen: number;
 }
 
 export interface RemoteSpec {
@@ -103,6 +118,8 @@ export interface VtepConfig {
   mac: number | undefined;
   sndbuf: number;
   rcvbuf: number;
+  /** Empty = accept from anyone. */
+  allowFrom: AllowCidr[];
 }
 
 function fail(option: string, code: (typeof ErrorCode)[keyof typeof ErrorCode], what: string): never {
@@ -155,6 +172,40 @@ export function checkRemote(v: unknown, option: string, defaultPort: number): Re
   }
   const ip = checkIp(v, option);
   return { address: ip.address, port: defaultPort, family: ip.family };
+}
+
+/** Parses an underlay source filter: `198.51.100.0/24`, `2001:db8::/32`, or a single address. */
+export function checkAllowCidr(v: unknown, option = 'allowFrom'): AllowCidr {
+  if (typeof v === 'string' && !v.includes('%')) {
+    const text = v.includes('/') ? v : v.includes(':') ? `${v}/128` : `${v}/32`;
+    if (Address4.isValid(text)) {
+      const a = new Address4(text);
+      return { family: 4, text: `${a.startAddress().correctForm()}/${a.subnetMask}`, network: a.startAddress().bigInt(), prefixLen: a.subnetMask };
+    }
+    if (Address6.isValid(text)) {
+      const a = new Address6(text);
+      return { family: 6, text: `${a.startAddress().correctForm()}/${a.subnetMask}`, network: a.startAddress().bigInt(), prefixLen: a.subnetMask };
+    }
+  }
+  fail(option, ErrorCode.InvalidAddress, `expected an address or CIDR such as 198.51.100.0/24 or 2001:db8::/32, got ${show(v)}`);
+}
+
+/** Whether underlay source `address` (an IP literal as dgram reports it) is inside one of `allow`. */
+export function ipAllowed(address: string, allow: readonly AllowCidr[]): boolean {
+  const v6 = address.includes(':');
+  let bits: bigint;
+  try {
+    bits = v6 ? new Address6(address).bigInt() : new Address4(address).bigInt();
+  } catch {
+    return false;
+  }
+  for (const c of allow) {
+    if ((c.family === 6) !== v6) continue;
+    const width = BigInt(v6 ? 128 : 32);
+    const shift = width - BigInt(c.prefixLen);
+    if (bits >> shift === c.network >> shift) return true;
+  }
+  return false;
 }
 
 export function isMulticastIp(address: string, family: 4 | 6): boolean {
@@ -230,6 +281,9 @@ export function resolveConfig(o: VtepOptions): VtepConfig {
   const overhead = family === 6 ? VXLAN_OVERHEAD_V6 : VXLAN_OVERHEAD_V4;
   const headroom = family === 6 ? VXLAN_MTU_HEADROOM_V6 : VXLAN_MTU_HEADROOM_V4;
 
+  if (o.allowFrom !== undefined && !Array.isArray(o.allowFrom)) fail('allowFrom', ErrorCode.InvalidAddress, 'expected an array of CIDRs');
+  const allowFrom = (o.allowFrom ?? []).map((c) => checkAllowCidr(c, 'allowFrom'));
+
   const reservedBits = o.reservedBits ?? DEFAULTS.reservedBits;
   if (reservedBits !== ReservedBitsPolicy.Ignore && reservedBits !== ReservedBitsPolicy.Strict) {
     fail('reservedBits', ErrorCode.InvalidOption, `expected "ignore" or "strict", got ${show(reservedBits)}`);
@@ -255,5 +309,6 @@ export function resolveConfig(o: VtepOptions): VtepConfig {
     mac: o.mac === undefined ? undefined : checkUnicastMac(o.mac, 'mac'),
     sndbuf: checkInt(o.sndbuf ?? DEFAULTS.sndbuf, 'sndbuf', 1024, 2 ** 31 - 1, 'bytes'),
     rcvbuf: checkInt(o.rcvbuf ?? DEFAULTS.rcvbuf, 'rcvbuf', 1024, 2 ** 31 - 1, 'bytes'),
+    allowFrom,
   };
 }

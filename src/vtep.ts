@@ -9,7 +9,7 @@
  * Per-packet problems are counted drops (`DropReason`), never exceptions or log lines.
  */
 import { EventEmitter } from 'node:events';
-import type { VtepConfig } from './config.js';
+import { ipAllowed, type AllowCidr, type VtepConfig } from './config.js';
 import { StateError } from './errors.js';
 import { Fdb, LearnResult, type Remote } from './fdb.js';
 import type { FrameBatch, FramePort } from './port/port.js';
@@ -41,12 +41,17 @@ export const DropReason = {
   TapBusy: 8,
   /** tx: frame from the port shorter than an Ethernet header. */
   FrameTruncated: 9,
-  /** tx: the datagram would exceed the underlay MTU (VTEPs MUST NOT fragment, RFC 7348 4.3). */
+  /**
+   * tx: the datagram would exceed the underlay MTU (VTEPs MUST NOT fragment, RFC 7348 4.3);
+   * rx: a datagram larger than the underlay MTU allows (reassembled fragments).
+   */
   TooBig: 10,
   /** tx: no FDB entry and an empty flood list. */
   NoRemote: 11,
   /** tx: the socket reported an error for the datagram (unreachable remote...). */
   TxError: 12,
+  /** rx: the underlay source is not in `allowFrom`. */
+  NotAllowed: 13,
 } as const;
 export type DropReason = (typeof DropReason)[keyof typeof DropReason];
 export type DropReasonName = keyof typeof DropReason;
@@ -70,6 +75,8 @@ export interface VtepStats {
   fdbSize: number;
   /** New MACs not learned because the FDB was full. */
   learnRefused: number;
+  /** Times the port was paused because the socket still held queued datagrams (backpressure). */
+  txPauses: number;
 }
 
 export interface VtepSendErrorInfo {
@@ -117,6 +124,9 @@ export class Vtep extends EventEmitter<VtepEvents> {
   private readonly tx: TxBatch;
   private paused: boolean;
   private readonly sendErrors: Map<string, { last: number; count: number }>;
+  private readonly allow: AllowCidr[];
+  /** Decisions per underlay source, so the filter costs one Map lookup per datagram. */
+  private readonly allowMemo: Map<string, boolean>;
   // counters
   private rxDatagrams = 0;
   private rxPackets = 0;
@@ -125,6 +135,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
   private txPackets = 0;
   private txBytes = 0;
   private floodCopies = 0;
+  private txPauses = 0;
   private readonly drops: Float64Array;
 
   constructor(config: VtepConfig, deps: VtepDeps) {
@@ -142,6 +153,8 @@ export class Vtep extends EventEmitter<VtepEvents> {
     this.tx = new TxBatch(TX_BATCH_CAP);
     this.paused = false;
     this.sendErrors = new Map();
+    this.allow = config.allowFrom;
+    this.allowMemo = new Map();
     this.drops = new Float64Array(DROP_REASONS.length);
     this.fdb = new Fdb({
       dstPort: config.dstPort,
@@ -215,6 +228,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
       dropsTotal: total,
       fdbSize: this.fdb.size,
       learnRefused: this.fdb.learnRefused,
+      txPauses: this.txPauses,
     };
   }
 
@@ -263,6 +277,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
     // the socket has taken every queued datagram.
     if (this.transport.pending() > 0 && !this.paused) {
       this.paused = true;
+      this.txPauses++;
       this.port.pause();
       this.transport.whenDrained(this.onDrained);
     }
@@ -282,6 +297,10 @@ export class Vtep extends EventEmitter<VtepEvents> {
   /** Decapsulation: one call per datagram. */
   private readonly onDatagram = (buf: Buffer, off: number, len: number, src: string): void => {
     this.rxDatagrams++;
+    if (this.allow.length > 0 && !this.allowed(src)) {
+      this.drops[DropReason.NotAllowed]++;
+      return;
+    }
     const c = checkVxlan(buf, off, off + len, this.strict);
     if (c !== VxlanCheck.Ok) {
       this.drops[c === VxlanCheck.Truncated ? DropReason.Truncated : c === VxlanCheck.NoIFlag ? DropReason.InvalidHeader : DropReason.ReservedBits]++;
@@ -295,6 +314,12 @@ export class Vtep extends EventEmitter<VtepEvents> {
     const ilen = len - VXLAN_HLEN;
     if (ilen < ETH_HLEN) {
       this.drops[DropReason.InnerTruncated]++;
+      return;
+    }
+    // Larger than the underlay carries unfragmented: it was reassembled from IP fragments, which
+    // RFC 7348 section 4.3 lets the destination VTEP "silently discard".
+    if (ilen > this.maxFrame) {
+      this.drops[DropReason.TooBig]++;
       return;
     }
     const smac = ethSrc(buf, inner);
@@ -318,6 +343,16 @@ export class Vtep extends EventEmitter<VtepEvents> {
     this.rxPackets++;
     this.rxBytes += ilen;
   };
+
+  private allowed(src: string): boolean {
+    let ok = this.allowMemo.get(src);
+    if (ok === undefined) {
+      ok = ipAllowed(src, this.allow);
+      if (this.allowMemo.size >= 4096) this.allowMemo.clear(); // bounded under a spoofed-source flood
+      this.allowMemo.set(src, ok);
+    }
+    return ok;
+  }
 
   private readonly onSendError = (err: SendError): void => {
     this.drops[DropReason.TxError]++;

@@ -58,6 +58,7 @@ describe('resolveConfig errors name the option and what is accepted', () => {
     ['mac multicast', { vni: 1, mac: '01:00:5e:00:00:01' }, 'mac', 'UVTEP_ERR_INVALID_MAC', /unicast/],
     ['mac malformed', { vni: 1, mac: '02:00' }, 'mac', 'UVTEP_ERR_INVALID_MAC', /02:00:00:00:00:0a/],
     ['underlay mtu', { vni: 1, underlayMtu: 100 }, 'underlayMtu', 'UVTEP_ERR_INVALID_OPTION', /138 to 65535/],
+    ['allowFrom malformed', { vni: 1, allowFrom: ['198.51.100.0/33'] }, 'allowFrom', 'UVTEP_ERR_INVALID_ADDRESS', /address or CIDR/],
     ['learning not boolean', { vni: 1, learning: 'no' as never }, 'learning', 'UVTEP_ERR_INVALID_OPTION', /true or false/],
   ];
   it.each(cases)('%s', (_n, opts, option, code, msg) => {

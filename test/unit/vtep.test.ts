@@ -237,3 +237,33 @@ describe('lifecycle', () => {
     expect(t.vtep.fdb.lookup(MAC_ZERO)!.remotes.map((r) => r.address)).toEqual(['198.51.100.2', '198.51.100.3']);
   });
 });
+
+describe('allowFrom (underlay source filter)', () => {
+  it('accepts listed sources, drops and never learns from the rest', async () => {
+    const t = await setup({ allowFrom: ['198.51.100.0/24', '203.0.113.9'] });
+    t.transport.receive(datagram(42, frame(ME, PEER)), '198.51.100.200');
+    t.transport.receive(datagram(42, frame(ME, OTHER)), '203.0.113.10');
+    t.transport.receive(datagram(42, frame(ME, OTHER)), '203.0.113.9');
+    t.transport.receive(datagram(42, frame(ME, '02:00:00:00:00:0d')), '192.0.2.1');
+    expect(t.delivered).toHaveLength(2);
+    expect(t.vtep.stats.drops.NotAllowed).toBe(2);
+    expect(t.vtep.fdb.lookup(mac(OTHER))!.remotes[0]!.address).toBe('203.0.113.9');
+    expect(t.vtep.fdb.lookup(mac('02:00:00:00:00:0d'))).toBeUndefined();
+  });
+
+  it('IPv6 prefixes; an IPv4 source never matches an IPv6 prefix', async () => {
+    const t = await setup({ remotes: ['2001:db8::2'], allowFrom: ['2001:db8::/32'] });
+    t.transport.receive(datagram(42, frame(ME, PEER)), '2001:db8:ffff::1');
+    t.transport.receive(datagram(42, frame(ME, OTHER)), '2001:db9::1');
+    t.transport.receive(datagram(42, frame(ME, OTHER)), '198.51.100.1');
+    expect(t.delivered).toHaveLength(1);
+    expect(t.vtep.stats.drops.NotAllowed).toBe(2);
+  });
+
+  it('a spoofed-source flood keeps the decision cache bounded', async () => {
+    const t = await setup({ allowFrom: ['198.51.100.0/24'] });
+    for (let i = 0; i < 10_000; i++) t.transport.receive(datagram(42, frame(ME, PEER)), `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`);
+    expect(t.vtep.stats.drops.NotAllowed).toBe(10_000);
+    expect((t.vtep as unknown as { allowMemo: Map<string, boolean> }).allowMemo.size).toBeLessThanOrEqual(4096);
+  });
+});

@@ -1,0 +1,274 @@
+// Bad input, faults and load against running uvtep processes in namespaces (issue: hardening).
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterEach, expect, it } from 'vitest';
+import { ping, tcpTransfer, Testbed, toolPath, UvtepProcess, type Host, type LogRecord } from '../../src/testbed.js';
+import { datagram, frame } from '../helpers/frames.js';
+import { udpRecords } from '../helpers/pcap.js';
+import { waitFor } from '../helpers/wait.js';
+import { describeNs, kernelVtep, quietIpv6, twoHosts } from './setup.js';
+
+const MB = 1024 * 1024;
+const A_MAC = '02:00:00:00:00:0a';
+const B_MAC = '02:00:00:00:00:0b';
+let bed: Testbed | undefined;
+let procs: UvtepProcess[] = [];
+let tmp: string | undefined;
+
+afterEach(async () => {
+  for (const p of procs) await p.stop();
+  procs = [];
+  await bed?.cleanup();
+  bed = undefined;
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
+  tmp = undefined;
+});
+
+function uvtep(h: Host, args: string[]): UvtepProcess {
+  const p = new UvtepProcess(h, args);
+  procs.push(p);
+  return p;
+}
+
+function tmpFile(name: string): string {
+  tmp ??= mkdtempSync(path.join(tmpdir(), 'uvt-hard-'));
+  return path.join(tmp, name);
+}
+
+/** Runs the blast tool in `h` with `spec`; resolves with the number sent. */
+async function blast(h: Host, spec: Record<string, unknown>): Promise<number> {
+  const file = tmpFile(`blast-${Date.now()}-${Math.random().toString(36).slice(2)}.json`);
+  writeFileSync(file, JSON.stringify(spec));
+  const r = await h.run([process.execPath, toolPath('udp-blast'), file], { timeoutMs: 120_000 });
+  return (JSON.parse(r.trim()) as { sent: number }).sent;
+}
+
+function rssKb(pid: number): number {
+  return Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
+}
+
+type Stats = { rxDatagrams: number; rxPackets: number; drops: Record<string, number>; fdbSize: number; learnRefused: number; txPauses: number; dropsTotal: number };
+const statsOf = (r: LogRecord | undefined) => r!.stats as Stats;
+const fdbOf = (r: LogRecord | undefined) => r!.fdb as Array<{ mac: string; dst: string }>;
+
+async function pair(bedName: string, extraA: string[] = [], extraB: string[] = [], v6 = false) {
+  bed = new Testbed(bedName);
+  const hosts = await twoHosts(bed, v6);
+  const a = uvtep(hosts.h1, ['--vni', '1', '--remote', hosts.u2, '--name', 'vxlan1', '--address', '10.0.0.106/24', '--mac', A_MAC, ...extraA]);
+  const b = uvtep(hosts.h2, ['--vni', '1', '--remote', hosts.u1, '--name', 'vxlan1', '--address', '10.0.0.107/24', '--mac', B_MAC, ...extraB]);
+  await a.ready();
+  await b.ready();
+  return { ...hosts, a, b };
+}
+
+describeNs('hostile datagrams', () => {
+  it('a bounded flood of every malformed class: alive, each counted under its reason, nothing learned, ping still works', async () => {
+    const { h1, h2, a } = await pair('hostile', ['--reserved-bits', 'strict']);
+    expect((await ping(h2, '10.0.0.106', 2)).received).toBe(2); // h1 learns B_MAC legitimately
+    const N = 100;
+    const good = frame(A_MAC, '02:00:00:00:00:66');
+    const classes: Record<string, Buffer[]> = {
+      random: Array.from({ length: N }, () => {
+        const b = randomBytes(8 + Math.floor(Math.random() * 200));
+        b[0] = b[0]! & ~0x08; // I flag clear (random bytes with the I flag set are a wrong-VNI or other class)
+        return b;
+      }),
+      short: Array.from({ length: N }, (_, i) => randomBytes(i % 8)),
+      noIFlag: Array.from({ length: N }, () => datagram(1, good, { flags: 0 })),
+      wrongVni: Array.from({ length: N }, (_, i) => datagram(2 + i, good)),
+      reserved: Array.from({ length: N }, (_, i) => datagram(1, good, { reserved2: 1 + (i % 255) })),
+      innerShort: Array.from({ length: N }, (_, i) => datagram(1, good.subarray(0, i % 14))),
+      oversized: Array.from({ length: N }, () => datagram(1, frame(A_MAC, '02:00:00:00:00:67', { size: 1500 }))),
+      ownMac: Array.from({ length: N }, () => datagram(1, frame(B_MAC, A_MAC))),
+      multicastSrc: Array.from({ length: N }, () => datagram(1, frame(A_MAC, '01:00:5e:00:00:01'))),
+      zeroSrc: Array.from({ length: N }, () => datagram(1, frame(A_MAC, '00:00:00:00:00:00'))),
+    };
+    const all = Object.values(classes).flat().map((b) => b.toString('hex'));
+    const sent = await blast(h2, { to: '198.51.100.1', port: 4789, datagrams: all });
+    expect(sent).toBe(10 * N);
+    expect((await ping(h1, '10.0.0.107', 3)).received).toBe(3);
+    expect(a.child.exitCode).toBeNull();
+    const f = await a.stop();
+    expect(f.code).toBe(0);
+    const s = statsOf(f.final);
+    expect(s.drops.InvalidHeader).toBe(2 * N); // random (I clear) + noIFlag
+    expect(s.drops.Truncated).toBe(N);
+    expect(s.drops.VniMismatch).toBe(N);
+    expect(s.drops.ReservedBits).toBe(N);
+    expect(s.drops.InnerTruncated).toBe(N);
+    expect(s.drops.TooBig).toBe(N);
+    expect(s.drops.LocalMac).toBe(N);
+    expect(s.drops.InvalidSrcMac).toBe(2 * N);
+    const macs = fdbOf(f.final).map((r) => r.mac);
+    expect(macs).not.toContain('02:00:00:00:00:66');
+    expect(macs).not.toContain('02:00:00:00:00:67');
+    expect(macs).toContain(B_MAC);
+  });
+
+  it('MAC flood: the FDB stays at maxaddress, memory stays bounded, known entries keep working', async () => {
+    const { h1, h2, a } = await pair('macflood', ['--max-address', '1000']);
+    expect((await ping(h1, '10.0.0.107', 2)).received).toBe(2);
+    const rss0 = rssKb(a.child.pid!);
+    const sent = await blast(h2, { to: '198.51.100.1', port: 4789, macFlood: { count: 50_000, vni: 1, dst: A_MAC } });
+    expect(sent).toBe(50_000);
+    expect((await ping(h1, '10.0.0.107', 3)).received).toBe(3);
+    const rss1 = rssKb(a.child.pid!);
+    const f = await a.stop();
+    const s = statsOf(f.final);
+    expect(s.fdbSize).toBeLessThanOrEqual(1000);
+    expect(s.learnRefused).toBeGreaterThanOrEqual(50_000 - 1000);
+    expect(s.rxPackets).toBeGreaterThanOrEqual(50_000);
+    // stated bound: the flood costs less than 40 MB of resident memory
+    expect(rss1 - rss0).toBeLessThan(40 * 1024);
+    expect(fdbOf(f.final).map((r) => r.mac)).toContain(B_MAC);
+  });
+
+  it('--allow-from: datagrams from other underlay sources are dropped, counted, and never teach the FDB', async () => {
+    bed = new Testbed('allow');
+    const { h1, h2, u1, u2 } = await twoHosts(bed);
+    await h2.ip('addr', 'add', '198.51.100.99/24', 'dev', 'eth0');
+    const a = uvtep(h1, ['--vni', '1', '--remote', u2, '--allow-from', '198.51.100.2/32', '--name', 'vxlan1', '--address', '10.0.0.106/24', '--mac', A_MAC]);
+    const b = uvtep(h2, ['--vni', '1', '--remote', u1, '--name', 'vxlan1', '--address', '10.0.0.107/24', '--mac', B_MAC]);
+    await a.ready();
+    await b.ready();
+    const spoof = datagram(1, frame(A_MAC, '02:00:00:00:00:99')).toString('hex');
+    expect(await blast(h2, { to: u1, port: 4789, from: '198.51.100.99', datagrams: [spoof], repeat: 200 })).toBe(200);
+    expect((await ping(h1, '10.0.0.107', 3)).received).toBe(3);
+    const f = await a.stop();
+    expect(statsOf(f.final).drops.NotAllowed).toBe(200);
+    expect(fdbOf(f.final).map((r) => r.mac)).not.toContain('02:00:00:00:00:99');
+    expect(fdbOf(f.final)).toContainEqual(expect.objectContaining({ mac: B_MAC, dst: u2 }));
+  });
+});
+
+describeNs('faults', () => {
+  it('unreachable remotes do not crash uvtep or stop traffic to the others; errors are counted and logged rate-limited', async () => {
+    bed = new Testbed('unreach');
+    const { h1, h2, u1, u2 } = await twoHosts(bed);
+    await quietIpv6(h1);
+    // 203.0.113.50 has no route (ENETUNREACH); 198.51.100.77 is on-link but absent
+    const a = uvtep(h1, ['--vni', '1', '--remote', '203.0.113.50', '--remote', '198.51.100.77', '--remote', u2, '--name', 'vxlan1', '--address', '10.0.0.106/24', '--mac', A_MAC]);
+    const b = uvtep(h2, ['--vni', '1', '--remote', u1, '--name', 'vxlan1', '--address', '10.0.0.107/24', '--mac', B_MAC]);
+    await a.ready();
+    await b.ready();
+    // broadcasts (ARP for unknown hosts) go to all three remotes, many times
+    await h1.exec(['ping', '-c', '30', '-i', '0.01', '-W', '1', '10.0.0.200']);
+    expect((await ping(h1, '10.0.0.107', 5)).received).toBe(5);
+    expect(a.child.exitCode).toBeNull();
+    const warn = await a.waitFor((r) => /sending to 203\.0\.113\.50 failed: ENETUNREACH/.test(r.msg), 'rate-limited send error log');
+    expect(warn.level).toBe(40);
+    const f = await a.stop();
+    expect(statsOf(f.final).drops.TxError).toBeGreaterThanOrEqual(3);
+    const warnings = a.records.filter((r) => /sending to 203\.0\.113\.50/.test(r.msg));
+    expect(warnings.length).toBeLessThanOrEqual(3); // at most one a second
+  });
+
+  it('SIGTERM during full-speed traffic: exits promptly, TAP removed, counters printed; a restart works', async () => {
+    const { h1, h2, u2, a } = await pair('sigterm');
+    h2.spawn(['iperf3', '-s', '-1']);
+    await waitFor(async () => (await h2.exec(['ss', '-ltn'])).stdout.includes(':5201'), 'iperf3 server');
+    const load = h1.spawn(['iperf3', '-c', '10.0.0.107', '-t', '20']);
+    // full speed: thousands of frames through the TAP already
+    await waitFor(async () => {
+      const j = JSON.parse((await h1.exec(['ip', '-s', '-j', 'link', 'show', 'vxlan1'])).stdout) as Array<{ stats64: { tx: { packets: number } } }>;
+      return j[0]!.stats64.tx.packets > 20_000;
+    }, 'iperf3 traffic through vxlan1', 15_000, 100);
+    const t0 = Date.now();
+    const f = await a.stop();
+    expect(Date.now() - t0).toBeLessThan(3000);
+    expect(f.code).toBe(0);
+    expect(statsOf(f.final).rxPackets + statsOf(f.final).dropsTotal).toBeGreaterThan(1000);
+    expect((await h1.exec(['ip', 'link', 'show', 'vxlan1'])).code).not.toBe(0);
+    load.kill('SIGTERM');
+    const again = uvtep(h1, ['--vni', '1', '--remote', u2, '--name', 'vxlan1', '--address', '10.0.0.106/24', '--mac', A_MAC]);
+    await again.ready();
+    expect((await ping(h1, '10.0.0.107', 3)).received).toBe(3);
+  });
+
+  it('underlay MTU too small for a frame: counted TooBig, never an IP-fragmented datagram', async () => {
+    // the TAP claims 1450 but the underlay only carries 1400-byte packets
+    const { h1, a } = await pair('mtu', ['--underlay-mtu', '1400', '--mtu', '1450']);
+    const cap = h1.spawn(['tcpdump', '-n', '-U', '--immediate-mode', '-i', 'eth0', '-w', tmpFile('mtu.pcap'), 'udp or (ip[6:2] & 0x3fff != 0)']);
+    let err = '';
+    cap.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    await waitFor(() => /listening on/.test(err), 'tcpdump');
+    expect((await ping(h1, '10.0.0.107', 2)).received).toBe(2);
+    const big = await h1.exec(['ping', '-n', '-c', '3', '-i', '0.2', '-W', '1', '-M', 'do', '-s', '1400', '10.0.0.107']);
+    expect(big.stdout).toMatch(/3 packets transmitted, 0 received/);
+    await new Promise<void>((res) => {
+      cap.once('exit', () => res());
+      cap.kill('SIGINT');
+    });
+    const recs = udpRecords(tmpFile('mtu.pcap'));
+    expect(recs.length).toBeGreaterThan(0);
+    expect(recs.every((r) => (r.fragWord & 0x3fff) === 0 && (r.fragWord & 0x2000) === 0)).toBe(true);
+    expect(Math.max(...recs.map((r) => r.frame.length - 14))).toBeLessThanOrEqual(1400);
+    const f = await a.stop();
+    expect(statsOf(f.final).drops.TooBig).toBeGreaterThanOrEqual(3);
+  });
+});
+
+describeNs('integrity under load', () => {
+  it('256 MB over TCP uvtep <-> uvtep and uvtep <-> kernel arrive byte-identical', async () => {
+    const { h1, h2 } = await pair('bulk');
+    const t = await tcpTransfer(h2, h1, '10.0.0.107', 5201, 256 * MB, 180_000);
+    expect(t.ok).toBe(true);
+    for (const p of procs) await p.stop();
+    procs = [];
+    await bed!.cleanup();
+    bed = new Testbed('bulkk');
+    const k = await twoHosts(bed);
+    await kernelVtep(k.h2, { vni: 1, remote: k.u1, port: 4789, address: '10.0.0.107/24', mac: B_MAC });
+    const a = uvtep(k.h1, ['--vni', '1', '--remote', k.u2, '--name', 'vxlan1', '--address', '10.0.0.106/24', '--mac', A_MAC]);
+    await a.ready();
+    const t2 = await tcpTransfer(k.h2, k.h1, '10.0.0.107', 5201, 256 * MB, 180_000);
+    expect(t2.ok).toBe(true);
+    const t3 = await tcpTransfer(k.h1, k.h2, '10.0.0.106', 5202, 128 * MB, 180_000);
+    expect(t3.ok).toBe(true);
+  }, 600_000);
+
+  it('two VNIs between the same hosts: traffic of one never appears on the other TAP', async () => {
+    bed = new Testbed('twovni');
+    const { h1, h2, u1, u2 } = await twoHosts(bed);
+    await quietIpv6(h1);
+    await quietIpv6(h2);
+    const mk = (h: Host, remote: string, vniN: number, port: number, addr: string, mac: string) =>
+      uvtep(h, ['--vni', String(vniN), '--dstport', String(port), '--remote', remote, '--name', `vx${vniN}`, '--address', addr, '--mac', mac]);
+    const a10 = mk(h1, u2, 10, 4789, '10.0.0.1/24', '02:00:00:00:10:01');
+    const b10 = mk(h2, u1, 10, 4789, '10.0.0.2/24', '02:00:00:00:10:02');
+    const a20 = mk(h1, u2, 20, 4790, '172.18.0.1/16', '02:00:00:00:20:01');
+    const b20 = mk(h2, u1, 20, 4790, '172.18.0.2/16', '02:00:00:00:20:02');
+    for (const p of [a10, b10, a20, b20]) await p.ready();
+    const cap = h2.spawn(['tcpdump', '-n', '-U', '--immediate-mode', '-i', 'vx20', '-w', tmpFile('vx20.pcap')]);
+    let err = '';
+    cap.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    await waitFor(() => /listening on/.test(err), 'tcpdump');
+    expect((await ping(h1, '10.0.0.2', 10, 0.05)).received).toBe(10);
+    expect((await tcpTransfer(h2, h1, '10.0.0.2', 5201, 16 * MB)).ok).toBe(true);
+    expect((await ping(h1, '172.18.0.2', 3)).received).toBe(3);
+    await new Promise<void>((res) => {
+      cap.once('exit', () => res());
+      cap.kill('SIGINT');
+    });
+    const { readPcapFrames } = await import('../helpers/pcap.js');
+    const onVx20 = readPcapFrames(tmpFile('vx20.pcap'));
+    // only VNI 20's own traffic (the 3 pings and their ARP): nothing from 10.0.0.0/24 or its MACs
+    expect(onVx20.length).toBeGreaterThan(0);
+    for (const f of onVx20) {
+      const src = f.subarray(6, 12).toString('hex');
+      expect(src.startsWith('020000001')).toBe(false);
+    }
+    const f20 = await b20.stop();
+    expect(statsOf(f20.final).rxPackets).toBeLessThan(20);
+  });
+
+  it('backpressure: a tiny socket send buffer pauses the TAP instead of overwriting frames; bytes verified', async () => {
+    const { h1, h2, a } = await pair('bp', ['--sndbuf', '4608']);
+    const t = await tcpTransfer(h2, h1, '10.0.0.107', 5201, 64 * MB, 120_000);
+    expect(t.ok).toBe(true);
+    const f = await a.stop();
+    expect(statsOf(f.final).txPauses).toBeGreaterThan(0);
+  });
+});
