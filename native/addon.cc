@@ -76,6 +76,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   uvtep::InitTap(env, exports);
   uvtep::InitReader(env, exports);
   uvtep::InitLink(env, exports);
+  uvtep::InitSockopt(env, exports);
   return exports;
 }
 

@@ -234,3 +234,36 @@ void InitLink(Napi::Env env, Napi::Object exports) {
 }
 
 }  // namespace uvtep
+
+namespace uvtep {
+
+// setsockopt(fd, level, optname, int value): socket options node:dgram does not expose (IP_TOS,
+// IP_MTU_DISCOVER, IPV6_TCLASS...). The numbers come from TypeScript.
+static Napi::Value SetSockOptInt(const Napi::CallbackInfo& info) {
+  ExpectArgs(info, "setSockOptInt", "nnnn");
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  int level = info[1].As<Napi::Number>().Int32Value();
+  int name = info[2].As<Napi::Number>().Int32Value();
+  int value = info[3].As<Napi::Number>().Int32Value();
+  if (setsockopt(fd, level, name, &value, sizeof value) < 0) {
+    throw SystemError(info.Env(), errno, "setsockopt");
+  }
+  return info.Env().Undefined();
+}
+
+// The hot path variant: returns 0 or -errno instead of throwing (tos inherit changes it per flow).
+static Napi::Value SetSockOptIntFast(const Napi::CallbackInfo& info) {
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  int level = info[1].As<Napi::Number>().Int32Value();
+  int name = info[2].As<Napi::Number>().Int32Value();
+  int value = info[3].As<Napi::Number>().Int32Value();
+  int r = setsockopt(fd, level, name, &value, sizeof value);
+  return Napi::Number::New(info.Env(), r < 0 ? -errno : 0);
+}
+
+void InitSockopt(Napi::Env env, Napi::Object exports) {
+  exports.Set("setSockOptInt", Napi::Function::New(env, SetSockOptInt, "setSockOptInt"));
+  exports.Set("setSockOptIntFast", Napi::Function::New(env, SetSockOptIntFast, "setSockOptIntFast"));
+}
+
+}  // namespace uvtep

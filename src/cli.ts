@@ -16,6 +16,10 @@ import { formatMac } from './wire/ethernet.js';
 import { VXLAN_PORT_IANA, VXLAN_PORT_LINUX, VXLAN_VNI_MAX } from './wire/vxlan.js';
 import type { Vtep, VtepStats } from './vtep.js';
 import { runDemo } from './demo.js';
+import { ControlServer, controlPath } from './control.js';
+import { MetricsServer, parseMetricsAddress, vtepRegistry } from './metrics.js';
+import * as ops from './ops.js';
+import { loadConfigFile } from './config-file.js';
 
 /** Library option names -> CLI flags, for error messages. */
 const FLAG: Record<string, string> = {
@@ -42,6 +46,12 @@ const FLAG: Record<string, string> = {
   bridge: '--bridge',
   batchSize: '--batch-size',
   allowFrom: '--allow-from',
+  srcport: '--srcport',
+  srcportSockets: '--srcport',
+  tos: '--tos',
+  df: '--df',
+  metrics: '--metrics',
+  config: '--config',
 };
 
 export const EXIT_OK = 0;
@@ -80,7 +90,17 @@ interface RunOpts {
   allowFrom?: string[];
   sndbuf?: number | string;
   rcvbuf?: number | string;
+  srcport?: string;
+  tos?: number | string;
+  df: string;
+  control: string | boolean;
+  metrics?: string;
+  config?: string;
   logLevel: string;
+}
+
+function tosArg(value: string): number | string {
+  return value === 'inherit' ? value : int(value);
 }
 
 export function buildProgram(): Command {
@@ -105,6 +125,9 @@ export function buildProgram(): Command {
     .addOption(new Option('--no-learning', 'do not learn inner source MACs (static FDB only)'))
     .addOption(new Option('--max-address <n>', 'cap on FDB entries, 0 = unlimited').default(DEFAULTS.maxAddress).argParser(int))
     .addOption(new Option('--reserved-bits <policy>', 'received reserved bits: ignore (RFC 7348) or strict (drop, as Linux)').default(DEFAULTS.reservedBits))
+    .addOption(new Option('--srcport <min-max>', 'outer UDP source ports: one per inner flow from this range (RFC 7348 recommends 49152-65535); default: one ephemeral port'))
+    .addOption(new Option('--tos <n|inherit>', 'outer TOS / traffic class, 0-255, or inherit from the inner IP header').default(0).argParser(tosArg))
+    .addOption(new Option('--df <set|unset>', 'IPv4 DF bit of outer packets (as ip link ... df)').default('unset'))
     .addOption(new Option('--allow-from <cidr>', 'accept datagrams only from these underlay sources; repeatable (default: anyone, as Linux)').argParser(collect))
     .addOption(new Option('--underlay-mtu <n>', 'underlay MTU (default: MTU of --dev, else 1500)').argParser(int))
     .addOption(new Option('--sndbuf <bytes>', 'UDP socket send buffer (SO_SNDBUF)').default(DEFAULTS.sndbuf).argParser(int))
@@ -115,9 +138,76 @@ export function buildProgram(): Command {
     .addOption(new Option('--address <cidr>', 'address for the TAP, e.g. 10.0.0.106/24 or 2001:db8:1::1/64; repeatable').argParser(collect))
     .addOption(new Option('--bridge <name>', 'add the TAP as a port of this existing Linux bridge (like brctl addif)'))
     .addOption(new Option('--persist', 'keep the TAP device after uvtep exits'))
+    .addOption(new Option('--control <path>', 'control socket for uvtep fdb/stats (default: /run/uvtep/<name>.sock; in a named netns /run/uvtep/netns/<ns>/<name>.sock)'))
+    .addOption(new Option('--no-control', 'do not open a control socket'))
+    .addOption(new Option('--metrics <[host:]port>', 'serve Prometheus metrics at http://host:port/metrics (a bare port binds 127.0.0.1)'))
+    .addOption(new Option('--config <file>', 'read options from a JSON or YAML file (keys are the long option names); command-line options win'))
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
-    .action(async (opts: RunOpts) => {
+    .enablePositionalOptions()
+    .action(async (opts: RunOpts, cmd: Command) => {
+      if (opts.config !== undefined) {
+        try {
+          loadConfigFile(opts.config, cmd);
+        } catch (e) {
+          if (e instanceof ConfigError) {
+            process.exitCode = usageError(configMessage(e));
+            return;
+          }
+          throw e;
+        }
+        opts = cmd.opts<RunOpts>();
+      }
       process.exitCode = await run(opts);
+    });
+
+  const io = { out: (t: string) => process.stdout.write(t + '\n'), err: (t: string) => process.stderr.write(t + '\n') };
+  const target = (o: { name?: string; socket?: string }) => ({ name: o.name, socket: o.socket });
+  const fdb = program.command('fdb').description('show or change the FDB of a running uvtep (like bridge fdb on a vxlan device)');
+  const instanceOpts = (c: Command) =>
+    c.option('--name <tap>', 'the instance, by TAP name (default: the only one running)').option('--socket <path>', 'the instance, by control socket path');
+  instanceOpts(fdb.command('show').description('list the entries: MAC, remote, port, VNI, static/dynamic, age').option('--json', 'JSON output')).action(
+    async (o: { name?: string; socket?: string; json?: boolean }) => {
+      process.exitCode = await ops.fdbShow(io, target(o), o.json ?? false);
+    },
+  );
+  for (const op of ['add', 'append', 'replace', 'del'] as const) {
+    const help = {
+      add: 'create an entry (fails if the MAC exists): uvtep fdb add <mac> dst <ip> [port <p>] [static|dynamic]',
+      append: 'add a destination; uvtep fdb append 00:00:00:00:00:00 dst <ip> adds a flood destination',
+      replace: 'create or replace an entry',
+      del: 'delete an entry, or one destination of it: uvtep fdb del <mac> [dst <ip>] [port <p>]',
+    }[op];
+    instanceOpts(fdb.command(`${op} <mac> [words...]`).description(help)).action(async (mac: string, words: string[], o: { name?: string; socket?: string }) => {
+      process.exitCode = await ops.fdbChange(io, target(o), op, mac, words ?? []);
+    });
+  }
+  instanceOpts(fdb.command('flush').description('remove every entry, or with --dynamic only learned ones').option('--dynamic', 'only dynamic (learned) entries')).action(
+    async (o: { name?: string; socket?: string; dynamic?: boolean }) => {
+      process.exitCode = await ops.fdbFlush(io, target(o), o.dynamic ?? false);
+    },
+  );
+  instanceOpts(
+    program
+      .command('stats')
+      .description('counters of a running uvtep: rx/tx frames and bytes, drops by reason, flood copies, FDB size')
+      .option('--json', 'JSON output')
+      .option('--watch [seconds]', 'refresh every interval (default 1 s) with rates per second')
+      .option('--count <n>', 'with --watch: stop after n refreshes'),
+  ).action(async (o: { name?: string; socket?: string; json?: boolean; watch?: string | boolean; count?: string }) => {
+    const watch = o.watch === undefined ? undefined : o.watch === true ? 1 : Number(o.watch);
+    const count = o.count === undefined ? undefined : Number(o.count);
+    if ((watch !== undefined && !(watch > 0)) || (count !== undefined && !(Number.isInteger(count) && count > 0))) {
+      process.exitCode = usageError('option --watch takes seconds > 0 and --count a whole number > 0');
+      return;
+    }
+    process.exitCode = await ops.stats({ ...io, tty: process.stdout.isTTY === true }, target(o), { json: o.json ?? false, watch, count });
+  });
+  program
+    .command('list')
+    .description('the uvtep instances running in this network namespace')
+    .option('--json', 'JSON output')
+    .action(async (o: { json?: boolean }) => {
+      process.exitCode = await ops.list(io, o.json ?? false);
     });
 
   program
@@ -192,11 +282,16 @@ async function run(o: RunOpts): Promise<number> {
     ...(o.allowFrom !== undefined ? { allowFrom: o.allowFrom } : {}),
     sndbuf: o.sndbuf as number,
     rcvbuf: o.rcvbuf as number,
+    ...(o.srcport !== undefined ? { srcport: o.srcport } : {}),
+    tos: o.tos as number | 'inherit',
+    df: o.df as 'set' | 'unset',
   };
 
   let vtep: Vtep;
+  let metricsAt: ReturnType<typeof parseMetricsAddress> | undefined;
   try {
     const config = resolveConfig(vtepOptions); // all option errors before touching the system
+    if (o.metrics !== undefined) metricsAt = parseMetricsAddress(o.metrics, 'metrics');
     const tap = new TapPort({
       mtu: (o.mtu as number | undefined) ?? config.tapMtu,
       ...(o.name !== undefined ? { name: o.name } : {}),
@@ -233,8 +328,37 @@ async function run(o: RunOpts): Promise<number> {
   const c = vtep.config;
   const bound = vtep.address();
   const dests = [...c.remotes.map((r) => (r.port === c.dstPort ? r.address : `${r.address}:${r.port}`)), ...(c.group ? [`group ${c.group}`] : [])];
+
+  const startedAt = new Date().toISOString();
+  let control: ControlServer | undefined;
+  let metrics: MetricsServer | undefined;
+  try {
+    if (o.control !== false) {
+      control = new ControlServer(vtep, {
+        path: typeof o.control === 'string' ? o.control : controlPath(tap.name),
+        info: () => ({ tap: tap.name, pid: process.pid, vni: c.vni, dstport: c.dstPort, listen: `${bound.address}:${bound.port}`, remotes: dests, mtu: tap.mtu, mac: formatMac(tap.mac), startedAt }),
+      });
+      await control.listen();
+      log.debug({ control: control.path }, `control socket ${control.path}`);
+    }
+    if (metricsAt !== undefined) {
+      metrics = new MetricsServer(vtepRegistry(vtep, tap.name));
+      const at = await metrics.listen(metricsAt);
+      log.info({ metrics: `${at.address}:${at.port}` }, `metrics at http://${at.address.includes(':') ? `[${at.address}]` : at.address}:${at.port}/metrics`);
+    }
+  } catch (e) {
+    await control?.close();
+    await vtep.close();
+    log.fatal({ code: (e as NodeJS.ErrnoException).code }, `cannot start: ${(e as Error).message}`);
+    return EXIT_SYSTEM;
+  }
+  const closeServers = async () => {
+    await control?.close();
+    await metrics?.close();
+  };
+
   log.info(
-    { tap: tap.name, mtu: tap.mtu, mac: formatMac(tap.mac), vni: c.vni, remotes: dests, dstport: c.dstPort, listen: `${bound.address}:${bound.port}`, bridge: o.bridge },
+    { tap: tap.name, mtu: tap.mtu, mac: formatMac(tap.mac), vni: c.vni, remotes: dests, dstport: c.dstPort, listen: `${bound.address}:${bound.port}`, bridge: o.bridge, control: control?.path },
     `${tap.name} up: vni ${c.vni}, mtu ${tap.mtu}, mac ${formatMac(tap.mac)}, remotes ${dests.length ? dests.join(', ') : 'none (learning and static entries only)'}, dstport ${c.dstPort}, listening on ${bound.address}:${bound.port}${o.bridge ? `, bridge ${o.bridge}` : ''}`,
   );
 
@@ -268,7 +392,7 @@ async function run(o: RunOpts): Promise<number> {
       stopping = true;
       const s = vtep.stats;
       const fdb = vtep.fdb.list();
-      void vtep.close().then(() => {
+      void Promise.all([vtep.close(), closeServers()]).then(() => {
         log.info({ stats: s, fdb }, `stopped (${sig}): ${summary(s)}`);
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);
@@ -284,7 +408,7 @@ async function run(o: RunOpts): Promise<number> {
       log.fatal({ code: sys.code, syscall: sys.syscall }, `${tap.name} failed: ${err.message}`);
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
-      finish(EXIT_SYSTEM, 'error');
+      void closeServers().then(() => finish(EXIT_SYSTEM, 'error'));
     });
   });
 }

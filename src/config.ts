@@ -79,6 +79,19 @@ export interface VtepOptions {
    * Linux). VXLAN has no authentication (RFC 7348 section 7); this is the filter it lacks.
    */
   allowFrom?: readonly string[];
+  /**
+   * Outer UDP source port range `min-max` (default: one ephemeral port). uvtep binds a pool of
+   * sockets on ports in the range and picks one per inner flow (hash of the inner headers), so
+   * one flow always uses one port and different flows spread for ECMP. RFC 7348 recommends
+   * 49152-65535.
+   */
+  srcport?: string;
+  /** Sockets in the source-port pool (default 16, at most the range size). */
+  srcportSockets?: number;
+  /** Outer TOS / traffic class: 0-255, or `inherit` from the inner IP header (default 0). */
+  tos?: number | 'inherit';
+  /** IPv4 DF bit of outer packets: `unset` (default, as the kernel VTEP) or `set`. */
+  df?: 'set' | 'unset';
 }
 
 /** An underlay source filter entry. */
@@ -120,6 +133,10 @@ export interface VtepConfig {
   rcvbuf: number;
   /** Empty = accept from anyone. */
   allowFrom: AllowCidr[];
+  /** Source port pool, or undefined for the listening socket's port. */
+  srcport: { min: number; max: number; sockets: number } | undefined;
+  tos: number | 'inherit';
+  df: 'set' | 'unset';
 }
 
 function fail(option: string, code: (typeof ErrorCode)[keyof typeof ErrorCode], what: string): never {
@@ -284,6 +301,21 @@ export function resolveConfig(o: VtepOptions): VtepConfig {
   if (o.allowFrom !== undefined && !Array.isArray(o.allowFrom)) fail('allowFrom', ErrorCode.InvalidAddress, 'expected an array of CIDRs');
   const allowFrom = (o.allowFrom ?? []).map((c) => checkAllowCidr(c, 'allowFrom'));
 
+  let srcport: VtepConfig['srcport'];
+  if (o.srcport !== undefined) {
+    const m = typeof o.srcport === 'string' ? /^(\d+)-(\d+)$/.exec(o.srcport.trim()) : null;
+    const min = m ? Number(m[1]) : NaN;
+    const max = m ? Number(m[2]) : NaN;
+    if (!m || min < 1 || max > 65535 || min > max) {
+      fail('srcport', ErrorCode.InvalidPort, `expected a port range min-max within 1-65535 such as 49152-65535, got ${show(o.srcport)}`);
+    }
+    const sockets = checkInt(o.srcportSockets ?? 16, 'srcportSockets', 1, 256);
+    srcport = { min, max, sockets: Math.min(sockets, max - min + 1) };
+  }
+  const tos = o.tos === 'inherit' ? 'inherit' : checkInt(o.tos ?? 0, 'tos', 0, 255, '"inherit" or an integer');
+  const df = o.df ?? 'unset';
+  if (df !== 'set' && df !== 'unset') fail('df', ErrorCode.InvalidOption, `expected "set" or "unset", got ${show(df)}`);
+
   const reservedBits = o.reservedBits ?? DEFAULTS.reservedBits;
   if (reservedBits !== ReservedBitsPolicy.Ignore && reservedBits !== ReservedBitsPolicy.Strict) {
     fail('reservedBits', ErrorCode.InvalidOption, `expected "ignore" or "strict", got ${show(reservedBits)}`);
@@ -310,5 +342,8 @@ export function resolveConfig(o: VtepOptions): VtepConfig {
     sndbuf: checkInt(o.sndbuf ?? DEFAULTS.sndbuf, 'sndbuf', 1024, 2 ** 31 - 1, 'bytes'),
     rcvbuf: checkInt(o.rcvbuf ?? DEFAULTS.rcvbuf, 'rcvbuf', 1024, 2 ** 31 - 1, 'bytes'),
     allowFrom,
+    srcport,
+    tos,
+    df,
   };
 }

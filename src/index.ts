@@ -40,6 +40,9 @@ export function createVtep(options: CreateVtepOptions): Vtep {
       ttl: config.ttl,
       sndbuf: config.sndbuf,
       rcvbuf: config.rcvbuf,
+      srcport: config.srcport,
+      tos: config.tos,
+      df: config.df,
     });
   const port = options.framePort ?? new TapPort({ mtu: config.tapMtu, ...options.tap });
   return new Vtep(config, { port, transport, ...(options.clock ? { clock: options.clock } : {}) });

@@ -18,6 +18,7 @@ import type { SendError, Transport } from './transport/transport.js';
 import { TxBatch } from './transport/transport.js';
 import { ETH_HLEN, ethDst, ethSrc, MAC_ZERO } from './wire/ethernet.js';
 import { checkVxlan, emitVxlan, VXLAN_HLEN, vxlanVni, VxlanCheck } from './wire/vxlan.js';
+import { flowHash, innerDsfield } from './wire/flow.js';
 
 /** Why a frame or datagram was dropped. Numeric on the data path; names via `DROP_REASONS`. */
 export const DropReason = {
@@ -122,6 +123,8 @@ export class Vtep extends EventEmitter<VtepEvents> {
   private readonly learning: boolean;
   private readonly ownMac: number;
   private readonly tx: TxBatch;
+  private readonly wantHash: boolean;
+  private readonly wantDs: boolean;
   private paused: boolean;
   private readonly sendErrors: Map<string, { last: number; count: number }>;
   private readonly allow: AllowCidr[];
@@ -151,6 +154,8 @@ export class Vtep extends EventEmitter<VtepEvents> {
     // -1 never equals a MAC key: no loop check when the port has no MAC.
     this.ownMac = config.mac ?? deps.port.mac ?? -1;
     this.tx = new TxBatch(TX_BATCH_CAP);
+    this.wantHash = deps.transport.needsFlowHash === true;
+    this.wantDs = deps.transport.needsDsfield === true;
     this.paused = false;
     this.sendErrors = new Map();
     this.allow = config.allowFrom;
@@ -268,7 +273,9 @@ export class Vtep extends EventEmitter<VtepEvents> {
       const hdr = off - FRAME_HEADROOM;
       emitVxlan(buf, hdr, vni);
       if (tx.count + nr > tx.cap) this.flushTx();
-      for (let j = 0; j < nr; j++) tx.push(buf, hdr, len + VXLAN_HLEN, remotes[j]!);
+      const hash = this.wantHash ? flowHash(buf, off, len) : 0;
+      const ds = this.wantDs ? innerDsfield(buf, off, len) : -1;
+      for (let j = 0; j < nr; j++) tx.push(buf, hdr, len + VXLAN_HLEN, remotes[j]!, hash, ds);
       this.txPackets += nr;
       this.txBytes += len * nr;
     }

@@ -1,15 +1,21 @@
 /**
- * Transport over node:dgram: IPv4 or IPv6 underlay, one unconnected UDP socket bound to the
- * VXLAN port, optional multicast group for BUM traffic.
+ * Transport over node:dgram: IPv4 or IPv6 underlay, a UDP socket bound to the VXLAN port,
+ * optional multicast group for BUM traffic, and optionally a pool of sending sockets on ports
+ * of a source-port range (one per inner flow, RFC 7348 section 5).
  *
- * Cost notes (measured in bench/micro): an unconnected dgram socket calls its `lookup` for
- * every send; remotes are validated IP literals, so the lookup answers synchronously instead of
- * going through dns.lookup's nextTick. Send errors are reported through one shared callback
- * (no closure per datagram).
+ * Cost notes (measured in bench/): an unconnected dgram socket calls its `lookup` for every
+ * send; remotes are validated IP literals, so the lookup answers synchronously instead of going
+ * through dns.lookup's nextTick. Send errors are reported through one shared callback (no
+ * closure per datagram).
+ *
+ * Outer TOS and DF are socket options node:dgram does not expose: they are set with the native
+ * addon on the socket's fd, which Node keeps in the socket's internal state (checked at start,
+ * with a clear error if a Node version hides it).
  */
 import dgram from 'node:dgram';
 import { networkInterfaces } from 'node:os';
-import { ConfigError, ErrorCode } from '../errors.js';
+import { ConfigError, ErrorCode, UvtepError } from '../errors.js';
+import { loadBinding, type NativeBinding } from '../native.js';
 import type { SendError, Transport, TransportHandlers, TxBatch } from './transport.js';
 
 export interface DgramTransportOptions {
@@ -26,72 +32,166 @@ export interface DgramTransportOptions {
   ttl?: number;
   sndbuf?: number;
   rcvbuf?: number;
+  /** Source-port pool: `sockets` sockets bound to distinct ports in [min, max]. */
+  srcport?: { min: number; max: number; sockets: number } | undefined;
+  /** Outer TOS / traffic class, or `inherit` (per datagram from the inner header). */
+  tos?: number | 'inherit';
+  /** IPv4 DF bit: `unset` (kernel VTEP default) or `set`. Undefined leaves the OS default. */
+  df?: 'set' | 'unset' | undefined;
+  /** The native binding for TOS/DF (default: the built addon). */
+  native?: NativeBinding;
 }
 
 type LookupCb = (err: NodeJS.ErrnoException | null, address: string, family: number) => void;
 
+// Linux socket option numbers (stable ABI: include/uapi/linux/in.h, in6.h).
+const IPPROTO_IP = 0;
+const IP_TOS = 1;
+const IP_MTU_DISCOVER = 10;
+const IP_PMTUDISC_DONT = 0;
+const IP_PMTUDISC_DO = 2;
+const IPPROTO_IPV6 = 41;
+const IPV6_TCLASS = 67;
+
+interface Sender {
+  socket: dgram.Socket;
+  fd: number;
+  /** The DS field last set on the socket (tos inherit). */
+  ds: number;
+}
+
 export class DgramTransport implements Transport {
   readonly family: 4 | 6;
+  readonly needsFlowHash: boolean;
+  readonly needsDsfield: boolean;
   private readonly opts: DgramTransportOptions;
   private readonly socket: dgram.Socket;
+  /** Sockets that send: the pool when a source-port range is set, else the main socket. */
+  private senders: Sender[];
+  private native: NativeBinding | undefined;
   private handlers: TransportHandlers | undefined;
   private drainWaiters: Array<() => void>;
   private drainScheduled: boolean;
   private closed: boolean;
+  private readonly lookup: (address: string, o: unknown, cb: LookupCb) => void;
 
   constructor(opts: DgramTransportOptions) {
     this.family = opts.family;
     this.opts = opts;
+    this.needsFlowHash = opts.srcport !== undefined && opts.srcport.sockets > 1;
+    this.needsDsfield = opts.tos === 'inherit';
     const fam = opts.family;
     // Remotes are IP literals validated by config: answer the per-send lookup synchronously.
-    const lookup = (address: string, _o: unknown, cb: LookupCb): void => cb(null, address, fam);
-    this.socket = dgram.createSocket({
-      type: fam === 6 ? 'udp6' : 'udp4',
-      ipv6Only: fam === 6,
-      reuseAddr: false,
-      lookup: lookup as unknown as dgram.SocketOptions['lookup'],
-    });
+    this.lookup = (address: string, _o: unknown, cb: LookupCb): void => cb(null, address, fam);
+    this.socket = this.createSocket();
+    this.senders = [];
+    this.native = opts.native;
     this.handlers = undefined;
     this.drainWaiters = [];
     this.drainScheduled = false;
     this.closed = false;
   }
 
-  open(handlers: TransportHandlers): Promise<void> {
-    this.handlers = handlers;
-    const s = this.socket;
-    return new Promise<void>((resolve, reject) => {
-      const onBindError = (err: Error): void => reject(err);
-      s.once('error', onBindError);
-      s.bind({ address: this.opts.local, port: this.opts.port, exclusive: true }, () => {
-        s.off('error', onBindError);
-        try {
-          this.configure();
-        } catch (e) {
-          s.close();
-          reject(e);
-          return;
-        }
-        s.on('error', (err) => this.handlers?.onError(err));
-        s.on('message', (msg, rinfo) => handlers.onDatagram(msg, 0, msg.length, rinfo.address));
-        resolve();
-      });
+  private createSocket(): dgram.Socket {
+    return dgram.createSocket({
+      type: this.family === 6 ? 'udp6' : 'udp4',
+      ipv6Only: this.family === 6,
+      reuseAddr: false,
+      lookup: this.lookup as unknown as dgram.SocketOptions['lookup'],
     });
   }
 
-  private configure(): void {
-    const s = this.socket;
+  async open(handlers: TransportHandlers): Promise<void> {
+    this.handlers = handlers;
+    await bind(this.socket, this.opts.local, this.opts.port);
+    try {
+      this.configure(this.socket);
+      this.joinGroup();
+      const pool: dgram.Socket[] = [];
+      if (this.opts.srcport !== undefined) pool.push(...(await this.bindPool(this.opts.srcport)));
+      const sending = pool.length > 0 ? pool : [this.socket];
+      this.senders = sending.map((socket) => ({ socket, fd: -1, ds: -1 }));
+      for (const s of this.senders) this.applyIpOptions(s);
+      for (const s of [this.socket, ...pool]) {
+        s.on('error', (err) => this.handlers?.onError(err));
+        s.on('message', (msg, rinfo) => handlers.onDatagram(msg, 0, msg.length, rinfo.address));
+      }
+    } catch (e) {
+      await this.close();
+      throw e;
+    }
+  }
+
+  private configure(s: dgram.Socket): void {
     const o = this.opts;
     if (o.sndbuf !== undefined) s.setSendBufferSize(o.sndbuf);
     if (o.rcvbuf !== undefined) s.setRecvBufferSize(o.rcvbuf);
     if (o.ttl !== undefined && o.ttl > 0) s.setTTL(o.ttl);
-    if (o.group !== undefined) {
-      const iface = o.dev === undefined ? undefined : interfaceAddress(o.dev, this.family);
-      s.setMulticastLoopback(false);
-      s.setMulticastTTL(o.ttl !== undefined && o.ttl > 0 ? o.ttl : 1);
-      if (iface !== undefined) s.setMulticastInterface(iface);
-      s.addMembership(o.group, iface);
+  }
+
+  private joinGroup(): void {
+    const o = this.opts;
+    if (o.group === undefined) return;
+    const s = this.socket;
+    const iface = o.dev === undefined ? undefined : interfaceAddress(o.dev, this.family);
+    s.setMulticastLoopback(false);
+    s.setMulticastTTL(o.ttl !== undefined && o.ttl > 0 ? o.ttl : 1);
+    if (iface !== undefined) s.setMulticastInterface(iface);
+    s.addMembership(o.group, iface);
+  }
+
+  /** Binds `sockets` sockets on free ports of [min, max], trying ports in a random order. */
+  private async bindPool(r: { min: number; max: number; sockets: number }): Promise<dgram.Socket[]> {
+    const pool: dgram.Socket[] = [];
+    const span = r.max - r.min + 1;
+    const start = Math.floor(Math.random() * span);
+    for (let i = 0; i < span && pool.length < r.sockets; i++) {
+      const port = r.min + ((start + i * 7919) % span); // a stride coprime with most spans
+      if (port === this.opts.port) continue;
+      const s = this.createSocket();
+      try {
+        await bind(s, this.opts.local, port);
+      } catch (e) {
+        s.close();
+        if ((e as NodeJS.ErrnoException).code === 'EADDRINUSE') continue;
+        throw e;
+      }
+      this.configure(s);
+      pool.push(s);
     }
+    if (pool.length === 0) {
+      throw new ConfigError(ErrorCode.InvalidPort, 'srcport', `srcport: no free UDP port in ${r.min}-${r.max} on ${this.opts.local}`);
+    }
+    return pool;
+  }
+
+  /** TOS and DF through the native addon, on the socket's fd. */
+  private applyIpOptions(s: Sender): void {
+    const o = this.opts;
+    const wantTos = typeof o.tos === 'number' && o.tos !== 0;
+    const wantDf = o.df !== undefined && this.family === 4;
+    if (!wantTos && !wantDf && o.tos !== 'inherit') return;
+    let native = this.native;
+    if (native === undefined) {
+      try {
+        native = loadBinding();
+      } catch (e) {
+        if (!wantTos && o.tos !== 'inherit' && o.df === 'unset') return; // the default: best effort
+        throw e;
+      }
+      this.native = native;
+    }
+    s.fd = socketFd(s.socket);
+    if (wantDf) native.setSockOptInt(s.fd, IPPROTO_IP, IP_MTU_DISCOVER, o.df === 'set' ? IP_PMTUDISC_DO : IP_PMTUDISC_DONT);
+    if (wantTos) this.setDs(s, o.tos as number, true);
+  }
+
+  private setDs(s: Sender, ds: number, strict: boolean): void {
+    const native = this.native!;
+    const [level, name] = this.family === 6 ? [IPPROTO_IPV6, IPV6_TCLASS] : [IPPROTO_IP, IP_TOS];
+    if (strict) native.setSockOptInt(s.fd, level, name, ds);
+    else native.setSockOptIntFast(s.fd, level, name, ds);
+    s.ds = ds;
   }
 
   /** Shared send callback: counts errors; success needs nothing. */
@@ -103,16 +203,27 @@ export class DgramTransport implements Transport {
   };
 
   send(batch: TxBatch): void {
-    const s = this.socket;
+    const senders = this.senders;
+    const k = senders.length;
+    const inherit = this.needsDsfield;
     const n = batch.count;
     for (let i = 0; i < n; i++) {
       const r = batch.remotes[i]!;
-      s.send(batch.bufs[i]!, batch.offs[i]!, batch.lens[i]!, r.port, r.address, this.onSent);
+      const s = k === 1 ? senders[0]! : senders[batch.hashes[i]! % k]!;
+      if (inherit) {
+        const ds = batch.dsfield[i]!;
+        const want = ds < 0 ? 0 : ds;
+        if (want !== s.ds) this.setDs(s, want, false);
+      }
+      s.socket.send(batch.bufs[i]!, batch.offs[i]!, batch.lens[i]!, r.port, r.address, this.onSent);
     }
   }
 
   pending(): number {
-    return this.closed ? 0 : this.socket.getSendQueueCount();
+    if (this.closed) return 0;
+    let n = 0;
+    for (const s of this.senders) n += s.socket.getSendQueueCount();
+    return n;
   }
 
   whenDrained(cb: () => void): void {
@@ -145,20 +256,53 @@ export class DgramTransport implements Transport {
     return { address: a.address, port: a.port };
   }
 
+  /** The local ports datagrams are sent from (the pool's, or the listening port). */
+  sourcePorts(): number[] {
+    return this.senders.map((s) => s.socket.address().port);
+  }
+
   close(): Promise<void> {
     if (this.closed) return Promise.resolve();
     this.closed = true;
     const ws = this.drainWaiters;
     this.drainWaiters = [];
-    return new Promise((resolve) => {
-      try {
-        this.socket.close(() => resolve());
-      } catch {
-        resolve(); // never bound
-      }
+    const sockets = new Set([this.socket, ...this.senders.map((s) => s.socket)]);
+    return Promise.all(
+      [...sockets].map(
+        (s) =>
+          new Promise<void>((resolve) => {
+            try {
+              s.close(() => resolve());
+            } catch {
+              resolve(); // never bound, or closed already
+            }
+          }),
+      ),
+    ).then(() => {
       for (const w of ws) w();
     });
   }
+}
+
+function bind(s: dgram.Socket, address: string, port: number): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const onError = (err: Error): void => reject(err);
+    s.once('error', onError);
+    s.bind({ address, port, exclusive: true }, () => {
+      s.off('error', onError);
+      resolve();
+    });
+  });
+}
+
+/** The fd of a bound dgram socket, from Node's internal state (Node 18-24 keep it there). */
+function socketFd(s: dgram.Socket): number {
+  const sym = Object.getOwnPropertySymbols(s).find((x) => x.description === 'state symbol');
+  const fd = sym === undefined ? undefined : (s as unknown as Record<symbol, { handle?: { fd?: number } }>)[sym]?.handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) {
+    throw new UvtepError(ErrorCode.NoNative, `cannot reach the UDP socket's fd on Node ${process.version}: --tos and --df are unavailable`);
+  }
+  return fd;
 }
 
 /** The address to join multicast on for `dev`: its first IPv4 address, or `::%dev` for IPv6. */

@@ -15,6 +15,10 @@ export class TxBatch {
   readonly offs: Int32Array;
   readonly lens: Int32Array;
   readonly remotes: Remote[];
+  /** Per-datagram inner flow hash (filled when the transport `needsFlowHash`). */
+  readonly hashes: Uint32Array;
+  /** Per-datagram outer DS field, -1 = the socket's default (filled when it `needsDsfield`). */
+  readonly dsfield: Int16Array;
   readonly cap: number;
   count: number;
   constructor(cap: number) {
@@ -23,14 +27,18 @@ export class TxBatch {
     this.offs = new Int32Array(cap);
     this.lens = new Int32Array(cap);
     this.remotes = new Array<Remote>(cap);
+    this.hashes = new Uint32Array(cap);
+    this.dsfield = new Int16Array(cap);
     this.count = 0;
   }
-  push(buf: Buffer, off: number, len: number, remote: Remote): void {
+  push(buf: Buffer, off: number, len: number, remote: Remote, hash = 0, ds = -1): void {
     const i = this.count++;
     this.bufs[i] = buf;
     this.offs[i] = off;
     this.lens[i] = len;
     this.remotes[i] = remote;
+    this.hashes[i] = hash;
+    this.dsfield[i] = ds;
   }
 }
 
@@ -55,6 +63,10 @@ export interface TransportHandlers {
 
 export interface Transport {
   readonly family: 4 | 6;
+  /** The transport picks a source port per flow: the Vtep fills `TxBatch.hashes`. */
+  readonly needsFlowHash?: boolean;
+  /** The transport copies the inner DS field: the Vtep fills `TxBatch.dsfield`. */
+  readonly needsDsfield?: boolean;
   /** Binds and starts receiving. */
   open(handlers: TransportHandlers): Promise<void>;
   /** Sends every datagram of the batch. */

@@ -1,0 +1,264 @@
+/**
+ * The control socket: a running uvtep answers JSON requests on a Unix socket (default
+ * /run/uvtep/<tap>.sock, mode 0600), one JSON object per line each way. See docs/control.md.
+ *
+ *   -> {"id":1,"method":"fdb.show"}
+ *   <- {"id":1,"ok":true,"result":[{"mac":"02:00:00:00:00:0b","dst":"198.51.100.2",...}]}
+ *   <- {"id":2,"ok":false,"error":{"code":"UVTEP_ERR_INVALID_MAC","message":"..."}}
+ */
+import { chmodSync, existsSync, mkdirSync, readdirSync, statSync, unlinkSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { checkIp, checkMac, checkPort } from './config.js';
+import { ConfigError, ErrorCode, UvtepError } from './errors.js';
+import type { Vtep } from './vtep.js';
+import { formatMac } from './wire/ethernet.js';
+
+export const CONTROL_DIR = '/run/uvtep';
+/** Largest request line accepted (a request is a few hundred bytes). */
+const MAX_LINE = 64 * 1024;
+
+/**
+ * The named network namespace this process runs in (`ip netns identify`), if any. Interface
+ * names are per namespace, so control sockets of instances in a named namespace live under
+ * /run/uvtep/netns/<name>/ (the root namespace keeps /run/uvtep/<tap>.sock).
+ */
+export function currentNetns(): string | undefined {
+  try {
+    const self = statSync('/proc/self/ns/net').ino;
+    for (const name of readdirSync('/run/netns')) {
+      try {
+        if (statSync(path.join('/run/netns', name)).ino === self) return name;
+      } catch {
+        // a namespace being deleted
+      }
+    }
+  } catch {
+    // no /run/netns: the root namespace
+  }
+  return undefined;
+}
+
+/** Directory of this namespace's control sockets. */
+export function controlDir(): string {
+  const ns = currentNetns();
+  return ns === undefined ? CONTROL_DIR : path.join(CONTROL_DIR, 'netns', ns);
+}
+
+export function controlPath(tap: string, dir = controlDir()): string {
+  return path.join(dir, `${tap}.sock`);
+}
+
+export interface ControlInfo {
+  tap: string;
+  pid: number;
+  vni: number;
+  dstport: number;
+  listen: string;
+  remotes: string[];
+  mtu?: number;
+  mac?: string;
+  startedAt: string;
+}
+
+export type FdbOp = 'add' | 'append' | 'replace' | 'del';
+
+export interface FdbChange {
+  mac: string;
+  dst?: string;
+  port?: number;
+  /** Default true for add/append/replace, as `bridge fdb` (permanent). */
+  static?: boolean;
+}
+
+/** What the server needs besides the Vtep: a description of the instance. */
+export interface ControlServerOptions {
+  path: string;
+  info: () => ControlInfo;
+}
+
+/** Applies one `bridge fdb`-style change; throws ConfigError/UvtepError on bad input. */
+export function applyFdbChange(vtep: Vtep, op: FdbOp, c: FdbChange): { changed: boolean } {
+  const mac = checkMac(c.mac, 'mac');
+  const fdb = vtep.fdb;
+  let remote;
+  if (c.dst !== undefined) {
+    const ip = checkIp(c.dst, 'dst');
+    if (ip.family !== vtep.config.family) {
+      throw new ConfigError(ErrorCode.FamilyMismatch, 'dst', `dst: this VTEP's underlay is IPv${vtep.config.family}, got ${c.dst}`);
+    }
+    remote = fdb.remote(ip.address, c.port === undefined ? vtep.config.dstPort : checkPort(c.port, 'port'));
+  }
+  if (op === 'del') return { changed: fdb.delete(mac, remote) };
+  if (remote === undefined) throw new ConfigError(ErrorCode.InvalidAddress, 'dst', `dst: fdb ${op} needs "dst <ip>"`);
+  const opts = { static: c.static ?? true };
+  if (op === 'add') fdb.add(mac, remote, opts);
+  else if (op === 'append') fdb.append(mac, remote, opts);
+  else fdb.replace(mac, remote, opts);
+  return { changed: true };
+}
+
+export class ControlServer {
+  readonly path: string;
+  private readonly server: net.Server;
+  private readonly vtep: Vtep;
+  private readonly info: () => ControlInfo;
+
+  constructor(vtep: Vtep, opts: ControlServerOptions) {
+    this.vtep = vtep;
+    this.path = opts.path;
+    this.info = opts.info;
+    this.server = net.createServer((sock) => this.serve(sock));
+  }
+
+  /**
+   * Listens; replaces a stale socket left by a crashed run, and refuses to start when another
+   * live instance answers on the same path.
+   */
+  async listen(): Promise<void> {
+    mkdirSync(path.dirname(this.path), { recursive: true, mode: 0o755 });
+    if (existsSync(this.path)) {
+      if (await isLive(this.path)) {
+        throw new UvtepError(ErrorCode.State, `another uvtep is running with control socket ${this.path}`);
+      }
+      unlinkSync(this.path);
+    }
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.path, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    chmodSync(this.path, 0o600);
+    this.server.unref();
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.server.close(() => resolve());
+      try {
+        unlinkSync(this.path);
+      } catch {
+        // already gone
+      }
+    });
+  }
+
+  private serve(sock: net.Socket): void {
+    let buf = '';
+    sock.setEncoding('utf8');
+    sock.on('error', () => undefined);
+    sock.on('data', (d: string) => {
+      buf += d;
+      if (buf.length > MAX_LINE && !buf.includes('\n')) {
+        sock.end(JSON.stringify({ id: null, ok: false, error: { code: 'UVTEP_ERR_REQUEST', message: 'request too long' } }) + '\n');
+        return;
+      }
+      let i;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        if (line.trim()) sock.write(JSON.stringify(this.handle(line)) + '\n');
+      }
+    });
+  }
+
+  private handle(line: string): Record<string, unknown> {
+    let id: unknown = null;
+    try {
+      const req = JSON.parse(line) as { id?: unknown; method?: unknown; params?: Record<string, unknown> };
+      id = req.id ?? null;
+      return { id, ok: true, result: this.call(String(req.method), req.params ?? {}) };
+    } catch (e) {
+      const err = e as { code?: string; message?: string; option?: string };
+      const code = e instanceof SyntaxError ? 'UVTEP_ERR_REQUEST' : (err.code ?? 'UVTEP_ERR_INTERNAL');
+      return { id, ok: false, error: { code, message: err.message ?? String(e), ...(err.option ? { option: err.option } : {}) } };
+    }
+  }
+
+  private call(method: string, p: Record<string, unknown>): unknown {
+    const v = this.vtep;
+    switch (method) {
+      case 'info':
+        return this.info();
+      case 'stats':
+        return { time: Date.now(), ...v.stats };
+      case 'fdb.show':
+        return v.fdb.list().map((r) => ({ ...r, vni: v.config.vni }));
+      case 'fdb.add':
+      case 'fdb.append':
+      case 'fdb.replace':
+      case 'fdb.del':
+        return applyFdbChange(v, method.slice(4) as FdbOp, p as unknown as FdbChange);
+      case 'fdb.flush':
+        return { removed: v.fdb.flush({ dynamicOnly: p.dynamic === true }) };
+      default:
+        throw new UvtepError(ErrorCode.InvalidOption, `unknown method ${JSON.stringify(method)}; known: info, stats, fdb.show, fdb.add, fdb.append, fdb.replace, fdb.del, fdb.flush`);
+    }
+  }
+}
+
+/** Whether something answers on the Unix socket at `p`. */
+export function isLive(p: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(p);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+/** Error from a control request: `code` is the server's code, or the socket errno. */
+export class ControlError extends Error {
+  override name = 'ControlError';
+  readonly code: string;
+  readonly option: string | undefined;
+  constructor(code: string, message: string, option?: string) {
+    super(message);
+    this.code = code;
+    this.option = option;
+  }
+}
+
+/** One request to the instance at `socketPath`. */
+export function controlRequest(socketPath: string, method: string, params: Record<string, unknown> = {}, timeoutMs = 5000): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(socketPath);
+    let buf = '';
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new ControlError('ETIMEDOUT', `no answer from ${socketPath} within ${timeoutMs} ms`));
+    }, timeoutMs);
+    s.setEncoding('utf8');
+    s.once('connect', () => s.write(JSON.stringify({ id: 1, method, params }) + '\n'));
+    s.on('data', (d: string) => {
+      buf += d;
+      const i = buf.indexOf('\n');
+      if (i < 0) return;
+      clearTimeout(timer);
+      s.end();
+      const res = JSON.parse(buf.slice(0, i)) as { ok: boolean; result?: unknown; error?: { code: string; message: string; option?: string } };
+      if (res.ok) resolve(res.result);
+      else reject(new ControlError(res.error!.code, res.error!.message, res.error!.option));
+    });
+    s.once('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      reject(new ControlError(e.code ?? 'EIO', e.message));
+    });
+  });
+}
+
+/** Control sockets present in `dir` (live or not), by TAP name. */
+export function listControlSockets(dir = controlDir()): Array<{ tap: string; path: string }> {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  return names.filter((n) => n.endsWith('.sock')).map((n) => ({ tap: n.slice(0, -5), path: path.join(dir, n) }));
+}
+

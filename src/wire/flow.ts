@@ -1,0 +1,65 @@
+/**
+ * Per-flow hash of an inner Ethernet frame, for the outer UDP source port (RFC 7348 section 5:
+ * "it is recommended that the UDP source port number be calculated using a hash of fields from
+ * the inner packet"), and the inner DS field for `tos inherit`.
+ *
+ * Hashed fields, as the kernel's flow dissector would take them: IPv4/IPv6 source and
+ * destination, protocol, and TCP/UDP ports (unfragmented IPv4 only); any other frame hashes its
+ * MACs and ethertype. Every read is bounds-checked against `len`.
+ */
+import { ETH_HLEN } from './ethernet.js';
+
+const ETH_P_IP = 0x0800;
+const ETH_P_IPV6 = 0x86dd;
+const FNV_OFFSET = 0x811c9dc5;
+const FNV_PRIME = 0x01000193;
+
+function fnv(h: number, b: Uint8Array, from: number, to: number): number {
+  for (let i = from; i < to; i++) h = Math.imul(h ^ b[i]!, FNV_PRIME);
+  return h;
+}
+
+/** A 32-bit unsigned hash of the frame's flow; equal for every frame of one flow. */
+export function flowHash(b: Uint8Array, off: number, len: number): number {
+  if (len < ETH_HLEN) return 0;
+  const type = (b[off + 12]! << 8) | b[off + 13]!;
+  const l3 = off + ETH_HLEN;
+  const end = off + len;
+  let h = FNV_OFFSET;
+  if (type === ETH_P_IP && end >= l3 + 20) {
+    const ihl = (b[l3]! & 0x0f) * 4;
+    const proto = b[l3 + 9]!;
+    h = fnv(h, b, l3 + 12, l3 + 20); // saddr, daddr
+    h = Math.imul(h ^ proto, FNV_PRIME);
+    const frag = ((b[l3 + 6]! & 0x3f) << 8) | b[l3 + 7]!; // MF + offset
+    if ((proto === 6 || proto === 17) && frag === 0 && ihl >= 20 && end >= l3 + ihl + 4) h = fnv(h, b, l3 + ihl, l3 + ihl + 4);
+  } else if (type === ETH_P_IPV6 && end >= l3 + 40) {
+    const next = b[l3 + 6]!;
+    h = fnv(h, b, l3 + 8, l3 + 40);
+    h = Math.imul(h ^ next, FNV_PRIME);
+    if ((next === 6 || next === 17) && end >= l3 + 44) h = fnv(h, b, l3 + 40, l3 + 44);
+  } else {
+    h = fnv(h, b, off, off + 14);
+  }
+  // final avalanche (murmur3 fmix32) so nearby flows spread across a small pool
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+/**
+ * The inner DS field (IPv4 TOS, IPv6 traffic class) for `tos inherit`, with ECN encapsulated as
+ * RFC 6040 normal mode: CE inside becomes ECT(0) outside. -1 when the frame is not IP.
+ */
+export function innerDsfield(b: Uint8Array, off: number, len: number): number {
+  if (len < ETH_HLEN + 2) return -1;
+  const type = (b[off + 12]! << 8) | b[off + 13]!;
+  let ds: number;
+  if (type === ETH_P_IP) ds = b[off + 15]!;
+  else if (type === ETH_P_IPV6) ds = ((b[off + 14]! & 0x0f) << 4) | (b[off + 15]! >>> 4);
+  else return -1;
+  return (ds & 0x03) === 0x03 ? (ds & 0xfc) | 0x02 : ds;
+}
