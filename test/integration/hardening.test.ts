@@ -192,7 +192,7 @@ describeNs('faults', () => {
   it('underlay MTU too small for a frame: counted TooBig, never an IP-fragmented datagram', async () => {
     // the TAP claims 1450 but the underlay only carries 1400-byte packets
     const { h1, a } = await pair('mtu', ['--underlay-mtu', '1400', '--mtu', '1450']);
-    const cap = h1.spawn(['tcpdump', '-n', '-U', '--immediate-mode', '-i', 'eth0', '-w', tmpFile('mtu.pcap'), 'udp or (ip[6:2] & 0x3fff != 0)']);
+    const cap = h1.spawn(['tcpdump', '-n', '-U', '--immediate-mode', '-B', '8192', '-i', 'eth0', '-w', tmpFile('mtu.pcap'), 'udp or (ip[6:2] & 0x3fff != 0)']);
     let err = '';
     cap.stderr!.on('data', (d: Buffer) => (err += d.toString()));
     await waitFor(() => /listening on/.test(err), 'tcpdump');
@@ -243,7 +243,7 @@ describeNs('integrity under load', () => {
     const a20 = mk(h1, u2, 20, 4790, '172.18.0.1/16', '02:00:00:00:20:01');
     const b20 = mk(h2, u1, 20, 4790, '172.18.0.2/16', '02:00:00:00:20:02');
     for (const p of [a10, b10, a20, b20]) await p.ready();
-    const cap = h2.spawn(['tcpdump', '-n', '-U', '--immediate-mode', '-i', 'vx20', '-w', tmpFile('vx20.pcap')]);
+    const cap = h2.spawn(['tcpdump', '-n', '-U', '--immediate-mode', '-B', '8192', '-i', 'vx20', '-w', tmpFile('vx20.pcap')]);
     let err = '';
     cap.stderr!.on('data', (d: Buffer) => (err += d.toString()));
     await waitFor(() => /listening on/.test(err), 'tcpdump');

@@ -50,7 +50,7 @@ async function pair(name: string, extraA: string[] = [], extraB: string[] = []) 
 }
 
 async function capture(h: Host, iface: string, filter: string, file: string) {
-  const child = h.spawn(['tcpdump', '-n', '-U', '--immediate-mode', '-s', '0', '-i', iface, '-w', file, filter]);
+  const child = h.spawn(['tcpdump', '-n', '-U', '--immediate-mode', '-B', '8192', '-s', '0', '-i', iface, '-w', file, filter]);
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   await waitFor(() => /listening on/.test(err), `tcpdump on ${iface}`);
@@ -175,8 +175,10 @@ describeNs('outer source ports and IP header fields', () => {
     expect((await ping(h1, '10.0.0.107', 1)).received).toBe(1);
     const stop = await capture(h1, 'eth0', 'udp dst port 4789 and src host 198.51.100.1', tmpFile('sp.pcap'));
     // 24 inner UDP flows (source ports 40000..40023), 3 datagrams each
-    const send = `const d=require('dgram');(async()=>{for(let f=0;f<24;f++){const s=d.createSocket('udp4');await new Promise(r=>s.bind(40000+f,'10.0.0.106',r));for(let i=0;i<3;i++)await new Promise(r=>s.send(Buffer.from('x'+f),9,'10.0.0.107',r));s.close()}})()`;
+    const send = `const d=require('dgram');(async()=>{for(let f=0;f<24;f++){const s=d.createSocket('udp4');await new Promise(r=>s.bind(40000+f,'10.0.0.106',r));for(let i=0;i<3;i++){await new Promise(r=>s.send(Buffer.from('x'+f),9,'10.0.0.107',r));await new Promise(r=>setTimeout(r,2))}s.close()}})()`;
     expect((await h1.exec([process.execPath, '-e', send])).code).toBe(0);
+    // uvtep may still be sending the last ones: wait until the capture holds all 72
+    await waitFor(() => udpRecords(tmpFile('sp.pcap')).length >= 72, '72 datagrams captured');
     await stop();
     const byFlow = new Map<number, Set<number>>();
     for (const r of udpRecords(tmpFile('sp.pcap'))) {

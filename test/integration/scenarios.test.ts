@@ -34,7 +34,7 @@ function uvtep(h: Host, args: string[]): UvtepProcess {
 async function capture(h: Host, iface: string, filter: string): Promise<{ file: string; stop: () => Promise<void> }> {
   tmp ??= mkdtempSync(path.join(tmpdir(), 'uvt-cap-'));
   const file = path.join(tmp, `${h.name}-${iface}.pcap`);
-  const child = h.spawn(['tcpdump', '-n', '-U', '--immediate-mode', '-s', '0', '-i', iface, '-w', file, filter]);
+  const child = h.spawn(['tcpdump', '-n', '-U', '--immediate-mode', '-B', '8192', '-s', '0', '-i', iface, '-w', file, filter]);
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   await waitFor(() => /listening on/.test(err), `tcpdump on ${iface} (${err})`);
