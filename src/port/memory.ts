@@ -9,7 +9,7 @@
 import { EventEmitter } from 'node:events';
 import { checkUnicastMac } from '../config.js';
 import { ETH_HLEN } from '../wire/ethernet.js';
-import { FRAME_HEADROOM, newFrameBatch, type FrameBatch, type FramePort, type FramesHandler } from './port.js';
+import { FRAME_HEADROOM, newFrameBatch, type FrameBatch, type FramePort, type FramesHandler, type PortErrorHandler } from './port.js';
 
 export interface MemoryPortOptions {
   /** The port's own MAC (frames from remotes with this source are dropped as loops). */
@@ -59,7 +59,8 @@ export class MemoryPort extends EventEmitter<MemoryPortEvents> implements FrameP
     this.delivered = 0;
   }
 
-  start(onFrames: FramesHandler): void {
+  /** A memory port has no fatal errors: `onError` is never called. */
+  start(onFrames: FramesHandler, _onError?: PortErrorHandler): void {
     this.onFrames = onFrames;
     this.pump();
   }

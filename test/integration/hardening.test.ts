@@ -1,41 +1,19 @@
 // Bad input, faults and load against running uvtep processes in namespaces (issue: hardening).
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { afterEach, expect, it } from 'vitest';
-import { ping, tcpTransfer, Testbed, toolPath, UvtepProcess, type Host, type LogRecord } from '../../src/testbed.js';
+import { expect, it } from 'vitest';
+import { ping, tcpTransfer, toolPath, type Host, type LogRecord } from '../../src/testbed.js';
 import { datagram, frame } from '../helpers/frames.js';
 import { udpRecords } from '../helpers/pcap.js';
 import { waitFor } from '../helpers/wait.js';
-import { describeNs, kernelVtep, quietIpv6, twoHosts } from './setup.js';
+import { describeNs, kernelVtep, NsFixture, quietIpv6, twoHosts } from './setup.js';
 
 const MB = 1024 * 1024;
 const A_MAC = '02:00:00:00:00:0a';
 const B_MAC = '02:00:00:00:00:0b';
-let bed: Testbed | undefined;
-let procs: UvtepProcess[] = [];
-let tmp: string | undefined;
-
-afterEach(async () => {
-  for (const p of procs) await p.stop();
-  procs = [];
-  await bed?.cleanup();
-  bed = undefined;
-  if (tmp) rmSync(tmp, { recursive: true, force: true });
-  tmp = undefined;
-});
-
-function uvtep(h: Host, args: string[]): UvtepProcess {
-  const p = new UvtepProcess(h, args);
-  procs.push(p);
-  return p;
-}
-
-function tmpFile(name: string): string {
-  tmp ??= mkdtempSync(path.join(tmpdir(), 'uvt-hard-'));
-  return path.join(tmp, name);
-}
+const fx = new NsFixture();
+const uvtep = (h: Host, args: string[]) => fx.uvtep(h, args);
+const tmpFile = (name: string) => fx.tmpFile(name);
 
 /** Runs the blast tool in `h` with `spec`; resolves with the number sent. */
 async function blast(h: Host, spec: Record<string, unknown>): Promise<number> {
@@ -54,8 +32,7 @@ const statsOf = (r: LogRecord | undefined) => r!.stats as Stats;
 const fdbOf = (r: LogRecord | undefined) => r!.fdb as Array<{ mac: string; dst: string }>;
 
 async function pair(bedName: string, extraA: string[] = [], extraB: string[] = [], v6 = false) {
-  bed = new Testbed(bedName);
-  const hosts = await twoHosts(bed, v6);
+  const hosts = await twoHosts(fx.newBed(bedName), v6);
   const a = uvtep(hosts.h1, ['--vni', '1', '--remote', hosts.u2, '--name', 'vxlan1', '--address', '10.0.0.106/24', '--mac', A_MAC, ...extraA]);
   const b = uvtep(hosts.h2, ['--vni', '1', '--remote', hosts.u1, '--name', 'vxlan1', '--address', '10.0.0.107/24', '--mac', B_MAC, ...extraB]);
   await a.ready();
@@ -126,7 +103,7 @@ describeNs('hostile datagrams', () => {
   });
 
   it('--allow-from: datagrams from other underlay sources are dropped, counted, and never teach the FDB', async () => {
-    bed = new Testbed('allow');
+    const bed = fx.newBed('allow');
     const { h1, h2, u1, u2 } = await twoHosts(bed);
     await h2.ip('addr', 'add', '198.51.100.99/24', 'dev', 'eth0');
     const a = uvtep(h1, ['--vni', '1', '--remote', u2, '--allow-from', '198.51.100.2/32', '--name', 'vxlan1', '--address', '10.0.0.106/24', '--mac', A_MAC]);
@@ -145,7 +122,7 @@ describeNs('hostile datagrams', () => {
 
 describeNs('faults', () => {
   it('unreachable remotes do not crash uvtep or stop traffic to the others; errors are counted and logged rate-limited', async () => {
-    bed = new Testbed('unreach');
+    const bed = fx.newBed('unreach');
     const { h1, h2, u1, u2 } = await twoHosts(bed);
     await quietIpv6(h1);
     // 203.0.113.50 has no route (ENETUNREACH); 198.51.100.77 is on-link but absent
@@ -192,18 +169,12 @@ describeNs('faults', () => {
   it('underlay MTU too small for a frame: counted TooBig, never an IP-fragmented datagram', async () => {
     // the TAP claims 1450 but the underlay only carries 1400-byte packets
     const { h1, a } = await pair('mtu', ['--underlay-mtu', '1400', '--mtu', '1450']);
-    const cap = h1.spawn(['tcpdump', '-n', '-U', '--immediate-mode', '-B', '8192', '-i', 'eth0', '-w', tmpFile('mtu.pcap'), 'udp or (ip[6:2] & 0x3fff != 0)']);
-    let err = '';
-    cap.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-    await waitFor(() => /listening on/.test(err), 'tcpdump');
+    const cap = await fx.capture(h1, 'eth0', 'udp or (ip[6:2] & 0x3fff != 0)', 'mtu.pcap');
     expect((await ping(h1, '10.0.0.107', 2)).received).toBe(2);
     const big = await h1.exec(['ping', '-n', '-c', '3', '-i', '0.2', '-W', '1', '-M', 'do', '-s', '1400', '10.0.0.107']);
     expect(big.stdout).toMatch(/3 packets transmitted, 0 received/);
-    await new Promise<void>((res) => {
-      cap.once('exit', () => res());
-      cap.kill('SIGINT');
-    });
-    const recs = udpRecords(tmpFile('mtu.pcap'));
+    await cap.stop();
+    const recs = udpRecords(cap.file);
     expect(recs.length).toBeGreaterThan(0);
     expect(recs.every((r) => (r.fragWord & 0x3fff) === 0 && (r.fragWord & 0x2000) === 0)).toBe(true);
     expect(Math.max(...recs.map((r) => r.frame.length - 14))).toBeLessThanOrEqual(1400);
@@ -217,11 +188,8 @@ describeNs('integrity under load', () => {
     const { h1, h2 } = await pair('bulk');
     const t = await tcpTransfer(h2, h1, '10.0.0.107', 5201, 256 * MB, 180_000);
     expect(t.ok).toBe(true);
-    for (const p of procs) await p.stop();
-    procs = [];
-    await bed!.cleanup();
-    bed = new Testbed('bulkk');
-    const k = await twoHosts(bed);
+    await fx.release();
+    const k = await twoHosts(fx.newBed('bulkk'));
     await kernelVtep(k.h2, { vni: 1, remote: k.u1, port: 4789, address: '10.0.0.107/24', mac: B_MAC });
     const a = uvtep(k.h1, ['--vni', '1', '--remote', k.u2, '--name', 'vxlan1', '--address', '10.0.0.106/24', '--mac', A_MAC]);
     await a.ready();
@@ -232,7 +200,7 @@ describeNs('integrity under load', () => {
   }, 600_000);
 
   it('two VNIs between the same hosts: traffic of one never appears on the other TAP', async () => {
-    bed = new Testbed('twovni');
+    const bed = fx.newBed('twovni');
     const { h1, h2, u1, u2 } = await twoHosts(bed);
     await quietIpv6(h1);
     await quietIpv6(h2);
@@ -243,19 +211,13 @@ describeNs('integrity under load', () => {
     const a20 = mk(h1, u2, 20, 4790, '172.18.0.1/16', '02:00:00:00:20:01');
     const b20 = mk(h2, u1, 20, 4790, '172.18.0.2/16', '02:00:00:00:20:02');
     for (const p of [a10, b10, a20, b20]) await p.ready();
-    const cap = h2.spawn(['tcpdump', '-n', '-U', '--immediate-mode', '-B', '8192', '-i', 'vx20', '-w', tmpFile('vx20.pcap')]);
-    let err = '';
-    cap.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-    await waitFor(() => /listening on/.test(err), 'tcpdump');
+    const cap = await fx.capture(h2, 'vx20', '', 'vx20.pcap');
     expect((await ping(h1, '10.0.0.2', 10, 0.05)).received).toBe(10);
     expect((await tcpTransfer(h2, h1, '10.0.0.2', 5201, 16 * MB)).ok).toBe(true);
     expect((await ping(h1, '172.18.0.2', 3)).received).toBe(3);
-    await new Promise<void>((res) => {
-      cap.once('exit', () => res());
-      cap.kill('SIGINT');
-    });
+    await cap.stop();
     const { readPcapFrames } = await import('../helpers/pcap.js');
-    const onVx20 = readPcapFrames(tmpFile('vx20.pcap'));
+    const onVx20 = readPcapFrames(cap.file);
     // only VNI 20's own traffic (the 3 pings and their ARP): nothing from 10.0.0.0/24 or its MACs
     expect(onVx20.length).toBeGreaterThan(0);
     for (const f of onVx20) {

@@ -1,28 +1,15 @@
 // Experiment 1 and interop with the kernel VTEP, over namespaces joined by veth.
-import { afterEach, expect, it } from 'vitest';
-import { ping, tcpTransfer, Testbed, UvtepProcess, type Host } from '../../src/testbed.js';
-import { describeNs, kernelVtep, twoHosts } from './setup.js';
+import { expect, it } from 'vitest';
+import { ping, tcpTransfer, type Host } from '../../src/testbed.js';
+import { describeNs, kernelVtep, NsFixture, twoHosts } from './setup.js';
 
 const MB = 1024 * 1024;
-let bed: Testbed | undefined;
-let procs: UvtepProcess[] = [];
-
-afterEach(async () => {
-  for (const p of procs) await p.stop();
-  procs = [];
-  await bed?.cleanup();
-  bed = undefined;
-});
-
-function uvtep(h: Host, args: string[]): UvtepProcess {
-  const p = new UvtepProcess(h, args);
-  procs.push(p);
-  return p;
-}
+const fx = new NsFixture();
+const uvtep = (h: Host, args: string[]) => fx.uvtep(h, args);
 
 describeNs('experiment 1: uvtep <-> uvtep point to point', () => {
   it('VNI 1, port 4789: ping and a verified TCP transfer both ways', async () => {
-    bed = new Testbed('p2p');
+    const bed = fx.newBed('p2p');
     const { h1, h2, u1, u2 } = await twoHosts(bed);
     const a = uvtep(h1, ['--vni', '1', '--remote', u2, '--name', 'vxlan1', '--address', '10.0.0.106/24', '--mac', '02:00:00:00:00:0a']);
     const b = uvtep(h2, ['--vni', '1', '--remote', u1, '--name', 'vxlan1', '--address', '10.0.0.107/24', '--mac', '02:00:00:00:00:0b']);
@@ -56,7 +43,7 @@ describeNs('interop: uvtep <-> kernel VTEP', () => {
     ['IPv4 underlay, port 8472', false, 8472],
     ['IPv6 underlay, port 4789', true, 4789],
   ])('%s: traffic in both directions', async (_name, v6, port) => {
-    bed = new Testbed('kern');
+    const bed = fx.newBed('kern');
     const { h1, h2, u1, u2 } = await twoHosts(bed, v6);
     await kernelVtep(h2, { vni: 1, remote: u1, port, address: '10.0.0.107/24', mac: '02:00:00:00:00:0b' });
     const a = uvtep(h1, ['--vni', '1', '--remote', u2, '--dstport', String(port), '--name', 'vxlan1', '--address', '10.0.0.106/24', '--mac', '02:00:00:00:00:0a']);

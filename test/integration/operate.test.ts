@@ -1,45 +1,22 @@
 // Operating a running uvtep: control socket subcommands, metrics, source ports, TOS/DF, --config.
-import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { afterEach, expect, it } from 'vitest';
-import { ping, sh, Testbed, uvtepBin, UvtepProcess, type Host } from '../../src/testbed.js';
+import { existsSync, statSync, writeFileSync } from 'node:fs';
+import { expect, it } from 'vitest';
+import { ping, sh, uvtepBin, type Host } from '../../src/testbed.js';
 import { udpRecords } from '../helpers/pcap.js';
 import { waitFor } from '../helpers/wait.js';
-import { describeNs, quietIpv6, twoHosts } from './setup.js';
+import { describeNs, NsFixture, quietIpv6, twoHosts } from './setup.js';
 
 const A_MAC = '02:00:00:00:00:0a';
 const B_MAC = '02:00:00:00:00:0b';
-let bed: Testbed | undefined;
-let procs: UvtepProcess[] = [];
-let tmp: string | undefined;
-
-afterEach(async () => {
-  for (const p of procs) await p.stop();
-  procs = [];
-  await bed?.cleanup();
-  bed = undefined;
-  if (tmp) rmSync(tmp, { recursive: true, force: true });
-  tmp = undefined;
-});
-
-function tmpFile(name: string): string {
-  tmp ??= mkdtempSync(path.join(tmpdir(), 'uvt-op-'));
-  return path.join(tmp, name);
-}
-
-function uvtep(h: Host, args: string[]): UvtepProcess {
-  const p = new UvtepProcess(h, args);
-  procs.push(p);
-  return p;
-}
+const fx = new NsFixture();
+const uvtep = (h: Host, args: string[]) => fx.uvtep(h, args);
+const tmpFile = (name: string) => fx.tmpFile(name);
 
 /** `uvtep <args>` run inside h (the namespace decides which instances it sees). */
 const cli = (h: Host, ...args: string[]) => h.exec([process.execPath, uvtepBin(), ...args]);
 
 async function pair(name: string, extraA: string[] = [], extraB: string[] = []) {
-  bed = new Testbed(name);
-  const hosts = await twoHosts(bed);
+  const hosts = await twoHosts(fx.newBed(name));
   await quietIpv6(hosts.h1);
   await quietIpv6(hosts.h2);
   const a = uvtep(hosts.h1, ['--vni', '1', '--remote', hosts.u2, '--name', 'vxlan1', '--address', '10.0.0.106/24', '--mac', A_MAC, ...extraA]);
@@ -49,16 +26,9 @@ async function pair(name: string, extraA: string[] = [], extraB: string[] = []) 
   return { ...hosts, a, b };
 }
 
-async function capture(h: Host, iface: string, filter: string, file: string) {
-  const child = h.spawn(['tcpdump', '-n', '-U', '--immediate-mode', '-B', '8192', '-s', '0', '-i', iface, '-w', file, filter]);
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  await waitFor(() => /listening on/.test(err), `tcpdump on ${iface}`);
-  return () =>
-    new Promise<void>((resolve) => {
-      child.once('exit', () => resolve());
-      child.kill('SIGINT');
-    });
+/** A capture into `name`; resolves with its stop function. */
+async function capture(h: Host, iface: string, filter: string, file: string): Promise<() => Promise<void>> {
+  return (await fx.capture(h, iface, filter, file.split('/').pop())).stop;
 }
 
 describeNs('control socket and subcommands', () => {
@@ -132,7 +102,7 @@ describeNs('control socket and subcommands', () => {
   });
 
   it('a stale socket from a crashed run is replaced', async () => {
-    bed = new Testbed('stale');
+    const bed = fx.newBed('stale');
     const { h1, u2 } = await twoHosts(bed);
     const crashed = uvtep(h1, ['--vni', '1', '--remote', u2, '--name', 'vxlan1']);
     await crashed.ready();
@@ -211,9 +181,7 @@ describeNs('outer source ports and IP header fields', () => {
       await stop();
       const recs = udpRecords(tmpFile(`${name}.pcap`)).filter((r) => r.payload.subarray(8).readUInt16BE(12) === 0x0800);
       expect(recs.length).toBeGreaterThan(0);
-      for (const p of procs) await p.stop();
-      procs = [];
-      await bed!.cleanup();
+      await fx.release();
       return recs.map((r) => ({ tos: r.frame[15]!, df: (r.fragWord & 0x4000) !== 0 }));
     };
     const dflt = await check('tos0', [], []);
@@ -227,7 +195,7 @@ describeNs('outer source ports and IP header fields', () => {
 
 describeNs('--config file', () => {
   it('runs from a YAML file; command-line options win; unknown keys are refused', async () => {
-    bed = new Testbed('cfg');
+    const bed = fx.newBed('cfg');
     const { h1, h2, u1, u2 } = await twoHosts(bed);
     const file = tmpFile('vxlan1.yaml');
     writeFileSync(file, `vni: 1\nremote:\n  - ${u2}\nname: vxlan1\naddress: [10.0.0.106/24]\nmac: "${A_MAC}"\nmax-address: 500\ndstport: 4789\n`);

@@ -1,56 +1,19 @@
 // Experiment 2 (containers across hosts), three hosts flooding and learning, VNI isolation,
 // and the bytes on the wire.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { afterEach, expect, it } from 'vitest';
-import { must, ping, tcpTransfer, Testbed, UvtepProcess, type Host } from '../../src/testbed.js';
+import { expect, it } from 'vitest';
+import { ping, tcpTransfer, type Host } from '../../src/testbed.js';
 import { expectVxlan, innerFrame, vni } from '../helpers/frames.js';
 import { udpRecords } from '../helpers/pcap.js';
-import { waitFor } from '../helpers/wait.js';
-import { describeNs, kernelVtep, quietIpv6, twoHosts } from './setup.js';
+import { describeNs, kernelVtep, NsFixture, quietIpv6, twoHosts } from './setup.js';
 
 const MB = 1024 * 1024;
-let bed: Testbed | undefined;
-let procs: UvtepProcess[] = [];
-let tmp: string | undefined;
-
-afterEach(async () => {
-  for (const p of procs) await p.stop();
-  procs = [];
-  await bed?.cleanup();
-  bed = undefined;
-  if (tmp) rmSync(tmp, { recursive: true, force: true });
-  tmp = undefined;
-});
-
-function uvtep(h: Host, args: string[]): UvtepProcess {
-  const p = new UvtepProcess(h, args);
-  procs.push(p);
-  return p;
-}
-
-/** tcpdump in `h` writing to a file; returns a stop function that waits for the file to be flushed. */
-async function capture(h: Host, iface: string, filter: string): Promise<{ file: string; stop: () => Promise<void> }> {
-  tmp ??= mkdtempSync(path.join(tmpdir(), 'uvt-cap-'));
-  const file = path.join(tmp, `${h.name}-${iface}.pcap`);
-  const child = h.spawn(['tcpdump', '-n', '-U', '--immediate-mode', '-B', '8192', '-s', '0', '-i', iface, '-w', file, filter]);
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  await waitFor(() => /listening on/.test(err), `tcpdump on ${iface} (${err})`);
-  return {
-    file,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        child.once('exit', () => resolve());
-        child.kill('SIGINT');
-      }),
-  };
-}
+const fx = new NsFixture();
+const uvtep = (h: Host, args: string[]) => fx.uvtep(h, args);
+const capture = (h: Host, iface: string, filter: string) => fx.capture(h, iface, filter);
 
 describeNs('experiment 2: containers across hosts', () => {
   it('VNI 200: 172.18.0.2 reaches 172.18.0.3 and back through bridges with uvtep TAPs as ports', async () => {
-    bed = new Testbed('ctr');
+    const bed = fx.newBed('ctr');
     const { h1, h2, u1, u2 } = await twoHosts(bed);
     await bed.bridge(h1, 'br0');
     await bed.bridge(h2, 'br0');
@@ -72,7 +35,7 @@ describeNs('experiment 2: containers across hosts', () => {
 
 describeNs('three hosts: flood and learn', () => {
   it('a broadcast reaches the kernel VTEP and the uvtep; learned unicast goes to one host only', async () => {
-    bed = new Testbed('tri');
+    const bed = fx.newBed('tri');
     await bed.removeLeftovers();
     const sw = await bed.host('sw');
     await bed.bridge(sw, 'br0');
@@ -114,7 +77,7 @@ describeNs('three hosts: flood and learn', () => {
 
 describeNs('VNI isolation', () => {
   it('a kernel VTEP with another VNI on the same port gets nothing usable; uvtep counts the drops', async () => {
-    bed = new Testbed('vni');
+    const bed = fx.newBed('vni');
     const { h1, h2, u1, u2 } = await twoHosts(bed);
     await quietIpv6(h1);
     await quietIpv6(h2);
@@ -138,7 +101,7 @@ describeNs('the wire', () => {
     ['IPv4', false, 4789],
     ['IPv6', true, 8472],
   ])('%s: UDP to the configured port, I flag, VNI, zero reserved bits, the exact inner frame, never fragmented', async (_n, v6, port) => {
-    bed = new Testbed('wire');
+    const bed = fx.newBed('wire');
     const { h1, h2, u1, u2 } = await twoHosts(bed, v6);
     const a = uvtep(h1, ['--vni', '4242', '--dstport', String(port), '--remote', u2, '--name', 'vxlan1', '--address', '10.0.0.106/24', '--mac', '02:00:00:00:00:0a']);
     const b = uvtep(h2, ['--vni', '4242', '--dstport', String(port), '--remote', u1, '--name', 'vxlan1', '--address', '10.0.0.107/24', '--mac', '02:00:00:00:00:0b']);
@@ -173,7 +136,7 @@ describeNs('the wire', () => {
 
 describeNs('CLI against the system', () => {
   it('TAP removed under a running uvtep: exits 1 with a clear message, no busy loop', async () => {
-    bed = new Testbed('rm');
+    const bed = fx.newBed('rm');
     const { h1, u2 } = await twoHosts(bed);
     const a = uvtep(h1, ['--vni', '1', '--remote', u2, '--name', 'vxlan1']);
     await a.ready();
@@ -184,7 +147,7 @@ describeNs('CLI against the system', () => {
   });
 
   it('the VXLAN port already taken: exits 1 and says why', async () => {
-    bed = new Testbed('busy');
+    const bed = fx.newBed('busy');
     const { h1, u2 } = await twoHosts(bed);
     const a = uvtep(h1, ['--vni', '1', '--remote', u2, '--name', 'vxlan1']);
     await a.ready();
@@ -203,4 +166,3 @@ describeNs('CLI against the system', () => {
   });
 });
 
-void must;

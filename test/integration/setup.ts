@@ -1,7 +1,10 @@
 // Shared setup of the namespace tests. They need root, /dev/net/tun and iproute2: outside CI a
 // missing capability skips them with a printed reason; with CI=true it fails them.
-import { describe } from 'vitest';
-import { Testbed, testbedMissing, type Host } from '../../src/testbed.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterEach, describe } from 'vitest';
+import { Testbed, testbedMissing, UvtepProcess, type Host } from '../../src/testbed.js';
 
 export const missing = await testbedMissing();
 
@@ -59,4 +62,73 @@ export async function kernelVtep(h: Host, o: { vni: number; remote: string; port
 export async function quietIpv6(h: Host): Promise<void> {
   await h.run(['sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1']);
   await h.run(['sysctl', '-q', '-w', 'net.ipv6.conf.default.disable_ipv6=1']);
+}
+
+/**
+ * Per-test resources of a namespace test file: the testbed, uvtep processes and temp files, all
+ * released after each test (processes stopped, namespaces deleted, files removed).
+ */
+export class NsFixture {
+  bed: Testbed | undefined;
+  procs: UvtepProcess[] = [];
+  private tmp: string | undefined;
+
+  constructor() {
+    afterEach(() => this.release());
+  }
+
+  /** A fresh testbed named `uvt-<scope>-*`. */
+  newBed(scope: string): Testbed {
+    this.bed = new Testbed(scope);
+    return this.bed;
+  }
+
+  uvtep(h: Host, args: string[]): UvtepProcess {
+    const p = new UvtepProcess(h, args);
+    this.procs.push(p);
+    return p;
+  }
+
+  tmpFile(name: string): string {
+    this.tmp ??= mkdtempSync(path.join(tmpdir(), 'uvt-test-'));
+    return path.join(this.tmp, name);
+  }
+
+  /**
+   * tcpdump in `h` on `iface` into a file (immediate mode, a large buffer: a loaded 2-core machine
+   * otherwise drops captured packets). `stop()` waits for the file to be complete.
+   */
+  async capture(h: Host, iface: string, filter: string, name = `${h.name}-${iface}.pcap`): Promise<{ file: string; stop: () => Promise<void> }> {
+    const file = this.tmpFile(name);
+    const args = ['tcpdump', '-n', '-U', '--immediate-mode', '-B', '8192', '-s', '0', '-i', iface, '-w', file];
+    const child = h.spawn(filter ? [...args, filter] : args);
+    let err = '';
+    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    const deadline = Date.now() + 5000;
+    while (!/listening on/.test(err)) {
+      if (Date.now() > deadline || child.exitCode !== null) throw new Error(`tcpdump on ${iface} did not start: ${err}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return {
+      file,
+      stop: () =>
+        new Promise<void>((resolve) => {
+          if (child.exitCode !== null) return resolve();
+          child.once('exit', () => resolve());
+          child.kill('SIGINT');
+        }),
+    };
+  }
+
+  async stopAll(): Promise<void> {
+    for (const p of this.procs.splice(0)) await p.stop();
+  }
+
+  async release(): Promise<void> {
+    await this.stopAll();
+    await this.bed?.cleanup();
+    this.bed = undefined;
+    if (this.tmp) rmSync(this.tmp, { recursive: true, force: true });
+    this.tmp = undefined;
+  }
 }

@@ -57,6 +57,8 @@ function scripted(opts: { openError?: Error; mtuError?: Error; writeResult?: num
     isUp: () => true,
     bridgePort: (br, p, add) => void s.calls.push(`bridge ${br} ${p} ${add}`),
     addAddress: (_n, fam, bytes, len) => void s.calls.push(`addr ${fam} ${Buffer.from(bytes).toString('hex')}/${len}`),
+    setSockOptInt: () => undefined,
+    setSockOptIntFast: () => 0,
   };
   return s;
 }
