@@ -2,6 +2,7 @@
 // Native checks argument types only; names, ranges and address parsing live in TypeScript.
 #include <net/if.h>
 #include <net/if_arp.h>
+#include <netinet/in.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <linux/sockios.h>
@@ -134,6 +135,24 @@ static Napi::Value IsUp(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), (ifr.ifr_flags & IFF_UP) != 0);
 }
 
+// getIpv4(name) -> 4 bytes: the interface's (primary) IPv4 address, whatever its carrier state.
+static Napi::Value GetIpv4(const Napi::CallbackInfo& info) {
+  ExpectArgs(info, "getIpv4", "s");
+  std::string name = NameArg(info, 0);
+  struct ifreq ifr;
+  FillName(ifr, name);
+  ifr.ifr_addr.sa_family = AF_INET;
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) throw SystemError(info.Env(), errno, "socket(AF_INET)");
+  Fd guard(s);
+  if (ioctl(s, SIOCGIFADDR, &ifr) < 0) {
+    int err = errno;
+    throw SystemError(info.Env(), err, "ioctl(SIOCGIFADDR)", err == EADDRNOTAVAIL ? name + " has no IPv4 address" : NoDeviceHint(err, name));
+  }
+  struct sockaddr_in* sin = reinterpret_cast<struct sockaddr_in*>(&ifr.ifr_addr);
+  return Napi::Buffer<uint8_t>::Copy(info.Env(), reinterpret_cast<uint8_t*>(&sin->sin_addr.s_addr), 4);
+}
+
 // bridgePort(bridge, port, add): brctl addif / delif.
 static Napi::Value BridgePort(const Napi::CallbackInfo& info) {
   ExpectArgs(info, "bridgePort", "sso");
@@ -231,6 +250,7 @@ void InitLink(Napi::Env env, Napi::Object exports) {
   exports.Set("isUp", Napi::Function::New(env, IsUp, "isUp"));
   exports.Set("bridgePort", Napi::Function::New(env, BridgePort, "bridgePort"));
   exports.Set("addAddress", Napi::Function::New(env, AddAddress, "addAddress"));
+  exports.Set("getIpv4", Napi::Function::New(env, GetIpv4, "getIpv4"));
 }
 
 }  // namespace uvtep

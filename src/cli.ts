@@ -357,10 +357,6 @@ async function run(o: RunOpts): Promise<number> {
     await metrics?.close();
   };
 
-  log.info(
-    { tap: tap.name, mtu: tap.mtu, mac: formatMac(tap.mac), vni: c.vni, remotes: dests, dstport: c.dstPort, listen: `${bound.address}:${bound.port}`, bridge: o.bridge, control: control?.path },
-    `${tap.name} up: vni ${c.vni}, mtu ${tap.mtu}, mac ${formatMac(tap.mac)}, remotes ${dests.length ? dests.join(', ') : 'none (learning and static entries only)'}, dstport ${c.dstPort}, listening on ${bound.address}:${bound.port}${o.bridge ? `, bridge ${o.bridge}` : ''}`,
-  );
 
   vtep.on('learned', (m, r) => log.debug({ mac: formatMac(m), dst: r.address }, 'learned'));
   vtep.on('aged', (m, r) => log.debug({ mac: formatMac(m), dst: r.address }, 'aged out'));
@@ -401,6 +397,11 @@ async function run(o: RunOpts): Promise<number> {
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
+    // the startup line last: once it is out, SIGTERM is handled and the control socket answers
+    log.info(
+      { tap: tap.name, mtu: tap.mtu, mac: formatMac(tap.mac), vni: c.vni, remotes: dests, dstport: c.dstPort, listen: `${bound.address}:${bound.port}`, bridge: o.bridge, control: control?.path },
+      `${tap.name} up: vni ${c.vni}, mtu ${tap.mtu}, mac ${formatMac(tap.mac)}, remotes ${dests.length ? dests.join(', ') : 'none (learning and static entries only)'}, dstport ${c.dstPort}, listening on ${bound.address}:${bound.port}${o.bridge ? `, bridge ${o.bridge}` : ''}`,
+    );
     vtep.on('error', (err) => {
       if (stopping) return;
       stopping = true;

@@ -39,6 +39,8 @@ export interface NativeBinding {
   isUp(name: string): boolean;
   bridgePort(bridge: string, port: string, add: boolean): void;
   addAddress(name: string, family: 4 | 6, bytes: Uint8Array, prefixLen: number): void;
+  /** The interface's IPv4 address (4 bytes), whatever its carrier state. */
+  getIpv4(name: string): Buffer;
   setSockOptInt(fd: number, level: number, name: number, value: number): void;
   /** 0 or a negative errno; never throws. */
   setSockOptIntFast(fd: number, level: number, name: number, value: number): number;

@@ -85,6 +85,14 @@ export class Host {
   }
 }
 
+async function waitOperUp(h: Host, ifn: string, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!/state UP/.test(await h.ip('-o', 'link', 'show', ifn))) {
+    if (Date.now() > deadline) throw new Error(`${ifn} in ${h.name} did not come up`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 export class Testbed {
   readonly prefix: string;
   private readonly hosts: Host[] = [];
@@ -131,6 +139,9 @@ export class Testbed {
       for (const addr of addrs) await h.ip('addr', 'add', addr, 'dev', ifn, ...(addr.includes(':') ? ['nodad'] : []));
       await h.ip('link', 'set', ifn, 'up');
     }
+    // carrier comes up asynchronously (linkwatch): wait, so tests start on a running link
+    await waitOperUp(a, ifA);
+    await waitOperUp(b, ifB);
   }
 
   /** A Linux bridge `name` in host h, up, with optional addresses. */

@@ -13,7 +13,6 @@
  * with a clear error if a Node version hides it).
  */
 import dgram from 'node:dgram';
-import { networkInterfaces } from 'node:os';
 import { ConfigError, ErrorCode, UvtepError } from '../errors.js';
 import { loadBinding, type NativeBinding } from '../native.js';
 import type { SendError, Transport, TransportHandlers, TxBatch } from './transport.js';
@@ -133,11 +132,29 @@ export class DgramTransport implements Transport {
     const o = this.opts;
     if (o.group === undefined) return;
     const s = this.socket;
-    const iface = o.dev === undefined ? undefined : interfaceAddress(o.dev, this.family);
+    const iface = o.dev === undefined ? undefined : this.interfaceAddress(o.dev);
     s.setMulticastLoopback(false);
     s.setMulticastTTL(o.ttl !== undefined && o.ttl > 0 ? o.ttl : 1);
     if (iface !== undefined) s.setMulticastInterface(iface);
     s.addMembership(o.group, iface);
+  }
+
+  /**
+   * The address to join multicast on for `dev`: its IPv4 address (read with SIOCGIFADDR: the
+   * kernel joins whatever the carrier state, and so does uvtep), or `::%dev` for IPv6.
+   */
+  private interfaceAddress(dev: string): string {
+    if (this.family === 6) return `::%${dev}`;
+    try {
+      this.native ??= loadBinding();
+      return [...this.native.getIpv4(dev)].join('.');
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENODEV' || code === 'EADDRNOTAVAIL') {
+        throw new ConfigError(ErrorCode.InvalidOption, 'dev', `dev: interface ${JSON.stringify(dev)} ${code === 'ENODEV' ? 'does not exist' : 'has no IPv4 address to join the multicast group on'}`);
+      }
+      throw e;
+    }
   }
 
   /** Binds `sockets` sockets on free ports of [min, max], trying ports in a random order. */
@@ -305,13 +322,3 @@ function socketFd(s: dgram.Socket): number {
   return fd;
 }
 
-/** The address to join multicast on for `dev`: its first IPv4 address, or `::%dev` for IPv6. */
-function interfaceAddress(dev: string, family: 4 | 6): string {
-  if (family === 6) return `::%${dev}`;
-  const addrs = networkInterfaces()[dev];
-  const v4 = addrs?.find((a) => a.family === 'IPv4');
-  if (v4 === undefined) {
-    throw new ConfigError(ErrorCode.InvalidOption, 'dev', `dev: interface ${JSON.stringify(dev)} does not exist or has no IPv4 address to join the multicast group on`);
-  }
-  return v4.address;
-}

@@ -166,3 +166,66 @@ describeNs('CLI against the system', () => {
   });
 });
 
+
+describeNs('multicast group for BUM traffic', () => {
+  it.each([
+    ['uvtep <-> uvtep', false],
+    ['uvtep <-> kernel VTEP', true],
+  ])('%s: --group 239.1.1.1 --dev eth0, no remotes: ARP via the group, then unicast', async (_n, kernel) => {
+    const bed = fx.newBed(kernel ? 'mck' : 'mcu');
+    const { h1, h2, u1, u2 } = await twoHosts(bed);
+    await quietIpv6(h1);
+    await quietIpv6(h2);
+    const a = uvtep(h1, ['--vni', '1', '--group', '239.1.1.1', '--dev', 'eth0', '--name', 'vxlan1', '--address', '10.0.0.106/24', '--mac', '02:00:00:00:00:0a']);
+    await a.ready();
+    if (kernel) {
+      await h2.ip('link', 'add', 'vxlan1', 'type', 'vxlan', 'id', '1', 'group', '239.1.1.1', 'dev', 'eth0', 'dstport', '4789');
+      await h2.ip('link', 'set', 'vxlan1', 'address', '02:00:00:00:00:0b');
+      await h2.ip('addr', 'add', '10.0.0.107/24', 'dev', 'vxlan1');
+      await h2.ip('link', 'set', 'vxlan1', 'up');
+      await h2.run(['ethtool', '-K', 'eth0', 'tx', 'off']);
+    } else {
+      await uvtep(h2, ['--vni', '1', '--group', '239.1.1.1', '--dev', 'eth0', '--name', 'vxlan1', '--address', '10.0.0.107/24', '--mac', '02:00:00:00:00:0b']).ready();
+    }
+    const cap = await capture(h1, 'eth0', 'udp port 4789');
+    expect((await ping(h1, '10.0.0.107', 3)).received).toBe(3);
+    expect((await ping(h2, '10.0.0.106', 3)).received).toBe(3);
+    await cap.stop();
+    const out = udpRecords(cap.file).filter((r) => r.src === u1);
+    // the ARP request went to the group (TTL 1, as the kernel), the echo requests to h2 directly
+    const arp = out.filter((r) => r.payload.readUInt16BE(8 + 12) === 0x0806 && r.payload.readUInt16BE(8 + 20) === 1);
+    expect(arp.length).toBeGreaterThanOrEqual(1);
+    expect(arp.every((r) => r.dst === '239.1.1.1' && r.frame[14 + 8] === 1)).toBe(true);
+    const echo = out.filter((r) => r.payload.readUInt16BE(8 + 12) === 0x0800 && r.payload[8 + 14 + 20] === 8);
+    expect(echo.length).toBe(3);
+    expect(echo.every((r) => r.dst === u2)).toBe(true);
+    const f = await a.stop();
+    expect(f.final!.fdb).toContainEqual(expect.objectContaining({ mac: '02:00:00:00:00:0b', dst: u2, static: false }));
+    expect(f.final!.fdb).toContainEqual(expect.objectContaining({ mac: '00:00:00:00:00:00', dst: '239.1.1.1', static: true }));
+  });
+});
+
+describeNs('TAP lifetime and outer TTL', () => {
+  it('--persist keeps the TAP after exit, and a second run reuses it; --ttl sets the outer TTL', async () => {
+    const bed = fx.newBed('persist');
+    const { h1, h2, u1, u2 } = await twoHosts(bed);
+    const a = uvtep(h1, ['--vni', '1', '--remote', u2, '--name', 'vxlan1', '--persist', '--ttl', '7']);
+    await a.ready();
+    const f = await a.stop();
+    expect(f.code).toBe(0);
+    expect(await h1.ip('-d', 'link', 'show', 'vxlan1')).toMatch(/tun type tap .*persist on/s);
+    const again = uvtep(h1, ['--vni', '1', '--remote', u2, '--name', 'vxlan1', '--address', '10.0.0.106/24', '--ttl', '7']);
+    await again.ready();
+    await uvtep(h2, ['--vni', '1', '--remote', u1, '--name', 'vxlan1', '--address', '10.0.0.107/24']).ready();
+    const cap = await capture(h1, 'eth0', `udp port 4789 and src host ${u1}`);
+    expect((await ping(h1, '10.0.0.107', 2)).received).toBe(2);
+    await cap.stop();
+    const recs = udpRecords(cap.file);
+    expect(recs.length).toBeGreaterThan(0);
+    expect(recs.every((r) => r.frame[14 + 8] === 7)).toBe(true);
+    await fx.stopAll();
+    // the device was persistent before this run: it stays; remove it as an operator would
+    expect((await h1.exec(['ip', 'link', 'show', 'vxlan1'])).code).toBe(0);
+    await h1.ip('link', 'del', 'vxlan1');
+  });
+});

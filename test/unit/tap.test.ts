@@ -57,6 +57,7 @@ function scripted(opts: { openError?: Error; mtuError?: Error; writeResult?: num
     isUp: () => true,
     bridgePort: (br, p, add) => void s.calls.push(`bridge ${br} ${p} ${add}`),
     addAddress: (_n, fam, bytes, len) => void s.calls.push(`addr ${fam} ${Buffer.from(bytes).toString('hex')}/${len}`),
+    getIpv4: () => Buffer.from([198, 51, 100, 1]),
     setSockOptInt: () => undefined,
     setSockOptIntFast: () => 0,
   };
