@@ -8,8 +8,9 @@
 //   options: --reps N  --seconds S  --pings N  --cases a,b,...  --out DIR  --no-docs  --profile
 //
 // Cases: bare veth (ceiling), kernel <-> kernel (reference), uvtep <-> uvtep, uvtep <-> kernel.
+// Optional peer when installed: socat TAP-over-UDP (a userspace L2 tunnel without VXLAN headers).
 // Measures: iperf3 TCP 1 stream (h1 -> h2 and reverse), TCP 4 streams, 64-byte UDP packets/s
-// delivered and loss, ping RTT avg/p99; for uvtep, CPU (% of one core) and peak RSS.
+// delivered and loss, ping RTT avg/p99; for uvtep and socat, CPU (% of one core) and peak RSS.
 import { mkdirSync, readFileSync, readdirSync, writeFileSync, existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -27,14 +28,17 @@ const pings = Number(opt('--pings', smoke ? 20 : 300));
 const outDir = path.resolve(opt('--out', path.join(root, 'bench/results')));
 const writeDocs = !smoke && !flag('--no-docs') && !argv.includes('--out');
 const profile = flag('--profile');
-const ALL = ['bare', 'kernel', 'uvtep', 'uvtep-kernel'];
+const hasSocat = (await sh('socat', ['-V'])).code === 0;
+const ALL = ['bare', 'kernel', 'uvtep', 'uvtep-kernel', ...(hasSocat ? ['socat'] : [])];
 const caseNames = opt('--cases', ALL.join(',')).split(',');
+if (!hasSocat) log('bench: socat is not installed (apt-get install socat): the userspace TAP-over-UDP peer is skipped');
 
 const CASES = {
   bare: { label: 'bare veth (no tunnel)', kind: 'ceiling' },
   kernel: { label: 'kernel VTEP <-> kernel VTEP', kind: 'reference' },
   uvtep: { label: 'uvtep <-> uvtep', kind: 'uvtep' },
   'uvtep-kernel': { label: 'uvtep (h1) <-> kernel VTEP (h2)', kind: 'uvtep' },
+  socat: { label: 'socat TAP-over-UDP (userspace peer, no VXLAN)', kind: 'peer' },
 };
 
 const log = (s) => process.stderr.write(s + '\n');
@@ -134,9 +138,10 @@ async function setup(name) {
   const h2 = await bed.host('h2');
   await bed.veth(h1, 'eth0', ['198.51.100.1/24'], h2, 'eth0', ['198.51.100.2/24']);
   const procs = [];
+  const peers = [];
   const A = ['10.0.0.106/24', '02:00:00:00:00:0a'];
   const B = ['10.0.0.107/24', '02:00:00:00:00:0b'];
-  if (name === 'bare') return { h1, h2, target: '198.51.100.2', procs };
+  if (name === 'bare') return { h1, h2, target: '198.51.100.2', procs, peers };
   if (name === 'kernel') {
     await kernelVtep(h1, '198.51.100.2', ...A, false);
     await kernelVtep(h2, '198.51.100.1', ...B, false);
@@ -145,12 +150,24 @@ async function setup(name) {
   } else if (name === 'uvtep-kernel') {
     procs.push(uvtep(h1, '198.51.100.2', ...A));
     await kernelVtep(h2, '198.51.100.1', ...B, true); // partial inner checksums over veth: see docs/scenarios.md
+  } else if (name === 'socat') {
+    // the classic userspace L2 tunnel: one Ethernet frame per UDP datagram, no VXLAN header
+    for (const [h, local, remote, addr] of [[h1, '198.51.100.1', '198.51.100.2', A[0]], [h2, '198.51.100.2', '198.51.100.1', B[0]]]) {
+      const p = h.spawn(['socat', `UDP:${remote}:5555,bind=${local}:5555`, `TUN:${addr},tun-type=tap,tun-name=tap0,iff-up`]);
+      peers.push(p);
+      const deadline = Date.now() + 5000;
+      while ((await h.exec(['ip', 'link', 'show', 'tap0'])).code !== 0) {
+        if (Date.now() > deadline) throw new Error('socat did not create tap0');
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      await h.ip('link', 'set', 'tap0', 'mtu', '1450'); // frames must fit a 1500-byte underlay unfragmented
+    }
   } else throw new Error(`unknown case ${name}`);
   for (const p of procs) await p.ready();
   // ARP and first-packet learning before measuring
   const warm = await h1.exec(['ping', '-c', '3', '-i', '0.1', '-W', '1', '10.0.0.107']);
   if (!/ 0% packet loss|[1-9] received/.test(warm.stdout)) throw new Error(`${name}: overlay not reachable: ${warm.stdout}`);
-  return { h1, h2, target: '10.0.0.107', procs };
+  return { h1, h2, target: '10.0.0.107', procs, peers };
 }
 
 const metrics = ['tcp1', 'tcp1rev', 'tcp4', 'udpPps', 'udpLoss', 'rttAvg', 'rttP99', 'cpuPct', 'rssMb'];
@@ -170,8 +187,8 @@ try {
       step++;
       const left = Math.max(0, Math.round((totalSteps - step + 1) * perRep));
       log(`[${step}/${totalSteps}] ${CASES[name].label}, repetition ${rep}/${reps} (about ${left} s left)`);
-      const { h1, h2, target, procs } = await setup(name);
-      const pids = procs.map((p) => p.child.pid);
+      const { h1, h2, target, procs, peers } = await setup(name);
+      const pids = [...procs.map((p) => p.child.pid), ...peers.map((p) => p.pid)];
       const before = pids.map(procStat);
       const tStart = Date.now();
       const r = results[name];
@@ -221,7 +238,7 @@ for (const name of caseNames) {
   const cell = (k, inv) => (ref ? `${f(ratio(m[k], ref[k], inv))}×` : 'n/a');
   table += `| ${CASES[name].label} | ${cell('tcp1')} | ${cell('tcp1rev')} | ${cell('tcp4')} | ${cell('udpPps')} | ${cell('rttAvg', true)} | ${cell('rttP99', true)} |\n`;
 }
-let raw = '| case | TCP 1 (Gbit/s) | reverse | TCP 4 | UDP 64 B (kpps, loss %) | RTT avg / p99 (ms) | uvtep CPU (% of a core) | uvtep peak RSS (MB) |\n|---|---:|---:|---:|---:|---:|---:|---:|\n';
+let raw = '| case | TCP 1 (Gbit/s) | reverse | TCP 4 | UDP 64 B (kpps, loss %) | RTT avg / p99 (ms) | userspace CPU (% of a core) | userspace peak RSS (MB) |\n|---|---:|---:|---:|---:|---:|---:|---:|\n';
 for (const name of caseNames) {
   const m = med[name];
   raw += `| ${CASES[name].label} | ${f(m.tcp1)} | ${f(m.tcp1rev)} | ${f(m.tcp4)} | ${f(m.udpPps / 1000, 0)} (${f(m.udpLoss, 1)}) | ${f(m.rttAvg, 3)} / ${f(m.rttP99, 3)} | ${f(m.cpuPct, 0)} | ${f(m.rssMb, 0)} |\n`;
@@ -272,7 +289,7 @@ function chart(names, m) {
     { key: 'rttAvg', title: 'ping RTT ms (lower better)' },
   ];
   const pw = (W - pad - gap * (panels.length - 1) - 20) / panels.length;
-  const colors = { bare: '#9e9e9e', kernel: '#1565c0', uvtep: '#ef6c00', 'uvtep-kernel': '#2e7d32' };
+  const colors = { bare: '#9e9e9e', kernel: '#1565c0', uvtep: '#ef6c00', 'uvtep-kernel': '#2e7d32', socat: '#8e24aa' };
   let s = `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11">\n<rect width="100%" height="100%" fill="white"/>\n`;
   panels.forEach((p, i) => {
     const x0 = pad + i * (pw + gap);

@@ -13,14 +13,14 @@ describeNs('e2e benchmark, smoke mode', () => {
     try {
       const r = await sh(process.execPath, [path.resolve('bench/e2e/run.js'), '--smoke', '--out', out], { timeoutMs: 240_000 });
       expect(r.code, r.stderr).toBe(0);
-      expect(r.stderr).toMatch(/\[4\/4\] uvtep \(h1\) <-> kernel VTEP \(h2\), repetition 1\/1/);
+      expect(r.stderr).toMatch(/\[5\/5\] socat TAP-over-UDP .*, repetition 1\/1/);
       const j = JSON.parse(readFileSync(path.join(out, 'e2e-smoke.json'), 'utf8')) as { median: Record<string, Record<string, number>> };
-      expect(Object.keys(j.median)).toEqual(['bare', 'kernel', 'uvtep', 'uvtep-kernel']);
+      expect(Object.keys(j.median)).toEqual(['bare', 'kernel', 'uvtep', 'uvtep-kernel', 'socat']);
       for (const [name, m] of Object.entries(j.median)) {
         for (const k of ['tcp1', 'tcp1rev', 'tcp4', 'udpPps', 'rttAvg', 'rttP99']) {
           expect(Number.isFinite(m[k]) && m[k]! > 0, `${name}.${k} = ${m[k]}`).toBe(true);
         }
-        if (name.startsWith('uvtep')) {
+        if (name.startsWith('uvtep') || name === 'socat') {
           expect(m.cpuPct! > 0 && m.rssMb! > 0, `${name} cpu/rss`).toBe(true);
         }
       }
