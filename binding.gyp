@@ -6,7 +6,8 @@
         "native/addon.cc",
         "native/tap.cc",
         "native/reader.cc",
-        "native/link.cc"
+        "native/link.cc",
+        "native/udp.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

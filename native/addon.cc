@@ -77,6 +77,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   uvtep::InitReader(env, exports);
   uvtep::InitLink(env, exports);
   uvtep::InitSockopt(env, exports);
+  uvtep::InitUdp(env, exports);
   return exports;
 }
 

@@ -51,6 +51,7 @@ const FLAG: Record<string, string> = {
   tos: '--tos',
   df: '--df',
   metrics: '--metrics',
+  gso: '--no-gso',
   config: '--config',
 };
 
@@ -94,6 +95,7 @@ interface RunOpts {
   tos?: number | string;
   df: string;
   control: string | boolean;
+  gso: boolean;
   metrics?: string;
   config?: string;
   logLevel: string;
@@ -128,6 +130,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--srcport <min-max>', 'outer UDP source ports: one per inner flow from this range (RFC 7348 recommends 49152-65535); default: one ephemeral port'))
     .addOption(new Option('--tos <n|inherit>', 'outer TOS / traffic class, 0-255, or inherit from the inner IP header').default(0).argParser(tosArg))
     .addOption(new Option('--df <set|unset>', 'IPv4 DF bit of outer packets (as ip link ... df)').default('unset'))
+    .addOption(new Option('--no-gso', 'send one datagram per syscall instead of UDP GSO batches (UDP_SEGMENT)'))
     .addOption(new Option('--allow-from <cidr>', 'accept datagrams only from these underlay sources; repeatable (default: anyone, as Linux)').argParser(collect))
     .addOption(new Option('--underlay-mtu <n>', 'underlay MTU (default: MTU of --dev, else 1500)').argParser(int))
     .addOption(new Option('--sndbuf <bytes>', 'UDP socket send buffer (SO_SNDBUF)').default(DEFAULTS.sndbuf).argParser(int))
@@ -285,6 +288,7 @@ async function run(o: RunOpts): Promise<number> {
     ...(o.srcport !== undefined ? { srcport: o.srcport } : {}),
     tos: o.tos as number | 'inherit',
     df: o.df as 'set' | 'unset',
+    gso: o.gso,
   };
 
   let vtep: Vtep;

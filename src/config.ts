@@ -92,6 +92,8 @@ export interface VtepOptions {
   tos?: number | 'inherit';
   /** IPv4 DF bit of outer packets: `unset` (default, as the kernel VTEP) or `set`. */
   df?: 'set' | 'unset';
+  /** UDP GSO on send: equal-size datagrams to one remote leave in one sendmsg (default true). */
+  gso?: boolean;
 }
 
 /** An underlay source filter entry. */
@@ -137,6 +139,7 @@ export interface VtepConfig {
   srcport: { min: number; max: number; sockets: number } | undefined;
   tos: number | 'inherit';
   df: 'set' | 'unset';
+  gso: boolean;
 }
 
 function fail(option: string, code: (typeof ErrorCode)[keyof typeof ErrorCode], what: string): never {
@@ -345,5 +348,6 @@ export function resolveConfig(o: VtepOptions): VtepConfig {
     srcport,
     tos,
     df,
+    gso: checkBool(o.gso ?? true, 'gso'),
   };
 }

@@ -43,6 +43,7 @@ export function createVtep(options: CreateVtepOptions): Vtep {
       srcport: config.srcport,
       tos: config.tos,
       df: config.df,
+      gso: config.gso,
     });
   const port = options.framePort ?? new TapPort({ mtu: config.tapMtu, ...options.tap });
   return new Vtep(config, { port, transport, ...(options.clock ? { clock: options.clock } : {}) });

@@ -49,6 +49,8 @@ export function vtepRegistry(vtep: Vtep, tap: string, opts: { processMetrics?: b
   counter('uvtep_tx_bytes_total', 'Inner bytes of datagrams sent', () => vtep.stats.txBytes);
   counter('uvtep_flood_copies_total', 'Datagrams sent to the flood list', () => vtep.stats.floodCopies);
   counter('uvtep_fdb_learn_refused_total', 'New MACs not learned because the FDB was full', () => vtep.stats.learnRefused);
+  counter('uvtep_tx_gso_sends_total', 'sendmsg calls carrying several datagrams (UDP GSO)', () => vtep.stats.txGsoSends);
+  counter('uvtep_tx_gso_datagrams_total', 'Datagrams sent in UDP GSO batches', () => vtep.stats.txGsoDatagrams);
   counter('uvtep_tx_pauses_total', 'Times the TAP was paused for socket backpressure', () => vtep.stats.txPauses);
   new Counter({
     name: 'uvtep_drops_total',

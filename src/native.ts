@@ -41,6 +41,11 @@ export interface NativeBinding {
   addAddress(name: string, family: 4 | 6, bytes: Uint8Array, prefixLen: number): void;
   /** The interface's IPv4 address (4 bytes), whatever its carrier state. */
   getIpv4(name: string): Buffer;
+  /**
+   * One sendmsg with UDP_SEGMENT: datagrams start..start+count-1 of (offs, lens) over `buf`, all
+   * but the last `segSize` long, to `sockaddr`. Bytes sent, or a negative errno.
+   */
+  sendGso(fd: number, sockaddr: Uint8Array, buf: Uint8Array, offs: Int32Array, lens: Int32Array, start: number, count: number, segSize: number): number;
   setSockOptInt(fd: number, level: number, name: number, value: number): void;
   /** 0 or a negative errno; never throws. */
   setSockOptIntFast(fd: number, level: number, name: number, value: number): number;

@@ -78,6 +78,9 @@ export interface VtepStats {
   learnRefused: number;
   /** Times the port was paused because the socket still held queued datagrams (backpressure). */
   txPauses: number;
+  /** UDP GSO: sendmsg calls that carried several datagrams, and how many datagrams they carried. */
+  txGsoSends: number;
+  txGsoDatagrams: number;
 }
 
 export interface VtepSendErrorInfo {
@@ -216,6 +219,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
   /** A snapshot of the counters as a plain object. */
   get stats(): VtepStats {
     const drops = {} as Record<DropReasonName, number>;
+    const gso = this.transport.counters?.();
     let total = 0;
     for (let i = 0; i < DROP_REASONS.length; i++) {
       drops[DROP_REASONS[i]!] = this.drops[i]!;
@@ -234,6 +238,8 @@ export class Vtep extends EventEmitter<VtepEvents> {
       fdbSize: this.fdb.size,
       learnRefused: this.fdb.learnRefused,
       txPauses: this.txPauses,
+      txGsoSends: gso?.gsoSends ?? 0,
+      txGsoDatagrams: gso?.gsoDatagrams ?? 0,
     };
   }
 

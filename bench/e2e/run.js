@@ -153,11 +153,13 @@ async function setup(name) {
   } else if (name === 'socat') {
     // the classic userspace L2 tunnel: one Ethernet frame per UDP datagram, no VXLAN header
     for (const [h, local, remote, addr] of [[h1, '198.51.100.1', '198.51.100.2', A[0]], [h2, '198.51.100.2', '198.51.100.1', B[0]]]) {
-      const p = h.spawn(['socat', `UDP:${remote}:5555,bind=${local}:5555`, `TUN:${addr},tun-type=tap,tun-name=tap0,iff-up`]);
+      const p = h.spawn(['socat', `UDP-DATAGRAM:${remote}:5555,bind=${local}:5555`, `TUN:${addr},tun-type=tap,tun-name=tap0,iff-up`]);
+      let err = '';
+      p.stderr.on('data', (d) => (err += d));
       peers.push(p);
       const deadline = Date.now() + 5000;
       while ((await h.exec(['ip', 'link', 'show', 'tap0'])).code !== 0) {
-        if (Date.now() > deadline) throw new Error('socat did not create tap0');
+        if (Date.now() > deadline || p.exitCode !== null) throw new Error(`socat did not create tap0 (exit ${p.exitCode}): ${err.trim()}`);
         await new Promise((r) => setTimeout(r, 20));
       }
       await h.ip('link', 'set', 'tap0', 'mtu', '1450'); // frames must fit a 1500-byte underlay unfragmented

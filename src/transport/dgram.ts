@@ -13,6 +13,9 @@
  * with a clear error if a Node version hides it).
  */
 import dgram from 'node:dgram';
+import { constants as osConstants, endianness } from 'node:os';
+import { Address4, Address6 } from 'ip-address';
+import type { Remote } from '../fdb.js';
 import { ConfigError, ErrorCode, UvtepError } from '../errors.js';
 import { loadBinding, type NativeBinding } from '../native.js';
 import type { SendError, Transport, TransportHandlers, TxBatch } from './transport.js';
@@ -37,9 +40,21 @@ export interface DgramTransportOptions {
   tos?: number | 'inherit';
   /** IPv4 DF bit: `unset` (kernel VTEP default) or `set`. Undefined leaves the OS default. */
   df?: 'set' | 'unset' | undefined;
-  /** The native binding for TOS/DF (default: the built addon). */
+  /**
+   * UDP GSO on send (UDP_SEGMENT): a run of equal-size datagrams to one remote in a batch leaves
+   * in one sendmsg. Falls back to one send per datagram where the kernel or device refuses it.
+   */
+  gso?: boolean;
+  /** The native binding for TOS/DF/GSO (default: the built addon). */
   native?: NativeBinding;
 }
+
+/** Datagrams per GSO send, and bytes (a UDP datagram's payload limit, with room to spare). */
+const GSO_MAX_SEGMENTS = 64;
+const GSO_MAX_BYTES = 65000;
+const ERRNO_NAME = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
+const E = osConstants.errno;
+const LITTLE_ENDIAN = endianness() === 'LE';
 
 type LookupCb = (err: NodeJS.ErrnoException | null, address: string, family: number) => void;
 
@@ -73,6 +88,12 @@ export class DgramTransport implements Transport {
   private drainScheduled: boolean;
   private closed: boolean;
   private readonly lookup: (address: string, o: unknown, cb: LookupCb) => void;
+  /** GSO in use (asked for, native available, not refused by the kernel). */
+  private gso: boolean;
+  private readonly sockaddrs: WeakMap<Remote, Uint8Array>;
+  /** sendmsg calls that carried more than one datagram, and the datagrams they carried. */
+  gsoSends: number;
+  gsoDatagrams: number;
 
   constructor(opts: DgramTransportOptions) {
     this.family = opts.family;
@@ -89,6 +110,10 @@ export class DgramTransport implements Transport {
     this.drainWaiters = [];
     this.drainScheduled = false;
     this.closed = false;
+    this.gso = false;
+    this.sockaddrs = new WeakMap();
+    this.gsoSends = 0;
+    this.gsoDatagrams = 0;
   }
 
   private createSocket(): dgram.Socket {
@@ -111,6 +136,7 @@ export class DgramTransport implements Transport {
       const sending = pool.length > 0 ? pool : [this.socket];
       this.senders = sending.map((socket) => ({ socket, fd: -1, ds: -1 }));
       for (const s of this.senders) this.applyIpOptions(s);
+      if (this.opts.gso === true && this.opts.tos !== 'inherit') this.enableGso();
       for (const s of [this.socket, ...pool]) {
         s.on('error', (err) => this.handlers?.onError(err));
         s.on('message', (msg, rinfo) => handlers.onDatagram(msg, 0, msg.length, rinfo.address));
@@ -182,6 +208,37 @@ export class DgramTransport implements Transport {
     return pool;
   }
 
+  private enableGso(): void {
+    try {
+      this.native ??= loadBinding();
+      for (const s of this.senders) if (s.fd < 0) s.fd = socketFd(s.socket);
+      this.gso = true;
+    } catch {
+      this.gso = false; // no addon or no fd: one send per datagram, as before
+    }
+  }
+
+  /** The remote as a struct sockaddr_in / sockaddr_in6, built once per remote. */
+  private sockaddr(r: Remote): Uint8Array {
+    let a = this.sockaddrs.get(r);
+    if (a === undefined) {
+      if (r.family === 4) {
+        a = new Uint8Array(16);
+        new DataView(a.buffer).setUint16(0, 2, LITTLE_ENDIAN); // AF_INET, host byte order
+        new DataView(a.buffer).setUint16(2, r.port, false);
+        a.set(new Address4(r.address).toArray(), 4);
+      } else {
+        a = new Uint8Array(28);
+        new DataView(a.buffer).setUint16(0, 10, LITTLE_ENDIAN); // AF_INET6, host byte order
+        new DataView(a.buffer).setUint16(2, r.port, false);
+        const b = new Address6(r.address).toByteArray().map((x) => x & 0xff);
+        a.set(b.slice(-16), 8 + 16 - Math.min(16, b.length));
+      }
+      this.sockaddrs.set(r, a);
+    }
+    return a;
+  }
+
   /** TOS and DF through the native addon, on the socket's fd. */
   private applyIpOptions(s: Sender): void {
     const o = this.opts;
@@ -220,6 +277,10 @@ export class DgramTransport implements Transport {
   };
 
   send(batch: TxBatch): void {
+    if (this.gso) {
+      this.sendGso(batch);
+      return;
+    }
     const senders = this.senders;
     const k = senders.length;
     const inherit = this.needsDsfield;
@@ -234,6 +295,64 @@ export class DgramTransport implements Transport {
       }
       s.socket.send(batch.bufs[i]!, batch.offs[i]!, batch.lens[i]!, r.port, r.address, this.onSent);
     }
+  }
+
+  /**
+   * Runs of datagrams with the same remote, buffer and sending socket, all `seg` bytes but the
+   * last (which may be shorter), leave in one sendmsg with UDP_SEGMENT. Order is kept: while a
+   * socket still has dgram-queued datagrams, its datagrams queue behind them.
+   */
+  private sendGso(batch: TxBatch): void {
+    const senders = this.senders;
+    const k = senders.length;
+    const n = batch.count;
+    const { bufs, offs, lens, remotes, hashes } = batch;
+    let i = 0;
+    while (i < n) {
+      const r = remotes[i]!;
+      const buf = bufs[i]!;
+      const seg = lens[i]!;
+      const si = k === 1 ? 0 : hashes[i]! % k;
+      const s = senders[si]!;
+      let j = i + 1;
+      while (j < n && j - i < GSO_MAX_SEGMENTS && (j - i + 1) * seg <= GSO_MAX_BYTES && remotes[j] === r && bufs[j] === buf && (k === 1 || hashes[j]! % k === si)) {
+        const l = lens[j]!;
+        if (l > seg) break;
+        j++;
+        if (l < seg) break; // a shorter datagram ends the run
+      }
+      const count = j - i;
+      if (count === 1 || s.socket.getSendQueueCount() > 0) {
+        for (let x = i; x < j; x++) s.socket.send(bufs[x]!, offs[x]!, lens[x]!, r.port, r.address, this.onSent);
+        i = j;
+        continue;
+      }
+      const rc = this.native!.sendGso(s.fd, this.sockaddr(r), buf, offs, lens, i, count, seg);
+      if (rc >= 0) {
+        this.gsoSends++;
+        this.gsoDatagrams += count;
+      } else if (rc === -E.EAGAIN || rc === -E.ENOBUFS || rc === -E.EIO || rc === -E.EINVAL || rc === -E.EOPNOTSUPP || rc === -E.EMSGSIZE) {
+        // socket full: queue through dgram (backpressure pauses the TAP). Refused (no checksum
+        // offload on the route, no GSO): stop trying and send one by one from now on.
+        if (rc !== -E.EAGAIN && rc !== -E.ENOBUFS) this.gso = false;
+        for (let x = i; x < j; x++) s.socket.send(bufs[x]!, offs[x]!, lens[x]!, r.port, r.address, this.onSent);
+      } else if (this.handlers !== undefined) {
+        const code = ERRNO_NAME.get(-rc) ?? 'EIO';
+        for (let x = i; x < j; x++) {
+          this.handlers.onSendError(Object.assign(new Error(`send ${code} ${r.address}:${r.port}`), { code, errno: rc, syscall: 'sendmsg', address: r.address, port: r.port }));
+        }
+      }
+      i = j;
+    }
+  }
+
+  /** Whether GSO sends are in use (asked for and not refused). */
+  get gsoActive(): boolean {
+    return this.gso;
+  }
+
+  counters(): { gsoSends: number; gsoDatagrams: number } {
+    return { gsoSends: this.gsoSends, gsoDatagrams: this.gsoDatagrams };
   }
 
   pending(): number {

@@ -77,5 +77,7 @@ export interface Transport {
   whenDrained(cb: () => void): void;
   /** The bound address and port. */
   address(): { address: string; port: number };
+  /** Offload counters, when the transport batches sends (GSO). */
+  counters?(): { gsoSends: number; gsoDatagrams: number };
   close(): Promise<void>;
 }

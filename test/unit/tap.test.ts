@@ -60,6 +60,7 @@ function scripted(opts: { openError?: Error; mtuError?: Error; writeResult?: num
     getIpv4: () => Buffer.from([198, 51, 100, 1]),
     setSockOptInt: () => undefined,
     setSockOptIntFast: () => 0,
+    sendGso: () => 0,
   };
   return s;
 }
