@@ -1,7 +1,7 @@
 // Experiment 2 (containers across hosts), three hosts flooding and learning, VNI isolation,
 // and the bytes on the wire.
 import { expect, it } from 'vitest';
-import { ping, tcpTransfer, type Host } from '../../src/testbed.js';
+import { ping, sh, tcpTransfer, uvtepBin, type Host } from '../../src/testbed.js';
 import { expectVxlan, innerFrame, vni } from '../helpers/frames.js';
 import { udpRecords } from '../helpers/pcap.js';
 import { describeNs, kernelVtep, NsFixture, quietIpv6, twoHosts } from './setup.js';
@@ -159,8 +159,27 @@ describeNs('CLI against the system', () => {
     expect((await h1.exec(['ip', 'link', 'show', 'vxlan2'])).code).not.toBe(0);
   });
 
+  it('TAP name in use by another uvtep: exits 1 and says so, the first keeps running', async () => {
+    const bed = fx.newBed('name');
+    const { h1, u2 } = await twoHosts(bed);
+    const a = uvtep(h1, ['--vni', '1', '--remote', u2, '--name', 'vxlan1']);
+    await a.ready();
+    const b = uvtep(h1, ['--vni', '2', '--remote', u2, '--name', 'vxlan1', '--dstport', '4790']);
+    const { code } = await b.exited;
+    expect(code).toBe(1);
+    expect(b.records.map((r) => r.msg).join('\n')).toMatch(/ioctl\(TUNSETIFF\) failed: EBUSY.*name is in use/);
+    expect(a.child.exitCode).toBeNull();
+  });
+
+  it('no /dev/net/tun: exits 1 and says what is missing', async () => {
+    // a private mount namespace where /dev/net is an empty tmpfs
+    const r = await sh('unshare', ['-m', 'sh', '-c', `mount -t tmpfs none /dev/net && exec ${process.execPath} ${uvtepBin()} --vni 1 --remote 198.51.100.2`]);
+    expect(r.code).toBe(1);
+    expect(r.stdout + r.stderr).toMatch(/open\(\/dev\/net\/tun\) failed: ENOENT.*does not exist/);
+  });
+
   it('not root: exits 1 with a message about permissions', async () => {
-    const r = await import('../../src/testbed.js').then((m) => m.sh('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, (m as typeof import('../../src/testbed.js')).uvtepBin(), '--vni', '1', '--remote', '198.51.100.2']));
+    const r = await sh('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, uvtepBin(), '--vni', '1', '--remote', '198.51.100.2']);
     expect(r.code).toBe(1);
     expect(r.stdout + r.stderr).toMatch(/permission to open \/dev\/net\/tun|needs root or CAP_NET_ADMIN/);
   });

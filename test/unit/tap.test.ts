@@ -129,6 +129,17 @@ describe('TapPort', () => {
     expect(new TapPort({ native: ok.binding }).write(Buffer.alloc(64), 0, 64)).toBe(true);
   });
 
+  it('link helpers: detach from a bridge, ifindex, up state', () => {
+    const s = scripted();
+    const p = new TapPort({ name: 'vx', bridge: 'br0', native: s.binding });
+    p.link.detach('br0');
+    expect(s.calls).toContain('bridge br0 vx false');
+    expect(p.link.ifindex).toBe(7);
+    expect(p.link.up).toBe(true);
+    p.link.up = false;
+    expect(s.calls.at(-1)).toBe('up false');
+  });
+
   it('close releases the reader and the fd once', async () => {
     const s = scripted();
     const p = new TapPort({ native: s.binding });
