@@ -188,17 +188,21 @@ describeNs('CLI against the system', () => {
 
 describeNs('multicast group for BUM traffic', () => {
   it.each([
-    ['uvtep <-> uvtep', false],
-    ['uvtep <-> kernel VTEP', true],
-  ])('%s: --group 239.1.1.1 --dev eth0, no remotes: ARP via the group, then unicast', async (_n, kernel) => {
-    const bed = fx.newBed(kernel ? 'mck' : 'mcu');
-    const { h1, h2, u1, u2 } = await twoHosts(bed);
-    await quietIpv6(h1);
-    await quietIpv6(h2);
-    const a = uvtep(h1, ['--vni', '1', '--group', '239.1.1.1', '--dev', 'eth0', '--name', 'vxlan1', '--address', '10.0.0.106/24', '--mac', '02:00:00:00:00:0a']);
+    ['uvtep <-> uvtep', false, false],
+    ['uvtep <-> kernel VTEP', true, false],
+    ['uvtep <-> kernel VTEP, IPv6 underlay', true, true],
+  ])('%s: --group --dev eth0, no remotes: ARP via the group, then unicast', async (_n, kernel, v6) => {
+    const bed = fx.newBed(kernel ? (v6 ? 'mc6' : 'mck') : 'mcu');
+    const { h1, h2, u1, u2 } = await twoHosts(bed, v6);
+    const group = v6 ? 'ff05::1:4789' : '239.1.1.1';
+    if (!v6) {
+      await quietIpv6(h1);
+      await quietIpv6(h2);
+    }
+    const a = uvtep(h1, ['--vni', '1', '--group', group, '--dev', 'eth0', '--name', 'vxlan1', '--address', '10.0.0.106/24', '--mac', '02:00:00:00:00:0a']);
     await a.ready();
     if (kernel) {
-      await h2.ip('link', 'add', 'vxlan1', 'type', 'vxlan', 'id', '1', 'group', '239.1.1.1', 'dev', 'eth0', 'dstport', '4789');
+      await h2.ip('link', 'add', 'vxlan1', 'type', 'vxlan', 'id', '1', 'group', group, 'dev', 'eth0', 'dstport', '4789');
       await h2.ip('link', 'set', 'vxlan1', 'address', '02:00:00:00:00:0b');
       await h2.ip('addr', 'add', '10.0.0.107/24', 'dev', 'vxlan1');
       await h2.ip('link', 'set', 'vxlan1', 'up');
@@ -214,13 +218,14 @@ describeNs('multicast group for BUM traffic', () => {
     // the ARP request went to the group (TTL 1, as the kernel), the echo requests to h2 directly
     const arp = out.filter((r) => r.payload.readUInt16BE(8 + 12) === 0x0806 && r.payload.readUInt16BE(8 + 20) === 1);
     expect(arp.length).toBeGreaterThanOrEqual(1);
-    expect(arp.every((r) => r.dst === '239.1.1.1' && r.frame[14 + 8] === 1)).toBe(true);
+    // IPv4 TTL at byte 8 of the IP header, IPv6 hop limit at byte 7
+    expect(arp.every((r) => r.dst === group && r.frame[14 + (v6 ? 7 : 8)] === 1)).toBe(true);
     const echo = out.filter((r) => r.payload.readUInt16BE(8 + 12) === 0x0800 && r.payload[8 + 14 + 20] === 8);
     expect(echo.length).toBe(3);
     expect(echo.every((r) => r.dst === u2)).toBe(true);
     const f = await a.stop();
     expect(f.final!.fdb).toContainEqual(expect.objectContaining({ mac: '02:00:00:00:00:0b', dst: u2, static: false }));
-    expect(f.final!.fdb).toContainEqual(expect.objectContaining({ mac: '00:00:00:00:00:00', dst: '239.1.1.1', static: true }));
+    expect(f.final!.fdb).toContainEqual(expect.objectContaining({ mac: '00:00:00:00:00:00', dst: group, static: true }));
   });
 });
 

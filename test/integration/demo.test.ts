@@ -1,0 +1,28 @@
+// The README's first command: `uvtep demo` runs both seed experiments and leaves nothing behind.
+import { expect, it } from 'vitest';
+import { sh, uvtepBin } from '../../src/testbed.js';
+import { describeNs } from './setup.js';
+
+describeNs('uvtep demo', () => {
+  it('runs both experiments, prints RTTs, transfer rates and the FDB, removes its hosts', async () => {
+    const r = await sh(process.execPath, [uvtepBin(), 'demo'], { timeoutMs: 120_000 });
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/Experiment 1: point to point, VNI 1, port 4789/);
+    expect(r.stdout).toMatch(/ping h1 10\.0\.0\.106 -> h2 10\.0\.0\.107: 5\/5 replies, rtt [\d. ]+ ms/);
+    expect(r.stdout).toMatch(/TCP 32 MiB h1 10\.0\.0\.106 -> h2 10\.0\.0\.107: \d+ Mbit\/s, sha256 identical on both ends/);
+    expect(r.stdout).toMatch(/02:00:00:00:00:0b dst 198\.51\.100\.2 port 4789 dynamic/);
+    expect(r.stdout).toMatch(/ping container c1 172\.18\.0\.2 -> container c2 172\.18\.0\.3: 5\/5 replies/);
+    expect(r.stdout).toMatch(/02:42:ac:12:00:03 dst 198\.51\.100\.2 port 4789 dynamic/);
+    expect(r.stdout).toMatch(/Both experiments passed\.\nremoved the demo hosts\./);
+    expect((await sh('ip', ['netns', 'list'])).stdout).not.toMatch(/uvt-demo-/);
+  }, 150_000);
+
+  it('--keep leaves the hosts, --cleanup removes them', async () => {
+    const r = await sh(process.execPath, [uvtepBin(), 'demo', '--keep'], { timeoutMs: 120_000 });
+    expect(r.code).toBe(0);
+    expect((await sh('ip', ['netns', 'list'])).stdout).toMatch(/uvt-demo-h1/);
+    const c = await sh(process.execPath, [uvtepBin(), 'demo', '--cleanup']);
+    expect(c.code).toBe(0);
+    expect((await sh('ip', ['netns', 'list'])).stdout).not.toMatch(/uvt-demo-/);
+  }, 150_000);
+});
