@@ -17,7 +17,9 @@ class TapReader : public Napi::ObjectWrap<TapReader> {
                         InstanceMethod("close", &TapReader::Close)});
   }
 
-  // new TapReader(fd, slab, slotSize, headroom, offs, lens, onBatch(count), onError(err))
+  // new TapReader(fd, slab, slotSize, headroom, offs, lens, onBatch(count), onError(err), vnetLen?)
+  // With vnetLen > 0 each read lands vnetLen bytes before the frame, so the virtio_net_hdr sits
+  // in the headroom and the frame still starts at slot + headroom.
   explicit TapReader(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TapReader>(info), ctx_(info.Env(), "uvtep:TapReader") {
     Napi::Env env = info.Env();
     ExpectArgs(info, "TapReader", "nbnnbbff");
@@ -41,6 +43,8 @@ class TapReader : public Napi::ObjectWrap<TapReader> {
     lensRef_ = Napi::Persistent(info[5].As<Napi::Object>());
     onBatch_ = Napi::Persistent(info[6].As<Napi::Function>());
     onError_ = Napi::Persistent(info[7].As<Napi::Function>());
+    vnet_ = info.Length() > 8 && info[8].IsNumber() ? info[8].As<Napi::Number>().Int32Value() : 0;
+    if (vnet_ < 0 || vnet_ > headroom_) throw Napi::RangeError::New(env, "TapReader: vnetLen must fit in the headroom");
 
     uv_loop_t* loop = nullptr;
     if (napi_get_uv_event_loop(env, &loop) != napi_ok) throw Napi::Error::New(env, "TapReader: no event loop");
@@ -109,7 +113,7 @@ class TapReader : public Napi::ObjectWrap<TapReader> {
     int n = 0;
     while (n < cap_) {
       int32_t off = n * slot_ + headroom_;
-      ssize_t r = read(fd_, slab_ + off, static_cast<size_t>(slot_ - headroom_));
+      ssize_t r = read(fd_, slab_ + off - vnet_, static_cast<size_t>(slot_ - headroom_ + vnet_));
       if (r < 0) {
         if (errno == EINTR) continue;
         if (errno == EAGAIN) break;
@@ -118,8 +122,9 @@ class TapReader : public Napi::ObjectWrap<TapReader> {
         Fail(err, "read");
         return;
       }
+      if (r < vnet_) continue;  // cannot happen with a vnet header configured; never deliver garbage
       offs_[n] = off;
-      lens_[n] = static_cast<int32_t>(r);
+      lens_[n] = static_cast<int32_t>(r - vnet_);
       n++;
     }
     if (n > 0) Deliver(n);
@@ -153,6 +158,7 @@ class TapReader : public Napi::ObjectWrap<TapReader> {
   int slot_ = 0;
   int headroom_ = 0;
   int cap_ = 0;
+  int vnet_ = 0;
   uint8_t* slab_ = nullptr;
   int32_t* offs_ = nullptr;
   int32_t* lens_ = nullptr;

@@ -4,6 +4,7 @@
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <sys/ioctl.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include <cerrno>
 #include <cstring>
@@ -12,12 +13,14 @@
 
 namespace uvtep {
 
-// openTap(name: string, persist: boolean) -> { fd, name }. name "" lets the kernel pick uvtep%d.
+// openTap(name: string, persist: boolean, vnetHdr?: boolean) -> { fd, name }. name "" lets the
+// kernel pick uvtep%d. With vnetHdr every read and write carries a 10-byte virtio_net_hdr.
 static Napi::Value OpenTap(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   ExpectArgs(info, "openTap", "so");
   std::string name = info[0].As<Napi::String>().Utf8Value();
   bool persist = info[1].As<Napi::Boolean>().Value();
+  bool vnet = info.Length() > 2 && info[2].IsBoolean() && info[2].As<Napi::Boolean>().Value();
   if (name.size() >= IFNAMSIZ) throw Napi::RangeError::New(env, "openTap: name too long");
 
   int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
@@ -30,7 +33,7 @@ static Napi::Value OpenTap(const Napi::CallbackInfo& info) {
   }
   struct ifreq ifr;
   memset(&ifr, 0, sizeof ifr);
-  ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+  ifr.ifr_flags = IFF_TAP | IFF_NO_PI | (vnet ? IFF_VNET_HDR : 0);
   strncpy(ifr.ifr_name, name.empty() ? "uvtep%d" : name.c_str(), IFNAMSIZ - 1);
   if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
     int err = errno;
@@ -79,6 +82,28 @@ static Napi::Value WriteFrame(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, n < 0 ? -errno : static_cast<double>(n));
 }
 
+// writeVnet(fd, hdr, buf, off, len) -> bytes written (header included), or -errno: one frame
+// behind its virtio_net_hdr, in one writev().
+static Napi::Value WriteVnet(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  Napi::Uint8Array hdr = info[1].As<Napi::Uint8Array>();
+  Napi::Uint8Array buf = info[2].As<Napi::Uint8Array>();
+  int64_t off = info[3].As<Napi::Number>().Int64Value();
+  int64_t len = info[4].As<Napi::Number>().Int64Value();
+  if (off < 0 || len < 0 || static_cast<size_t>(off + len) > buf.ByteLength()) return Napi::Number::New(env, -EFAULT);
+  struct iovec iov[2];
+  iov[0].iov_base = hdr.Data();
+  iov[0].iov_len = hdr.ByteLength();
+  iov[1].iov_base = buf.Data() + off;
+  iov[1].iov_len = static_cast<size_t>(len);
+  ssize_t n;
+  do {
+    n = writev(fd, iov, 2);
+  } while (n < 0 && errno == EINTR);
+  return Napi::Number::New(env, n < 0 ? -errno : static_cast<double>(n));
+}
+
 static Napi::Value CloseFd(const Napi::CallbackInfo& info) {
   ExpectArgs(info, "close", "n");
   int fd = info[0].As<Napi::Number>().Int32Value();
@@ -90,6 +115,7 @@ void InitTap(Napi::Env env, Napi::Object exports) {
   exports.Set("openTap", Napi::Function::New(env, OpenTap, "openTap"));
   exports.Set("setPersist", Napi::Function::New(env, SetPersist, "setPersist"));
   exports.Set("write", Napi::Function::New(env, WriteFrame, "write"));
+  exports.Set("writeVnet", Napi::Function::New(env, WriteVnet, "writeVnet"));
   exports.Set("close", Napi::Function::New(env, CloseFd, "close"));
 }
 

@@ -96,6 +96,7 @@ interface RunOpts {
   df: string;
   control: string | boolean;
   gso: boolean;
+  gro: boolean;
   metrics?: string;
   config?: string;
   logLevel: string;
@@ -130,6 +131,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--srcport <min-max>', 'outer UDP source ports: one per inner flow from this range (RFC 7348 recommends 49152-65535); default: one ephemeral port'))
     .addOption(new Option('--tos <n|inherit>', 'outer TOS / traffic class, 0-255, or inherit from the inner IP header').default(0).argParser(tosArg))
     .addOption(new Option('--df <set|unset>', 'IPv4 DF bit of outer packets (as ip link ... df)').default('unset'))
+    .addOption(new Option('--no-gro', 'write one frame per syscall to the TAP instead of coalescing TCP segments (IFF_VNET_HDR)'))
     .addOption(new Option('--no-gso', 'send one datagram per syscall instead of UDP GSO batches (UDP_SEGMENT)'))
     .addOption(new Option('--allow-from <cidr>', 'accept datagrams only from these underlay sources; repeatable (default: anyone, as Linux)').argParser(collect))
     .addOption(new Option('--underlay-mtu <n>', 'underlay MTU (default: MTU of --dev, else 1500)').argParser(int))
@@ -303,6 +305,7 @@ async function run(o: RunOpts): Promise<number> {
       ...(o.address !== undefined ? { addresses: o.address } : {}),
       ...(o.bridge !== undefined ? { bridge: o.bridge } : {}),
       ...(o.persist ? { persist: true } : {}),
+      gro: o.gro,
     });
     vtep = createVtep({ ...vtepOptions, framePort: tap });
     try {

@@ -51,6 +51,8 @@ export function vtepRegistry(vtep: Vtep, tap: string, opts: { processMetrics?: b
   counter('uvtep_fdb_learn_refused_total', 'New MACs not learned because the FDB was full', () => vtep.stats.learnRefused);
   counter('uvtep_tx_gso_sends_total', 'sendmsg calls carrying several datagrams (UDP GSO)', () => vtep.stats.txGsoSends);
   counter('uvtep_tx_gso_datagrams_total', 'Datagrams sent in UDP GSO batches', () => vtep.stats.txGsoDatagrams);
+  counter('uvtep_rx_gro_writes_total', 'TAP writes carrying several coalesced TCP segments', () => vtep.stats.rxGroWrites);
+  counter('uvtep_rx_gro_segments_total', 'Frames delivered inside coalesced TAP writes', () => vtep.stats.rxGroSegments);
   counter('uvtep_tx_pauses_total', 'Times the TAP was paused for socket backpressure', () => vtep.stats.txPauses);
   new Counter({
     name: 'uvtep_drops_total',

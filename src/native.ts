@@ -15,10 +15,12 @@ export interface TapReaderHandle {
 }
 
 export interface NativeBinding {
-  openTap(name: string, persist: boolean): { fd: number; name: string };
+  openTap(name: string, persist: boolean, vnetHdr?: boolean): { fd: number; name: string };
   setPersist(fd: number, on: boolean): void;
   /** Bytes written, or a negative errno (never throws on the data path). */
   write(fd: number, buf: Uint8Array, off: number, len: number): number;
+  /** One frame behind a virtio_net_hdr (writev): bytes written, or a negative errno. */
+  writeVnet(fd: number, hdr: Uint8Array, buf: Uint8Array, off: number, len: number): number;
   close(fd: number): void;
   TapReader: new (
     fd: number,
@@ -29,6 +31,7 @@ export interface NativeBinding {
     lens: Int32Array,
     onBatch: (count: number) => void,
     onError: (err: Error) => void,
+    vnetLen?: number,
   ) => TapReaderHandle;
   ifindex(name: string): number;
   getMtu(name: string): number;

@@ -81,6 +81,9 @@ export interface VtepStats {
   /** UDP GSO: sendmsg calls that carried several datagrams, and how many datagrams they carried. */
   txGsoSends: number;
   txGsoDatagrams: number;
+  /** Receive coalescing: TAP writes that carried several frames of a TCP stream, and how many. */
+  rxGroWrites: number;
+  rxGroSegments: number;
 }
 
 export interface VtepSendErrorInfo {
@@ -220,10 +223,16 @@ export class Vtep extends EventEmitter<VtepEvents> {
   get stats(): VtepStats {
     const drops = {} as Record<DropReasonName, number>;
     const gso = this.transport.counters?.();
+    const gro = this.port.counters?.();
     let total = 0;
     for (let i = 0; i < DROP_REASONS.length; i++) {
       drops[DROP_REASONS[i]!] = this.drops[i]!;
       total += this.drops[i]!;
+    }
+    // frames the port accepted but then failed to write (coalesced writes) are TapBusy drops too
+    if (gro !== undefined && gro.writeErrors > 0) {
+      drops.TapBusy += gro.writeErrors;
+      total += gro.writeErrors;
     }
     return {
       rxDatagrams: this.rxDatagrams,
@@ -240,6 +249,8 @@ export class Vtep extends EventEmitter<VtepEvents> {
       txPauses: this.txPauses,
       txGsoSends: gso?.gsoSends ?? 0,
       txGsoDatagrams: gso?.gsoDatagrams ?? 0,
+      rxGroWrites: gro?.groWrites ?? 0,
+      rxGroSegments: gro?.groSegments ?? 0,
     };
   }
 

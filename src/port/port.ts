@@ -35,9 +35,12 @@ export interface FramePort {
   resume(): void;
   /**
    * Hands one frame to the host side. Returns false when the port cannot take it now (the
-   * caller counts a drop). Must not keep a reference to `buf` after returning.
+   * caller counts a drop). May keep a reference to `buf` until the end of the current event-loop
+   * turn (to coalesce frames), never longer: callers pass memory that is not reused before then.
    */
   write(buf: Buffer, off: number, len: number): boolean;
+  /** Receive coalescing counters, and frames lost in writes after `write` accepted them. */
+  counters?(): { groWrites: number; groSegments: number; writeErrors: number };
   close(): Promise<void>;
 }
 

@@ -7,6 +7,7 @@ import { ConfigError, ErrorCode } from '../errors.js';
 import { checkInt, checkUnicastMac, TAP_MTU_MAX, TAP_MTU_MIN } from '../config.js';
 import { Link, parseCidr, type CidrAddress } from '../link.js';
 import { loadBinding, type NativeBinding, type TapReaderHandle } from '../native.js';
+import { TcpCoalescer, VNET_HDR_LEN } from './gro.js';
 import { FRAME_HEADROOM, newFrameBatch, type FrameBatch, type FramePort, type FramesHandler, type PortErrorHandler } from './port.js';
 
 export interface TapOptions {
@@ -26,6 +27,11 @@ export interface TapOptions {
   up?: boolean;
   /** Frames per read batch (default 64). */
   batchSize?: number;
+  /**
+   * Open the TAP with a virtio_net_hdr (IFF_VNET_HDR) and coalesce the segments of a TCP stream
+   * decapsulated in one event-loop turn into one GSO write (default true).
+   */
+  gro?: boolean;
   /** The native binding (tests inject a scripted one). */
   native?: NativeBinding;
 }
@@ -33,6 +39,8 @@ export interface TapOptions {
 /** Largest frame a slot holds: a 64 KiB TAP frame, whatever MTU is set later. */
 const SLOT_FRAME = 65536;
 const BATCH_DEFAULT = 64;
+/** Headroom per slot with a vnet header: the 10-byte header is read into it, then overwritten by the VXLAN header. */
+const VNET_HEADROOM = 16;
 
 export class TapPort implements FramePort {
   readonly name: string;
@@ -46,6 +54,8 @@ export class TapPort implements FramePort {
   private reader: TapReaderHandle | undefined;
   private closed: boolean;
   private running: boolean;
+  private readonly headroom: number;
+  private readonly gro: TcpCoalescer | undefined;
 
   /** Opens (creates) the TAP device and applies the link settings; throws on failure, leaving nothing behind. */
   constructor(opts: TapOptions = {}) {
@@ -59,7 +69,8 @@ export class TapPort implements FramePort {
     const batchSize = opts.batchSize === undefined ? BATCH_DEFAULT : checkInt(opts.batchSize, 'batchSize', 1, 1024);
 
     this.native = opts.native ?? loadBinding();
-    const { fd, name: actual } = this.native.openTap(name, opts.persist ?? false);
+    const gro = opts.gro ?? true;
+    const { fd, name: actual } = this.native.openTap(name, opts.persist ?? false, gro);
     this.fd = fd;
     this.name = actual;
     this.link = new Link(actual, this.native);
@@ -75,7 +86,10 @@ export class TapPort implements FramePort {
       this.native.close(fd); // a non-persistent device disappears with its fd
       throw e;
     }
-    this.slotSize = FRAME_HEADROOM + SLOT_FRAME;
+    this.headroom = gro ? VNET_HEADROOM : FRAME_HEADROOM;
+    this.slotSize = this.headroom + SLOT_FRAME;
+    const native = this.native;
+    this.gro = gro ? new TcpCoalescer((hdr, buf, off, len) => native.writeVnet(fd, hdr, buf, off, len) >= 0) : undefined;
     this.batch = newFrameBatch(Buffer.allocUnsafeSlow(this.slotSize * batchSize), batchSize);
     this.reader = undefined;
     this.closed = false;
@@ -89,7 +103,7 @@ export class TapPort implements FramePort {
       this.fd,
       b.buf,
       this.slotSize,
-      FRAME_HEADROOM,
+      this.headroom,
       b.offs,
       b.lens,
       (count: number) => {
@@ -100,6 +114,7 @@ export class TapPort implements FramePort {
         this.running = false;
         onError(err);
       },
+      this.gro ? VNET_HDR_LEN : 0,
     );
     this.running = true;
     this.reader.start();
@@ -117,7 +132,13 @@ export class TapPort implements FramePort {
   }
 
   write(buf: Buffer, off: number, len: number): boolean {
+    if (this.gro !== undefined) return this.gro.push(buf, off, len);
     return this.native.write(this.fd, buf, off, len) >= 0;
+  }
+
+  counters(): { groWrites: number; groSegments: number; writeErrors: number } {
+    const g = this.gro;
+    return { groWrites: g?.groWrites ?? 0, groSegments: g?.groSegments ?? 0, writeErrors: g?.writeErrors ?? 0 };
   }
 
   /** Stops reading and closes the fd: the device is removed unless it was opened with `persist`. */
@@ -125,6 +146,7 @@ export class TapPort implements FramePort {
     if (this.closed) return Promise.resolve();
     this.closed = true;
     this.running = false;
+    this.gro?.flush();
     this.reader?.close();
     this.reader = undefined;
     try {

@@ -16,8 +16,8 @@ function scripted(opts: { openError?: Error; mtuError?: Error; writeResult?: num
   let mac = Buffer.from('020000000099', 'hex');
   let mtu = 1500;
   s.binding = {
-    openTap: (name, persist) => {
-      s.calls.push(`open ${name} ${persist}`);
+    openTap: (name, persist, vnet) => {
+      s.calls.push(`open ${name} ${persist}${vnet === false ? ' plain' : ''}`);
       if (opts.openError) throw opts.openError;
       return { fd: 42, name: name || 'uvtep0' };
     },
@@ -25,6 +25,10 @@ function scripted(opts: { openError?: Error; mtuError?: Error; writeResult?: num
     write: (_fd, _b, _o, len) => {
       s.writes.push(len);
       return opts.writeResult ?? len;
+    },
+    writeVnet: (_fd, _h, _b, _o, len) => {
+      s.writes.push(len);
+      return opts.writeResult ?? len + 10;
     },
     close: (fd) => void s.calls.push(`close ${fd}`),
     TapReader: class implements TapReaderHandle {
@@ -123,10 +127,18 @@ describe('TapPort', () => {
 
   it('write reports EAGAIN as a refusal, never throws', () => {
     const s = scripted({ writeResult: -11 });
-    const p = new TapPort({ native: s.binding });
+    const p = new TapPort({ native: s.binding, gro: false });
     expect(p.write(Buffer.alloc(64), 0, 64)).toBe(false);
     const ok = scripted();
-    expect(new TapPort({ native: ok.binding }).write(Buffer.alloc(64), 0, 64)).toBe(true);
+    expect(new TapPort({ native: ok.binding, gro: false }).write(Buffer.alloc(64), 0, 64)).toBe(true);
+  });
+
+  it('with a vnet header (default): frames go through the coalescer, failures are counted', () => {
+    const s = scripted({ writeResult: -11 });
+    const p = new TapPort({ native: s.binding });
+    expect(p.write(Buffer.alloc(64), 0, 64)).toBe(false); // not TCP: written at once, and refused
+    expect(p.counters()).toEqual({ groWrites: 0, groSegments: 0, writeErrors: 1 });
+    expect(s.calls[0]).toBe('open  false');
   });
 
   it('link helpers: detach from a bridge, ifindex, up state', () => {
