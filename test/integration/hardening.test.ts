@@ -158,7 +158,8 @@ describeNs('faults', () => {
     const f = await a.stop();
     expect(Date.now() - t0).toBeLessThan(3000);
     expect(f.code).toBe(0);
-    expect(statsOf(f.final).rxPackets + statsOf(f.final).dropsTotal).toBeGreaterThan(1000);
+    // the final counters were printed, and they show the stream this side was encapsulating
+    expect((f.final!.stats as { txPackets: number }).txPackets).toBeGreaterThan(20_000);
     expect((await h1.exec(['ip', 'link', 'show', 'vxlan1'])).code).not.toBe(0);
     load.kill('SIGTERM');
     const again = uvtep(h1, ['--vni', '1', '--remote', u2, '--name', 'vxlan1', '--address', '10.0.0.106/24', '--mac', A_MAC]);
