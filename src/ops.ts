@@ -135,6 +135,7 @@ function statsText(tap: string, s: VtepStats, rate?: { rxPps: number; txPps: num
     `  tx: ${s.txPackets} datagrams, ${s.txBytes} bytes (${s.txFrames} frames, ${s.floodCopies} flood copies)${rate ? `   ${rate.txPps.toFixed(0)} datagrams/s, ${((rate.txBps * 8) / 1e6).toFixed(1)} Mbit/s` : ''}`,
     `  drops: ${s.dropsTotal}${drops ? ` (${drops})` : ''}${rate ? `   ${rate.dropPps.toFixed(0)}/s` : ''}`,
     `  fdb: ${s.fdbSize} entries, ${s.learnRefused} learns refused; backpressure pauses ${s.txPauses}`,
+    `  offloads: ${s.txGsoDatagrams} datagrams in ${s.txGsoSends} GSO sends, ${s.rxGroSegments} frames in ${s.rxGroWrites} coalesced TAP writes`,
   ];
   return lines.join('\n');
 }
