@@ -19,6 +19,7 @@ import { runDemo } from './demo.js';
 import { ControlServer, controlPath } from './control.js';
 import { MetricsServer, parseMetricsAddress, vtepRegistry } from './metrics.js';
 import * as ops from './ops.js';
+import { EXIT_OK, EXIT_SYSTEM, EXIT_USAGE } from './ops.js';
 import { loadConfigFile } from './config-file.js';
 
 /** Library option names -> CLI flags, for error messages. */
@@ -55,9 +56,6 @@ const FLAG: Record<string, string> = {
   config: '--config',
 };
 
-export const EXIT_OK = 0;
-export const EXIT_SYSTEM = 1;
-export const EXIT_USAGE = 2;
 
 /** Integers: digits only; anything else goes on as text so the range check can quote it. */
 function int(value: string): number | string {

@@ -5,7 +5,7 @@
 import { Address4, Address6 } from 'ip-address';
 import { ConfigError, ErrorCode } from './errors.js';
 import { loadBinding, type NativeBinding } from './native.js';
-import { formatMac, macAt, writeMac } from './wire/ethernet.js';
+import { macAt, writeMac } from './wire/ethernet.js';
 
 /** An interface address in CIDR form, parsed. */
 export interface CidrAddress {
@@ -57,9 +57,6 @@ export class Link {
     const b = Buffer.alloc(6);
     writeMac(b, 0, key);
     this.native.setMac(this.name, b);
-  }
-  get macString(): string {
-    return formatMac(this.mac);
   }
   get up(): boolean {
     return this.native.isUp(this.name);

@@ -18,6 +18,7 @@ export interface Target {
   socket?: string | undefined;
 }
 
+/** Exit codes of every uvtep command: 0 ok, 1 system or instance error, 2 bad input. */
 export const EXIT_OK = 0;
 export const EXIT_SYSTEM = 1;
 export const EXIT_USAGE = 2;

@@ -41,7 +41,6 @@ function fold(sum: number): number {
 interface Seg {
   ok: boolean;
   v6: boolean;
-  l3: number;
   iphl: number;
   tcp: number;
   tcphl: number;
@@ -66,14 +65,15 @@ export class TcpCoalescer {
   private readonly offs = new Int32Array(MAX_SEGMENTS);
   private readonly lens = new Int32Array(MAX_SEGMENTS);
   private count = 0;
-  private first: Seg = { ok: false, v6: false, l3: 0, iphl: 0, tcp: 0, tcphl: 0, payload: 0, seq: 0, flags: 0 };
+  /** The first pending segment: its headers are the merged segment's. */
+  private first: Seg = { ok: false, v6: false, iphl: 0, tcp: 0, tcphl: 0, payload: 0, seq: 0, flags: 0 };
   private nextSeq = 0;
   private totalPayload = 0;
   private ended = false;
   /** The last pending segment had PSH: the merged segment carries it. */
   private lastPsh = false;
   private scheduled = false;
-  private readonly seg: Seg = { ok: false, v6: false, l3: 0, iphl: 0, tcp: 0, tcphl: 0, payload: 0, seq: 0, flags: 0 };
+  private readonly seg: Seg = { ok: false, v6: false, iphl: 0, tcp: 0, tcphl: 0, payload: 0, seq: 0, flags: 0 };
   private readonly flushSoon = (): void => {
     this.scheduled = false;
     this.flush();
@@ -94,13 +94,10 @@ export class TcpCoalescer {
     if (this.count === 0) {
       const f = this.first;
       f.v6 = s.v6;
-      f.l3 = s.l3;
       f.iphl = s.iphl;
       f.tcp = s.tcp;
       f.tcphl = s.tcphl;
       f.payload = s.payload;
-      f.seq = s.seq;
-      f.flags = s.flags;
       this.totalPayload = 0;
     }
     const i = this.count++;
@@ -246,7 +243,6 @@ export class TcpCoalescer {
     const pseudo = s.v6 ? sum16(b, l3 + 8, 32, 6 + tcpLen) : sum16(b, l3 + 12, 8, 6 + tcpLen);
     if (fold(sum16(b, tcp, tcpLen, pseudo)) !== 0xffff) return s;
     s.ok = true;
-    s.l3 = l3;
     s.iphl = iphl;
     s.tcp = tcp;
     s.tcphl = tcphl;

@@ -392,11 +392,6 @@ export class DgramTransport implements Transport {
     return { address: a.address, port: a.port };
   }
 
-  /** The local ports datagrams are sent from (the pool's, or the listening port). */
-  sourcePorts(): number[] {
-    return this.senders.map((s) => s.socket.address().port);
-  }
-
   close(): Promise<void> {
     if (this.closed) return Promise.resolve();
     this.closed = true;

@@ -90,10 +90,6 @@ export function formatMac(key: number): string {
   return s;
 }
 
-export function isValidMacKey(key: unknown): key is number {
-  return typeof key === 'number' && Number.isInteger(key) && key >= 0 && key <= MAC_BROADCAST;
-}
-
 /** A random locally administered unicast MAC (like the kernel's eth_random_addr). */
 export function randomMac(): number {
   const b = new Uint8Array(ETH_ALEN);

@@ -90,11 +90,6 @@ export function vxlanVni(buf: Uint8Array, off: number): number {
   return (buf[o]! << 16) | (buf[o + 1]! << 8) | buf[o + 2]!;
 }
 
-/** Flags byte of a checked header. */
-export function vxlanFlags(buf: Uint8Array, off: number): number {
-  return buf[off + OFF_FLAGS]!;
-}
-
 /**
  * Writes the 8-byte header for `vni` (I flag set, every reserved bit zero) at `off`.
  * The caller guarantees 8 bytes of room and a VNI validated by `assertVni`.
