@@ -7,7 +7,9 @@
         "native/tap.cc",
         "native/reader.cc",
         "native/link.cc",
-        "native/udp.cc"
+        "native/udp.cc",
+        "native/offload.cc",
+        "native/poller.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

@@ -76,8 +76,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   uvtep::InitTap(env, exports);
   uvtep::InitReader(env, exports);
   uvtep::InitLink(env, exports);
-  uvtep::InitSockopt(env, exports);
   uvtep::InitUdp(env, exports);
+  uvtep::InitPoller(env, exports);
   return exports;
 }
 

@@ -3,6 +3,7 @@
 #include <net/if.h>
 #include <net/if_arp.h>
 #include <netinet/in.h>
+#include <linux/if_link.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <linux/sockios.h>
@@ -58,6 +59,35 @@ void LinkIoctl(Napi::Env env, unsigned long req, struct ifreq& ifr, const char* 
   if (s < 0) throw SystemError(env, errno, "socket(AF_INET)");
   Fd guard(s);
   if (ioctl(s, req, &ifr) < 0) throw SystemError(env, errno, syscall, NoDeviceHint(errno, name));
+}
+
+// Sends one rtnetlink request and waits for its ACK; throws the kernel's error.
+void NetlinkTalk(Napi::Env env, struct nlmsghdr* req, const char* what, const std::string& name) {
+  int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+  if (s < 0) throw SystemError(env, errno, "socket(AF_NETLINK)");
+  Fd guard(s);
+  struct sockaddr_nl sa;
+  memset(&sa, 0, sizeof sa);
+  sa.nl_family = AF_NETLINK;
+  std::string sys = std::string("sendto(") + what + ")";
+  if (sendto(s, req, req->nlmsg_len, 0, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa) < 0) throw SystemError(env, errno, sys.c_str());
+  char buf[4096];
+  std::string nl = std::string("netlink(") + what + ")";
+  for (;;) {
+    ssize_t n = recv(s, buf, sizeof buf, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw SystemError(env, errno, nl.c_str());
+    }
+    for (struct nlmsghdr* h = reinterpret_cast<struct nlmsghdr*>(buf); NLMSG_OK(h, static_cast<unsigned>(n)); h = NLMSG_NEXT(h, n)) {
+      if (h->nlmsg_type == NLMSG_ERROR) {
+        struct nlmsgerr* e = static_cast<struct nlmsgerr*>(NLMSG_DATA(h));
+        if (e->error == 0) return;
+        int err = -e->error;
+        throw SystemError(env, err, nl.c_str(), err == EEXIST ? "the address is already assigned" : NoDeviceHint(err, name));
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -213,31 +243,38 @@ static Napi::Value AddAddress(const Napi::CallbackInfo& info) {
     req.nh.nlmsg_len = NLMSG_ALIGN(req.nh.nlmsg_len) + RTA_ALIGN(rta->rta_len);
   }
 
-  int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
-  if (s < 0) throw SystemError(env, errno, "socket(AF_NETLINK)");
-  Fd guard(s);
-  struct sockaddr_nl sa;
-  memset(&sa, 0, sizeof sa);
-  sa.nl_family = AF_NETLINK;
-  if (sendto(s, &req, req.nh.nlmsg_len, 0, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa) < 0) {
-    throw SystemError(env, errno, "sendto(RTM_NEWADDR)");
-  }
-  char buf[4096];
-  for (;;) {
-    ssize_t n = recv(s, buf, sizeof buf, 0);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw SystemError(env, errno, "recv(RTM_NEWADDR)");
-    }
-    for (struct nlmsghdr* h = reinterpret_cast<struct nlmsghdr*>(buf); NLMSG_OK(h, static_cast<unsigned>(n)); h = NLMSG_NEXT(h, n)) {
-      if (h->nlmsg_type == NLMSG_ERROR) {
-        struct nlmsgerr* e = static_cast<struct nlmsgerr*>(NLMSG_DATA(h));
-        if (e->error == 0) return env.Undefined();
-        int err = -e->error;
-        throw SystemError(env, err, "netlink(RTM_NEWADDR)", err == EEXIST ? "the address is already assigned" : NoDeviceHint(err, name));
-      }
-    }
-  }
+  NetlinkTalk(env, &req.nh, "RTM_NEWADDR", name);
+  return env.Undefined();
+}
+
+// setGsoMaxSegs(name, n): `ip link set dev NAME gso_max_segs N` over rtnetlink (IFLA_GSO_MAX_SEGS,
+// Linux >= 5.19): the stack then never hands the device a GSO packet of more than n segments.
+static Napi::Value SetGsoMaxSegs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ExpectArgs(info, "setGsoMaxSegs", "sn");
+  std::string name = NameArg(info, 0);
+  uint32_t segs = info[1].As<Napi::Number>().Uint32Value();
+  unsigned idx = if_nametoindex(name.c_str());
+  if (idx == 0) throw SystemError(env, errno, "if_nametoindex", NoDeviceHint(errno, name));
+  struct {
+    struct nlmsghdr nh;
+    struct ifinfomsg ifi;
+    char attrs[16];
+  } req;
+  memset(&req, 0, sizeof req);
+  req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifinfomsg));
+  req.nh.nlmsg_type = RTM_NEWLINK;
+  req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+  req.nh.nlmsg_seq = 1;
+  req.ifi.ifi_family = AF_UNSPEC;
+  req.ifi.ifi_index = static_cast<int>(idx);
+  struct rtattr* rta = reinterpret_cast<struct rtattr*>(reinterpret_cast<char*>(&req) + NLMSG_ALIGN(req.nh.nlmsg_len));
+  rta->rta_type = IFLA_GSO_MAX_SEGS;
+  rta->rta_len = static_cast<unsigned short>(RTA_LENGTH(sizeof segs));
+  memcpy(RTA_DATA(rta), &segs, sizeof segs);
+  req.nh.nlmsg_len = NLMSG_ALIGN(req.nh.nlmsg_len) + RTA_ALIGN(rta->rta_len);
+  NetlinkTalk(env, &req.nh, "RTM_NEWLINK", name);
+  return env.Undefined();
 }
 
 void InitLink(Napi::Env env, Napi::Object exports) {
@@ -251,39 +288,7 @@ void InitLink(Napi::Env env, Napi::Object exports) {
   exports.Set("bridgePort", Napi::Function::New(env, BridgePort, "bridgePort"));
   exports.Set("addAddress", Napi::Function::New(env, AddAddress, "addAddress"));
   exports.Set("getIpv4", Napi::Function::New(env, GetIpv4, "getIpv4"));
-}
-
-}  // namespace uvtep
-
-namespace uvtep {
-
-// setsockopt(fd, level, optname, int value): socket options node:dgram does not expose (IP_TOS,
-// IP_MTU_DISCOVER, IPV6_TCLASS...). The numbers come from TypeScript.
-static Napi::Value SetSockOptInt(const Napi::CallbackInfo& info) {
-  ExpectArgs(info, "setSockOptInt", "nnnn");
-  int fd = info[0].As<Napi::Number>().Int32Value();
-  int level = info[1].As<Napi::Number>().Int32Value();
-  int name = info[2].As<Napi::Number>().Int32Value();
-  int value = info[3].As<Napi::Number>().Int32Value();
-  if (setsockopt(fd, level, name, &value, sizeof value) < 0) {
-    throw SystemError(info.Env(), errno, "setsockopt");
-  }
-  return info.Env().Undefined();
-}
-
-// The hot path variant: returns 0 or -errno instead of throwing (tos inherit changes it per flow).
-static Napi::Value SetSockOptIntFast(const Napi::CallbackInfo& info) {
-  int fd = info[0].As<Napi::Number>().Int32Value();
-  int level = info[1].As<Napi::Number>().Int32Value();
-  int name = info[2].As<Napi::Number>().Int32Value();
-  int value = info[3].As<Napi::Number>().Int32Value();
-  int r = setsockopt(fd, level, name, &value, sizeof value);
-  return Napi::Number::New(info.Env(), r < 0 ? -errno : 0);
-}
-
-void InitSockopt(Napi::Env env, Napi::Object exports) {
-  exports.Set("setSockOptInt", Napi::Function::New(env, SetSockOptInt, "setSockOptInt"));
-  exports.Set("setSockOptIntFast", Napi::Function::New(env, SetSockOptIntFast, "setSockOptIntFast"));
+  exports.Set("setGsoMaxSegs", Napi::Function::New(env, SetGsoMaxSegs, "setGsoMaxSegs"));
 }
 
 }  // namespace uvtep

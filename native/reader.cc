@@ -1,15 +1,26 @@
 // TapReader: uv_poll readiness on the TAP fd (loop from napi_get_uv_event_loop), drain with
 // read() until EAGAIN or the batch cap, one JS call per batch. Frames land in a caller-owned
-// slab: frame i at slab[i * slotSize + headroom], its offset and length in two Int32Arrays.
+// slab, slot i at slab[i * slotSize], the frame at slot + headroom.
+//
+// With a virtio_net_hdr (IFF_VNET_HDR + TUNSETOFFLOAD) each read lands 10 bytes before the frame
+// and may be a TCP/UDP super-frame of up to 64 KB: Segment() splits it in place into frames at a
+// fixed stride (entry i: segs[i] frames, each lens[i] bytes but the last lasts[i], frame k at
+// offs[i] + k * (lens[i] + 8)) with complete checksums, or finishes a partial checksum.
+// Refused super-frames are counted in stats (never delivered).
 #include <unistd.h>
 #include <uv.h>
 #include <cerrno>
 #include "errors.h"
+#include "offload.h"
+#include "poller.h"
 #include "uvtep.h"
 
 namespace uvtep {
 
-class TapReader : public Napi::ObjectWrap<TapReader> {
+// stats indices (src/port/tap.ts reads them by the same numbers)
+enum ReaderStat { kStReads, kStFrames, kStSuper, kStCsum, kStBadVnet, kStBadHeaders, kStTooMany, kStNoRoom, kStCount };
+
+class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "TapReader",
@@ -17,34 +28,36 @@ class TapReader : public Napi::ObjectWrap<TapReader> {
                         InstanceMethod("close", &TapReader::Close)});
   }
 
-  // new TapReader(fd, slab, slotSize, headroom, offs, lens, onBatch(count), onError(err), vnetLen?)
-  // With vnetLen > 0 each read lands vnetLen bytes before the frame, so the virtio_net_hdr sits
-  // in the headroom and the frame still starts at slot + headroom.
+  // new TapReader(fd, slab, slotSize, headroom, offs, lens, segs, lasts, stats, onBatch(count), onError(err), vnet)
   explicit TapReader(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TapReader>(info), ctx_(info.Env(), "uvtep:TapReader") {
     Napi::Env env = info.Env();
-    ExpectArgs(info, "TapReader", "nbnnbbff");
+    ExpectArgs(info, "TapReader", "nbnnbbbbbffo");
     fd_ = info[0].As<Napi::Number>().Int32Value();
     Napi::Uint8Array slab = info[1].As<Napi::Uint8Array>();
     slot_ = info[2].As<Napi::Number>().Int32Value();
     headroom_ = info[3].As<Napi::Number>().Int32Value();
     Napi::Int32Array offs = info[4].As<Napi::Int32Array>();
     Napi::Int32Array lens = info[5].As<Napi::Int32Array>();
-    if (slot_ <= headroom_ || headroom_ < 0) throw Napi::RangeError::New(env, "TapReader: slotSize must exceed headroom");
+    Napi::Int32Array segs = info[6].As<Napi::Int32Array>();
+    Napi::Int32Array lasts = info[7].As<Napi::Int32Array>();
+    Napi::Float64Array stats = info[8].As<Napi::Float64Array>();
+    vnet_ = info[11].As<Napi::Boolean>().Value() ? kVnetHdrLen : 0;
+    if (slot_ <= headroom_ || headroom_ < vnet_ || headroom_ < 8) throw Napi::RangeError::New(env, "TapReader: slotSize must exceed headroom, headroom must hold the vnet and VXLAN headers");
+    if (stats.ElementLength() < kStCount) throw Napi::RangeError::New(env, "TapReader: stats too short");
     size_t cap = slab.ByteLength() / static_cast<size_t>(slot_);
-    if (offs.ElementLength() < cap) cap = offs.ElementLength();
-    if (lens.ElementLength() < cap) cap = lens.ElementLength();
+    for (size_t n : {offs.ElementLength(), lens.ElementLength(), segs.ElementLength(), lasts.ElementLength()}) cap = n < cap ? n : cap;
     if (cap == 0) throw Napi::RangeError::New(env, "TapReader: no room for one frame");
     cap_ = static_cast<int>(cap);
     slab_ = slab.Data();
     offs_ = offs.Data();
     lens_ = lens.Data();
-    slabRef_ = Napi::Persistent(info[1].As<Napi::Object>());
-    offsRef_ = Napi::Persistent(info[4].As<Napi::Object>());
-    lensRef_ = Napi::Persistent(info[5].As<Napi::Object>());
-    onBatch_ = Napi::Persistent(info[6].As<Napi::Function>());
-    onError_ = Napi::Persistent(info[7].As<Napi::Function>());
-    vnet_ = info.Length() > 8 && info[8].IsNumber() ? info[8].As<Napi::Number>().Int32Value() : 0;
-    if (vnet_ < 0 || vnet_ > headroom_) throw Napi::RangeError::New(env, "TapReader: vnetLen must fit in the headroom");
+    segs_ = segs.Data();
+    lasts_ = lasts.Data();
+    stats_ = stats.Data();
+    int k = 0;
+    for (int i : {1, 4, 5, 6, 7, 8}) refs_[k++] = Napi::Persistent(info[i].As<Napi::Object>());
+    onBatch_ = Napi::Persistent(info[9].As<Napi::Function>());
+    onError_ = Napi::Persistent(info[10].As<Napi::Function>());
 
     uv_loop_t* loop = nullptr;
     if (napi_get_uv_event_loop(env, &loop) != napi_ok) throw Napi::Error::New(env, "TapReader: no event loop");
@@ -60,6 +73,54 @@ class TapReader : public Napi::ObjectWrap<TapReader> {
 
   ~TapReader() override { CloseHandle(); }
 
+  int PollFd() const override { return fd_; }
+
+  void Drain() override {
+    int n = 0;
+    const size_t room = static_cast<size_t>(slot_ - headroom_);
+    while (n < cap_) {
+      uint8_t* frame = slab_ + static_cast<size_t>(n) * slot_ + headroom_;
+      ssize_t r = read(fd_, frame - vnet_, room + vnet_);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) break;
+        int err = errno;
+        if (n > 0) Deliver(n);
+        Fail(err, "read");
+        return;
+      }
+      stats_[kStReads]++;
+      if (r < vnet_) continue;  // cannot happen with a vnet header configured; never deliver garbage
+      const size_t len = static_cast<size_t>(r - vnet_);
+      int segs = 1;
+      int segLen = static_cast<int>(len);
+      int lastLen = segLen;
+      if (vnet_ > 0) {
+        VnetHdr h;
+        ReadVnet(frame - vnet_, &h);
+        if ((h.flags & kVnetNeedsCsum) != 0 || h.gsoType != kGsoNone) {
+          SegOut out;
+          segs = Segment(frame, len, room, h, &out);
+          if (segs < 0) {
+            stats_[segs == kSegBadVnet ? kStBadVnet : segs == kSegBadHeaders ? kStBadHeaders : segs == kSegTooMany ? kStTooMany : kStNoRoom]++;
+            continue;  // the slot is reused by the next read
+          }
+          segLen = out.segLen;
+          lastLen = out.lastLen;
+          if (h.gsoType != kGsoNone) stats_[kStSuper]++;
+          else stats_[kStCsum]++;
+        }
+      }
+      offs_[n] = static_cast<int32_t>(frame - slab_);
+      lens_[n] = segLen;
+      segs_[n] = segs;
+      lasts_[n] = lastLen;
+      stats_[kStFrames] += segs;
+      n++;
+    }
+    if (n > 0) Deliver(n);
+  }
+
  private:
   Napi::Value Start(const Napi::CallbackInfo& info) {
     if (poll_ == nullptr) throw Napi::Error::New(info.Env(), "TapReader: closed");
@@ -67,6 +128,7 @@ class TapReader : public Napi::ObjectWrap<TapReader> {
       int r = uv_poll_start(poll_, UV_READABLE, &TapReader::OnPoll);
       if (r != 0) throw SystemError(info.Env(), -r, "uv_poll_start");
       active_ = true;
+      PollRegister(this);
       Ref();  // keep the wrapper alive while the loop may call it
     }
     return info.Env().Undefined();
@@ -86,6 +148,7 @@ class TapReader : public Napi::ObjectWrap<TapReader> {
     if (active_ && poll_ != nullptr) {
       uv_poll_stop(poll_);
       active_ = false;
+      PollUnregister(this);
       Unref();
     }
   }
@@ -107,27 +170,7 @@ class TapReader : public Napi::ObjectWrap<TapReader> {
       return;
     }
     self->Drain();
-  }
-
-  void Drain() {
-    int n = 0;
-    while (n < cap_) {
-      int32_t off = n * slot_ + headroom_;
-      ssize_t r = read(fd_, slab_ + off - vnet_, static_cast<size_t>(slot_ - headroom_ + vnet_));
-      if (r < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN) break;
-        int err = errno;
-        if (n > 0) Deliver(n);
-        Fail(err, "read");
-        return;
-      }
-      if (r < vnet_) continue;  // cannot happen with a vnet header configured; never deliver garbage
-      offs_[n] = off;
-      lens_[n] = static_cast<int32_t>(r - vnet_);
-      n++;
-    }
-    if (n > 0) Deliver(n);
+    BusyPollAfterBatch();
   }
 
   void Deliver(int n) {
@@ -162,7 +205,10 @@ class TapReader : public Napi::ObjectWrap<TapReader> {
   uint8_t* slab_ = nullptr;
   int32_t* offs_ = nullptr;
   int32_t* lens_ = nullptr;
-  Napi::ObjectReference slabRef_, offsRef_, lensRef_;
+  int32_t* segs_ = nullptr;
+  int32_t* lasts_ = nullptr;
+  double* stats_ = nullptr;
+  Napi::ObjectReference refs_[6];
   Napi::FunctionReference onBatch_, onError_;
   uv_poll_t* poll_ = nullptr;
   bool active_ = false;

@@ -1,79 +1,591 @@
-// UDP generic segmentation offload on send (UDP_SEGMENT, Linux >= 4.18): a run of equal-size
-// datagrams to one destination leaves in one sendmsg(); the kernel (or the NIC) cuts it into
-// datagrams of gso_size bytes. The segments are gathered straight from the caller's slab.
+// UdpSocket: the native UDP endpoint. It owns its fd (opened in the constructor, closed once by
+// close() or the destructor), receives with recvmmsg (with UDP_GRO a message carries up to 64
+// datagrams of one stride; the outer TOS / traffic class comes with each message), and sends a
+// batch with sendmmsg, each run of equal-size datagrams as one message with UDP_SEGMENT.
+// Socket options and their meaning are decided in TypeScript (src/transport/native.ts); this
+// file does the syscalls. Data-path calls return -errno instead of throwing.
 #include <netinet/in.h>
 #include <netinet/udp.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <unistd.h>
+#include <uv.h>
 #include <cerrno>
 #include <cstring>
 #include "errors.h"
+#include "poller.h"
 #include "uvtep.h"
 
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103
 #endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
 
 namespace uvtep {
 
-static const int kMaxSegments = 64;
+namespace {
 
-// sendGso(fd, sockaddr, buf, offs, lens, start, count, segSize) -> bytes sent, or -errno.
-// Datagram k (start <= k < start + count) is buf[offs[k], offs[k] + lens[k]); all but the last
-// are segSize bytes long. Never throws on the data path.
-static Napi::Value SendGso(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int fd = info[0].As<Napi::Number>().Int32Value();
-  Napi::Uint8Array addr = info[1].As<Napi::Uint8Array>();
-  Napi::Uint8Array buf = info[2].As<Napi::Uint8Array>();
-  Napi::Int32Array offs = info[3].As<Napi::Int32Array>();
-  Napi::Int32Array lens = info[4].As<Napi::Int32Array>();
-  int start = info[5].As<Napi::Number>().Int32Value();
-  int count = info[6].As<Napi::Number>().Int32Value();
-  int seg = info[7].As<Napi::Number>().Int32Value();
-  if (count < 1 || count > kMaxSegments || start < 0 || static_cast<size_t>(start + count) > offs.ElementLength() ||
-      static_cast<size_t>(start + count) > lens.ElementLength() || seg < 1) {
-    return Napi::Number::New(env, -EINVAL);
+constexpr int kMaxRecvMsgs = 64;
+constexpr int kMaxRecvRounds = 8;
+constexpr int kSendMsgs = 256;
+constexpr int kGsoMaxSegs = 64;       // UDP_MAX_SEGMENTS on every kernel with UDP_SEGMENT
+constexpr size_t kGsoMaxBytes = 65000;  // under the 64 KiB datagram limit with headers
+constexpr int kSrcStride = 20;        // per received message: family, 0, port (BE), address (16)
+constexpr size_t kCtrlSpace = CMSG_SPACE(sizeof(uint16_t)) + CMSG_SPACE(sizeof(int));
+
+// stats indices (src/transport/native.ts reads them by the same numbers)
+enum SockStat { kSendCalls, kMsgsSent, kDgramsSent, kGsoMsgs, kGsoDgrams, kGsoFallbacks, kRecvCalls, kMsgsRecv, kGroMsgs, kTruncated, kStatCount };
+
+}  // namespace
+
+class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "UdpSocket",
+                       {InstanceMethod("bind", &UdpSocket::Bind), InstanceMethod("setOpt", &UdpSocket::SetOpt),
+                        InstanceMethod("setOptBytes", &UdpSocket::SetOptBytes), InstanceMethod("localPort", &UdpSocket::LocalPort),
+                        InstanceMethod("recvStart", &UdpSocket::RecvStart), InstanceMethod("recvStop", &UdpSocket::RecvStop),
+                        InstanceMethod("send", &UdpSocket::Send), InstanceMethod("waitWritable", &UdpSocket::WaitWritable),
+                        InstanceMethod("close", &UdpSocket::Close)});
   }
-  struct iovec iov[kMaxSegments];
-  const size_t blen = buf.ByteLength();
-  for (int i = 0; i < count; i++) {
-    int32_t o = offs[start + i];
-    int32_t l = lens[start + i];
-    if (o < 0 || l < 0 || static_cast<size_t>(o) + static_cast<size_t>(l) > blen) return Napi::Number::New(env, -EFAULT);
-    iov[i].iov_base = buf.Data() + o;
-    iov[i].iov_len = static_cast<size_t>(l);
+
+  // new UdpSocket(family 4|6, stats Float64Array(10))
+  explicit UdpSocket(const Napi::CallbackInfo& info) : Napi::ObjectWrap<UdpSocket>(info), ctx_(info.Env(), "uvtep:UdpSocket") {
+    Napi::Env env = info.Env();
+    ExpectArgs(info, "UdpSocket", "nb");
+    family_ = info[0].As<Napi::Number>().Int32Value() == 6 ? AF_INET6 : AF_INET;
+    Napi::Float64Array st = info[1].As<Napi::Float64Array>();
+    if (st.ElementLength() < kStatCount) throw Napi::RangeError::New(env, "UdpSocket: stats too short");
+    stats_ = st.Data();
+    statsRef_ = Napi::Persistent(info[1].As<Napi::Object>());
+    fd_ = socket(family_, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd_ < 0) throw SystemError(env, errno, family_ == AF_INET6 ? "socket(AF_INET6)" : "socket(AF_INET)");
+    uv_loop_t* loop = nullptr;
+    if (napi_get_uv_event_loop(env, &loop) != napi_ok) {
+      CloseFd();
+      throw Napi::Error::New(env, "UdpSocket: no event loop");
+    }
+    poll_ = new uv_poll_t;
+    int r = uv_poll_init(loop, poll_, fd_);
+    if (r != 0) {
+      delete poll_;
+      poll_ = nullptr;
+      CloseFd();
+      throw SystemError(env, -r, "uv_poll_init");
+    }
+    poll_->data = this;
   }
-  union {
-    char buf[CMSG_SPACE(sizeof(uint16_t))];
-    struct cmsghdr align;
-  } ctrl;
-  struct msghdr msg;
-  memset(&msg, 0, sizeof msg);
-  msg.msg_name = addr.Data();
-  msg.msg_namelen = static_cast<socklen_t>(addr.ByteLength());
-  msg.msg_iov = iov;
-  msg.msg_iovlen = static_cast<size_t>(count);
-  if (count > 1) {
-    memset(&ctrl, 0, sizeof ctrl);
-    msg.msg_control = ctrl.buf;
-    msg.msg_controllen = sizeof ctrl.buf;
-    struct cmsghdr* cm = CMSG_FIRSTHDR(&msg);
-    cm->cmsg_level = SOL_UDP;
-    cm->cmsg_type = UDP_SEGMENT;
-    cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-    uint16_t gso = static_cast<uint16_t>(seg);
-    memcpy(CMSG_DATA(cm), &gso, sizeof gso);
+
+  ~UdpSocket() override {
+    CloseHandle();
+    CloseFd();
   }
-  ssize_t n;
-  do {
-    n = sendmsg(fd, &msg, 0);
-  } while (n < 0 && errno == EINTR);
-  return Napi::Number::New(env, n < 0 ? -errno : static_cast<double>(n));
-}
+
+  int PollFd() const override { return fd_; }
+
+  void Drain() override {
+    for (int round = 0; round < kMaxRecvRounds && reading_; round++) {
+      struct mmsghdr msgs[kMaxRecvMsgs];
+      struct iovec iov[kMaxRecvMsgs];
+      struct sockaddr_storage names[kMaxRecvMsgs];
+      alignas(struct cmsghdr) char ctrl[kMaxRecvMsgs][64];
+      const int n = rxCap_;
+      for (int i = 0; i < n; i++) {
+        iov[i].iov_base = rxSlab_ + static_cast<size_t>(i) * rxMsgSize_;
+        iov[i].iov_len = rxMsgSize_;
+        memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
+        msgs[i].msg_hdr.msg_name = &names[i];
+        msgs[i].msg_hdr.msg_namelen = sizeof names[i];
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+        msgs[i].msg_hdr.msg_control = ctrl[i];
+        msgs[i].msg_hdr.msg_controllen = sizeof ctrl[i];
+      }
+      int r;
+      do {
+        r = recvmmsg(fd_, msgs, static_cast<unsigned>(n), MSG_DONTWAIT, nullptr);
+      } while (r < 0 && errno == EINTR);
+      stats_[kRecvCalls]++;
+      if (r < 0) {
+        if (errno == EAGAIN) return;
+        // per-datagram errors of an unconnected socket (ICMP with IP_RECVERR off) do not arrive here;
+        // anything else is fatal for the endpoint
+        if (errno == ECONNREFUSED || errno == EHOSTUNREACH || errno == ENETUNREACH) continue;
+        Fail(errno, "recvmmsg");
+        return;
+      }
+      int out = 0;
+      for (int i = 0; i < r; i++) {
+        struct msghdr& h = msgs[i].msg_hdr;
+        stats_[kMsgsRecv]++;
+        if ((h.msg_flags & MSG_TRUNC) != 0) {
+          stats_[kTruncated]++;
+          rxLens_[out] = -1;  // JS counts it as TooBig
+        } else {
+          rxLens_[out] = static_cast<int32_t>(msgs[i].msg_len);
+        }
+        rxOffs_[out] = static_cast<int32_t>(i * rxMsgSize_);
+        int seg = 0;
+        int tos = -1;
+        for (struct cmsghdr* c = CMSG_FIRSTHDR(&h); c != nullptr; c = CMSG_NXTHDR(&h, c)) {
+          if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+            int v;
+            memcpy(&v, CMSG_DATA(c), sizeof v);
+            seg = v;
+          } else if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_TOS) {
+            tos = *reinterpret_cast<unsigned char*>(CMSG_DATA(c));
+          } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_TCLASS) {
+            int v;
+            memcpy(&v, CMSG_DATA(c), sizeof v);
+            tos = v;
+          }
+        }
+        if (seg > 0 && static_cast<uint32_t>(seg) < msgs[i].msg_len) stats_[kGroMsgs]++;
+        rxSegs_[out] = seg;
+        rxTos_[out] = static_cast<int16_t>(tos);
+        uint8_t* s = rxSrcs_ + out * kSrcStride;
+        memset(s, 0, kSrcStride);
+        if (names[i].ss_family == AF_INET) {
+          auto* a = reinterpret_cast<struct sockaddr_in*>(&names[i]);
+          s[0] = 4;
+          memcpy(s + 2, &a->sin_port, 2);
+          memcpy(s + 4, &a->sin_addr, 4);
+        } else if (names[i].ss_family == AF_INET6) {
+          auto* a = reinterpret_cast<struct sockaddr_in6*>(&names[i]);
+          s[0] = 6;
+          memcpy(s + 2, &a->sin6_port, 2);
+          memcpy(s + 4, &a->sin6_addr, 16);
+        }
+        out++;
+      }
+      if (out > 0) Deliver(out);
+      if (r < n) return;  // the queue is empty
+    }
+  }
+
+ private:
+  // bind(addressBytes(4|16), port, scopeId) -> throws on failure (syscall 'bind')
+  Napi::Value Bind(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ExpectArgs(info, "bind", "bnn");
+    Napi::Uint8Array a = info[0].As<Napi::Uint8Array>();
+    int port = info[1].As<Napi::Number>().Int32Value();
+    struct sockaddr_storage ss;
+    socklen_t len = Sockaddr(a, port, info[2].As<Napi::Number>().Uint32Value(), &ss);
+    if (len == 0) throw Napi::RangeError::New(env, "bind: address length does not match the family");
+    if (bind(fd_, reinterpret_cast<struct sockaddr*>(&ss), len) < 0) {
+      int err = errno;
+      throw SystemError(env, err, "bind", err == EADDRINUSE ? "the UDP port is in use" : err == EADDRNOTAVAIL ? "the address is not one of this host" : "");
+    }
+    return env.Undefined();
+  }
+
+  socklen_t Sockaddr(const Napi::Uint8Array& a, int port, uint32_t scope, struct sockaddr_storage* ss) {
+    memset(ss, 0, sizeof *ss);
+    if (family_ == AF_INET && a.ByteLength() == 4) {
+      auto* s = reinterpret_cast<struct sockaddr_in*>(ss);
+      s->sin_family = AF_INET;
+      s->sin_port = htons(static_cast<uint16_t>(port));
+      memcpy(&s->sin_addr, a.Data(), 4);
+      return sizeof *s;
+    }
+    if (family_ == AF_INET6 && a.ByteLength() == 16) {
+      auto* s = reinterpret_cast<struct sockaddr_in6*>(ss);
+      s->sin6_family = AF_INET6;
+      s->sin6_port = htons(static_cast<uint16_t>(port));
+      s->sin6_scope_id = scope;
+      memcpy(&s->sin6_addr, a.Data(), 16);
+      return sizeof *s;
+    }
+    return 0;
+  }
+
+  // setOpt(level, name, int) -> 0 or -errno
+  Napi::Value SetOpt(const Napi::CallbackInfo& info) {
+    ExpectArgs(info, "setOpt", "nnn");
+    int v = info[2].As<Napi::Number>().Int32Value();
+    int r = setsockopt(fd_, info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value(), &v, sizeof v);
+    return Napi::Number::New(info.Env(), r < 0 ? -errno : 0);
+  }
+
+  // setOptBytes(level, name, bytes) -> 0 or -errno (ip_mreqn, ipv6_mreq, ...)
+  Napi::Value SetOptBytes(const Napi::CallbackInfo& info) {
+    ExpectArgs(info, "setOptBytes", "nnb");
+    Napi::Uint8Array b = info[2].As<Napi::Uint8Array>();
+    int r = setsockopt(fd_, info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value(), b.Data(), static_cast<socklen_t>(b.ByteLength()));
+    return Napi::Number::New(info.Env(), r < 0 ? -errno : 0);
+  }
+
+  Napi::Value LocalPort(const Napi::CallbackInfo& info) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getsockname(fd_, reinterpret_cast<struct sockaddr*>(&ss), &len) < 0) throw SystemError(info.Env(), errno, "getsockname");
+    uint16_t port = ss.ss_family == AF_INET6 ? reinterpret_cast<struct sockaddr_in6*>(&ss)->sin6_port : reinterpret_cast<struct sockaddr_in*>(&ss)->sin_port;
+    return Napi::Number::New(info.Env(), ntohs(port));
+  }
+
+  // recvStart(slab, msgSize, offs, lens, segs, srcs, tos, onBatch(count), onError(err))
+  Napi::Value RecvStart(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ExpectArgs(info, "recvStart", "bnbbbbbff");
+    if (poll_ == nullptr) throw Napi::Error::New(env, "UdpSocket: closed");
+    Napi::Uint8Array slab = info[0].As<Napi::Uint8Array>();
+    rxMsgSize_ = info[1].As<Napi::Number>().Uint32Value();
+    Napi::Int32Array offs = info[2].As<Napi::Int32Array>();
+    Napi::Int32Array lens = info[3].As<Napi::Int32Array>();
+    Napi::Int32Array segs = info[4].As<Napi::Int32Array>();
+    Napi::Uint8Array srcs = info[5].As<Napi::Uint8Array>();
+    Napi::Int16Array tos = info[6].As<Napi::Int16Array>();
+    if (rxMsgSize_ < 1) throw Napi::RangeError::New(env, "recvStart: msgSize must be positive");
+    size_t cap = slab.ByteLength() / rxMsgSize_;
+    for (size_t n : {offs.ElementLength(), lens.ElementLength(), segs.ElementLength(), tos.ElementLength(), srcs.ByteLength() / kSrcStride, static_cast<size_t>(kMaxRecvMsgs)}) cap = n < cap ? n : cap;
+    if (cap == 0) throw Napi::RangeError::New(env, "recvStart: no room for one datagram");
+    rxCap_ = static_cast<int>(cap);
+    rxSlab_ = slab.Data();
+    rxOffs_ = offs.Data();
+    rxLens_ = lens.Data();
+    rxSegs_ = segs.Data();
+    rxSrcs_ = srcs.Data();
+    rxTos_ = tos.Data();
+    int k = 0;
+    for (int i : {0, 2, 3, 4, 5, 6}) rxRefs_[k++] = Napi::Persistent(info[i].As<Napi::Object>());
+    onBatch_ = Napi::Persistent(info[7].As<Napi::Function>());
+    onError_ = Napi::Persistent(info[8].As<Napi::Function>());
+    reading_ = true;
+    PollRegister(this);
+    Rearm(env);
+    return env.Undefined();
+  }
+
+  Napi::Value RecvStop(const Napi::CallbackInfo& info) {
+    reading_ = false;
+    PollUnregister(this);
+    Rearm(info.Env());
+    return info.Env().Undefined();
+  }
+
+  // waitWritable(cb): cb() once the socket can take more (after send returned -EAGAIN).
+  Napi::Value WaitWritable(const Napi::CallbackInfo& info) {
+    ExpectArgs(info, "waitWritable", "f");
+    if (poll_ == nullptr) return info.Env().Undefined();
+    onWritable_ = Napi::Persistent(info[0].As<Napi::Function>());
+    wantWrite_ = true;
+    Rearm(info.Env());
+    return info.Env().Undefined();
+  }
+
+  void Rearm(Napi::Env env) {
+    if (poll_ == nullptr) return;
+    int events = (reading_ ? UV_READABLE : 0) | (wantWrite_ ? UV_WRITABLE : 0);
+    if (events == 0) {
+      uv_poll_stop(poll_);
+      if (refd_) {
+        refd_ = false;
+        Unref();
+      }
+      return;
+    }
+    int r = uv_poll_start(poll_, events, &UdpSocket::OnPoll);
+    if (r != 0) throw SystemError(env, -r, "uv_poll_start");
+    if (!refd_) {
+      refd_ = true;
+      Ref();
+    }
+  }
+
+  // send(buf, offs, lens, segs, lasts, addrs, addrStride, ds, start, count, gso, res) -> 0 or -EAGAIN
+  // Entry i: segs[i] datagrams of lens[i] bytes (the last lasts[i]) laid out back to back from
+  // buf[offs[i]], to the sockaddr at addrs[i * addrStride], with DS field ds[i] (-1: the socket's).
+  // res: [0] entries done, [1] datagrams of entry res[0] already sent, [2] errors, then
+  // (entry, errno, datagrams) triples. Errors other than EAGAIN skip their entry (counted in JS).
+  Napi::Value Send(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Uint8Array buf = info[0].As<Napi::Uint8Array>();
+    Napi::Int32Array offs = info[1].As<Napi::Int32Array>();
+    Napi::Int32Array lens = info[2].As<Napi::Int32Array>();
+    Napi::Int32Array segs = info[3].As<Napi::Int32Array>();
+    Napi::Int32Array lasts = info[4].As<Napi::Int32Array>();
+    Napi::Uint8Array addrs = info[5].As<Napi::Uint8Array>();
+    const int astride = info[6].As<Napi::Number>().Int32Value();
+    Napi::Int16Array ds = info[7].As<Napi::Int16Array>();
+    const int start = info[8].As<Napi::Number>().Int32Value();
+    const int count = info[9].As<Napi::Number>().Int32Value();
+    const bool gso = info[10].As<Napi::Boolean>().Value();
+    Napi::Int32Array res = info[11].As<Napi::Int32Array>();
+    const int end = start + count;
+    const socklen_t alen = family_ == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (start < 0 || count < 0 || res.ElementLength() < 3 || astride < static_cast<int>(alen) ||
+        static_cast<size_t>(end) > offs.ElementLength() || static_cast<size_t>(end) > lens.ElementLength() ||
+        static_cast<size_t>(end) > segs.ElementLength() || static_cast<size_t>(end) > lasts.ElementLength() ||
+        static_cast<size_t>(end) > ds.ElementLength() || static_cast<size_t>(end) * astride > addrs.ByteLength()) {
+      return Napi::Number::New(env, -EINVAL);
+    }
+    for (int i = start; i < end; i++) {
+      if (segs[i] < 1 || lens[i] < 1 || lasts[i] < 0 || lasts[i] > lens[i] || offs[i] < 0 ||
+          static_cast<size_t>(offs[i]) + static_cast<size_t>(lens[i]) * (segs[i] - 1) + lasts[i] > buf.ByteLength()) {
+        return Napi::Number::New(env, -EFAULT);
+      }
+    }
+    res[0] = start;
+    res[1] = 0;
+    res[2] = 0;
+    const int maxErr = (static_cast<int>(res.ElementLength()) - 3) / 3;
+
+    struct mmsghdr msgs[kSendMsgs];
+    struct iovec iov[kSendMsgs];
+    alignas(struct cmsghdr) char ctrl[kSendMsgs][kCtrlSpace];
+    int mEntry[kSendMsgs], mFirst[kSendMsgs], mCount[kSendMsgs];
+
+    int e = start;  // next entry to put into messages
+    int d = 0;      // next datagram of entry e
+    while (e < end) {
+      int m = 0;
+      while (m < kSendMsgs && e < end) {
+        const int len = lens[e];
+        int per = 1;
+        if (gso && segs[e] > 1) {
+          per = static_cast<int>(kGsoMaxBytes / static_cast<size_t>(len));
+          if (per > kGsoMaxSegs) per = kGsoMaxSegs;
+          if (per < 1) per = 1;
+        }
+        int n = segs[e] - d < per ? segs[e] - d : per;
+        const size_t bytes = static_cast<size_t>(len) * (n - 1) + (d + n == segs[e] ? lasts[e] : len);
+        BuildMsg(&msgs[m], &iov[m], ctrl[m], buf.Data() + offs[e] + static_cast<size_t>(len) * d, bytes,
+                 addrs.Data() + static_cast<size_t>(e) * astride, alen, n > 1 ? len : 0, ds[e]);
+        mEntry[m] = e;
+        mFirst[m] = d;
+        mCount[m] = n;
+        m++;
+        d += n;
+        if (d == segs[e]) {
+          e++;
+          d = 0;
+        }
+      }
+      int pos = 0;
+      while (pos < m) {
+        int r;
+        do {
+          r = sendmmsg(fd_, msgs + pos, static_cast<unsigned>(m - pos), 0);
+        } while (r < 0 && errno == EINTR);
+        stats_[kSendCalls]++;
+        if (r > 0) {
+          for (int k = pos; k < pos + r; k++) Sent(mCount[k]);
+          pos += r;
+          continue;
+        }
+        const int err = errno;
+        if (err == EAGAIN || err == ENOBUFS) {
+          res[0] = mEntry[pos];
+          res[1] = mFirst[pos];
+          return Napi::Number::New(env, -EAGAIN);
+        }
+        if (mCount[pos] > 1 && (err == EIO || err == EINVAL || err == EOPNOTSUPP)) {
+          // The route refused this GSO message (no checksum offload, a segment above its MTU):
+          // this message alone goes as single datagrams; GSO stays on for the rest.
+          stats_[kGsoFallbacks]++;
+          const int entry = mEntry[pos];
+          const int len = lens[entry];
+          for (int k = 0; k < mCount[pos]; k++) {
+            const int di = mFirst[pos] + k;
+            const size_t bytes = di == segs[entry] - 1 ? static_cast<size_t>(lasts[entry]) : static_cast<size_t>(len);
+            struct mmsghdr one;
+            struct iovec oiov;
+            alignas(struct cmsghdr) char octrl[kCtrlSpace];
+            BuildMsg(&one, &oiov, octrl, buf.Data() + offs[entry] + static_cast<size_t>(len) * di, bytes,
+                     addrs.Data() + static_cast<size_t>(entry) * astride, alen, 0, ds[entry]);
+            ssize_t s;
+            do {
+              s = sendmsg(fd_, &one.msg_hdr, 0);
+            } while (s < 0 && errno == EINTR);
+            stats_[kSendCalls]++;
+            if (s >= 0) {
+              Sent(1);
+              continue;
+            }
+            if (errno == EAGAIN || errno == ENOBUFS) {
+              res[0] = entry;
+              res[1] = di;
+              return Napi::Number::New(env, -EAGAIN);
+            }
+            AddError(res, maxErr, entry, errno, 1);
+          }
+        } else {
+          AddError(res, maxErr, mEntry[pos], err, mCount[pos]);
+        }
+        pos++;
+      }
+    }
+    res[0] = end;
+    res[1] = 0;
+    return Napi::Number::New(env, 0);
+  }
+
+  void Sent(int dgrams) {
+    stats_[kMsgsSent]++;
+    stats_[kDgramsSent] += dgrams;
+    if (dgrams > 1) {
+      stats_[kGsoMsgs]++;
+      stats_[kGsoDgrams] += dgrams;
+    }
+  }
+
+  static void AddError(Napi::Int32Array& res, int maxErr, int entry, int err, int dgrams) {
+    const int k = res[2];
+    if (k < maxErr) {
+      res[3 + 3 * k] = entry;
+      res[4 + 3 * k] = err;
+      res[5 + 3 * k] = dgrams;
+      res[2] = k + 1;
+    } else if (maxErr > 0) {
+      res[5 + 3 * (maxErr - 1)] += dgrams;  // folded into the last record
+    }
+  }
+
+  static void BuildMsg(struct mmsghdr* mm, struct iovec* iov, char* ctrl, uint8_t* data, size_t len, uint8_t* addr, socklen_t alen, int gsoSize, int ds) {
+    iov->iov_base = data;
+    iov->iov_len = len;
+    struct msghdr& h = mm->msg_hdr;
+    memset(&h, 0, sizeof h);
+    h.msg_name = addr;
+    h.msg_namelen = alen;
+    h.msg_iov = iov;
+    h.msg_iovlen = 1;
+    mm->msg_len = 0;
+    size_t used = 0;
+    if (gsoSize > 0 || ds >= 0) {
+      memset(ctrl, 0, kCtrlSpace);
+      h.msg_control = ctrl;
+      h.msg_controllen = kCtrlSpace;
+      struct cmsghdr* c = CMSG_FIRSTHDR(&h);
+      if (gsoSize > 0) {
+        c->cmsg_level = SOL_UDP;
+        c->cmsg_type = UDP_SEGMENT;
+        c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        uint16_t g = static_cast<uint16_t>(gsoSize);
+        memcpy(CMSG_DATA(c), &g, sizeof g);
+        used += CMSG_SPACE(sizeof(uint16_t));
+        c = CMSG_NXTHDR(&h, c);
+      }
+      if (ds >= 0 && c != nullptr) {
+        const bool v6 = alen == sizeof(struct sockaddr_in6);
+        c->cmsg_level = v6 ? IPPROTO_IPV6 : IPPROTO_IP;
+        c->cmsg_type = v6 ? IPV6_TCLASS : IP_TOS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        int v = ds;
+        memcpy(CMSG_DATA(c), &v, sizeof v);
+        used += CMSG_SPACE(sizeof(int));
+      }
+      h.msg_controllen = used;
+    }
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    CloseHandle();
+    CloseFd();
+    return info.Env().Undefined();
+  }
+
+  void CloseHandle() {
+    reading_ = false;
+    wantWrite_ = false;
+    PollUnregister(this);
+    if (poll_ != nullptr) {
+      uv_poll_stop(poll_);
+      poll_->data = nullptr;
+      uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+      poll_ = nullptr;
+    }
+    if (refd_) {
+      refd_ = false;
+      Unref();
+    }
+  }
+
+  void CloseFd() {
+    if (fd_ >= 0) {
+      close(fd_);
+      fd_ = -1;
+    }
+  }
+
+  static void OnPoll(uv_poll_t* handle, int status, int events) {
+    UdpSocket* self = static_cast<UdpSocket*>(handle->data);
+    if (self == nullptr) return;
+    if (status < 0) {
+      self->Fail(-status, "poll");
+      return;
+    }
+    if ((events & UV_WRITABLE) != 0 && self->wantWrite_) {
+      self->wantWrite_ = false;
+      self->Rearm(self->Env());
+      Napi::Env env = self->Env();
+      Napi::HandleScope scope(env);
+      try {
+        self->onWritable_.MakeCallback(self->Value(), {}, self->ctx_);
+      } catch (const Napi::Error& e) {
+        napi_fatal_exception(env, e.Value());
+      }
+    }
+    if ((events & UV_READABLE) != 0 && self->reading_) {
+      self->Drain();
+      BusyPollAfterBatch();
+    }
+  }
+
+  void Deliver(int n) {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    try {
+      onBatch_.MakeCallback(Value(), {Napi::Number::New(env, n)}, ctx_);
+    } catch (const Napi::Error& e) {
+      napi_fatal_exception(env, e.Value());
+    }
+  }
+
+  void Fail(int err, const char* syscall) {
+    reading_ = false;
+    PollUnregister(this);
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    try {
+      Rearm(env);
+    } catch (const Napi::Error&) {
+    }
+    Napi::Error e = SystemError(env, err, syscall);
+    if (onError_.IsEmpty()) return;
+    try {
+      onError_.MakeCallback(Value(), {e.Value()}, ctx_);
+    } catch (const Napi::Error& ex) {
+      napi_fatal_exception(env, ex.Value());
+    }
+  }
+
+  Napi::AsyncContext ctx_;
+  int family_ = AF_INET;
+  int fd_ = -1;
+  double* stats_ = nullptr;
+  Napi::ObjectReference statsRef_;
+  uv_poll_t* poll_ = nullptr;
+  bool reading_ = false;
+  bool wantWrite_ = false;
+  bool refd_ = false;
+  uint32_t rxMsgSize_ = 0;
+  int rxCap_ = 0;
+  uint8_t* rxSlab_ = nullptr;
+  int32_t* rxOffs_ = nullptr;
+  int32_t* rxLens_ = nullptr;
+  int32_t* rxSegs_ = nullptr;
+  uint8_t* rxSrcs_ = nullptr;
+  int16_t* rxTos_ = nullptr;
+  Napi::ObjectReference rxRefs_[6];
+  Napi::FunctionReference onBatch_, onError_, onWritable_;
+};
 
 void InitUdp(Napi::Env env, Napi::Object exports) {
-  exports.Set("sendGso", Napi::Function::New(env, SendGso, "sendGso"));
+  exports.Set("UdpSocket", UdpSocket::Define(env));
 }
 
 }  // namespace uvtep

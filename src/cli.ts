@@ -9,7 +9,7 @@ import { Command, CommanderError, Option } from 'commander';
 import pino, { type Logger } from 'pino';
 import { DEFAULTS, resolveConfig, TAP_MTU_MAX, TAP_MTU_MIN, type VtepOptions } from './config.js';
 import { ConfigError, isSystemError, UvtepError } from './errors.js';
-import { createVtep } from './index.js';
+import { createVtep, type TransportKind } from './index.js';
 import { loadBinding } from './native.js';
 import { TapPort } from './port/tap.js';
 import { formatMac } from './wire/ethernet.js';
@@ -53,6 +53,10 @@ const FLAG: Record<string, string> = {
   df: '--df',
   metrics: '--metrics',
   gso: '--no-gso',
+  gro: '--no-gro',
+  tso: '--no-tso',
+  busyPoll: '--busy-poll',
+  transport: '--transport',
   config: '--config',
 };
 
@@ -95,6 +99,9 @@ interface RunOpts {
   control: string | boolean;
   gso: boolean;
   gro: boolean;
+  tso: boolean;
+  transport: string;
+  busyPoll: number | string;
   metrics?: string;
   config?: string;
   logLevel: string;
@@ -129,8 +136,11 @@ export function buildProgram(): Command {
     .addOption(new Option('--srcport <min-max>', 'outer UDP source ports: one per inner flow from this range (RFC 7348 recommends 49152-65535); default: one ephemeral port'))
     .addOption(new Option('--tos <n|inherit>', 'outer TOS / traffic class, 0-255, or inherit from the inner IP header').default(0).argParser(tosArg))
     .addOption(new Option('--df <set|unset>', 'IPv4 DF bit of outer packets (as ip link ... df)').default('unset'))
-    .addOption(new Option('--no-gro', 'write one frame per syscall to the TAP instead of coalescing TCP segments (IFF_VNET_HDR)'))
-    .addOption(new Option('--no-gso', 'send one datagram per syscall instead of UDP GSO batches (UDP_SEGMENT)'))
+    .addOption(new Option('--transport <kind>', 'UDP endpoint: native (recvmmsg/sendmmsg with UDP GSO/GRO, the default on Linux) or dgram (node:dgram, the portable fallback)').default('auto', 'native where the addon is built'))
+    .addOption(new Option('--no-tso', 'no TCP/UDP segmentation offload on the TAP: the kernel segments and checksums before uvtep reads'))
+    .addOption(new Option('--no-gro', 'no receive coalescing: one TAP write per frame, no UDP GRO on the socket'))
+    .addOption(new Option('--no-gso', 'no UDP GSO on send: one datagram per message (still batched with sendmmsg)'))
+    .addOption(new Option('--busy-poll <us>', 'after a batch, poll the TAP and the socket for up to this many microseconds before sleeping (lower latency, more CPU)').default(0).argParser(int))
     .addOption(new Option('--allow-from <cidr>', 'accept datagrams only from these underlay sources; repeatable (default: anyone, as Linux)').argParser(collect))
     .addOption(new Option('--underlay-mtu <n>', 'underlay MTU (default: MTU of --dev, else 1500)').argParser(int))
     .addOption(new Option('--sndbuf <bytes>', 'UDP socket send buffer (SO_SNDBUF)').default(DEFAULTS.sndbuf).argParser(int))
@@ -289,8 +299,13 @@ async function run(o: RunOpts): Promise<number> {
     tos: o.tos as number | 'inherit',
     df: o.df as 'set' | 'unset',
     gso: o.gso,
+    gro: o.gro,
+    busyPoll: o.busyPoll as number,
   };
 
+  if (o.transport !== 'auto' && o.transport !== 'native' && o.transport !== 'dgram') {
+    return usageError(`option --transport: expected native or dgram, got ${JSON.stringify(o.transport)}`);
+  }
   let vtep: Vtep;
   let metricsAt: ReturnType<typeof parseMetricsAddress> | undefined;
   try {
@@ -304,8 +319,9 @@ async function run(o: RunOpts): Promise<number> {
       ...(o.bridge !== undefined ? { bridge: o.bridge } : {}),
       ...(o.persist ? { persist: true } : {}),
       gro: o.gro,
+      tso: o.tso,
     });
-    vtep = createVtep({ ...vtepOptions, framePort: tap });
+    vtep = createVtep({ ...vtepOptions, framePort: tap, ...(o.transport === 'auto' ? {} : { transport: o.transport as TransportKind }) });
     try {
       await vtep.start();
     } catch (e) {

@@ -92,8 +92,15 @@ export interface VtepOptions {
   tos?: number | 'inherit';
   /** IPv4 DF bit of outer packets: `unset` (default, as the kernel VTEP) or `set`. */
   df?: 'set' | 'unset';
-  /** UDP GSO on send: equal-size datagrams to one remote leave in one sendmsg (default true). */
+  /** UDP GSO on send: a run of equal-size datagrams to one remote leaves as one message (default true). */
   gso?: boolean;
+  /** UDP GRO on receive (native transport): one message carries up to 64 datagrams (default true). */
+  gro?: boolean;
+  /**
+   * Busy polling, in microseconds (default 0 = off): after a batch, keep polling the TAP and the
+   * socket for up to this long before sleeping. Lower latency for more CPU; process-wide.
+   */
+  busyPoll?: number;
 }
 
 /** An underlay source filter entry. */
@@ -140,6 +147,8 @@ export interface VtepConfig {
   tos: number | 'inherit';
   df: 'set' | 'unset';
   gso: boolean;
+  gro: boolean;
+  busyPoll: number;
 }
 
 function fail(option: string, code: (typeof ErrorCode)[keyof typeof ErrorCode], what: string): never {
@@ -349,5 +358,7 @@ export function resolveConfig(o: VtepOptions): VtepConfig {
     tos,
     df,
     gso: checkBool(o.gso ?? true, 'gso'),
+    gro: checkBool(o.gro ?? true, 'gro'),
+    busyPoll: checkInt(o.busyPoll ?? 0, 'busyPoll', 0, 1_000_000, 'microseconds'),
   };
 }

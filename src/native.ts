@@ -14,13 +14,61 @@ export interface TapReaderHandle {
   close(): void;
 }
 
+/** Indices of the TAP reader's stats array (native/reader.cc). */
+export const ReaderStat = { Reads: 0, Frames: 1, SuperFrames: 2, CsumCompleted: 3, BadVnet: 4, BadHeaders: 5, TooManySegs: 6, NoRoom: 7 } as const;
+export const READER_STATS = 8;
+/** Indices of the TAP writer's stats array (native/tap.cc writeFrames). */
+export const WriterStat = { Writes: 0, GroWrites: 1, GroSegments: 2, LostFrames: 3, LostBytes: 4, BadCsum: 5 } as const;
+export const WRITER_STATS = 6;
+/** Indices of a UDP socket's stats array (native/udp.cc). */
+export const SockStat = { SendCalls: 0, MsgsSent: 1, DgramsSent: 2, GsoMsgs: 3, GsoDgrams: 4, GsoFallbacks: 5, RecvCalls: 6, MsgsRecv: 7, GroMsgs: 8, Truncated: 9 } as const;
+export const SOCK_STATS = 10;
+/** Bytes per received message in `recvStart`'s `srcs`: family (4|6), 0, port (big-endian), address (16). */
+export const SRC_STRIDE = 20;
+
+/** TUN_F_* offload bits (include/uapi/linux/if_tun.h). */
+export const TunOffload = { Csum: 0x01, Tso4: 0x02, Tso6: 0x04, TsoEcn: 0x08, Uso4: 0x20, Uso6: 0x40 } as const;
+
+/** The native UDP endpoint: owns its fd; data-path calls return -errno instead of throwing. */
+export interface UdpSocketHandle {
+  /** Throws a system error with syscall 'bind' (EADDRINUSE, EADDRNOTAVAIL...). */
+  bind(address: Uint8Array, port: number, scopeId: number): void;
+  /** setsockopt with an int value: 0 or -errno. */
+  setOpt(level: number, name: number, value: number): number;
+  /** setsockopt with a struct (ip_mreqn, ipv6_mreq): 0 or -errno. */
+  setOptBytes(level: number, name: number, value: Uint8Array): number;
+  localPort(): number;
+  /**
+   * Starts receiving: each readiness event drains the socket with recvmmsg into `slab` (message i
+   * at i * msgSize) and calls `onBatch(count)` once per recvmmsg. For message i: offs/lens (len -1:
+   * truncated), segs (UDP GRO stride, 0 = one datagram), srcs (SRC_STRIDE bytes), tos (-1 unknown).
+   */
+  recvStart(slab: Uint8Array, msgSize: number, offs: Int32Array, lens: Int32Array, segs: Int32Array, srcs: Uint8Array, tos: Int16Array, onBatch: (count: number) => void, onError: (err: Error) => void): void;
+  recvStop(): void;
+  /**
+   * Sends entries start..start+count-1 with sendmmsg (see native/udp.cc): 0 when all went (or
+   * failed with a per-datagram error, reported in `res`), -EAGAIN when the socket is full, with
+   * res[0] the first entry not done and res[1] its datagrams already sent.
+   */
+  send(buf: Uint8Array, offs: Int32Array, lens: Int32Array, segs: Int32Array, lasts: Int32Array, addrs: Uint8Array, addrStride: number, ds: Int16Array, start: number, count: number, gso: boolean, res: Int32Array): number;
+  /** Calls `cb` once when the socket is writable again. */
+  waitWritable(cb: () => void): void;
+  close(): void;
+}
+
 export interface NativeBinding {
-  openTap(name: string, persist: boolean, vnetHdr?: boolean): { fd: number; name: string };
+  /** Opens a TAP; `offloads` (TunOffload bits) is offered with TUNSETOFFLOAD, the result says what was accepted. */
+  openTap(name: string, persist: boolean, vnetHdr: boolean, offloads: number): { fd: number; name: string; offloads: number };
   setPersist(fd: number, on: boolean): void;
-  /** Bytes written, or a negative errno (never throws on the data path). */
-  write(fd: number, buf: Uint8Array, off: number, len: number): number;
-  /** One frame behind a virtio_net_hdr (writev): bytes written, or a negative errno. */
-  writeVnet(fd: number, hdr: Uint8Array, buf: Uint8Array, off: number, len: number): number;
+  /**
+   * Writes frames i < count (buf[offs[i], +lens[i])) to the TAP: with `vnet`, TCP segments of one
+   * flow merge into one GSO write when `gro`. Returns the frames lost to write errors.
+   */
+  writeFrames(fd: number, vnet: boolean, gro: boolean, buf: Uint8Array, offs: Int32Array, lens: Int32Array, count: number, stats: Float64Array): number;
+  /** What writeFrames would write, recorded into `out` as [u32 LE length][vnet header + packet]; returns bytes used. */
+  coalesce(buf: Uint8Array, offs: Int32Array, lens: Int32Array, count: number, gro: boolean, out: Uint8Array, stats: Float64Array): number;
+  /** The TAP reader's per-read work on one frame at buf[off, off+len) with room up to off+cap: [segs, segLen, lastLen] or [negative reason]. */
+  segment(vnetHdr: Uint8Array, buf: Uint8Array, off: number, len: number, cap: number): number[];
   close(fd: number): void;
   TapReader: new (
     fd: number,
@@ -29,10 +77,16 @@ export interface NativeBinding {
     headroom: number,
     offs: Int32Array,
     lens: Int32Array,
+    segs: Int32Array,
+    lasts: Int32Array,
+    stats: Float64Array,
     onBatch: (count: number) => void,
     onError: (err: Error) => void,
-    vnetLen?: number,
+    vnet: boolean,
   ) => TapReaderHandle;
+  UdpSocket: new (family: 4 | 6, stats: Float64Array) => UdpSocketHandle;
+  /** Busy polling after each batch, in microseconds (0 = off). Process-wide. */
+  setBusyPoll(us: number): void;
   ifindex(name: string): number;
   getMtu(name: string): number;
   setMtu(name: string, mtu: number): void;
@@ -42,16 +96,10 @@ export interface NativeBinding {
   isUp(name: string): boolean;
   bridgePort(bridge: string, port: string, add: boolean): void;
   addAddress(name: string, family: 4 | 6, bytes: Uint8Array, prefixLen: number): void;
+  /** `ip link set dev NAME gso_max_segs N`. */
+  setGsoMaxSegs(name: string, segs: number): void;
   /** The interface's IPv4 address (4 bytes), whatever its carrier state. */
   getIpv4(name: string): Buffer;
-  /**
-   * One sendmsg with UDP_SEGMENT: datagrams start..start+count-1 of (offs, lens) over `buf`, all
-   * but the last `segSize` long, to `sockaddr`. Bytes sent, or a negative errno.
-   */
-  sendGso(fd: number, sockaddr: Uint8Array, buf: Uint8Array, offs: Int32Array, lens: Int32Array, start: number, count: number, segSize: number): number;
-  setSockOptInt(fd: number, level: number, name: number, value: number): void;
-  /** 0 or a negative errno; never throws. */
-  setSockOptIntFast(fd: number, level: number, name: number, value: number): number;
 }
 
 let cached: NativeBinding | undefined;

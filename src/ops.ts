@@ -137,6 +137,7 @@ function statsText(tap: string, s: VtepStats, rate?: { rxPps: number; txPps: num
     `  drops: ${s.dropsTotal}${drops ? ` (${drops})` : ''}${rate ? `   ${rate.dropPps.toFixed(0)}/s` : ''}`,
     `  fdb: ${s.fdbSize} entries, ${s.learnRefused} learns refused; backpressure pauses ${s.txPauses}`,
     `  offloads: ${s.txGsoDatagrams} datagrams in ${s.txGsoSends} GSO sends, ${s.rxGroSegments} frames in ${s.rxGroWrites} coalesced TAP writes`,
+    ...(s.io ? [`  io (${s.io.transport}): TAP ${s.io.reads} reads -> ${s.io.readFrames} frames (${s.io.superFrames} super-frames split), ${s.io.writes} writes; UDP ${s.io.sendCalls} send calls -> ${s.io.sentDatagrams} datagrams, ${s.io.recvCalls} receive calls -> ${s.io.recvMsgs} messages (${s.io.groMsgs} GRO)`] : []),
   ];
   return lines.join('\n');
 }

@@ -1,10 +1,12 @@
 /**
  * Vtep: joins a FramePort (frames), a Transport (datagrams) and the Fdb.
  *
- *   encap: port batch -> per frame: FDB lookup by destination MAC (unknown unicast, broadcast
- *          and multicast go to the flood list) -> VXLAN header written in place in the
- *          headroom -> one TxBatch -> transport.send.
- *   decap: datagram -> checkVxlan -> VNI -> inner frame checks -> learn -> port.write.
+ *   encap: port batch -> per entry (a frame, or a super-frame the port split into a run of
+ *          MSS-sized frames): FDB lookup by destination MAC (unknown unicast, broadcast and
+ *          multicast go to the flood list) -> VXLAN header written in place in each frame's
+ *          headroom -> one TxBatch entry per remote -> transport.send (one GSO message each).
+ *   decap: received batch -> per datagram: checkVxlan -> VNI -> inner frame checks -> learn
+ *          -> the frame joins the batch written to the port with one writeBatch call.
  *
  * Per-packet problems are counted drops (`DropReason`), never exceptions or log lines.
  */
@@ -14,7 +16,8 @@ import { StateError } from './errors.js';
 import { Fdb, LearnResult, type Remote } from './fdb.js';
 import type { FrameBatch, FramePort } from './port/port.js';
 import { FRAME_HEADROOM } from './port/port.js';
-import type { SendError, Transport } from './transport/transport.js';
+import type { RxBatch, SendError, Transport, TransportCounters } from './transport/transport.js';
+import type { PortCounters } from './port/port.js';
 import { TxBatch } from './transport/transport.js';
 import { ETH_HLEN, ethDst, ethSrc, MAC_ZERO } from './wire/ethernet.js';
 import { checkVxlan, emitVxlan, VXLAN_HLEN, vxlanVni, VxlanCheck } from './wire/vxlan.js';
@@ -53,6 +56,11 @@ export const DropReason = {
   TxError: 12,
   /** rx: the underlay source is not in `allowFrom`. */
   NotAllowed: 13,
+  /**
+   * tx: the port read a frame whose offload metadata (virtio_net_hdr) it could not honour: unknown
+   * flags or GSO type, headers that contradict it, more segments than one GSO send carries.
+   */
+  OffloadInvalid: 14,
 } as const;
 export type DropReason = (typeof DropReason)[keyof typeof DropReason];
 export type DropReasonName = keyof typeof DropReason;
@@ -78,12 +86,19 @@ export interface VtepStats {
   learnRefused: number;
   /** Times the port was paused because the socket still held queued datagrams (backpressure). */
   txPauses: number;
-  /** UDP GSO: sendmsg calls that carried several datagrams, and how many datagrams they carried. */
+  /** UDP GSO: messages that carried several datagrams, and how many datagrams they carried. */
   txGsoSends: number;
   txGsoDatagrams: number;
   /** Receive coalescing: TAP writes that carried several frames of a TCP stream, and how many. */
   rxGroWrites: number;
   rxGroSegments: number;
+  /** Syscalls and offloads of the port and the transport (what the fast path batches). */
+  io: VtepIo;
+}
+
+export interface VtepIo extends Omit<PortCounters, 'offloadInvalid' | 'groWrites' | 'groSegments'>, Omit<TransportCounters, 'gsoSends' | 'gsoDatagrams'> {
+  /** 'native' or 'dgram'. */
+  transport: string;
 }
 
 export interface VtepSendErrorInfo {
@@ -113,6 +128,8 @@ export interface VtepDeps {
 }
 
 const TX_BATCH_CAP = 256;
+/** Frames of one received batch handed to the port at once: 64 messages of up to 64 GRO datagrams. */
+const RX_FRAMES_CAP = 64 * 64;
 const SEND_ERROR_REPORT_MS = 1000;
 
 type State = 'new' | 'starting' | 'running' | 'closed';
@@ -146,6 +163,9 @@ export class Vtep extends EventEmitter<VtepEvents> {
   private floodCopies = 0;
   private txPauses = 0;
   private readonly drops: Float64Array;
+  // the frames of a received batch, written to the port at the end of it
+  private rxOffs: Int32Array;
+  private rxLens: Int32Array;
 
   constructor(config: VtepConfig, deps: VtepDeps) {
     super();
@@ -167,6 +187,8 @@ export class Vtep extends EventEmitter<VtepEvents> {
     this.allow = config.allowFrom;
     this.allowMemo = new Map();
     this.drops = new Float64Array(DROP_REASONS.length);
+    this.rxOffs = new Int32Array(RX_FRAMES_CAP);
+    this.rxLens = new Int32Array(RX_FRAMES_CAP);
     this.fdb = new Fdb({
       dstPort: config.dstPort,
       ageingMs: config.ageingS * 1000,
@@ -190,7 +212,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
     this.state = 'starting';
     try {
       await this.transport.open({
-        onDatagram: this.onDatagram,
+        onDatagrams: this.onDatagrams,
         onSendError: this.onSendError,
         onError: this.onFatal,
       });
@@ -222,17 +244,14 @@ export class Vtep extends EventEmitter<VtepEvents> {
   /** A snapshot of the counters as a plain object. */
   get stats(): VtepStats {
     const drops = {} as Record<DropReasonName, number>;
-    const gso = this.transport.counters?.();
-    const gro = this.port.counters?.();
+    const t = this.transport.counters?.();
+    const p = this.port.counters?.();
+    // frames the port refused to read (bad offload metadata) are counted by the port, once
+    this.drops[DropReason.OffloadInvalid] = p?.offloadInvalid ?? 0;
     let total = 0;
     for (let i = 0; i < DROP_REASONS.length; i++) {
       drops[DROP_REASONS[i]!] = this.drops[i]!;
       total += this.drops[i]!;
-    }
-    // frames the port accepted but then failed to write (coalesced writes) are TapBusy drops too
-    if (gro !== undefined && gro.writeErrors > 0) {
-      drops.TapBusy += gro.writeErrors;
-      total += gro.writeErrors;
     }
     return {
       rxDatagrams: this.rxDatagrams,
@@ -247,14 +266,34 @@ export class Vtep extends EventEmitter<VtepEvents> {
       fdbSize: this.fdb.size,
       learnRefused: this.fdb.learnRefused,
       txPauses: this.txPauses,
-      txGsoSends: gso?.gsoSends ?? 0,
-      txGsoDatagrams: gso?.gsoDatagrams ?? 0,
-      rxGroWrites: gro?.groWrites ?? 0,
-      rxGroSegments: gro?.groSegments ?? 0,
+      txGsoSends: t?.gsoSends ?? 0,
+      txGsoDatagrams: t?.gsoDatagrams ?? 0,
+      rxGroWrites: p?.groWrites ?? 0,
+      rxGroSegments: p?.groSegments ?? 0,
+      io: {
+        transport: this.transport.kind,
+        reads: p?.reads ?? 0,
+        readFrames: p?.readFrames ?? 0,
+        superFrames: p?.superFrames ?? 0,
+        csumCompleted: p?.csumCompleted ?? 0,
+        writes: p?.writes ?? 0,
+        badCsum: p?.badCsum ?? 0,
+        sendCalls: t?.sendCalls ?? 0,
+        sentMsgs: t?.sentMsgs ?? 0,
+        sentDatagrams: t?.sentDatagrams ?? 0,
+        gsoFallbacks: t?.gsoFallbacks ?? 0,
+        recvCalls: t?.recvCalls ?? 0,
+        recvMsgs: t?.recvMsgs ?? 0,
+        groMsgs: t?.groMsgs ?? 0,
+      },
     };
   }
 
-  /** Encapsulation: one call per port batch. */
+  /**
+   * Encapsulation: one call per port batch. Entry i is a run of `segs` frames at a fixed stride
+   * (one frame, or a TCP/UDP super-frame the port split): one FDB lookup and one TxBatch entry
+   * per remote for the whole run, the VXLAN header written in place before each frame.
+   */
   private readonly onFrames = (batch: FrameBatch): void => {
     if (this.state !== 'running') return;
     const buf = batch.buf;
@@ -262,16 +301,20 @@ export class Vtep extends EventEmitter<VtepEvents> {
     const tx = this.tx;
     const fdb = this.fdb;
     const vni = this.vni;
-    this.txFrames += n;
+    const maxFrame = this.maxFrame;
     for (let i = 0; i < n; i++) {
       const off = batch.offs[i]!;
       const len = batch.lens[i]!;
-      if (len < ETH_HLEN) {
-        this.drops[DropReason.FrameTruncated]++;
+      const segs = batch.segs[i]!;
+      const last = batch.lasts[i]!;
+      this.txFrames += segs;
+      if (len < ETH_HLEN || last < ETH_HLEN) {
+        this.drops[DropReason.FrameTruncated] += segs;
         continue;
       }
-      if (len > this.maxFrame) {
-        this.drops[DropReason.TooBig]++;
+      // a segment larger than the underlay carries (a bridge port with a larger MTU): never fragment
+      if (len > maxFrame) {
+        this.drops[DropReason.TooBig] += segs;
         continue;
       }
       const entry = fdb.lookup(ethDst(buf, off));
@@ -280,21 +323,24 @@ export class Vtep extends EventEmitter<VtepEvents> {
         remotes = entry.remotes;
       } else {
         remotes = fdb.flood;
-        this.floodCopies += remotes.length;
+        this.floodCopies += remotes.length * segs;
       }
       const nr = remotes.length;
       if (nr === 0) {
-        this.drops[DropReason.NoRemote]++;
+        this.drops[DropReason.NoRemote] += segs;
         continue;
       }
+      const stride = len + VXLAN_HLEN;
       const hdr = off - FRAME_HEADROOM;
-      emitVxlan(buf, hdr, vni);
-      if (tx.count + nr > tx.cap) this.flushTx();
+      for (let k = 0; k < segs; k++) emitVxlan(buf, hdr + k * stride, vni);
       const hash = this.wantHash ? flowHash(buf, off, len) : 0;
       const ds = this.wantDs ? innerDsfield(buf, off, len) : -1;
-      for (let j = 0; j < nr; j++) tx.push(buf, hdr, len + VXLAN_HLEN, remotes[j]!, hash, ds);
-      this.txPackets += nr;
-      this.txBytes += len * nr;
+      for (let j = 0; j < nr; j++) {
+        if (tx.count === tx.cap) this.flushTx();
+        tx.push(buf, hdr, stride, remotes[j]!, hash, ds, segs, last + VXLAN_HLEN);
+      }
+      this.txPackets += nr * segs;
+      this.txBytes += nr * (len * (segs - 1) + last);
     }
     this.flushTx();
     // The slab must not be overwritten while the kernel may still read it: hold the port until
@@ -318,54 +364,112 @@ export class Vtep extends EventEmitter<VtepEvents> {
     if (this.state === 'running') this.port.resume();
   };
 
-  /** Decapsulation: one call per datagram. */
-  private readonly onDatagram = (buf: Buffer, off: number, len: number, src: string): void => {
-    this.rxDatagrams++;
-    if (this.allow.length > 0 && !this.allowed(src)) {
-      this.drops[DropReason.NotAllowed]++;
-      return;
+  /**
+   * Decapsulation: one call per received batch. A message may hold several datagrams (UDP GRO);
+   * each is checked on its own. The frames that pass are written to the port with one call at
+   * the end of the batch (the port coalesces TCP segments of a flow); nothing is kept after.
+   */
+  private readonly onDatagrams = (b: RxBatch): void => {
+    const buf = b.buf;
+    const strict = this.strict;
+    const myVni = this.vni;
+    const maxFrame = this.maxFrame;
+    const ownMac = this.ownMac;
+    const learning = this.learning;
+    const checkAllow = this.allow.length > 0;
+    let outOffs = this.rxOffs;
+    let outLens = this.rxLens;
+    let nOut = 0;
+    let bytes = 0;
+    // the last (source MAC, remote) learned in this batch: a run of one flow learns once
+    let lastMac = -1;
+    let lastSrc = '';
+    let lastConflict = false;
+    for (let m = 0; m < b.count; m++) {
+      const total = b.lens[m]!;
+      const src = b.srcs[m]!;
+      if (total < 0) {
+        // larger than the receive buffer: reassembled from fragments (RFC 7348 4.3: may discard)
+        this.rxDatagrams++;
+        this.drops[DropReason.TooBig]++;
+        continue;
+      }
+      const stride = b.segs[m]! > 0 ? b.segs[m]! : total;
+      const nd = stride > 0 ? Math.ceil(total / stride) : 1;
+      this.rxDatagrams += nd;
+      if (checkAllow && !this.allowed(src)) {
+        this.drops[DropReason.NotAllowed] += nd;
+        continue;
+      }
+      if (nOut + nd > outOffs.length) {
+        const grow = Math.max(outOffs.length * 2, nOut + nd);
+        const o = new Int32Array(grow);
+        const l = new Int32Array(grow);
+        o.set(outOffs);
+        l.set(outLens);
+        this.rxOffs = outOffs = o;
+        this.rxLens = outLens = l;
+      }
+      const base = b.offs[m]!;
+      for (let d = 0; d < nd; d++) {
+        const off = base + d * stride;
+        const len = d === nd - 1 ? total - d * stride : stride;
+        const c = checkVxlan(buf, off, off + len, strict);
+        if (c !== VxlanCheck.Ok) {
+          this.drops[c === VxlanCheck.Truncated ? DropReason.Truncated : c === VxlanCheck.NoIFlag ? DropReason.InvalidHeader : DropReason.ReservedBits]++;
+          continue;
+        }
+        if (vxlanVni(buf, off) !== myVni) {
+          this.drops[DropReason.VniMismatch]++;
+          continue;
+        }
+        const inner = off + VXLAN_HLEN;
+        const ilen = len - VXLAN_HLEN;
+        if (ilen < ETH_HLEN) {
+          this.drops[DropReason.InnerTruncated]++;
+          continue;
+        }
+        // Larger than the underlay carries unfragmented: it was reassembled from IP fragments,
+        // which RFC 7348 section 4.3 lets the destination VTEP "silently discard".
+        if (ilen > maxFrame) {
+          this.drops[DropReason.TooBig]++;
+          continue;
+        }
+        const smac = ethSrc(buf, inner);
+        if (smac === ownMac) {
+          this.drops[DropReason.LocalMac]++;
+          continue;
+        }
+        // Zero or group (I/G bit) source: not a valid station; never learned, never delivered.
+        if (smac === MAC_ZERO || (buf[inner + 6]! & 1) !== 0) {
+          this.drops[DropReason.InvalidSrcMac]++;
+          continue;
+        }
+        if (learning) {
+          if (smac !== lastMac || src !== lastSrc) {
+            lastConflict = this.fdb.learn(smac, src) === LearnResult.StaticConflict;
+            lastMac = smac;
+            lastSrc = src;
+          }
+          if (lastConflict) {
+            this.drops[DropReason.StaticConflict]++;
+            continue;
+          }
+        }
+        outOffs[nOut] = inner;
+        outLens[nOut] = ilen;
+        nOut++;
+        bytes += ilen;
+      }
     }
-    const c = checkVxlan(buf, off, off + len, this.strict);
-    if (c !== VxlanCheck.Ok) {
-      this.drops[c === VxlanCheck.Truncated ? DropReason.Truncated : c === VxlanCheck.NoIFlag ? DropReason.InvalidHeader : DropReason.ReservedBits]++;
-      return;
+    if (nOut === 0) return;
+    const lost = this.port.writeBatch(buf, outOffs, outLens, nOut);
+    if (lost > 0) {
+      this.drops[DropReason.TapBusy] += lost;
+      bytes -= this.port.lostBytes;
     }
-    if (vxlanVni(buf, off) !== this.vni) {
-      this.drops[DropReason.VniMismatch]++;
-      return;
-    }
-    const inner = off + VXLAN_HLEN;
-    const ilen = len - VXLAN_HLEN;
-    if (ilen < ETH_HLEN) {
-      this.drops[DropReason.InnerTruncated]++;
-      return;
-    }
-    // Larger than the underlay carries unfragmented: it was reassembled from IP fragments, which
-    // RFC 7348 section 4.3 lets the destination VTEP "silently discard".
-    if (ilen > this.maxFrame) {
-      this.drops[DropReason.TooBig]++;
-      return;
-    }
-    const smac = ethSrc(buf, inner);
-    if (smac === this.ownMac) {
-      this.drops[DropReason.LocalMac]++;
-      return;
-    }
-    // Zero or group (I/G bit) source: not a valid station; never learned, never delivered.
-    if (smac === MAC_ZERO || (buf[inner + 6]! & 1) !== 0) {
-      this.drops[DropReason.InvalidSrcMac]++;
-      return;
-    }
-    if (this.learning && this.fdb.learn(smac, src) === LearnResult.StaticConflict) {
-      this.drops[DropReason.StaticConflict]++;
-      return;
-    }
-    if (!this.port.write(buf, inner, ilen)) {
-      this.drops[DropReason.TapBusy]++;
-      return;
-    }
-    this.rxPackets++;
-    this.rxBytes += ilen;
+    this.rxPackets += nOut - lost;
+    this.rxBytes += bytes;
   };
 
   private allowed(src: string): boolean {
@@ -379,7 +483,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
   }
 
   private readonly onSendError = (err: SendError): void => {
-    this.drops[DropReason.TxError]++;
+    this.drops[DropReason.TxError] += err.datagrams ?? 1;
     const code = err.code ?? 'EUNKNOWN';
     const key = `${code}|${err.address ?? ''}|${err.port ?? ''}`;
     const now = Date.now();

@@ -103,6 +103,8 @@ export class MemoryPort extends EventEmitter<MemoryPortEvents> implements FrameP
         f.copy(b.buf, off);
         b.offs[i] = off;
         b.lens[i] = f.length;
+        b.segs[i] = 1;
+        b.lasts[i] = f.length;
       }
       b.count = n;
       q.splice(0, n);
@@ -110,11 +112,25 @@ export class MemoryPort extends EventEmitter<MemoryPortEvents> implements FrameP
     }
   }
 
-  write(buf: Buffer, off: number, len: number): boolean {
-    if (this.closed || len < ETH_HLEN) return false;
-    this.delivered++;
-    if (this.listenerCount('frame') > 0) this.emit('frame', Buffer.from(buf.subarray(off, off + len)));
-    return true;
+  /** Bytes of the frames the last `writeBatch` refused. */
+  lostBytes = 0;
+
+  writeBatch(buf: Buffer, offs: Int32Array, lens: Int32Array, count: number): number {
+    let lost = 0;
+    this.lostBytes = 0;
+    const emit = this.listenerCount('frame') > 0;
+    for (let i = 0; i < count; i++) {
+      const off = offs[i]!;
+      const len = lens[i]!;
+      if (this.closed || len < ETH_HLEN) {
+        lost++;
+        this.lostBytes += len;
+        continue;
+      }
+      this.delivered++;
+      if (emit) this.emit('frame', Buffer.from(buf.subarray(off, off + len)));
+    }
+    return lost;
   }
 
   close(): Promise<void> {

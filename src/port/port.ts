@@ -1,27 +1,54 @@
 /**
  * FramePort: where Ethernet frames come from and go to (a TAP device, or memory).
- * Batches cross the boundary: one `onFrames` call per readiness event, many frames each.
+ * Batches cross the boundary in both directions: one `onFrames` call per readiness event, and
+ * one `writeBatch` call per received batch of datagrams.
  */
 
 /** Writable bytes every port guarantees before each frame, so the VXLAN header goes in place. */
 export const FRAME_HEADROOM = 8;
 
 /**
- * A batch of frames in caller-owned memory. Frame i is `buf[offs[i], offs[i] + lens[i])` and
- * `buf[offs[i] - FRAME_HEADROOM, offs[i])` is writable. The memory is the port's: it stays valid
- * until the next `onFrames` call, and the port never delivers another batch while paused, so a
- * consumer that still needs the memory (a queued send) pauses the port until it is done.
+ * A batch of frames in caller-owned memory, as entries. Entry i holds `segs[i]` frames laid out
+ * back to back at a fixed stride (a TAP super-frame split into MSS-sized frames, or one frame):
+ * frame k of entry i is `buf[o, o + len)` with `o = offs[i] + k * (lens[i] + FRAME_HEADROOM)` and
+ * `len = lens[i]` except for the last frame, which is `lasts[i]` long. The FRAME_HEADROOM bytes
+ * before every frame are writable, so frame k's datagram (VXLAN header + frame) ends where frame
+ * k+1's begins: an entry is one run of equal-size datagrams for a GSO send.
+ *
+ * The memory is the port's: it stays valid until the next `onFrames` call, and the port never
+ * delivers another batch while paused, so a consumer that still needs the memory (a queued send)
+ * pauses the port until it is done.
  */
 export interface FrameBatch {
   buf: Buffer;
   offs: Int32Array;
   lens: Int32Array;
+  segs: Int32Array;
+  lasts: Int32Array;
   count: number;
 }
 
 export type FramesHandler = (batch: FrameBatch) => void;
 /** A fatal port error (device removed, fd closed): the port is unusable afterwards. */
 export type PortErrorHandler = (err: Error) => void;
+
+/** Counters a port keeps about its own work (offloads, syscalls). */
+export interface PortCounters {
+  /** Read syscalls, and frames they produced (after splitting super-frames). */
+  reads: number;
+  readFrames: number;
+  /** TCP/UDP super-frames split, and frames whose partial checksum was completed. */
+  superFrames: number;
+  csumCompleted: number;
+  /** Reads refused: an offload header the frame contradicts, or that cannot be handled. */
+  offloadInvalid: number;
+  /** Write syscalls; those that carried several coalesced TCP segments, and how many. */
+  writes: number;
+  groWrites: number;
+  groSegments: number;
+  /** Received TCP segments whose checksum did not verify (written unmerged; the kernel drops them). */
+  badCsum: number;
+}
 
 export interface FramePort {
   /** Interface name, for messages ("uvtep0", "memory"). */
@@ -34,17 +61,18 @@ export interface FramePort {
   pause(): void;
   resume(): void;
   /**
-   * Hands one frame to the host side. Returns false when the port cannot take it now (the
-   * caller counts a drop). May keep a reference to `buf` until the end of the current event-loop
-   * turn (to coalesce frames), never longer: callers pass memory that is not reused before then.
+   * Hands frames i < count (`buf[offs[i], offs[i] + lens[i])`) to the host side, in order, before
+   * returning (nothing is kept). Returns how many were lost (the port could not take them);
+   * `lostBytes` then says their bytes.
    */
-  write(buf: Buffer, off: number, len: number): boolean;
-  /** Receive coalescing counters, and frames lost in writes after `write` accepted them. */
-  counters?(): { groWrites: number; groSegments: number; writeErrors: number };
+  writeBatch(buf: Buffer, offs: Int32Array, lens: Int32Array, count: number): number;
+  /** Bytes of the frames the last `writeBatch` lost. */
+  readonly lostBytes: number;
+  counters?(): PortCounters;
   close(): Promise<void>;
 }
 
-/** Allocates the parallel arrays of a batch of up to `cap` frames over `buf`. */
+/** Allocates the parallel arrays of a batch of up to `cap` entries over `buf`. */
 export function newFrameBatch(buf: Buffer, cap: number): FrameBatch {
-  return { buf, offs: new Int32Array(cap), lens: new Int32Array(cap), count: 0 };
+  return { buf, offs: new Int32Array(cap), lens: new Int32Array(cap), segs: new Int32Array(cap).fill(1), lasts: new Int32Array(cap), count: 0 };
 }

@@ -1,14 +1,19 @@
 /**
  * FramePort over a Linux TAP device (the native addon): what the kernel's vxlan netdevice is
- * to `ip link`, the TAP is to uvtep. Reads arrive in batches in a preallocated slab with
- * FRAME_HEADROOM bytes before each frame; writes are one frame per write().
+ * to `ip link`, the TAP is to uvtep.
+ *
+ * Fast path (default): the TAP is opened with a virtio_net_hdr (IFF_VNET_HDR) and TCP/UDP
+ * segmentation and checksum offloads (TUNSETOFFLOAD), so one read can return a 64 KB TCP
+ * super-frame. The native reader splits it in place into MSS-sized frames with complete
+ * checksums, at a fixed stride, so the whole run leaves in one UDP GSO send. Writes take a batch:
+ * the native writer merges consecutive TCP segments of each flow (kernel GRO rules, checksums
+ * verified first) and writes each merged packet with one gather writev.
  */
 import { ConfigError, ErrorCode } from '../errors.js';
 import { checkInt, checkUnicastMac, TAP_MTU_MAX, TAP_MTU_MIN } from '../config.js';
 import { Link, parseCidr, type CidrAddress } from '../link.js';
-import { loadBinding, type NativeBinding, type TapReaderHandle } from '../native.js';
-import { TcpCoalescer, VNET_HDR_LEN } from './gro.js';
-import { FRAME_HEADROOM, newFrameBatch, type FrameBatch, type FramePort, type FramesHandler, type PortErrorHandler } from './port.js';
+import { loadBinding, READER_STATS, ReaderStat, TunOffload, WRITER_STATS, WriterStat, type NativeBinding, type TapReaderHandle } from '../native.js';
+import { newFrameBatch, type FrameBatch, type FramePort, type FramesHandler, type PortCounters, type PortErrorHandler } from './port.js';
 
 export interface TapOptions {
   /** Interface name; default: the kernel picks `uvtep0`, `uvtep1`... */
@@ -25,37 +30,48 @@ export interface TapOptions {
   persist?: boolean;
   /** Bring the link up (default true). */
   up?: boolean;
-  /** Frames per read batch (default 64). */
+  /** Reads per batch (default 64). */
   batchSize?: number;
   /**
-   * Open the TAP with a virtio_net_hdr (IFF_VNET_HDR) and coalesce the segments of a TCP stream
-   * decapsulated in one event-loop turn into one GSO write (default true).
+   * Segmentation offloads (default true): the kernel hands uvtep TCP (and, from Linux 6.2, UDP)
+   * super-frames of up to 64 KB with partial checksums, which uvtep splits and checksums itself.
+   * false: the kernel segments and checksums before uvtep reads.
    */
+  tso?: boolean;
+  /** Merge received TCP segments of a flow into one GSO write (default true). */
   gro?: boolean;
   /** The native binding (tests inject a scripted one). */
   native?: NativeBinding;
 }
 
-/** Largest frame a slot holds: a 64 KiB TAP frame, whatever MTU is set later. */
-const SLOT_FRAME = 65536;
+/** Largest frame one read returns: a 64 KiB IP packet behind an Ethernet header and two VLAN tags. */
+const READ_MAX = 65535 + 22;
 const BATCH_DEFAULT = 64;
-/** Headroom per slot with a vnet header: the 10-byte header is read into it, then overwritten by the VXLAN header. */
-const VNET_HEADROOM = 16;
+/** Headroom per slot: the 10-byte vnet header is read into it, then overwritten by the VXLAN header. */
+const HEADROOM = 16;
+/** Segments per super-frame (the TAP's gso_max_segs; native/offload.h kMaxSegs). */
+export const TAP_MAX_SEGS = 64;
+/** Growth of a split super-frame per segment: a VXLAN header and a header run (native kSegGrowth). */
+const SEG_GROWTH = 8 + 160;
 
 export class TapPort implements FramePort {
   readonly name: string;
   readonly mac: number;
   readonly mtu: number;
   readonly link: Link;
+  /** TUN_F_* offloads the kernel accepted (0 without --tso). */
+  readonly offloads: number;
+  lostBytes: number;
   private readonly native: NativeBinding;
   private readonly fd: number;
   private readonly batch: FrameBatch;
   private readonly slotSize: number;
+  private readonly gro: boolean;
+  private readonly readStats: Float64Array;
+  private readonly writeStats: Float64Array;
   private reader: TapReaderHandle | undefined;
   private closed: boolean;
   private running: boolean;
-  private readonly headroom: number;
-  private readonly gro: TcpCoalescer | undefined;
 
   /** Opens (creates) the TAP device and applies the link settings; throws on failure, leaving nothing behind. */
   constructor(opts: TapOptions = {}) {
@@ -69,12 +85,16 @@ export class TapPort implements FramePort {
     const batchSize = opts.batchSize === undefined ? BATCH_DEFAULT : checkInt(opts.batchSize, 'batchSize', 1, 1024);
 
     this.native = opts.native ?? loadBinding();
-    const gro = opts.gro ?? true;
-    const { fd, name: actual } = this.native.openTap(name, opts.persist ?? false, gro);
+    const tso = opts.tso ?? true;
+    const want = tso ? TunOffload.Csum | TunOffload.Tso4 | TunOffload.Tso6 | TunOffload.TsoEcn | TunOffload.Uso4 | TunOffload.Uso6 : 0;
+    const { fd, name: actual, offloads } = this.native.openTap(name, opts.persist ?? false, true, want);
     this.fd = fd;
     this.name = actual;
+    this.offloads = offloads;
     this.link = new Link(actual, this.native);
     try {
+      // the stack never hands the TAP more segments than one GSO send carries
+      if (offloads !== 0) this.native.setGsoMaxSegs(actual, TAP_MAX_SEGS);
       if (mtu !== undefined) this.link.mtu = mtu;
       if (mac !== undefined) this.link.mac = mac;
       for (const a of addrs) this.link.addAddress(a);
@@ -86,11 +106,12 @@ export class TapPort implements FramePort {
       this.native.close(fd); // a non-persistent device disappears with its fd
       throw e;
     }
-    this.headroom = gro ? VNET_HEADROOM : FRAME_HEADROOM;
-    this.slotSize = this.headroom + SLOT_FRAME;
-    const native = this.native;
-    this.gro = gro ? new TcpCoalescer((hdr, buf, off, len) => native.writeVnet(fd, hdr, buf, off, len) >= 0) : undefined;
+    this.gro = opts.gro ?? true;
+    this.slotSize = HEADROOM + READ_MAX + (offloads !== 0 ? TAP_MAX_SEGS * SEG_GROWTH : 0);
     this.batch = newFrameBatch(Buffer.allocUnsafeSlow(this.slotSize * batchSize), batchSize);
+    this.readStats = new Float64Array(READER_STATS);
+    this.writeStats = new Float64Array(WRITER_STATS);
+    this.lostBytes = 0;
     this.reader = undefined;
     this.closed = false;
     this.running = false;
@@ -103,9 +124,12 @@ export class TapPort implements FramePort {
       this.fd,
       b.buf,
       this.slotSize,
-      this.headroom,
+      HEADROOM,
       b.offs,
       b.lens,
+      b.segs,
+      b.lasts,
+      this.readStats,
       (count: number) => {
         b.count = count;
         onFrames(b);
@@ -114,7 +138,7 @@ export class TapPort implements FramePort {
         this.running = false;
         onError(err);
       },
-      this.gro ? VNET_HDR_LEN : 0,
+      true,
     );
     this.running = true;
     this.reader.start();
@@ -131,14 +155,34 @@ export class TapPort implements FramePort {
     this.reader.start();
   }
 
-  write(buf: Buffer, off: number, len: number): boolean {
-    if (this.gro !== undefined) return this.gro.push(buf, off, len);
-    return this.native.write(this.fd, buf, off, len) >= 0;
+  writeBatch(buf: Buffer, offs: Int32Array, lens: Int32Array, count: number): number {
+    if (this.closed) {
+      let bytes = 0;
+      for (let i = 0; i < count; i++) bytes += lens[i]!;
+      this.lostBytes = bytes;
+      return count;
+    }
+    const st = this.writeStats;
+    const before = st[WriterStat.LostBytes]!;
+    const lost = this.native.writeFrames(this.fd, true, this.gro, buf, offs, lens, count, st);
+    this.lostBytes = st[WriterStat.LostBytes]! - before;
+    return lost;
   }
 
-  counters(): { groWrites: number; groSegments: number; writeErrors: number } {
-    const g = this.gro;
-    return { groWrites: g?.groWrites ?? 0, groSegments: g?.groSegments ?? 0, writeErrors: g?.writeErrors ?? 0 };
+  counters(): PortCounters {
+    const r = this.readStats;
+    const w = this.writeStats;
+    return {
+      reads: r[ReaderStat.Reads]!,
+      readFrames: r[ReaderStat.Frames]!,
+      superFrames: r[ReaderStat.SuperFrames]!,
+      csumCompleted: r[ReaderStat.CsumCompleted]!,
+      offloadInvalid: r[ReaderStat.BadVnet]! + r[ReaderStat.BadHeaders]! + r[ReaderStat.TooManySegs]! + r[ReaderStat.NoRoom]!,
+      writes: w[WriterStat.Writes]!,
+      groWrites: w[WriterStat.GroWrites]!,
+      groSegments: w[WriterStat.GroSegments]!,
+      badCsum: w[WriterStat.BadCsum]!,
+    };
   }
 
   /** Stops reading and closes the fd: the device is removed unless it was opened with `persist`. */
@@ -146,7 +190,6 @@ export class TapPort implements FramePort {
     if (this.closed) return Promise.resolve();
     this.closed = true;
     this.running = false;
-    this.gro?.flush();
     this.reader?.close();
     this.reader = undefined;
     try {

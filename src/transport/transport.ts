@@ -1,23 +1,26 @@
 /**
- * Transport: where VXLAN datagrams go to and come from (the UDP underlay).
- * Batch-oriented so that a sendmmsg/GSO transport can replace node:dgram without touching the
- * codec or the FDB.
+ * Transport: where VXLAN datagrams go to and come from (the UDP underlay). Batches in both
+ * directions: `send` takes a TxBatch, and received datagrams arrive as an RxBatch per
+ * recvmmsg (native endpoint) or per datagram (node:dgram fallback).
  */
 import type { Remote } from '../fdb.js';
 
 /**
- * Datagrams to send: datagram i is `bufs[i][offs[i], offs[i] + lens[i])` to `remotes[i]`.
- * Reused by its owner; the transport reads it during `send` only (it may keep references to
- * the *buffers* until `pending()` is 0 again).
+ * Datagrams to send, as entries: entry i is `segs[i]` datagrams of `lens[i]` bytes (the last
+ * `lasts[i]` bytes) laid out back to back from `bufs[i][offs[i]]`, all to `remotes[i]`: one run
+ * for one GSO send. Reused by its owner; the transport reads it during `send` only (it may keep
+ * references to the *buffers* until `pending()` is 0 again).
  */
 export class TxBatch {
   readonly bufs: Buffer[];
   readonly offs: Int32Array;
   readonly lens: Int32Array;
+  readonly segs: Int32Array;
+  readonly lasts: Int32Array;
   readonly remotes: Remote[];
-  /** Per-datagram inner flow hash (filled when the transport `needsFlowHash`). */
+  /** Per-entry inner flow hash (filled when the transport `needsFlowHash`). */
   readonly hashes: Uint32Array;
-  /** Per-datagram outer DS field, -1 = the socket's default (filled when it `needsDsfield`). */
+  /** Per-entry outer DS field, -1 = the socket's default (filled when it `needsDsfield`). */
   readonly dsfield: Int16Array;
   readonly cap: number;
   count: number;
@@ -26,46 +29,92 @@ export class TxBatch {
     this.bufs = new Array<Buffer>(cap);
     this.offs = new Int32Array(cap);
     this.lens = new Int32Array(cap);
+    this.segs = new Int32Array(cap);
+    this.lasts = new Int32Array(cap);
     this.remotes = new Array<Remote>(cap);
     this.hashes = new Uint32Array(cap);
     this.dsfield = new Int16Array(cap);
     this.count = 0;
   }
-  push(buf: Buffer, off: number, len: number, remote: Remote, hash = 0, ds = -1): void {
+  /** Adds one entry; the caller checks `count < cap` first. */
+  push(buf: Buffer, off: number, len: number, remote: Remote, hash = 0, ds = -1, segs = 1, last = len): void {
     const i = this.count++;
     this.bufs[i] = buf;
     this.offs[i] = off;
     this.lens[i] = len;
+    this.segs[i] = segs;
+    this.lasts[i] = last;
     this.remotes[i] = remote;
     this.hashes[i] = hash;
     this.dsfield[i] = ds;
   }
 }
 
-/** One received datagram: `buf[off, off + len)` from underlay source `src` (an IP literal). */
-export type DatagramHandler = (buf: Buffer, off: number, len: number, src: string) => void;
+/**
+ * Received datagrams, as messages in one buffer: message i is `buf[offs[i], offs[i] + lens[i])`
+ * from underlay source `srcs[i]` (an IP literal). With UDP GRO a message holds several datagrams
+ * of `segs[i]` bytes each (the last may be shorter); `segs[i]` 0 means one datagram. `lens[i]` -1:
+ * the datagram was larger than the receive buffer (truncated, dropped). `tos[i]` is the outer
+ * TOS / traffic class, -1 where the transport cannot see it. Valid during the handler call only.
+ */
+export interface RxBatch {
+  buf: Buffer;
+  offs: Int32Array;
+  lens: Int32Array;
+  segs: Int32Array;
+  srcs: string[];
+  tos: Int16Array;
+  count: number;
+}
 
-/** A send error, with the destination when known (Node's dgram errors carry it). */
+export function newRxBatch(buf: Buffer, cap: number): RxBatch {
+  return { buf, offs: new Int32Array(cap), lens: new Int32Array(cap), segs: new Int32Array(cap), srcs: new Array<string>(cap).fill(''), tos: new Int16Array(cap).fill(-1), count: 0 };
+}
+
+/** One call per received batch. */
+export type DatagramsHandler = (batch: RxBatch) => void;
+
+/** A send error, with the destination when known. */
 export interface SendError extends NodeJS.ErrnoException {
   address?: string;
   port?: number;
+  /** Datagrams lost to this error (default 1). */
+  datagrams?: number;
 }
 
 /** A per-datagram send error (unreachable remote...): counted by the caller, never thrown. */
 export type SendErrorHandler = (err: SendError) => void;
 
 export interface TransportHandlers {
-  onDatagram: DatagramHandler;
+  onDatagrams: DatagramsHandler;
   onSendError: SendErrorHandler;
   /** A fatal socket error: the transport is unusable afterwards. */
   onError: (err: Error) => void;
 }
 
+/** What a transport counts about its own work (syscalls and offloads). */
+export interface TransportCounters {
+  /** Send syscalls, messages and datagrams they carried; GSO messages and their datagrams. */
+  sendCalls: number;
+  sentMsgs: number;
+  sentDatagrams: number;
+  gsoSends: number;
+  gsoDatagrams: number;
+  /** GSO messages the route refused, resent as single datagrams. */
+  gsoFallbacks: number;
+  /** Receive syscalls and the messages they returned; messages that held several datagrams (UDP GRO). */
+  recvCalls: number;
+  recvMsgs: number;
+  groMsgs: number;
+}
+
 export interface Transport {
   readonly family: 4 | 6;
+  /** 'native' (the addon's UDP endpoint) or 'dgram' (node:dgram, the portable fallback). */
+  readonly kind: string;
   /** The transport picks a source port per flow: the Vtep fills `TxBatch.hashes`. */
   readonly needsFlowHash?: boolean;
-  /** The transport copies the inner DS field: the Vtep fills `TxBatch.dsfield`. */
+  /** The transport sets the outer DS field per entry: the Vtep fills `TxBatch.dsfield`. */
   readonly needsDsfield?: boolean;
   /** Binds and starts receiving. */
   open(handlers: TransportHandlers): Promise<void>;
@@ -73,11 +122,37 @@ export interface Transport {
   send(batch: TxBatch): void;
   /** Datagrams accepted by `send` that the kernel has not taken yet (they still reference caller memory). */
   pending(): number;
-  /** Calls `cb` once `pending()` is 0. */
+  /** Calls `cb` once `pending()` is 0 (woken by writability, never by polling). */
   whenDrained(cb: () => void): void;
   /** The bound address and port. */
   address(): { address: string; port: number };
-  /** Offload counters, when the transport batches sends (GSO). */
-  counters?(): { gsoSends: number; gsoDatagrams: number };
+  counters?(): TransportCounters;
   close(): Promise<void>;
+}
+
+/** Settings of a UDP transport (the native endpoint and the node:dgram fallback take the same). */
+export interface UdpTransportOptions {
+  family: 4 | 6;
+  /** Local address to bind (wildcard allowed). */
+  local: string;
+  /** Local port (0 = any). */
+  port: number;
+  /** Multicast group to join for BUM traffic. */
+  group?: string | undefined;
+  /** Underlay device: the multicast group is joined and sent on it. */
+  dev?: string | undefined;
+  /** Outer TTL; 0 = system default (multicast 1, as Linux). */
+  ttl?: number;
+  sndbuf?: number;
+  rcvbuf?: number;
+  /** Source-port pool: `sockets` sockets bound to distinct ports in [min, max]. */
+  srcport?: { min: number; max: number; sockets: number } | undefined;
+  /** Outer TOS / traffic class, or `inherit` (per entry from the inner header). */
+  tos?: number | 'inherit';
+  /** IPv4 DF bit: `unset` (kernel VTEP default) or `set`. Undefined leaves the OS default. */
+  df?: 'set' | 'unset' | undefined;
+  /** UDP GSO on send (UDP_SEGMENT): a run of equal-size datagrams leaves as one message. */
+  gso?: boolean;
+  /** UDP GRO on receive: one message carries up to 64 datagrams of one stride. */
+  gro?: boolean;
 }

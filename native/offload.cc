@@ -1,0 +1,436 @@
+// See offload.h. Offsets follow the RFCs: IPv4 (RFC 791), IPv6 (RFC 8200), TCP (RFC 9293),
+// UDP (RFC 768); the virtio_net_hdr is include/uapi/linux/virtio_net.h (native byte order, as
+// tun uses it unless TUNSETVNETLE/BE says otherwise).
+#include "offload.h"
+#include <arpa/inet.h>
+#include <cstring>
+
+namespace uvtep {
+
+namespace {
+
+constexpr int kEthHlen = 14;
+constexpr uint16_t kEthIp = 0x0800;
+constexpr uint16_t kEthIpv6 = 0x86dd;
+constexpr uint16_t kEthVlan = 0x8100;
+constexpr uint16_t kEthQinq = 0x88a8;
+constexpr uint8_t kProtoTcp = 6;
+constexpr uint8_t kProtoUdp = 17;
+constexpr uint8_t kTcpFin = 0x01;
+constexpr uint8_t kTcpPsh = 0x08;
+constexpr uint8_t kTcpAck = 0x10;
+constexpr uint8_t kTcpCwr = 0x80;
+constexpr int kTcpCsumOff = 16;
+constexpr int kUdpCsumOff = 6;
+constexpr uint32_t kMaxIpPayload = 65535;
+
+inline uint16_t Be16(const uint8_t* p) { return static_cast<uint16_t>((p[0] << 8) | p[1]); }
+inline uint32_t Be32(const uint8_t* p) { return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | p[3]; }
+inline void PutBe16(uint8_t* p, uint16_t v) {
+  p[0] = static_cast<uint8_t>(v >> 8);
+  p[1] = static_cast<uint8_t>(v);
+}
+inline void PutBe32(uint8_t* p, uint32_t v) {
+  p[0] = static_cast<uint8_t>(v >> 24);
+  p[1] = static_cast<uint8_t>(v >> 16);
+  p[2] = static_cast<uint8_t>(v >> 8);
+  p[3] = static_cast<uint8_t>(v);
+}
+inline void PutCsum(uint8_t* p, uint16_t v) { memcpy(p, &v, 2); }
+
+// A 16-bit big-endian quantity as the native-order word the checksum adds.
+inline uint64_t Word(uint16_t host) { return htons(host); }
+
+// Pseudo-header sum (RFC 793 / RFC 8200 section 8.1) for an L4 segment of l4len bytes.
+uint64_t Pseudo(const uint8_t* ip, bool v6, uint8_t proto, uint32_t l4len) {
+  uint64_t s = v6 ? CsumAdd(ip + 8, 32, 0) : CsumAdd(ip + 12, 8, 0);
+  s += Word(proto);
+  s += Word(static_cast<uint16_t>(l4len));
+  return s;
+}
+
+void Ipv4Csum(uint8_t* ip, int ihl) {
+  ip[10] = 0;
+  ip[11] = 0;
+  PutCsum(ip + 10, static_cast<uint16_t>(~CsumFold(CsumAdd(ip, static_cast<size_t>(ihl), 0))));
+}
+
+// Where L3 starts (after up to two VLAN tags) and its ethertype; 0 when it does not parse.
+int L3Offset(const uint8_t* f, size_t len, uint16_t* type) {
+  int off = 12;
+  uint16_t t = Be16(f + off);
+  for (int tags = 0; (t == kEthVlan || t == kEthQinq) && tags < 2; tags++) {
+    off += 4;
+    if (len < static_cast<size_t>(off) + 2) return 0;
+    t = Be16(f + off);
+  }
+  *type = t;
+  return off + 2;
+}
+
+}  // namespace
+
+void ReadVnet(const uint8_t* p, VnetHdr* h) {
+  h->flags = p[0];
+  h->gsoType = p[1];
+  memcpy(&h->hdrLen, p + 2, 2);
+  memcpy(&h->gsoSize, p + 4, 2);
+  memcpy(&h->csumStart, p + 6, 2);
+  memcpy(&h->csumOffset, p + 8, 2);
+}
+
+void WriteVnet(uint8_t* p, const VnetHdr& h) {
+  p[0] = h.flags;
+  p[1] = h.gsoType;
+  memcpy(p + 2, &h.hdrLen, 2);
+  memcpy(p + 4, &h.gsoSize, 2);
+  memcpy(p + 6, &h.csumStart, 2);
+  memcpy(p + 8, &h.csumOffset, 2);
+}
+
+uint64_t CsumAdd(const uint8_t* p, size_t len, uint64_t sum) {
+  while (len >= 32) {
+    uint32_t w[8];
+    memcpy(w, p, 32);
+    sum += uint64_t(w[0]) + w[1] + w[2] + w[3] + w[4] + w[5] + w[6] + w[7];
+    p += 32;
+    len -= 32;
+  }
+  while (len >= 4) {
+    uint32_t w;
+    memcpy(&w, p, 4);
+    sum += w;
+    p += 4;
+    len -= 4;
+  }
+  if (len >= 2) {
+    uint16_t w;
+    memcpy(&w, p, 2);
+    sum += w;
+    p += 2;
+    len -= 2;
+  }
+  if (len == 1) {
+    uint16_t w = 0;
+    memcpy(&w, p, 1);  // the odd byte is the high-order byte of a big-endian word
+    sum += w;
+  }
+  return sum;
+}
+
+uint16_t CsumFold(uint64_t sum) {
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return static_cast<uint16_t>(sum);
+}
+
+int Segment(uint8_t* f, size_t len, size_t cap, const VnetHdr& h, SegOut* out) {
+  if ((h.flags & ~(kVnetNeedsCsum | kVnetDataValid)) != 0) return kSegBadVnet;
+  const uint8_t gso = static_cast<uint8_t>(h.gsoType & ~kGsoEcn);
+  if (len < kEthHlen) return kSegBadHeaders;
+  if (gso == kGsoNone) {
+    if ((h.gsoType & kGsoEcn) != 0) return kSegBadVnet;
+    if ((h.flags & kVnetNeedsCsum) != 0) {
+      // CHECKSUM_PARTIAL: the field holds the pseudo-header sum; sum from csum_start to the end
+      const size_t cs = h.csumStart;
+      const size_t at = cs + h.csumOffset;
+      if (cs < kEthHlen || at + 2 > len) return kSegBadVnet;
+      uint16_t c = static_cast<uint16_t>(~CsumFold(CsumAdd(f + cs, len - cs, 0)));
+      if (c == 0 && h.csumOffset == kUdpCsumOff) c = 0xffff;  // UDP: 0 means "no checksum"
+      PutCsum(f + at, c);
+    }
+    out->segLen = static_cast<int>(len);
+    out->lastLen = static_cast<int>(len);
+    return 1;
+  }
+  if (gso != kGsoTcpV4 && gso != kGsoTcpV6 && gso != kGsoUdpL4) return kSegBadVnet;
+  if (gso == kGsoUdpL4 && (h.gsoType & kGsoEcn) != 0) return kSegBadVnet;
+
+  // Headers, parsed from the frame itself (the kernel's hdr_len is not used).
+  uint16_t type = 0;
+  const int l3 = L3Offset(f, len, &type);
+  if (l3 == 0) return kSegBadHeaders;
+  uint8_t* ip = f + l3;
+  const bool tcp = gso != kGsoUdpL4;
+  const uint8_t proto = tcp ? kProtoTcp : kProtoUdp;
+  bool v6;
+  int iphl;
+  if (type == kEthIp && gso != kGsoTcpV6) {
+    if (len < static_cast<size_t>(l3) + 20 || (ip[0] >> 4) != 4) return kSegBadHeaders;
+    iphl = (ip[0] & 0x0f) * 4;
+    if (iphl < 20 || len < static_cast<size_t>(l3 + iphl) || ip[9] != proto) return kSegBadHeaders;
+    if ((Be16(ip + 6) & 0x3fff) != 0) return kSegBadHeaders;  // MF or an offset: a fragment
+    if (Be16(ip + 2) != len - l3) return kSegBadHeaders;
+    v6 = false;
+  } else if (type == kEthIpv6 && gso != kGsoTcpV4) {
+    if (len < static_cast<size_t>(l3) + 40 || (ip[0] >> 4) != 6 || ip[6] != proto) return kSegBadHeaders;
+    if (Be16(ip + 4) != len - l3 - 40) return kSegBadHeaders;
+    iphl = 40;
+    v6 = true;
+  } else {
+    return kSegBadHeaders;
+  }
+  const int l4 = l3 + iphl;
+  int l4hl;
+  if (tcp) {
+    if (len < static_cast<size_t>(l4) + 20) return kSegBadHeaders;
+    l4hl = (f[l4 + 12] >> 4) * 4;
+    if (l4hl < 20) return kSegBadHeaders;
+  } else {
+    l4hl = 8;
+  }
+  const int hdrLen = l4 + l4hl;
+  if (len < static_cast<size_t>(hdrLen) || hdrLen > kMaxHdr) return kSegBadHeaders;
+  if ((h.flags & kVnetNeedsCsum) != 0 && (h.csumStart != l4 || h.csumOffset != (tcp ? kTcpCsumOff : kUdpCsumOff))) return kSegBadVnet;
+  if (h.gsoSize == 0) return kSegBadVnet;
+  const uint32_t payload = static_cast<uint32_t>(len) - hdrLen;
+  const uint32_t mss = h.gsoSize;
+  const int segs = payload == 0 ? 1 : static_cast<int>((payload + mss - 1) / mss);
+  if (segs > kMaxSegs) return kSegTooMany;
+  const uint32_t lastPay = payload - (segs - 1) * mss;
+  const size_t stride = static_cast<size_t>(hdrLen) + mss + 8;
+  if ((segs - 1) * stride + hdrLen + lastPay > cap) return kSegNoRoom;
+
+  uint8_t hdr[kMaxHdr];
+  memcpy(hdr, f, static_cast<size_t>(hdrLen));
+  const uint16_t id0 = v6 ? 0 : Be16(hdr + l3 + 4);
+  const uint32_t seq0 = tcp ? Be32(hdr + l4 + 4) : 0;
+  const uint8_t flags0 = tcp ? hdr[l4 + 13] : 0;
+
+  // Backwards, so that moving segment k never overwrites a payload not yet moved.
+  for (int k = segs - 1; k >= 0; k--) {
+    uint8_t* d = f + k * stride;
+    const uint32_t plen = k == segs - 1 ? lastPay : mss;
+    if (k > 0) {
+      memmove(d + hdrLen, f + hdrLen + static_cast<size_t>(k) * mss, plen);
+      memcpy(d, hdr, static_cast<size_t>(hdrLen));
+    }
+    uint8_t* dip = d + l3;
+    uint8_t* dl4 = d + l4;
+    const uint32_t l4len = static_cast<uint32_t>(l4hl) + plen;
+    if (!v6) {
+      PutBe16(dip + 2, static_cast<uint16_t>(iphl + l4len));
+      PutBe16(dip + 4, static_cast<uint16_t>(id0 + k));
+      Ipv4Csum(dip, iphl);
+    } else {
+      PutBe16(dip + 4, static_cast<uint16_t>(l4len));
+    }
+    uint64_t sum = Pseudo(dip, v6, proto, l4len);
+    if (tcp) {
+      PutBe32(dl4 + 4, seq0 + static_cast<uint32_t>(k) * mss);
+      uint8_t fl = flags0;
+      if (k != segs - 1) fl &= static_cast<uint8_t>(~(kTcpFin | kTcpPsh));
+      if (k != 0) fl &= static_cast<uint8_t>(~kTcpCwr);
+      dl4[13] = fl;
+      dl4[kTcpCsumOff] = 0;
+      dl4[kTcpCsumOff + 1] = 0;
+      PutCsum(dl4 + kTcpCsumOff, static_cast<uint16_t>(~CsumFold(CsumAdd(dl4, l4len, sum))));
+    } else {
+      PutBe16(dl4 + 4, static_cast<uint16_t>(l4len));
+      dl4[kUdpCsumOff] = 0;
+      dl4[kUdpCsumOff + 1] = 0;
+      uint16_t c = static_cast<uint16_t>(~CsumFold(CsumAdd(dl4, l4len, sum)));
+      PutCsum(dl4 + kUdpCsumOff, c == 0 ? 0xffff : c);
+    }
+  }
+  out->segLen = segs == 1 ? static_cast<int>(len) : hdrLen + static_cast<int>(mss);
+  out->lastLen = hdrLen + static_cast<int>(lastPay);
+  return segs;
+}
+
+// ---- receive coalescing
+
+namespace {
+
+// What a frame offers for merging. ok = a TCP data segment without VLAN tags, IPv4 options,
+// fragments or IPv6 extension headers, flags ACK (+PSH), checksums verified.
+struct Seg {
+  bool tcp;    // parses as TCP (the flow key is valid), whatever the rest
+  bool ok;     // may be merged
+  bool valid;  // checksums verified
+  bool v6;
+  int iphl;
+  int doff;
+  uint32_t payload;
+  uint32_t seq;
+  uint8_t flags;
+};
+
+void Parse(const uint8_t* f, uint32_t len, Seg* s) {
+  s->tcp = s->ok = s->valid = false;
+  if (len < kEthHlen + 40) return;
+  const uint16_t type = Be16(f + 12);
+  const uint8_t* ip = f + kEthHlen;
+  uint32_t ipLen;
+  if (type == kEthIp) {
+    if (ip[0] != 0x45 || ip[9] != kProtoTcp) return;
+    if ((Be16(ip + 6) & 0x3fff) != 0) return;
+    ipLen = Be16(ip + 2);
+    s->v6 = false;
+    s->iphl = 20;
+  } else if (type == kEthIpv6) {
+    if ((ip[0] >> 4) != 6 || ip[6] != kProtoTcp || len < kEthHlen + 60) return;
+    ipLen = 40u + Be16(ip + 4);
+    s->v6 = true;
+    s->iphl = 40;
+  } else {
+    return;
+  }
+  if (kEthHlen + ipLen != len) return;
+  const uint8_t* t = ip + s->iphl;
+  s->doff = (t[12] >> 4) * 4;
+  if (s->doff < 20 || static_cast<uint32_t>(kEthHlen + s->iphl + s->doff) > len) return;
+  s->tcp = true;
+  s->flags = t[13];
+  s->payload = len - kEthHlen - s->iphl - s->doff;
+  s->seq = Be32(t + 4);
+  const uint32_t l4len = static_cast<uint32_t>(s->doff) + s->payload;
+  if (!s->v6 && CsumFold(CsumAdd(ip, 20, 0)) != 0xffff) return;
+  if (CsumFold(CsumAdd(t, l4len, Pseudo(ip, s->v6, kProtoTcp, l4len))) != 0xffff) return;
+  s->valid = true;
+  s->ok = s->payload > 0 && (s->flags & kTcpAck) != 0 && (s->flags & ~(kTcpAck | kTcpPsh)) == 0;
+}
+
+// Same flow: addresses and ports.
+bool SameFlow(const uint8_t* a, const uint8_t* b, bool v6, int iphl) {
+  const uint8_t* ia = a + kEthHlen;
+  const uint8_t* ib = b + kEthHlen;
+  if (v6 ? memcmp(ia + 8, ib + 8, 32) != 0 : memcmp(ia + 12, ib + 12, 8) != 0) return false;
+  return memcmp(ia + iphl, ib + iphl, 4) == 0;
+}
+
+// Everything GRO requires to be equal besides the flow key: Ethernet header, IP fields that
+// must not differ (TOS/class, TTL/hop limit, DF, flow label), ACK number, TCP options.
+bool Compatible(const uint8_t* a, const uint8_t* b, bool v6, int iphl, int doff) {
+  if (memcmp(a, b, kEthHlen) != 0) return false;
+  const uint8_t* ia = a + kEthHlen;
+  const uint8_t* ib = b + kEthHlen;
+  if (!v6) {
+    if (ia[1] != ib[1] || ia[8] != ib[8] || (ia[6] & 0x40) != (ib[6] & 0x40)) return false;
+  } else {
+    if (memcmp(ia, ib, 4) != 0 || ia[7] != ib[7]) return false;
+  }
+  const uint8_t* ta = ia + iphl;
+  const uint8_t* tb = ib + iphl;
+  if (memcmp(ta + 8, tb + 8, 4) != 0) return false;
+  return memcmp(ta + 20, tb + 20, static_cast<size_t>(doff - 20)) == 0;
+}
+
+}  // namespace
+
+void Coalescer::WriteOne(uint8_t* p, uint32_t len, bool valid) {
+  uint8_t vh[kVnetHdrLen] = {0};
+  if (valid) vh[0] = kVnetDataValid;
+  struct iovec iov[2] = {{vh, kVnetHdrLen}, {p, len}};
+  stats.writes++;
+  if (write_(ctx_, iov, 2) < 0) {
+    stats.lostFrames++;
+    stats.lostBytes += len;
+  }
+}
+
+void Coalescer::Emit(Flow& f) {
+  if (f.count == 1) {
+    WriteOne(f.first, f.firstLen, true);
+    return;
+  }
+  uint8_t hdr[kMaxHdr];
+  memcpy(hdr, f.first, static_cast<size_t>(f.hdrLen));
+  uint8_t* ip = hdr + kEthHlen;
+  uint8_t* t = ip + f.iphl;
+  const uint32_t l4len = static_cast<uint32_t>(f.doff) + f.total;
+  if (!f.v6) {
+    PutBe16(ip + 2, static_cast<uint16_t>(f.iphl + l4len));
+    Ipv4Csum(ip, f.iphl);
+  } else {
+    PutBe16(ip + 4, static_cast<uint16_t>(l4len));
+  }
+  if (f.lastPsh) t[13] |= kTcpPsh;
+  // NEEDS_CSUM: the field holds the pseudo-header sum, the kernel treats the rest as verified
+  PutCsum(t + kTcpCsumOff, CsumFold(Pseudo(ip, f.v6, kProtoTcp, l4len)));
+  VnetHdr vh{kVnetNeedsCsum, f.v6 ? kGsoTcpV6 : kGsoTcpV4, static_cast<uint16_t>(f.hdrLen), static_cast<uint16_t>(f.mss),
+             static_cast<uint16_t>(kEthHlen + f.iphl), kTcpCsumOff};
+  uint8_t vb[kVnetHdrLen];
+  WriteVnet(vb, vh);
+  struct iovec iov[kMaxSegs + 2];
+  iov[0] = {vb, kVnetHdrLen};
+  iov[1] = {hdr, static_cast<size_t>(f.hdrLen)};
+  for (int i = 0; i < f.count; i++) iov[i + 2] = {f.pay[i], f.plen[i]};
+  stats.writes++;
+  if (write_(ctx_, iov, f.count + 2) < 0) {
+    stats.lostFrames += f.count;
+    stats.lostBytes += f.count * static_cast<double>(f.hdrLen) + f.total;
+  } else {
+    stats.groWrites++;
+    stats.groSegments += f.count;
+  }
+}
+
+void Coalescer::Drop(int i) {
+  for (int j = i + 1; j < nflows_; j++) flows_[j - 1] = flows_[j];
+  nflows_--;
+}
+
+void Coalescer::Add(uint8_t* p, uint32_t len) {
+  Seg s;
+  Parse(p, len, &s);
+  if (!s.tcp) {
+    WriteOne(p, len, false);
+    return;
+  }
+  if (s.tcp && !s.valid) stats.badCsum++;
+  int fi = -1;
+  for (int i = 0; i < nflows_; i++) {
+    if (flows_[i].v6 == s.v6 && SameFlow(flows_[i].first, p, s.v6, s.iphl)) {
+      fi = i;
+      break;
+    }
+  }
+  if (fi >= 0) {
+    Flow& f = flows_[fi];
+    const bool fits = merge_ && s.ok && !f.ended && s.doff == f.doff && s.seq == f.nextSeq && s.payload <= f.mss &&
+                      f.count < kMaxSegs && static_cast<uint32_t>(f.iphl + f.doff) + f.total + s.payload <= kMaxIpPayload &&
+                      Compatible(f.first, p, s.v6, s.iphl, s.doff);
+    if (fits) {
+      f.pay[f.count] = p + kEthHlen + s.iphl + s.doff;
+      f.plen[f.count] = s.payload;
+      f.count++;
+      f.total += s.payload;
+      f.nextSeq = s.seq + s.payload;
+      f.lastPsh = (s.flags & kTcpPsh) != 0;
+      f.ended = f.lastPsh || s.payload < f.mss;
+      return;
+    }
+    Emit(f);  // what cannot join its flow's run flushes that run first: order within a flow is kept
+    Drop(fi);
+  }
+  if (!merge_ || !s.ok) {
+    WriteOne(p, len, s.valid);
+    return;
+  }
+  if (nflows_ == kFlows) {
+    Emit(flows_[0]);
+    Drop(0);
+  }
+  Flow& f = flows_[nflows_++];
+  f.first = p;
+  f.firstLen = len;
+  f.v6 = s.v6;
+  f.iphl = s.iphl;
+  f.doff = s.doff;
+  f.hdrLen = kEthHlen + s.iphl + s.doff;
+  f.mss = s.payload;
+  f.nextSeq = s.seq + s.payload;
+  f.total = s.payload;
+  f.count = 1;
+  f.pay[0] = p + f.hdrLen;
+  f.plen[0] = s.payload;
+  f.lastPsh = (s.flags & kTcpPsh) != 0;
+  f.ended = f.lastPsh;
+}
+
+void Coalescer::Flush() {
+  for (int i = 0; i < nflows_; i++) Emit(flows_[i]);
+  nflows_ = 0;
+}
+
+}  // namespace uvtep

@@ -1,0 +1,116 @@
+// Per-byte work of the fast path, as plain functions over bytes (no N-API, no fds), so the
+// reader, the writer and the tests share one implementation:
+//   - Internet checksums (RFC 1071) computed over native-order words;
+//   - Segment(): a TAP super-frame behind its virtio_net_hdr (TSO4/TSO6/USO) becomes MSS-sized
+//     frames with complete headers and checksums, in place, at a fixed stride;
+//   - Coalescer: consecutive TCP segments of one flow, from one received batch, become one
+//     GSO frame written with a gather writev (kernel GRO rules, checksums verified first).
+// The virtio_net_hdr from the kernel is validated, never trusted: hdr_len is recomputed from
+// the headers, csum_start/csum_offset must agree with them, unknown flags and GSO types drop.
+#pragma once
+#include <sys/uio.h>
+#include <cstddef>
+#include <cstdint>
+
+namespace uvtep {
+
+constexpr int kVnetHdrLen = 10;
+constexpr uint8_t kVnetNeedsCsum = 1;
+constexpr uint8_t kVnetDataValid = 2;
+constexpr uint8_t kGsoNone = 0;
+constexpr uint8_t kGsoTcpV4 = 1;
+constexpr uint8_t kGsoTcpV6 = 4;
+constexpr uint8_t kGsoUdpL4 = 5;
+constexpr uint8_t kGsoEcn = 0x80;
+
+// Segments per super-frame: the TAP's gso_max_segs is set to this, and more is refused.
+constexpr int kMaxSegs = 64;
+// Largest header run (Ethernet + 2 VLAN tags + IPv4/IPv6 with options + TCP with options).
+constexpr int kMaxHdr = 160;
+// Room a segmented super-frame may grow by, per segment: a VXLAN header and a header run.
+constexpr int kSegGrowth = 8 + kMaxHdr;
+
+struct VnetHdr {
+  uint8_t flags;
+  uint8_t gsoType;
+  uint16_t hdrLen;
+  uint16_t gsoSize;
+  uint16_t csumStart;
+  uint16_t csumOffset;
+};
+
+void ReadVnet(const uint8_t* p, VnetHdr* h);
+void WriteVnet(uint8_t* p, const VnetHdr& h);
+
+// Ones'-complement sum of p[0, len) as native-order 32-bit words into a 64-bit accumulator.
+// Regions summed separately must start at even offsets of the checksummed data.
+uint64_t CsumAdd(const uint8_t* p, size_t len, uint64_t sum);
+// Folds to 16 bits (native order; store with memcpy, no byte swap).
+uint16_t CsumFold(uint64_t sum);
+
+// Results of Segment(): > 0 frames; < 0 the reason it was refused.
+constexpr int kSegBadVnet = -1;     // flags, GSO type or checksum fields the frame contradicts
+constexpr int kSegBadHeaders = -2;  // headers that do not parse as the GSO type says
+constexpr int kSegTooMany = -3;     // more than kMaxSegs segments
+constexpr int kSegNoRoom = -4;      // output would not fit the slot
+
+struct SegOut {
+  int segLen;   // length of every frame but the last
+  int lastLen;  // length of the last frame
+};
+
+// frame[0, len) is one frame read from the TAP behind vnet header h. Segments in place: frame k
+// starts at frame + k * (segLen + 8) (8 bytes of headroom before each for the VXLAN header),
+// and everything stays within frame[0, cap). Finishes partial checksums of non-GSO frames.
+int Segment(uint8_t* frame, size_t len, size_t cap, const VnetHdr& h, SegOut* out);
+
+// Writes one packet: iov[0] is the virtio_net_hdr. Returns 0 or -errno.
+using GatherWriter = int (*)(void* ctx, struct iovec* iov, int iovcnt);
+
+struct GroStats {
+  double writes = 0;       // write calls
+  double groWrites = 0;    // writes that carried several segments
+  double groSegments = 0;  // segments they carried
+  double lostFrames = 0;   // frames in writes that failed
+  double lostBytes = 0;
+  double badCsum = 0;      // TCP segments whose checksum did not verify (written unmerged)
+};
+
+// Receive-side coalescing over one batch. Add() each frame in order, then Flush(). Frames must
+// stay valid until Flush() returns.
+class Coalescer {
+ public:
+  Coalescer(GatherWriter w, void* ctx, bool merge) : write_(w), ctx_(ctx), merge_(merge) {}
+  void Add(uint8_t* p, uint32_t len);
+  void Flush();
+  GroStats stats;
+
+ private:
+  static constexpr int kFlows = 16;
+  struct Flow {
+    uint8_t* first;
+    uint32_t firstLen;
+    bool v6;
+    int iphl;
+    int doff;
+    int hdrLen;
+    uint32_t mss;
+    uint32_t nextSeq;
+    uint32_t total;
+    int count;
+    bool lastPsh;
+    bool ended;
+    uint8_t* pay[kMaxSegs];
+    uint32_t plen[kMaxSegs];
+  };
+  void Emit(Flow& f);
+  void WriteOne(uint8_t* p, uint32_t len, bool valid);
+  void Drop(int i);
+  GatherWriter write_;
+  void* ctx_;
+  bool merge_;
+  Flow flows_[kFlows];
+  int nflows_ = 0;
+};
+
+}  // namespace uvtep

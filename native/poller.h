@@ -1,0 +1,24 @@
+// Busy polling (--busy-poll): after a batch, the fds of every active reader (TAP readers, UDP
+// endpoints) are polled without sleeping for up to the configured time, and whichever is
+// readable is drained at once, so a reply does not wait for a wakeup. Off (0) by default.
+#pragma once
+#include <cstdint>
+
+namespace uvtep {
+
+class Pollable {
+ public:
+  virtual ~Pollable() = default;
+  virtual int PollFd() const = 0;
+  // Reads what is there and hands it to JS (one call per batch).
+  virtual void Drain() = 0;
+};
+
+// Active readers register while started, and unregister when stopped or closed.
+void PollRegister(Pollable* p);
+void PollUnregister(Pollable* p);
+// Called after a batch was delivered: spins when busy polling is on (not re-entrant).
+void BusyPollAfterBatch();
+void SetBusyPollUs(uint32_t us);
+
+}  // namespace uvtep
