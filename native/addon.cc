@@ -3,41 +3,21 @@
 #include <cerrno>
 #include <cstring>
 #include <string>
+#include <uv.h>
 #include "errors.h"
 #include "uvtep.h"
 
 namespace uvtep {
 
+// The errno's name as Node spells it (libuv's table), plus the Linux ones libuv does not map.
 const char* ErrnoName(int err) {
   switch (err) {
-    case EPERM: return "EPERM";
-    case ENOENT: return "ENOENT";
-    case EIO: return "EIO";
-    case EBADF: return "EBADF";
-    case EAGAIN: return "EAGAIN";
-    case ENOMEM: return "ENOMEM";
-    case EACCES: return "EACCES";
-    case EFAULT: return "EFAULT";
-    case EBUSY: return "EBUSY";
-    case EEXIST: return "EEXIST";
-    case ENODEV: return "ENODEV";
-    case ENOTDIR: return "ENOTDIR";
-    case EINVAL: return "EINVAL";
-    case ENFILE: return "ENFILE";
-    case EMFILE: return "EMFILE";
-    case ENOSPC: return "ENOSPC";
-    case ERANGE: return "ERANGE";
-    case EOPNOTSUPP: return "EOPNOTSUPP";
-    case EADDRNOTAVAIL: return "EADDRNOTAVAIL";
-    case ENETDOWN: return "ENETDOWN";
-    case ENOBUFS: return "ENOBUFS";
     case EBADFD: return "EBADFD";
-    case ENXIO: return "ENXIO";
-    case ELOOP: return "ELOOP";
-    case EMSGSIZE: return "EMSGSIZE";
-    case ETIMEDOUT: return "ETIMEDOUT";
-    default: return "EUNKNOWN";
+    case ENOMEDIUM: return "ENOMEDIUM";
+    default: break;
   }
+  const char* name = uv_err_name(-err);
+  return strncmp(name, "Unknown", 7) == 0 ? "EUNKNOWN" : name;
 }
 
 Napi::Error SystemError(Napi::Env env, int err, const char* syscall, const std::string& hint) {

@@ -1,39 +1,44 @@
 // TapPort over a scripted native binding: no device needed.
 import { describe, expect, it, vi } from 'vitest';
-import type { NativeBinding, TapReaderHandle } from '../../src/native.js';
+import { ReaderStat, WriterStat, type NativeBinding, type TapReaderHandle } from '../../src/native.js';
 import { TapPort } from '../../src/port/tap.js';
 import { FRAME_HEADROOM, type FrameBatch } from '../../src/port/port.js';
 
 interface Script {
   binding: NativeBinding;
   calls: string[];
-  reader?: { onBatch: (n: number) => void; onError: (e: Error) => void; slab: Uint8Array; slot: number; offs: Int32Array; lens: Int32Array };
+  reader?: { onBatch: (n: number) => void; onError: (e: Error) => void; slab: Uint8Array; slot: number; offs: Int32Array; lens: Int32Array; segs: Int32Array; lasts: Int32Array; stats: Float64Array };
   writes: number[];
 }
 
-function scripted(opts: { openError?: Error; mtuError?: Error; writeResult?: number } = {}): Script {
+function scripted(opts: { openError?: Error; mtuError?: Error; lost?: number; offloads?: number } = {}): Script {
   const s: Script = { calls: [], writes: [], binding: undefined as unknown as NativeBinding };
   let mac = Buffer.from('020000000099', 'hex');
   let mtu = 1500;
   s.binding = {
-    openTap: (name, persist, vnet) => {
-      s.calls.push(`open ${name} ${persist}${vnet === false ? ' plain' : ''}`);
+    openTap: (name, persist, vnet, offloads) => {
+      s.calls.push(`open ${name} ${persist}${vnet ? '' : ' plain'}${offloads ? ' offloads' : ''}`);
       if (opts.openError) throw opts.openError;
-      return { fd: 42, name: name || 'uvtep0' };
+      return { fd: 42, name: name || 'uvtep0', offloads: opts.offloads ?? offloads };
     },
     setPersist: () => undefined,
-    write: (_fd, _b, _o, len) => {
-      s.writes.push(len);
-      return opts.writeResult ?? len;
+    setGsoMaxSegs: (_n, segs) => void s.calls.push(`gso_max_segs ${segs}`),
+    writeFrames: (_fd, _vnet, _gro, _b, _o, lens, count, stats) => {
+      for (let i = 0; i < count; i++) s.writes.push(lens[i]!);
+      const lost = Math.min(opts.lost ?? 0, count);
+      stats[WriterStat.Writes] += count;
+      stats[WriterStat.LostFrames] += lost;
+      for (let i = 0; i < lost; i++) stats[WriterStat.LostBytes] += lens[i]!;
+      return lost;
     },
-    writeVnet: (_fd, _h, _b, _o, len) => {
-      s.writes.push(len);
-      return opts.writeResult ?? len + 10;
-    },
+    coalesce: () => 0,
+    segment: () => [1, 0, 0],
+    setBusyPoll: () => undefined,
+    UdpSocket: class {} as unknown as NativeBinding['UdpSocket'],
     close: (fd) => void s.calls.push(`close ${fd}`),
     TapReader: class implements TapReaderHandle {
-      constructor(_fd: number, slab: Uint8Array, slot: number, _h: number, offs: Int32Array, lens: Int32Array, onBatch: (n: number) => void, onError: (e: Error) => void) {
-        s.reader = { onBatch, onError, slab, slot, offs, lens };
+      constructor(_fd: number, slab: Uint8Array, slot: number, _h: number, offs: Int32Array, lens: Int32Array, segs: Int32Array, lasts: Int32Array, stats: Float64Array, onBatch: (n: number) => void, onError: (e: Error) => void) {
+        s.reader = { onBatch, onError, slab, slot, offs, lens, segs, lasts, stats };
       }
       start() {
         s.calls.push('start');
@@ -62,9 +67,6 @@ function scripted(opts: { openError?: Error; mtuError?: Error; writeResult?: num
     bridgePort: (br, p, add) => void s.calls.push(`bridge ${br} ${p} ${add}`),
     addAddress: (_n, fam, bytes, len) => void s.calls.push(`addr ${fam} ${Buffer.from(bytes).toString('hex')}/${len}`),
     getIpv4: () => Buffer.from([198, 51, 100, 1]),
-    setSockOptInt: () => undefined,
-    setSockOptIntFast: () => 0,
-    sendGso: () => 0,
   };
   return s;
 }
@@ -73,7 +75,7 @@ describe('TapPort', () => {
   it('opens, applies link settings in order, and reports them', () => {
     const s = scripted();
     const p = new TapPort({ name: 'vxlan1', mtu: 1450, mac: '02:00:00:00:00:0a', addresses: ['10.0.0.106/24', '2001:db8:1::1/64'], bridge: 'br0', native: s.binding });
-    expect(s.calls).toEqual(['open vxlan1 false', 'mtu 1450', 'mac', 'addr 4 0a00006a/24', 'addr 6 20010db8000100000000000000000001/64', 'bridge br0 vxlan1 true', 'up true']);
+    expect(s.calls).toEqual(['open vxlan1 false offloads', 'gso_max_segs 64', 'mtu 1450', 'mac', 'addr 4 0a00006a/24', 'addr 6 20010db8000100000000000000000001/64', 'bridge br0 vxlan1 true', 'up true']);
     expect(p.name).toBe('vxlan1');
     expect(p.mtu).toBe(1450);
     expect(p.mac).toBe(0x02000000000a);
@@ -91,7 +93,7 @@ describe('TapPort', () => {
     const err = Object.assign(new Error('ioctl(SIOCSIFMTU) failed: EINVAL'), { code: 'EINVAL', errno: -22, syscall: 'ioctl(SIOCSIFMTU)' });
     const s = scripted({ mtuError: err });
     expect(() => new TapPort({ mtu: 9000, native: s.binding })).toThrow(err);
-    expect(s.calls).toEqual(['open  false', 'close 42']);
+    expect(s.calls).toEqual(['open  false offloads', 'gso_max_segs 64', 'close 42']);
   });
 
   it('system errors from open pass through with code, errno and syscall', () => {
@@ -113,8 +115,12 @@ describe('TapPort', () => {
     expect(r.slot).toBeGreaterThanOrEqual(FRAME_HEADROOM + 65535);
     r.offs[0] = FRAME_HEADROOM;
     r.lens[0] = 60;
+    r.segs[0] = 1;
+    r.lasts[0] = 60;
     r.offs[1] = r.slot + FRAME_HEADROOM;
     r.lens[1] = 1464;
+    r.segs[1] = 1;
+    r.lasts[1] = 1464;
     r.onBatch(2);
     expect(batches).toEqual([2]);
     p.pause();
@@ -125,20 +131,42 @@ describe('TapPort', () => {
     expect(errors).toHaveLength(1);
   });
 
-  it('write reports EAGAIN as a refusal, never throws', () => {
-    const s = scripted({ writeResult: -11 });
-    const p = new TapPort({ native: s.binding, gro: false });
-    expect(p.write(Buffer.alloc(64), 0, 64)).toBe(false);
+  it('writeBatch reports lost frames and their bytes once, never throws', () => {
+    const s = scripted({ lost: 1 });
+    const p = new TapPort({ native: s.binding });
+    const buf = Buffer.alloc(200);
+    expect(p.writeBatch(buf, Int32Array.of(0, 100), Int32Array.of(64, 80), 2)).toBe(1);
+    expect(p.lostBytes).toBe(64);
+    expect(s.writes).toEqual([64, 80]);
     const ok = scripted();
-    expect(new TapPort({ native: ok.binding, gro: false }).write(Buffer.alloc(64), 0, 64)).toBe(true);
+    const q = new TapPort({ native: ok.binding });
+    expect(q.writeBatch(buf, Int32Array.of(0), Int32Array.of(64), 1)).toBe(0);
+    expect(q.lostBytes).toBe(0);
   });
 
-  it('with a vnet header (default): frames go through the coalescer, failures are counted', () => {
-    const s = scripted({ writeResult: -11 });
+  it('offloads: asks for checksum, TSO and USO, caps gso_max_segs; --no-tso asks for none', () => {
+    const s = scripted();
     const p = new TapPort({ native: s.binding });
-    expect(p.write(Buffer.alloc(64), 0, 64)).toBe(false); // not TCP: written at once, and refused
-    expect(p.counters()).toEqual({ groWrites: 0, groSegments: 0, writeErrors: 1 });
-    expect(s.calls[0]).toBe('open  false');
+    expect(p.offloads).toBeGreaterThan(0);
+    expect(s.calls.slice(0, 2)).toEqual(['open  false offloads', 'gso_max_segs 64']);
+    const plain = scripted();
+    const q = new TapPort({ native: plain.binding, tso: false });
+    expect(q.offloads).toBe(0);
+    expect(plain.calls[0]).toBe('open  false');
+    expect(plain.calls).not.toContain('gso_max_segs 64');
+  });
+
+  it('counters come from the native reader and writer stats', () => {
+    const s = scripted();
+    const p = new TapPort({ native: s.binding });
+    p.start(vi.fn(), vi.fn());
+    const st = s.reader!.stats;
+    st[ReaderStat.Reads] = 3;
+    st[ReaderStat.Frames] = 50;
+    st[ReaderStat.SuperFrames] = 1;
+    st[ReaderStat.BadVnet] = 2;
+    st[ReaderStat.TooManySegs] = 1;
+    expect(p.counters()).toMatchObject({ reads: 3, readFrames: 50, superFrames: 1, offloadInvalid: 3 });
   });
 
   it('link helpers: detach from a bridge, ifindex, up state', () => {

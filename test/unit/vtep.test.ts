@@ -165,10 +165,40 @@ describe('decapsulation', () => {
 
   it('a port that refuses the frame is a TapBusy drop', async () => {
     const t = await setup();
-    vi.spyOn(t.port, 'write').mockReturnValue(false);
+    vi.spyOn(t.port, 'writeBatch').mockImplementation(() => {
+      Object.assign(t.port, { lostBytes: good.length });
+      return 1;
+    });
     t.transport.receive(datagram(42, good));
     expect(t.vtep.stats.drops.TapBusy).toBe(1);
-    expect(t.vtep.stats.rxPackets).toBe(0);
+    expect(t.vtep.stats.dropsTotal).toBe(1);
+    expect(t.vtep.stats).toMatchObject({ rxPackets: 0, rxBytes: 0 });
+  });
+
+  it('a UDP GRO message of several datagrams: each checked on its own, delivered in one port batch', async () => {
+    const t = await setup();
+    const writes = vi.spyOn(t.port, 'writeBatch');
+    const ok = (i: number) => datagram(42, frame(ME, PEER, { size: 100, seed: i }));
+    const wrongVni = datagram(7, frame(ME, PEER, { size: 100 }));
+    t.transport.receiveBatch([ok(1), ok(2), wrongVni, ok(3)], '198.51.100.3', ok(1).length);
+    expect(writes).toHaveBeenCalledTimes(1);
+    expect(t.delivered.map((f) => f[14])).toEqual([1, 2, 3]);
+    expect(t.vtep.stats).toMatchObject({ rxDatagrams: 4, rxPackets: 3 });
+    expect(t.vtep.stats.drops.VniMismatch).toBe(1);
+    expect(t.vtep.fdb.lookup(mac(PEER))!.remotes[0]!.address).toBe('198.51.100.3');
+  });
+});
+
+describe('many destinations', () => {
+  it('a frame flooded to 300 remotes leaves 300 exact datagrams (the send batch never overruns)', async () => {
+    const remotes = Array.from({ length: 300 }, (_, i) => `198.51.${100 + (i >> 7)}.${(i & 127) + 1}`);
+    const t = await setup({ remotes });
+    const f = frame(BCAST, ME, { size: 100 });
+    t.port.inject(f);
+    expect(t.transport.sent).toHaveLength(300);
+    expect(new Set(t.transport.sent.map((s) => s.remote.address)).size).toBe(300);
+    for (const s of t.transport.sent) expectVxlan(s.bytes, vni(42), innerFrame(f));
+    expect(t.vtep.stats).toMatchObject({ txPackets: 300, floodCopies: 300 });
   });
 });
 
