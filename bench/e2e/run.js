@@ -7,10 +7,14 @@
 //   node bench/e2e/run.js --smoke --out DIR   1 s, 1 repetition (the test suite runs this)
 //   options: --reps N  --seconds S  --pings N  --cases a,b,...  --out DIR  --no-docs  --profile
 //
-// Cases: bare veth (ceiling), kernel <-> kernel (reference), uvtep <-> uvtep, uvtep <-> kernel.
-// Optional peer when installed: socat TAP-over-UDP (a userspace L2 tunnel without VXLAN headers).
+// Cases: bare veth (ceiling), kernel <-> kernel (reference), uvtep <-> uvtep (native endpoint,
+// the default), uvtep <-> kernel, uvtep <-> uvtep over the node:dgram fallback, uvtep <-> uvtep
+// with --busy-poll 50. Optional peer when installed: socat TAP-over-UDP (a userspace L2 tunnel
+// without VXLAN headers).
 // Measures: iperf3 TCP 1 stream (h1 -> h2 and reverse), TCP 4 streams, 64-byte UDP packets/s
-// delivered and loss, ping RTT avg/p99; for uvtep and socat, CPU (% of one core) and peak RSS.
+// delivered and loss, ping RTT avg/p99; whole-machine CPU during the 1-stream TCP test (busy %
+// from /proc/stat, and core-seconds per GB carried); for the userspace processes, CPU (% of one
+// core) and peak RSS; for uvtep, how much each syscall carried (from its counters).
 import { mkdirSync, readFileSync, readdirSync, writeFileSync, existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -29,7 +33,7 @@ const outDir = path.resolve(opt('--out', path.join(root, 'bench/results')));
 const writeDocs = !smoke && !flag('--no-docs') && !argv.includes('--out');
 const profile = flag('--profile');
 const hasSocat = (await sh('socat', ['-V'])).code === 0;
-const ALL = ['bare', 'kernel', 'uvtep', 'uvtep-kernel', ...(hasSocat ? ['socat'] : [])];
+const ALL = ['bare', 'kernel', 'uvtep', 'uvtep-kernel', 'uvtep-dgram', 'uvtep-busy', ...(hasSocat ? ['socat'] : [])];
 const caseNames = opt('--cases', ALL.join(',')).split(',');
 if (!hasSocat) log('bench: socat is not installed (apt-get install socat): the userspace TAP-over-UDP peer is skipped');
 
@@ -38,6 +42,8 @@ const CASES = {
   kernel: { label: 'kernel VTEP <-> kernel VTEP', kind: 'reference' },
   uvtep: { label: 'uvtep <-> uvtep', kind: 'uvtep' },
   'uvtep-kernel': { label: 'uvtep (h1) <-> kernel VTEP (h2)', kind: 'uvtep' },
+  'uvtep-dgram': { label: 'uvtep <-> uvtep, --transport dgram (fallback)', kind: 'uvtep' },
+  'uvtep-busy': { label: 'uvtep <-> uvtep, --busy-poll 50', kind: 'uvtep' },
   socat: { label: 'socat TAP-over-UDP (userspace peer, no VXLAN)', kind: 'peer' },
 };
 
@@ -126,9 +132,17 @@ async function kernelVtep(h, remote, address, mac, txOff) {
 
 let profileDir;
 let profiling = false;
-function uvtep(h, remote, address, mac) {
+function uvtep(h, remote, address, mac, extra = []) {
   const nodeArgs = profiling ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
-  return new UvtepProcess(h, ['--vni', '1', '--remote', remote, '--name', 'vxlan1', '--address', address, '--mac', mac], nodeArgs);
+  return new UvtepProcess(h, ['--vni', '1', '--remote', remote, '--name', 'vxlan1', '--address', address, '--mac', mac, ...extra], nodeArgs);
+}
+
+/** Whole-machine CPU counters (jiffies): busy and total, from the first line of /proc/stat. */
+function machineCpu() {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const total = f.reduce((a, b) => a + b, 0);
+  const idle = f[3] + (f[4] ?? 0); // idle + iowait
+  return { busy: total - idle, total };
 }
 
 /** Builds the hosts and the case's tunnel; returns the target address and the uvtep processes. */
@@ -145,8 +159,9 @@ async function setup(name) {
   if (name === 'kernel') {
     await kernelVtep(h1, '198.51.100.2', ...A, false);
     await kernelVtep(h2, '198.51.100.1', ...B, false);
-  } else if (name === 'uvtep') {
-    procs.push(uvtep(h1, '198.51.100.2', ...A), uvtep(h2, '198.51.100.1', ...B));
+  } else if (name === 'uvtep' || name === 'uvtep-dgram' || name === 'uvtep-busy') {
+    const extra = name === 'uvtep-dgram' ? ['--transport', 'dgram'] : name === 'uvtep-busy' ? ['--busy-poll', '50'] : [];
+    procs.push(uvtep(h1, '198.51.100.2', ...A, extra), uvtep(h2, '198.51.100.1', ...B, extra));
   } else if (name === 'uvtep-kernel') {
     procs.push(uvtep(h1, '198.51.100.2', ...A));
     await kernelVtep(h2, '198.51.100.1', ...B, true); // partial inner checksums over veth: see docs/scenarios.md
@@ -172,7 +187,7 @@ async function setup(name) {
   return { h1, h2, target: '10.0.0.107', procs, peers };
 }
 
-const metrics = ['tcp1', 'tcp1rev', 'tcp4', 'udpPps', 'udpLoss', 'rttAvg', 'rttP99', 'cpuPct', 'rssMb'];
+const metrics = ['tcp1', 'tcp1rev', 'tcp4', 'udpPps', 'udpLoss', 'rttAvg', 'rttP99', 'cpuPct', 'rssMb', 'machineBusy', 'coreSecPerGB', 'dgPerSend', 'dgPerRecv', 'framesPerRead', 'framesPerWrite'];
 const results = {};
 const perRep = 4 * seconds + pings * 0.012 + 4;
 const totalSteps = caseNames.length * reps;
@@ -194,7 +209,13 @@ try {
       const before = pids.map(procStat);
       const tStart = Date.now();
       const r = results[name];
+      const c0 = machineCpu();
       r.tcp1.push(await tcp(h1, h2, target));
+      const c1 = machineCpu();
+      // whole machine during the stream: both hosts' kernels, the tunnel processes, iperf3
+      const busy = (c1.busy - c0.busy) / (c1.total - c0.total);
+      r.machineBusy.push(busy * 100);
+      r.coreSecPerGB.push((busy * os.cpus().length * 8) / r.tcp1.at(-1));
       r.tcp1rev.push(await tcp(h1, h2, target, ['-R']));
       r.tcp4.push(await tcp(h1, h2, target, ['-P', '4']));
       const u = await udpSmall(h1, h2, target);
@@ -211,7 +232,16 @@ try {
         r.cpuPct.push((cpu / wall) * 100);
         r.rssMb.push(Math.max(...after.map((a) => a.rssMb)));
       }
-      for (const pr of procs) await pr.stop();
+      const finals = [];
+      for (const pr of procs) finals.push((await pr.stop()).final);
+      const io = finals.map((f) => f?.stats?.io).filter(Boolean);
+      if (io.length) {
+        const sum = (k) => io.reduce((a, x) => a + (x[k] ?? 0), 0);
+        r.dgPerSend.push(sum('sentDatagrams') / sum('sendCalls'));
+        r.dgPerRecv.push(finals.reduce((a, f) => a + (f?.stats?.rxDatagrams ?? 0), 0) / sum('recvCalls'));
+        r.framesPerRead.push(sum('readFrames') / sum('reads'));
+        r.framesPerWrite.push(finals.reduce((a, f) => a + (f?.stats?.rxPackets ?? 0), 0) / sum('writes'));
+      }
       await bed.cleanup();
       log(`    tcp ${r.tcp1.at(-1).toFixed(2)} / rev ${r.tcp1rev.at(-1).toFixed(2)} / x4 ${r.tcp4.at(-1).toFixed(2)} Gbit/s, udp64 ${(u.pps / 1000).toFixed(0)} kpps (loss ${u.loss.toFixed(1)}%), rtt ${p.avg.toFixed(3)} ms`);
     }
@@ -240,17 +270,26 @@ for (const name of caseNames) {
   const cell = (k, inv) => (ref ? `${f(ratio(m[k], ref[k], inv))}×` : 'n/a');
   table += `| ${CASES[name].label} | ${cell('tcp1')} | ${cell('tcp1rev')} | ${cell('tcp4')} | ${cell('udpPps')} | ${cell('rttAvg', true)} | ${cell('rttP99', true)} |\n`;
 }
-let raw = '| case | TCP 1 (Gbit/s) | reverse | TCP 4 | UDP 64 B (kpps, loss %) | RTT avg / p99 (ms) | userspace CPU (% of a core) | userspace peak RSS (MB) |\n|---|---:|---:|---:|---:|---:|---:|---:|\n';
+let raw = '| case | TCP 1 (Gbit/s) | reverse | TCP 4 | UDP 64 B (kpps, loss %) | RTT avg / p99 (ms) | machine busy during TCP 1 (%) | core-seconds per GB | userspace CPU (% of a core) | userspace peak RSS (MB) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n';
 for (const name of caseNames) {
   const m = med[name];
-  raw += `| ${CASES[name].label} | ${f(m.tcp1)} | ${f(m.tcp1rev)} | ${f(m.tcp4)} | ${f(m.udpPps / 1000, 0)} (${f(m.udpLoss, 1)}) | ${f(m.rttAvg, 3)} / ${f(m.rttP99, 3)} | ${f(m.cpuPct, 0)} | ${f(m.rssMb, 0)} |\n`;
+  raw += `| ${CASES[name].label} | ${f(m.tcp1)} | ${f(m.tcp1rev)} | ${f(m.tcp4)} | ${f(m.udpPps / 1000, 0)} (${f(m.udpLoss, 1)}) | ${f(m.rttAvg, 3)} / ${f(m.rttP99, 3)} | ${f(m.machineBusy, 0)} | ${f(m.coreSecPerGB, 2)} | ${f(m.cpuPct, 0)} | ${f(m.rssMb, 0)} |\n`;
+}
+let cpu = '| case | core-seconds per GB, ratio to the kernel (lower is better) |\n|---|---:|\n';
+for (const name of caseNames) cpu += `| ${CASES[name].label} | ${ref ? `${f(med[name].coreSecPerGB / ref.coreSecPerGB)}×` : 'n/a'} |\n`;
+let batching = '| case | datagrams per send syscall | datagrams per receive syscall | frames per TAP read | frames per TAP write |\n|---|---:|---:|---:|---:|\n';
+for (const name of caseNames) {
+  const m = med[name];
+  if (CASES[name].kind === 'uvtep') batching += `| ${CASES[name].label} | ${f(m.dgPerSend, 1)} | ${f(m.dgPerRecv, 1)} | ${f(m.framesPerRead, 1)} | ${f(m.framesPerWrite, 1)} |\n`;
 }
 const svg = chart(caseNames, med);
 writeFileSync(path.join(outDir, smoke ? 'e2e-smoke.svg' : 'e2e.svg'), svg);
 const md = `Run ${date} on ${machine.cores} cores (${machine.cpu}), Linux ${machine.kernel}, Node ${machine.node}; ` +
   `${reps} repetition(s) per case, median shown, ${seconds} s per iperf3 measurement, ${pings} pings. Command: \`${command}\`.\n\n` +
   `**Ratio to the kernel VTEP measured in the same run** (higher is better; for RTT, kernel RTT ÷ case RTT):\n\n${table}\n` +
-  `Medians behind the ratios (this machine is shared and noisy; compare within a run only):\n\n${raw}\n![throughput and RTT per case](bench-e2e.svg)\n`;
+  `Medians behind the ratios (this machine is shared and noisy; compare within a run only):\n\n${raw}\n` +
+  `Machine CPU per byte during the 1-stream TCP test (whole machine, both hosts, from /proc/stat), as a ratio to the kernel VTEP's:\n\n${cpu}\n` +
+  `What each syscall carried in uvtep (counters over the whole repetition, both processes):\n\n${batching}\n![throughput and RTT per case](bench-e2e.svg)\n`;
 process.stdout.write('\n' + md);
 if (writeDocs) {
   writeFileSync(path.join(root, 'docs/bench-e2e.svg'), svg);
@@ -291,7 +330,7 @@ function chart(names, m) {
     { key: 'rttAvg', title: 'ping RTT ms (lower better)' },
   ];
   const pw = (W - pad - gap * (panels.length - 1) - 20) / panels.length;
-  const colors = { bare: '#9e9e9e', kernel: '#1565c0', uvtep: '#ef6c00', 'uvtep-kernel': '#2e7d32', socat: '#8e24aa' };
+  const colors = { bare: '#9e9e9e', kernel: '#1565c0', uvtep: '#ef6c00', 'uvtep-kernel': '#2e7d32', 'uvtep-dgram': '#ffb74d', 'uvtep-busy': '#d84315', socat: '#8e24aa' };
   let s = `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11">\n<rect width="100%" height="100%" fill="white"/>\n`;
   panels.forEach((p, i) => {
     const x0 = pad + i * (pw + gap);

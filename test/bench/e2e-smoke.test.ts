@@ -13,18 +13,22 @@ describeNs('e2e benchmark, smoke mode', () => {
     try {
       const r = await sh(process.execPath, [path.resolve('bench/e2e/run.js'), '--smoke', '--out', out], { timeoutMs: 240_000 });
       expect(r.code, r.stderr).toBe(0);
-      expect(r.stderr).toMatch(/\[5\/5\] socat TAP-over-UDP .*, repetition 1\/1/);
+      expect(r.stderr).toMatch(/\[7\/7\] socat TAP-over-UDP .*, repetition 1\/1/);
       const j = JSON.parse(readFileSync(path.join(out, 'e2e-smoke.json'), 'utf8')) as { median: Record<string, Record<string, number>> };
-      expect(Object.keys(j.median)).toEqual(['bare', 'kernel', 'uvtep', 'uvtep-kernel', 'socat']);
+      expect(Object.keys(j.median)).toEqual(['bare', 'kernel', 'uvtep', 'uvtep-kernel', 'uvtep-dgram', 'uvtep-busy', 'socat']);
       for (const [name, m] of Object.entries(j.median)) {
-        for (const k of ['tcp1', 'tcp1rev', 'tcp4', 'udpPps', 'rttAvg', 'rttP99']) {
+        for (const k of ['tcp1', 'tcp1rev', 'tcp4', 'udpPps', 'rttAvg', 'rttP99', 'machineBusy', 'coreSecPerGB']) {
           expect(Number.isFinite(m[k]) && m[k]! > 0, `${name}.${k} = ${m[k]}`).toBe(true);
         }
         if (name.startsWith('uvtep') || name === 'socat') {
           expect(m.cpuPct! > 0 && m.rssMb! > 0, `${name} cpu/rss`).toBe(true);
         }
+        if (name.startsWith('uvtep')) {
+          for (const k of ['dgPerSend', 'dgPerRecv', 'framesPerRead', 'framesPerWrite']) expect(m[k]! >= 1, `${name}.${k} = ${m[k]}`).toBe(true);
+        }
       }
       expect(r.stdout).toMatch(/Ratio to the kernel VTEP measured in the same run/);
+      expect(r.stdout).toMatch(/core-seconds per GB, ratio to the kernel/);
       expect(readFileSync(path.join(out, 'e2e-smoke.svg'), 'utf8')).toMatch(/^<svg/);
     } finally {
       rmSync(out, { recursive: true, force: true });
