@@ -247,6 +247,7 @@ struct Seg {
   bool tcp;    // parses as TCP (the flow key is valid), whatever the rest
   bool ok;     // may be merged
   bool valid;  // checksums verified
+  bool partial;  // the checksum field holds only the pseudo-header sum (CHECKSUM_PARTIAL)
   bool v6;
   int iphl;
   int doff;
@@ -256,7 +257,7 @@ struct Seg {
 };
 
 void Parse(const uint8_t* f, uint32_t len, Seg* s) {
-  s->tcp = s->ok = s->valid = false;
+  s->tcp = s->ok = s->valid = s->partial = false;
   if (len < kEthHlen + 40) return;
   const uint16_t type = Be16(f + 12);
   const uint8_t* ip = f + kEthHlen;
@@ -285,7 +286,16 @@ void Parse(const uint8_t* f, uint32_t len, Seg* s) {
   s->seq = Be32(t + 4);
   const uint32_t l4len = static_cast<uint32_t>(s->doff) + s->payload;
   if (!s->v6 && CsumFold(CsumAdd(ip, 20, 0)) != 0xffff) return;
-  if (CsumFold(CsumAdd(t, l4len, Pseudo(ip, s->v6, kProtoTcp, l4len))) != 0xffff) return;
+  const uint64_t ps = Pseudo(ip, s->v6, kProtoTcp, l4len);
+  if (CsumFold(CsumAdd(t, l4len, ps)) != 0xffff) {
+    // A local kernel peer (a kernel VTEP over veth, tx checksum offload on) sends TCP with
+    // CHECKSUM_PARTIAL: the field holds the pseudo-header sum and nothing else, as a NIC would
+    // have finished it. It is taken as the kernel takes it from a local device: NEEDS_CSUM.
+    uint16_t field;
+    memcpy(&field, t + kTcpCsumOff, 2);
+    if (field != CsumFold(ps)) return;
+    s->partial = true;
+  }
   s->valid = true;
   s->ok = s->payload > 0 && (s->flags & kTcpAck) != 0 && (s->flags & ~(kTcpAck | kTcpPsh)) == 0;
 }
@@ -296,6 +306,38 @@ bool SameFlow(const uint8_t* a, const uint8_t* b, bool v6, int iphl) {
   const uint8_t* ib = b + kEthHlen;
   if (v6 ? memcmp(ia + 8, ib + 8, 32) != 0 : memcmp(ia + 12, ib + 12, 8) != 0) return false;
   return memcmp(ia + iphl, ib + iphl, 4) == 0;
+}
+
+// A UDP frame whose checksum field holds only the pseudo-header sum (CHECKSUM_PARTIAL from a
+// local kernel peer): returns the UDP header offset, else 0.
+int UdpPartial(const uint8_t* f, uint32_t len) {
+  if (len < kEthHlen + 28) return 0;
+  const uint16_t type = Be16(f + 12);
+  const uint8_t* ip = f + kEthHlen;
+  int iphl;
+  bool v6;
+  if (type == kEthIp) {
+    iphl = (ip[0] & 0x0f) * 4;
+    if ((ip[0] >> 4) != 4 || iphl < 20 || ip[9] != kProtoUdp || (Be16(ip + 6) & 0x3fff) != 0) return 0;
+    if (kEthHlen + static_cast<uint32_t>(Be16(ip + 2)) != len) return 0;
+    v6 = false;
+  } else if (type == kEthIpv6) {
+    if (len < kEthHlen + 48 || (ip[0] >> 4) != 6 || ip[6] != kProtoUdp) return 0;
+    if (kEthHlen + 40u + Be16(ip + 4) != len) return 0;
+    iphl = 40;
+    v6 = true;
+  } else {
+    return 0;
+  }
+  const uint8_t* u = ip + iphl;
+  const uint32_t l4len = len - kEthHlen - static_cast<uint32_t>(iphl);
+  if (l4len < 8 || Be16(u + 4) != l4len) return 0;
+  uint16_t field;
+  memcpy(&field, u + kUdpCsumOff, 2);
+  if (field == 0) return 0;  // IPv4 "no checksum"
+  const uint64_t ps = Pseudo(ip, v6, kProtoUdp, l4len);
+  if (CsumFold(CsumAdd(u, l4len, ps)) == 0xffff) return 0;  // complete and correct
+  return field == CsumFold(ps) ? kEthHlen + iphl : 0;
 }
 
 // Everything GRO requires to be equal besides the flow key: Ethernet header, IP fields that
@@ -317,9 +359,14 @@ bool Compatible(const uint8_t* a, const uint8_t* b, bool v6, int iphl, int doff)
 
 }  // namespace
 
-void Coalescer::WriteOne(uint8_t* p, uint32_t len, bool valid) {
+void Coalescer::WriteOne(uint8_t* p, uint32_t len, bool valid, int partialL4, int csumOff) {
   uint8_t vh[kVnetHdrLen] = {0};
-  if (valid) vh[0] = kVnetDataValid;
+  if (partialL4 > 0) {
+    VnetHdr h{kVnetNeedsCsum, kGsoNone, 0, 0, static_cast<uint16_t>(partialL4), static_cast<uint16_t>(csumOff)};
+    WriteVnet(vh, h);
+  } else if (valid) {
+    vh[0] = kVnetDataValid;
+  }
   struct iovec iov[2] = {{vh, kVnetHdrLen}, {p, len}};
   stats.writes++;
   if (write_(ctx_, iov, 2) < 0) {
@@ -330,7 +377,7 @@ void Coalescer::WriteOne(uint8_t* p, uint32_t len, bool valid) {
 
 void Coalescer::Emit(Flow& f) {
   if (f.count == 1) {
-    WriteOne(f.first, f.firstLen, true);
+    WriteOne(f.first, f.firstLen, true, f.partial ? kEthHlen + f.iphl : 0, kTcpCsumOff);
     return;
   }
   uint8_t hdr[kMaxHdr];
@@ -365,6 +412,28 @@ void Coalescer::Emit(Flow& f) {
   }
 }
 
+void Coalescer::EmitBig(uint8_t* p, uint32_t len, bool v6, int iphl, int doff) {
+  const int hdrLen = kEthHlen + iphl + doff;
+  uint8_t hdr[kMaxHdr];
+  memcpy(hdr, p, static_cast<size_t>(hdrLen));
+  uint8_t* ip = hdr + kEthHlen;
+  const uint32_t l4len = len - kEthHlen - static_cast<uint32_t>(iphl);
+  PutCsum(ip + iphl + kTcpCsumOff, CsumFold(Pseudo(ip, v6, kProtoTcp, l4len)));
+  const uint32_t mss = mtu_ - static_cast<uint32_t>(iphl + doff);
+  VnetHdr vh{kVnetNeedsCsum, v6 ? kGsoTcpV6 : kGsoTcpV4, static_cast<uint16_t>(hdrLen), static_cast<uint16_t>(mss),
+             static_cast<uint16_t>(kEthHlen + iphl), kTcpCsumOff};
+  uint8_t vb[kVnetHdrLen];
+  WriteVnet(vb, vh);
+  struct iovec iov[3] = {{vb, kVnetHdrLen}, {hdr, static_cast<size_t>(hdrLen)}, {p + hdrLen, len - static_cast<uint32_t>(hdrLen)}};
+  stats.writes++;
+  if (write_(ctx_, iov, 3) < 0) {
+    stats.lostFrames++;
+    stats.lostBytes += len;
+  } else {
+    stats.bigWrites++;
+  }
+}
+
 void Coalescer::Drop(int i) {
   for (int j = i + 1; j < nflows_; j++) flows_[j - 1] = flows_[j];
   nflows_--;
@@ -374,9 +443,12 @@ void Coalescer::Add(uint8_t* p, uint32_t len) {
   Seg s;
   Parse(p, len, &s);
   if (!s.tcp) {
-    WriteOne(p, len, false);
+    const int udp = UdpPartial(p, len);
+    if (udp > 0) stats.partialCsum++;
+    WriteOne(p, len, false, udp, kUdpCsumOff);
     return;
   }
+  if (s.partial) stats.partialCsum++;
   if (s.tcp && !s.valid) stats.badCsum++;
   int fi = -1;
   for (int i = 0; i < nflows_; i++) {
@@ -384,6 +456,16 @@ void Coalescer::Add(uint8_t* p, uint32_t len) {
       fi = i;
       break;
     }
+  }
+  const bool big = mtu_ > 0 && len > mtu_ + kEthHlen && s.valid && mtu_ > static_cast<uint32_t>(s.iphl + s.doff);
+  if (fi >= 0 && big) {
+    Emit(flows_[fi]);
+    Drop(fi);
+    fi = -1;
+  }
+  if (big) {
+    EmitBig(p, len, s.v6, s.iphl, s.doff);
+    return;
   }
   if (fi >= 0) {
     Flow& f = flows_[fi];
@@ -404,7 +486,7 @@ void Coalescer::Add(uint8_t* p, uint32_t len) {
     Drop(fi);
   }
   if (!merge_ || !s.ok) {
-    WriteOne(p, len, s.valid);
+    WriteOne(p, len, s.valid, s.partial ? kEthHlen + s.iphl : 0, kTcpCsumOff);
     return;
   }
   if (nflows_ == kFlows) {
@@ -426,6 +508,7 @@ void Coalescer::Add(uint8_t* p, uint32_t len) {
   f.plen[0] = s.payload;
   f.lastPsh = (s.flags & kTcpPsh) != 0;
   f.ended = f.lastPsh;
+  f.partial = s.partial;
 }
 
 void Coalescer::Flush() {

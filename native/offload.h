@@ -74,13 +74,17 @@ struct GroStats {
   double lostFrames = 0;   // frames in writes that failed
   double lostBytes = 0;
   double badCsum = 0;      // TCP segments whose checksum did not verify (written unmerged)
+  double partialCsum = 0;  // TCP/UDP frames with a partial checksum from a local kernel peer
+  double bigWrites = 0;    // TCP super-frames (larger than the MTU) written as GSO frames
 };
 
 // Receive-side coalescing over one batch. Add() each frame in order, then Flush(). Frames must
 // stay valid until Flush() returns.
 class Coalescer {
  public:
-  Coalescer(GatherWriter w, void* ctx, bool merge) : write_(w), ctx_(ctx), merge_(merge) {}
+  // mtu: the TAP's; a TCP frame larger than it (a super-frame a local kernel peer sent as one
+  // tunnel-GSO datagram) is written as a GSO frame of MSS-sized segments. 0: no such frames.
+  Coalescer(GatherWriter w, void* ctx, bool merge, uint32_t mtu = 0) : write_(w), ctx_(ctx), merge_(merge), mtu_(mtu) {}
   void Add(uint8_t* p, uint32_t len);
   void Flush();
   GroStats stats;
@@ -100,15 +104,19 @@ class Coalescer {
     int count;
     bool lastPsh;
     bool ended;
+    bool partial;
     uint8_t* pay[kMaxSegs];
     uint32_t plen[kMaxSegs];
   };
   void Emit(Flow& f);
-  void WriteOne(uint8_t* p, uint32_t len, bool valid);
+  void EmitBig(uint8_t* p, uint32_t len, bool v6, int iphl, int doff);
+  // partialL4 > 0: written with NEEDS_CSUM at that offset (csumOff into the L4 header)
+  void WriteOne(uint8_t* p, uint32_t len, bool valid, int partialL4, int csumOff);
   void Drop(int i);
   GatherWriter write_;
   void* ctx_;
   bool merge_;
+  uint32_t mtu_;
   Flow flows_[kFlows];
   int nflows_ = 0;
 };

@@ -137,15 +137,18 @@ void AddStats(double* st, const GroStats& g) {
   st[3] += g.lostFrames;
   st[4] += g.lostBytes;
   st[5] += g.badCsum;
+  st[6] += g.partialCsum;
+  st[7] += g.bigWrites;
 }
 
 }  // namespace
 
-// writeFrames(fd, vnet, gro, buf, offs, lens, count, stats) -> frames lost (write errors).
+// writeFrames(fd, vnet, gro, buf, offs, lens, count, stats, mtu) -> frames lost (write errors).
 // Frames i < count are buf[offs[i], offs[i] + lens[i]). With a vnet header, consecutive TCP
 // segments of one flow are merged (gro) and written with one gather writev each; everything
-// else is written as it is. stats (Float64Array(6)) accumulates: writes, merged writes, merged
-// segments, lost frames, lost bytes, TCP checksum failures. Never throws on the data path.
+// else is written as it is. stats (Float64Array(8)) accumulates: writes, merged writes, merged
+// segments, lost frames, lost bytes, TCP checksum failures, partial checksums passed on, TCP
+// super-frames (larger than mtu, from a local kernel peer's tunnel GSO) written as GSO frames. Never throws on the data path.
 static Napi::Value WriteFrames(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = info[0].As<Napi::Number>().Int32Value();
@@ -156,7 +159,7 @@ static Napi::Value WriteFrames(const Napi::CallbackInfo& info) {
   int count;
   if (!FramesArgs(info, 3, &buf, &offs, &lens, &count)) return Napi::Number::New(env, -EFAULT);
   Napi::Float64Array st = info[7].As<Napi::Float64Array>();
-  if (st.ElementLength() < 6) return Napi::Number::New(env, -EINVAL);
+  if (st.ElementLength() < 8) return Napi::Number::New(env, -EINVAL);
   if (!vnet) {
     double lost = 0;
     for (int i = 0; i < count; i++) {
@@ -173,18 +176,18 @@ static Napi::Value WriteFrames(const Napi::CallbackInfo& info) {
     }
     return Napi::Number::New(env, lost);
   }
-  Coalescer c(WritevFd, &fd, gro);
+  Coalescer c(WritevFd, &fd, gro, info.Length() > 8 && info[8].IsNumber() ? info[8].As<Napi::Number>().Uint32Value() : 0);
   for (int i = 0; i < count; i++) c.Add(buf.Data() + offs[i], static_cast<uint32_t>(lens[i]));
   c.Flush();
   AddStats(st.Data(), c.stats);
   return Napi::Number::New(env, c.stats.lostFrames);
 }
 
-// coalesce(buf, offs, lens, count, gro, out, stats) -> bytes used in out: what writeFrames would
+// coalesce(buf, offs, lens, count, gro, out, stats, mtu) -> bytes used in out: what writeFrames would
 // write, recorded as [u32 LE length][virtio_net_hdr + packet] each (tests compare it byte for byte).
 static Napi::Value Coalesce(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  ExpectArgs(info, "coalesce", "bbbnobb");
+  ExpectArgs(info, "coalesce", "bbbnobbn");
   Napi::Uint8Array buf;
   Napi::Int32Array offs, lens;
   int count;
@@ -192,9 +195,9 @@ static Napi::Value Coalesce(const Napi::CallbackInfo& info) {
   bool gro = info[4].As<Napi::Boolean>().Value();
   Napi::Uint8Array out = info[5].As<Napi::Uint8Array>();
   Napi::Float64Array st = info[6].As<Napi::Float64Array>();
-  if (st.ElementLength() < 6) throw Napi::RangeError::New(env, "coalesce: stats too short");
+  if (st.ElementLength() < 8) throw Napi::RangeError::New(env, "coalesce: stats too short");
   Recorder r{out.Data(), out.ByteLength(), 0};
-  Coalescer c(RecordPacket, &r, gro);
+  Coalescer c(RecordPacket, &r, gro, info[7].As<Napi::Number>().Uint32Value());
   for (int i = 0; i < count; i++) c.Add(buf.Data() + offs[i], static_cast<uint32_t>(lens[i]));
   c.Flush();
   AddStats(st.Data(), c.stats);

@@ -18,8 +18,8 @@ export interface TapReaderHandle {
 export const ReaderStat = { Reads: 0, Frames: 1, SuperFrames: 2, CsumCompleted: 3, BadVnet: 4, BadHeaders: 5, TooManySegs: 6, NoRoom: 7 } as const;
 export const READER_STATS = 8;
 /** Indices of the TAP writer's stats array (native/tap.cc writeFrames). */
-export const WriterStat = { Writes: 0, GroWrites: 1, GroSegments: 2, LostFrames: 3, LostBytes: 4, BadCsum: 5 } as const;
-export const WRITER_STATS = 6;
+export const WriterStat = { Writes: 0, GroWrites: 1, GroSegments: 2, LostFrames: 3, LostBytes: 4, BadCsum: 5, PartialCsum: 6, BigWrites: 7 } as const;
+export const WRITER_STATS = 8;
 /** Indices of a UDP socket's stats array (native/udp.cc). */
 export const SockStat = { SendCalls: 0, MsgsSent: 1, DgramsSent: 2, GsoMsgs: 3, GsoDgrams: 4, GsoFallbacks: 5, RecvCalls: 6, MsgsRecv: 7, GroMsgs: 8, Truncated: 9 } as const;
 export const SOCK_STATS = 10;
@@ -62,11 +62,12 @@ export interface NativeBinding {
   setPersist(fd: number, on: boolean): void;
   /**
    * Writes frames i < count (buf[offs[i], +lens[i])) to the TAP: with `vnet`, TCP segments of one
-   * flow merge into one GSO write when `gro`. Returns the frames lost to write errors.
+   * flow merge into one GSO write when `gro`; a TCP frame larger than `mtu` (0: none) is written
+   * as a GSO frame. Returns the frames lost to write errors.
    */
-  writeFrames(fd: number, vnet: boolean, gro: boolean, buf: Uint8Array, offs: Int32Array, lens: Int32Array, count: number, stats: Float64Array): number;
+  writeFrames(fd: number, vnet: boolean, gro: boolean, buf: Uint8Array, offs: Int32Array, lens: Int32Array, count: number, stats: Float64Array, mtu: number): number;
   /** What writeFrames would write, recorded into `out` as [u32 LE length][vnet header + packet]; returns bytes used. */
-  coalesce(buf: Uint8Array, offs: Int32Array, lens: Int32Array, count: number, gro: boolean, out: Uint8Array, stats: Float64Array): number;
+  coalesce(buf: Uint8Array, offs: Int32Array, lens: Int32Array, count: number, gro: boolean, out: Uint8Array, stats: Float64Array, mtu: number): number;
   /** The TAP reader's per-read work on one frame at buf[off, off+len) with room up to off+cap: [segs, segLen, lastLen] or [negative reason]. */
   segment(vnetHdr: Uint8Array, buf: Uint8Array, off: number, len: number, cap: number): number[];
   close(fd: number): void;

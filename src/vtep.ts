@@ -22,6 +22,7 @@ import { TxBatch } from './transport/transport.js';
 import { ETH_HLEN, ethDst, ethSrc, MAC_ZERO } from './wire/ethernet.js';
 import { checkVxlan, emitVxlan, VXLAN_HLEN, vxlanVni, VxlanCheck } from './wire/vxlan.js';
 import { flowHash, innerDsfield } from './wire/flow.js';
+import { isPartialTcp } from './wire/inet.js';
 
 /** Why a frame or datagram was dropped. Numeric on the data path; names via `DROP_REASONS`. */
 export const DropReason = {
@@ -99,6 +100,8 @@ export interface VtepStats {
 export interface VtepIo extends Omit<PortCounters, 'offloadInvalid' | 'groWrites' | 'groSegments'>, Omit<TransportCounters, 'gsoSends' | 'gsoDatagrams'> {
   /** 'native' or 'dgram'. */
   transport: string;
+  /** TCP super-frames received whole from a kernel VTEP on this host (tunnel GSO over veth). */
+  rxSuperFrames: number;
 }
 
 export interface VtepSendErrorInfo {
@@ -162,6 +165,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
   private txBytes = 0;
   private floodCopies = 0;
   private txPauses = 0;
+  private rxSuperFrames = 0;
   private readonly drops: Float64Array;
   // the frames of a received batch, written to the port at the end of it
   private rxOffs: Int32Array;
@@ -278,6 +282,8 @@ export class Vtep extends EventEmitter<VtepEvents> {
         csumCompleted: p?.csumCompleted ?? 0,
         writes: p?.writes ?? 0,
         badCsum: p?.badCsum ?? 0,
+        partialCsum: p?.partialCsum ?? 0,
+        rxSuperFrames: this.rxSuperFrames,
         sendCalls: t?.sendCalls ?? 0,
         sentMsgs: t?.sentMsgs ?? 0,
         sentDatagrams: t?.sentDatagrams ?? 0,
@@ -429,11 +435,16 @@ export class Vtep extends EventEmitter<VtepEvents> {
           this.drops[DropReason.InnerTruncated]++;
           continue;
         }
-        // Larger than the underlay carries unfragmented: it was reassembled from IP fragments,
-        // which RFC 7348 section 4.3 lets the destination VTEP "silently discard".
+        // Larger than the underlay carries unfragmented: reassembled from IP fragments, which
+        // RFC 7348 section 4.3 lets the destination VTEP "silently discard"; unless it is a TCP
+        // super-frame a kernel VTEP on this host sent as one tunnel-GSO datagram (over veth with
+        // tx checksum offload): the port writes that as a GSO frame, as the kernel would take it.
         if (ilen > maxFrame) {
-          this.drops[DropReason.TooBig]++;
-          continue;
+          if (!isPartialTcp(buf, inner, ilen)) {
+            this.drops[DropReason.TooBig]++;
+            continue;
+          }
+          this.rxSuperFrames++;
         }
         const smac = ethSrc(buf, inner);
         if (smac === ownMac) {

@@ -48,6 +48,11 @@ export interface PortCounters {
   groSegments: number;
   /** Received TCP segments whose checksum did not verify (written unmerged; the kernel drops them). */
   badCsum: number;
+  /**
+   * Received TCP/UDP frames whose checksum field held only the pseudo-header sum (CHECKSUM_PARTIAL
+   * from a kernel peer on the same host, over veth): written with NEEDS_CSUM, as the kernel takes them.
+   */
+  partialCsum: number;
 }
 
 export interface FramePort {

@@ -164,7 +164,7 @@ export class TapPort implements FramePort {
     }
     const st = this.writeStats;
     const before = st[WriterStat.LostBytes]!;
-    const lost = this.native.writeFrames(this.fd, true, this.gro, buf, offs, lens, count, st);
+    const lost = this.native.writeFrames(this.fd, true, this.gro, buf, offs, lens, count, st, this.mtu);
     this.lostBytes = st[WriterStat.LostBytes]! - before;
     return lost;
   }
@@ -182,6 +182,7 @@ export class TapPort implements FramePort {
       groWrites: w[WriterStat.GroWrites]!,
       groSegments: w[WriterStat.GroSegments]!,
       badCsum: w[WriterStat.BadCsum]!,
+      partialCsum: w[WriterStat.PartialCsum]!,
     };
   }
 

@@ -206,7 +206,6 @@ describeNs('multicast group for BUM traffic', () => {
       await h2.ip('link', 'set', 'vxlan1', 'address', '02:00:00:00:00:0b');
       await h2.ip('addr', 'add', '10.0.0.107/24', 'dev', 'vxlan1');
       await h2.ip('link', 'set', 'vxlan1', 'up');
-      await h2.run(['ethtool', '-K', 'eth0', 'tx', 'off']);
     } else {
       await uvtep(h2, ['--vni', '1', '--group', '239.1.1.1', '--dev', 'eth0', '--name', 'vxlan1', '--address', '10.0.0.107/24', '--mac', '02:00:00:00:00:0b']).ready();
     }

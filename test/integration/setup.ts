@@ -47,16 +47,17 @@ export async function twoHosts(bed: Testbed, v6 = false): Promise<TwoHosts> {
 
 /**
  * A kernel VTEP in h: `ip link add vxlan1 type vxlan id <vni> remote <remote> dstport <port> dev eth0`.
- * Turns tx checksum offload off on h's underlay veth: over veth the kernel leaves the inner
- * TCP/UDP checksums partial (a NIC would finish them), which a userspace peer then sees as bad.
+ * With `tx: 'off'`, tx checksum offload is turned off on h's underlay veth (the kernel then
+ * finishes inner checksums and segments in software); by default it stays on, as the kernel
+ * leaves it, and the kernel hands uvtep partial inner checksums and whole TCP super-frames.
  */
-export async function kernelVtep(h: Host, o: { vni: number; remote: string; port: number; address: string; mac: string; name?: string }): Promise<string> {
+export async function kernelVtep(h: Host, o: { vni: number; remote: string; port: number; address: string; mac: string; name?: string; tx?: 'on' | 'off' }): Promise<string> {
   const name = o.name ?? 'vxlan1';
   await h.ip('link', 'add', name, 'type', 'vxlan', 'id', String(o.vni), 'remote', o.remote, 'dstport', String(o.port), 'dev', 'eth0');
   await h.ip('link', 'set', name, 'address', o.mac);
   await h.ip('addr', 'add', o.address, 'dev', name);
   await h.ip('link', 'set', name, 'up');
-  await h.run(['ethtool', '-K', 'eth0', 'tx', 'off']);
+  if (o.tx === 'off') await h.run(['ethtool', '-K', 'eth0', 'tx', 'off']);
   return name;
 }
 

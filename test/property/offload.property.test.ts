@@ -45,7 +45,7 @@ describe('segment then coalesce', () => {
         }
         expect(Buffer.concat(parts).equals(payload)).toBe(true);
         const out = Buffer.alloc(room * 2);
-        const used = native.coalesce(slab, offs, lens, n!, true, out, new Float64Array(WRITER_STATS));
+        const used = native.coalesce(slab, offs, lens, n!, true, out, new Float64Array(WRITER_STATS), 0);
         const writes = records(out, used);
         if (!o.udp) expect(writes).toHaveLength(1); // one flow, contiguous: one write
         const merged = Buffer.concat(writes.map((w) => parse(w.frame).payload));
@@ -86,7 +86,7 @@ describe('hostile input to the native offload code', () => {
           at += f.length;
         });
         const out = Buffer.alloc(buf.length * 2 + 4096);
-        const used = native.coalesce(buf, offs, lens, frames.length, true, out, new Float64Array(WRITER_STATS));
+        const used = native.coalesce(buf, offs, lens, frames.length, true, out, new Float64Array(WRITER_STATS), 1500);
         // random bytes never form mergeable runs: one write per frame, each as it came
         const w = records(out, used);
         expect(w).toHaveLength(frames.length);

@@ -2,7 +2,7 @@
 // (segment) and the TAP writer's coalescing (coalesce), byte for byte against test/helpers/tcp.ts.
 import { describe, expect, it } from 'vitest';
 import { loadBinding, WRITER_STATS, WriterStat } from '../../src/native.js';
-import { GSO_TCPV4, GSO_TCPV6, pay, parse, records, segment, superFrame, vnet, VNET_NEEDS_CSUM } from '../helpers/tcp.js';
+import { csum, GSO_TCPV4, GSO_TCPV6, pay, parse, records, segment, superFrame, vnet, VNET_NEEDS_CSUM } from '../helpers/tcp.js';
 
 const native = loadBinding();
 const HEAD = 16;
@@ -33,7 +33,7 @@ export function coalesce(frames: Buffer[], gro = true) {
   });
   const out = Buffer.alloc(buf.length * 2 + 4096);
   const stats = new Float64Array(WRITER_STATS);
-  const used = native.coalesce(buf, offs, lens, frames.length, gro, out, stats);
+  const used = native.coalesce(buf, offs, lens, frames.length, gro, out, stats, 1500);
   return { writes: records(out, used), stats };
 }
 
@@ -179,6 +179,34 @@ describe('coalesce: received TCP segments into GSO writes', () => {
     expect(writes[1]!.frame.equals(bad)).toBe(true);
     expect(writes[1]!.hdr.flags).toBe(0); // not marked valid
     expect(stats[WriterStat.BadCsum]).toBe(1);
+  });
+
+  it('CHECKSUM_PARTIAL from a local kernel peer (field = pseudo-header sum): passed on as NEEDS_CSUM, merged like a verified one', () => {
+    const partial = (f: Buffer, at: number) => {
+      const p = Buffer.from(f);
+      const v6 = p.readUInt16BE(12) === 0x86dd;
+      const l4 = 14 + (v6 ? 40 : 20);
+      const l4len = p.length - l4;
+      const proto = p[v6 ? 20 : 23]!;
+      p.writeUInt16BE(v6 ? csum(p, 22, 32, proto + l4len) : csum(p, 26, 8, proto + l4len), l4 + at);
+      return p;
+    };
+    const one = coalesce([partial(seg(0, { flags: 0x11 }), 16)]);
+    expect(one.writes[0]!.hdr).toMatchObject({ flags: VNET_NEEDS_CSUM, gsoType: 0, csumStart: 34, csumOffset: 16 });
+    expect(one.stats[WriterStat.PartialCsum]).toBe(1);
+    expect(one.stats[WriterStat.BadCsum]).toBe(0);
+    const run = coalesce([partial(seg(0), 16), partial(seg(1), 16), seg(2)]);
+    expect(run.writes).toHaveLength(1);
+    expect(run.writes[0]!.hdr.gsoType).toBe(GSO_TCPV4);
+    const udp = partial(segment({ udp: true, seq: 0, payload: pay(100, 1) }), 6);
+    const u = coalesce([udp]);
+    expect(u.writes[0]!.hdr).toMatchObject({ flags: VNET_NEEDS_CSUM, csumStart: 34, csumOffset: 6 });
+    // anything else that fails its checksum is not mistaken for a partial one
+    const bad = partial(seg(0), 16);
+    bad.writeUInt16BE(bad.readUInt16BE(50) ^ 1, 50);
+    const b = coalesce([bad]);
+    expect(b.writes[0]!.hdr.flags).toBe(0);
+    expect(b.stats[WriterStat.BadCsum]).toBe(1);
   });
 
   it('non-TCP frames are written as they are, in place', () => {
