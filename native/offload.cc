@@ -241,35 +241,40 @@ int Segment(uint8_t* f, size_t len, size_t cap, const VnetHdr& h, SegOut* out) {
 
 namespace {
 
-// What a frame offers for merging. ok = a TCP data segment without VLAN tags, IPv4 options,
-// fragments or IPv6 extension headers, flags ACK (+PSH), checksums verified.
+// What a frame offers for merging. ok = a TCP data segment (flags ACK, PSH on the last) or a UDP
+// datagram with a payload, without VLAN tags, IPv4 options, fragments or IPv6 extension headers,
+// checksums verified (or partial from a local kernel peer).
 struct Seg {
-  bool tcp;    // parses as TCP (the flow key is valid), whatever the rest
-  bool ok;     // may be merged
-  bool valid;  // checksums verified
+  bool l4;       // parses as TCP or UDP (the flow key is valid), whatever the rest
+  bool udp;
+  bool ok;       // may be merged
+  bool valid;    // checksums verified
   bool partial;  // the checksum field holds only the pseudo-header sum (CHECKSUM_PARTIAL)
   bool v6;
   int iphl;
-  int doff;
+  int doff;  // L4 header length (8 for UDP)
   uint32_t payload;
   uint32_t seq;
   uint8_t flags;
 };
 
 void Parse(const uint8_t* f, uint32_t len, Seg* s) {
-  s->tcp = s->ok = s->valid = s->partial = false;
-  if (len < kEthHlen + 40) return;
+  s->l4 = s->udp = s->ok = s->valid = s->partial = false;
+  if (len < kEthHlen + 28) return;
   const uint16_t type = Be16(f + 12);
   const uint8_t* ip = f + kEthHlen;
   uint32_t ipLen;
+  uint8_t proto;
   if (type == kEthIp) {
-    if (ip[0] != 0x45 || ip[9] != kProtoTcp) return;
+    proto = ip[9];
+    if (ip[0] != 0x45 || (proto != kProtoTcp && proto != kProtoUdp)) return;
     if ((Be16(ip + 6) & 0x3fff) != 0) return;
     ipLen = Be16(ip + 2);
     s->v6 = false;
     s->iphl = 20;
   } else if (type == kEthIpv6) {
-    if ((ip[0] >> 4) != 6 || ip[6] != kProtoTcp || len < kEthHlen + 60) return;
+    proto = ip[6];
+    if ((ip[0] >> 4) != 6 || (proto != kProtoTcp && proto != kProtoUdp) || len < kEthHlen + 48) return;
     ipLen = 40u + Be16(ip + 4);
     s->v6 = true;
     s->iphl = 40;
@@ -278,71 +283,51 @@ void Parse(const uint8_t* f, uint32_t len, Seg* s) {
   }
   if (kEthHlen + ipLen != len) return;
   const uint8_t* t = ip + s->iphl;
-  s->doff = (t[12] >> 4) * 4;
-  if (s->doff < 20 || static_cast<uint32_t>(kEthHlen + s->iphl + s->doff) > len) return;
-  s->tcp = true;
-  s->flags = t[13];
+  s->udp = proto == kProtoUdp;
+  if (s->udp) {
+    s->doff = 8;
+    if (Be16(t + 4) != ipLen - static_cast<uint32_t>(s->iphl)) return;
+    s->flags = 0;
+    s->seq = 0;
+  } else {
+    if (len < kEthHlen + static_cast<uint32_t>(s->iphl) + 20) return;
+    s->doff = (t[12] >> 4) * 4;
+    if (s->doff < 20 || static_cast<uint32_t>(kEthHlen + s->iphl + s->doff) > len) return;
+    s->flags = t[13];
+    s->seq = Be32(t + 4);
+  }
+  s->l4 = true;
   s->payload = len - kEthHlen - s->iphl - s->doff;
-  s->seq = Be32(t + 4);
   const uint32_t l4len = static_cast<uint32_t>(s->doff) + s->payload;
   if (!s->v6 && CsumFold(CsumAdd(ip, 20, 0)) != 0xffff) return;
-  const uint64_t ps = Pseudo(ip, s->v6, kProtoTcp, l4len);
-  if (CsumFold(CsumAdd(t, l4len, ps)) != 0xffff) {
-    // A local kernel peer (a kernel VTEP over veth, tx checksum offload on) sends TCP with
+  const int csumOff = s->udp ? kUdpCsumOff : kTcpCsumOff;
+  uint16_t field;
+  memcpy(&field, t + csumOff, 2);
+  const uint64_t ps = Pseudo(ip, s->v6, proto, l4len);
+  if (s->udp && !s->v6 && field == 0) {
+    // IPv4 UDP without a checksum: nothing to verify
+  } else if (CsumFold(CsumAdd(t, l4len, ps)) != 0xffff) {
+    // A local kernel peer (a kernel VTEP over veth, tx checksum offload on) sends TCP and UDP with
     // CHECKSUM_PARTIAL: the field holds the pseudo-header sum and nothing else, as a NIC would
     // have finished it. It is taken as the kernel takes it from a local device: NEEDS_CSUM.
-    uint16_t field;
-    memcpy(&field, t + kTcpCsumOff, 2);
-    if (field != CsumFold(ps)) return;
+    if (field == 0 || field != CsumFold(ps)) return;
     s->partial = true;
   }
   s->valid = true;
-  s->ok = s->payload > 0 && (s->flags & kTcpAck) != 0 && (s->flags & ~(kTcpAck | kTcpPsh)) == 0;
+  s->ok = s->payload > 0 && (s->udp || ((s->flags & kTcpAck) != 0 && (s->flags & ~(kTcpAck | kTcpPsh)) == 0));
 }
 
-// Same flow: addresses and ports.
+// Same flow: protocol, addresses and ports.
 bool SameFlow(const uint8_t* a, const uint8_t* b, bool v6, int iphl) {
   const uint8_t* ia = a + kEthHlen;
   const uint8_t* ib = b + kEthHlen;
-  if (v6 ? memcmp(ia + 8, ib + 8, 32) != 0 : memcmp(ia + 12, ib + 12, 8) != 0) return false;
+  if (v6 ? (ia[6] != ib[6] || memcmp(ia + 8, ib + 8, 32) != 0) : (ia[9] != ib[9] || memcmp(ia + 12, ib + 12, 8) != 0)) return false;
   return memcmp(ia + iphl, ib + iphl, 4) == 0;
-}
-
-// A UDP frame whose checksum field holds only the pseudo-header sum (CHECKSUM_PARTIAL from a
-// local kernel peer): returns the UDP header offset, else 0.
-int UdpPartial(const uint8_t* f, uint32_t len) {
-  if (len < kEthHlen + 28) return 0;
-  const uint16_t type = Be16(f + 12);
-  const uint8_t* ip = f + kEthHlen;
-  int iphl;
-  bool v6;
-  if (type == kEthIp) {
-    iphl = (ip[0] & 0x0f) * 4;
-    if ((ip[0] >> 4) != 4 || iphl < 20 || ip[9] != kProtoUdp || (Be16(ip + 6) & 0x3fff) != 0) return 0;
-    if (kEthHlen + static_cast<uint32_t>(Be16(ip + 2)) != len) return 0;
-    v6 = false;
-  } else if (type == kEthIpv6) {
-    if (len < kEthHlen + 48 || (ip[0] >> 4) != 6 || ip[6] != kProtoUdp) return 0;
-    if (kEthHlen + 40u + Be16(ip + 4) != len) return 0;
-    iphl = 40;
-    v6 = true;
-  } else {
-    return 0;
-  }
-  const uint8_t* u = ip + iphl;
-  const uint32_t l4len = len - kEthHlen - static_cast<uint32_t>(iphl);
-  if (l4len < 8 || Be16(u + 4) != l4len) return 0;
-  uint16_t field;
-  memcpy(&field, u + kUdpCsumOff, 2);
-  if (field == 0) return 0;  // IPv4 "no checksum"
-  const uint64_t ps = Pseudo(ip, v6, kProtoUdp, l4len);
-  if (CsumFold(CsumAdd(u, l4len, ps)) == 0xffff) return 0;  // complete and correct
-  return field == CsumFold(ps) ? kEthHlen + iphl : 0;
 }
 
 // Everything GRO requires to be equal besides the flow key: Ethernet header, IP fields that
 // must not differ (TOS/class, TTL/hop limit, DF, flow label), ACK number, TCP options.
-bool Compatible(const uint8_t* a, const uint8_t* b, bool v6, int iphl, int doff) {
+bool Compatible(const uint8_t* a, const uint8_t* b, bool v6, bool udp, int iphl, int doff) {
   if (memcmp(a, b, kEthHlen) != 0) return false;
   const uint8_t* ia = a + kEthHlen;
   const uint8_t* ib = b + kEthHlen;
@@ -351,6 +336,7 @@ bool Compatible(const uint8_t* a, const uint8_t* b, bool v6, int iphl, int doff)
   } else {
     if (memcmp(ia, ib, 4) != 0 || ia[7] != ib[7]) return false;
   }
+  if (udp) return true;
   const uint8_t* ta = ia + iphl;
   const uint8_t* tb = ib + iphl;
   if (memcmp(ta + 8, tb + 8, 4) != 0) return false;
@@ -376,8 +362,9 @@ void Coalescer::WriteOne(uint8_t* p, uint32_t len, bool valid, int partialL4, in
 }
 
 void Coalescer::Emit(Flow& f) {
+  const int csumOff = f.udp ? kUdpCsumOff : kTcpCsumOff;
   if (f.count == 1) {
-    WriteOne(f.first, f.firstLen, true, f.partial ? kEthHlen + f.iphl : 0, kTcpCsumOff);
+    WriteOne(f.first, f.firstLen, true, f.partial ? kEthHlen + f.iphl : 0, csumOff);
     return;
   }
   uint8_t hdr[kMaxHdr];
@@ -391,11 +378,15 @@ void Coalescer::Emit(Flow& f) {
   } else {
     PutBe16(ip + 4, static_cast<uint16_t>(l4len));
   }
-  if (f.lastPsh) t[13] |= kTcpPsh;
+  if (f.udp) {
+    PutBe16(t + 4, static_cast<uint16_t>(l4len));
+  } else if (f.lastPsh) {
+    t[13] |= kTcpPsh;
+  }
   // NEEDS_CSUM: the field holds the pseudo-header sum, the kernel treats the rest as verified
-  PutCsum(t + kTcpCsumOff, CsumFold(Pseudo(ip, f.v6, kProtoTcp, l4len)));
-  VnetHdr vh{kVnetNeedsCsum, f.v6 ? kGsoTcpV6 : kGsoTcpV4, static_cast<uint16_t>(f.hdrLen), static_cast<uint16_t>(f.mss),
-             static_cast<uint16_t>(kEthHlen + f.iphl), kTcpCsumOff};
+  PutCsum(t + csumOff, CsumFold(Pseudo(ip, f.v6, f.udp ? kProtoUdp : kProtoTcp, l4len)));
+  VnetHdr vh{kVnetNeedsCsum, f.udp ? kGsoUdpL4 : f.v6 ? kGsoTcpV6 : kGsoTcpV4, static_cast<uint16_t>(f.hdrLen), static_cast<uint16_t>(f.mss),
+             static_cast<uint16_t>(kEthHlen + f.iphl), static_cast<uint16_t>(csumOff)};
   uint8_t vb[kVnetHdrLen];
   WriteVnet(vb, vh);
   struct iovec iov[kMaxSegs + 2];
@@ -442,22 +433,21 @@ void Coalescer::Drop(int i) {
 void Coalescer::Add(uint8_t* p, uint32_t len) {
   Seg s;
   Parse(p, len, &s);
-  if (!s.tcp) {
-    const int udp = UdpPartial(p, len);
-    if (udp > 0) stats.partialCsum++;
-    WriteOne(p, len, false, udp, kUdpCsumOff);
+  if (!s.l4) {
+    WriteOne(p, len, false, 0, 0);
     return;
   }
+  const int csumOff = s.udp ? kUdpCsumOff : kTcpCsumOff;
   if (s.partial) stats.partialCsum++;
-  if (s.tcp && !s.valid) stats.badCsum++;
+  if (!s.valid) stats.badCsum++;
   int fi = -1;
   for (int i = 0; i < nflows_; i++) {
-    if (flows_[i].v6 == s.v6 && SameFlow(flows_[i].first, p, s.v6, s.iphl)) {
+    if (flows_[i].v6 == s.v6 && flows_[i].udp == s.udp && SameFlow(flows_[i].first, p, s.v6, s.iphl)) {
       fi = i;
       break;
     }
   }
-  const bool big = mtu_ > 0 && len > mtu_ + kEthHlen && s.valid && mtu_ > static_cast<uint32_t>(s.iphl + s.doff);
+  const bool big = !s.udp && mtu_ > 0 && len > mtu_ + kEthHlen && s.valid && mtu_ > static_cast<uint32_t>(s.iphl + s.doff);
   if (fi >= 0 && big) {
     Emit(flows_[fi]);
     Drop(fi);
@@ -469,9 +459,12 @@ void Coalescer::Add(uint8_t* p, uint32_t len) {
   }
   if (fi >= 0) {
     Flow& f = flows_[fi];
-    const bool fits = merge_ && s.ok && !f.ended && s.doff == f.doff && s.seq == f.nextSeq && s.payload <= f.mss &&
-                      f.count < kMaxSegs && static_cast<uint32_t>(f.iphl + f.doff) + f.total + s.payload <= kMaxIpPayload &&
-                      Compatible(f.first, p, s.v6, s.iphl, s.doff);
+    // TCP: the next sequence number, at most the first's size; UDP (the kernel's UDP GRO): every
+    // datagram but the last exactly the first's size
+    const bool next = s.udp ? s.payload <= f.mss : s.seq == f.nextSeq && s.payload <= f.mss;
+    const bool fits = merge_ && s.ok && !f.ended && next && s.doff == f.doff && f.count < kMaxSegs &&
+                      static_cast<uint32_t>(f.iphl + f.doff) + f.total + s.payload <= kMaxIpPayload &&
+                      Compatible(f.first, p, s.v6, s.udp, s.iphl, s.doff);
     if (fits) {
       f.pay[f.count] = p + kEthHlen + s.iphl + s.doff;
       f.plen[f.count] = s.payload;
@@ -480,13 +473,14 @@ void Coalescer::Add(uint8_t* p, uint32_t len) {
       f.nextSeq = s.seq + s.payload;
       f.lastPsh = (s.flags & kTcpPsh) != 0;
       f.ended = f.lastPsh || s.payload < f.mss;
+      f.partial = f.partial || s.partial;
       return;
     }
     Emit(f);  // what cannot join its flow's run flushes that run first: order within a flow is kept
     Drop(fi);
   }
   if (!merge_ || !s.ok) {
-    WriteOne(p, len, s.valid, s.partial ? kEthHlen + s.iphl : 0, kTcpCsumOff);
+    WriteOne(p, len, s.valid, s.partial ? kEthHlen + s.iphl : 0, csumOff);
     return;
   }
   if (nflows_ == kFlows) {
@@ -497,6 +491,7 @@ void Coalescer::Add(uint8_t* p, uint32_t len) {
   f.first = p;
   f.firstLen = len;
   f.v6 = s.v6;
+  f.udp = s.udp;
   f.iphl = s.iphl;
   f.doff = s.doff;
   f.hdrLen = kEthHlen + s.iphl + s.doff;

@@ -78,7 +78,8 @@ struct GroStats {
   double bigWrites = 0;    // TCP super-frames (larger than the MTU) written as GSO frames
 };
 
-// Receive-side coalescing over one batch. Add() each frame in order, then Flush(). Frames must
+// Receive-side coalescing over one batch: TCP segments (GSO TCPV4/TCPV6) and UDP datagrams of
+// one size (GSO UDP_L4, as the kernel's UDP GRO) per flow. Add() each frame in order, then Flush(). Frames must
 // stay valid until Flush() returns.
 class Coalescer {
  public:
@@ -93,6 +94,7 @@ class Coalescer {
   static constexpr int kFlows = 16;
   struct Flow {
     uint8_t* first;
+    bool udp;
     uint32_t firstLen;
     bool v6;
     int iphl;

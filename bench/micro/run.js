@@ -12,7 +12,7 @@ import dgram from 'node:dgram';
 import { writeFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import os from 'node:os';
-import { Fdb, FRAME_HEADROOM, resolveConfig, TxBatch, Vtep, vxlan } from '../../dist/index.js';
+import { Fdb, FRAME_HEADROOM, newRxBatch, resolveConfig, TxBatch, Vtep, vxlan } from '../../dist/index.js';
 
 const BATCH = 64;
 const FRAME = 1400;
@@ -29,6 +29,8 @@ for (let i = 0; i < BATCH; i++) {
   const off = i * slotSize + FRAME_HEADROOM;
   batch.offs[i] = off;
   batch.lens[i] = FRAME;
+  batch.segs[i] = 1;
+  batch.lasts[i] = FRAME;
   slab.writeUIntBE(PEER, off, 6);
   slab.writeUIntBE(0x02000000000a, off + 6, 6);
   slab.writeUInt16BE(0x0800, off + 12);
@@ -40,6 +42,7 @@ datagramBuf.writeUIntBE(PEER, 14, 6);
 
 class NullTransport {
   family = 4;
+  kind = 'null';
   open(h) { this.h = h; return Promise.resolve(); }
   send(_b) {}
   pending() { return 0; }
@@ -51,7 +54,8 @@ class NullPort {
   name = 'null'; mac = 0x02000000000b;
   start(f) { this.onFrames = f; }
   pause() {} resume() {}
-  write() { return true; }
+  lostBytes = 0;
+  writeBatch() { return 0; }
   close() { return Promise.resolve(); }
 }
 
@@ -72,6 +76,17 @@ await new Promise((r) => sink.bind(0, '127.0.0.1', r));
 sink.on('message', () => {});
 const sinkPort = sink.address().port;
 const sendTx = new TxBatch(1);
+// a received batch: one datagram, and 64 in one UDP GRO message
+const rxOne = newRxBatch(datagramBuf, 1);
+rxOne.lens[0] = datagramBuf.length;
+rxOne.srcs[0] = '198.51.100.2';
+rxOne.count = 1;
+const groBuf = Buffer.concat(Array.from({ length: BATCH }, () => datagramBuf));
+const rxGro = newRxBatch(groBuf, 1);
+rxGro.lens[0] = groBuf.length;
+rxGro.segs[0] = datagramBuf.length;
+rxGro.srcs[0] = '198.51.100.2';
+rxGro.count = 1;
 const dgramOne = datagramBuf.subarray(0, 64);
 
 const cases = [
@@ -83,7 +98,8 @@ const cases = [
   { name: 'fdb lookup miss', frames: 1, fn: () => fdb.lookup(0x020000000001) },
   { name: 'fdb learn (known MAC, refresh)', frames: 1, fn: () => fdb.learn(0x020000000000 + 5000, '198.51.100.2') },
   { name: `encap batch of ${BATCH} (null transport)`, frames: BATCH, fn: () => port.onFrames(batch) },
-  { name: 'decap one datagram (null port)', frames: 1, fn: () => transport.h.onDatagram(datagramBuf, 0, datagramBuf.length, '198.51.100.2') },
+  { name: 'decap one datagram (null port)', frames: 1, fn: () => transport.h.onDatagrams(rxOne) },
+  { name: `decap a GRO message of ${BATCH} datagrams (null port)`, frames: BATCH, fn: () => transport.h.onDatagrams(rxGro) },
 ];
 
 function allocPerFrame(c) {
