@@ -199,6 +199,9 @@ export class Testbed {
 }
 
 /** Path of the `uvtep` executable script of this package. */
+/** Node flags the `uvtep` command runs with (its shebang): see bin/uvtep.js. */
+export const UVTEP_NODE_FLAGS: readonly string[] = ['--no-memory-reducer'];
+
 export function uvtepBin(): string {
   return new URL('../bin/uvtep.js', import.meta.url).pathname;
 }
@@ -224,7 +227,7 @@ export class UvtepProcess {
 
   /** `nodeArgs` go to node before the script (e.g. `--cpu-prof`). */
   constructor(host: Host, args: readonly string[], nodeArgs: readonly string[] = []) {
-    this.child = host.spawn([process.execPath, ...nodeArgs, uvtepBin(), ...args]);
+    this.child = host.spawn([process.execPath, ...UVTEP_NODE_FLAGS, ...nodeArgs, uvtepBin(), ...args]);
     let buf = '';
     this.child.stdout!.on('data', (d: Buffer) => {
       buf += d.toString();
