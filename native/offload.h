@@ -78,8 +78,8 @@ struct GroStats {
   double bigWrites = 0;    // TCP super-frames (larger than the MTU) written as GSO frames
 };
 
-// Receive-side coalescing over one batch: TCP segments (GSO TCPV4/TCPV6) and UDP datagrams of
-// one size (GSO UDP_L4, as the kernel's UDP GRO) per flow. Add() each frame in order, then Flush(). Frames must
+// Receive-side coalescing over one batch: TCP segments of one flow (GSO TCPV4/TCPV6); TCP and UDP
+// checksums verified (or recognised as partial from a local kernel peer) and marked for the kernel. Add() each frame in order, then Flush(). Frames must
 // stay valid until Flush() returns.
 class Coalescer {
  public:
