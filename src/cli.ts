@@ -10,6 +10,7 @@ import pino, { type Logger } from 'pino';
 import { DEFAULTS, resolveConfig, TAP_MTU_MAX, TAP_MTU_MIN, type VtepOptions } from './config.js';
 import { ConfigError, isSystemError, UvtepError } from './errors.js';
 import { createVtep, type TransportKind } from './index.js';
+import { checkDgramOptions } from './transport/dgram.js';
 import { loadBinding } from './native.js';
 import { TapPort } from './port/tap.js';
 import { formatMac } from './wire/ethernet.js';
@@ -310,6 +311,7 @@ async function run(o: RunOpts): Promise<number> {
   let metricsAt: ReturnType<typeof parseMetricsAddress> | undefined;
   try {
     const config = resolveConfig(vtepOptions); // all option errors before touching the system
+    if (o.transport === 'dgram') checkDgramOptions(config);
     if (o.metrics !== undefined) metricsAt = parseMetricsAddress(o.metrics, 'metrics');
     const tap = new TapPort({
       mtu: (o.mtu as number | undefined) ?? config.tapMtu,

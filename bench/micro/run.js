@@ -23,7 +23,7 @@ const quick = args.includes('--quick');
 // ---- fixtures
 const slotSize = FRAME_HEADROOM + 2048;
 const slab = Buffer.alloc(slotSize * BATCH);
-const batch = { buf: slab, offs: new Int32Array(BATCH), lens: new Int32Array(BATCH), count: BATCH };
+const batch = { buf: slab, offs: new Int32Array(BATCH), lens: new Int32Array(BATCH), segs: new Int32Array(BATCH), lasts: new Int32Array(BATCH), count: BATCH };
 const PEER = 0x02000000000b;
 for (let i = 0; i < BATCH; i++) {
   const off = i * slotSize + FRAME_HEADROOM;

@@ -21,6 +21,14 @@ import { newRxBatch, type RxBatch, type SendError, type Transport, type Transpor
 
 export type DgramTransportOptions = UdpTransportOptions;
 
+/** Throws a ConfigError naming the option when node:dgram cannot do what `opts` asks. */
+export function checkDgramOptions(opts: Pick<UdpTransportOptions, 'tos' | 'df'>): void {
+  if (typeof opts.tos === 'number' ? opts.tos !== 0 : opts.tos === 'inherit') {
+    throw new ConfigError(ErrorCode.InvalidOption, 'tos', 'tos: the outer TOS needs the native transport (node:dgram cannot set it); use --transport native');
+  }
+  if (opts.df === 'set') throw new ConfigError(ErrorCode.InvalidOption, 'df', 'df: setting the DF bit needs the native transport; use --transport native');
+}
+
 type LookupCb = (err: NodeJS.ErrnoException | null, address: string, family: number) => void;
 
 export class DgramTransport implements Transport {
@@ -40,10 +48,7 @@ export class DgramTransport implements Transport {
   private recvCalls: number;
 
   constructor(opts: DgramTransportOptions) {
-    if (typeof opts.tos === 'number' ? opts.tos !== 0 : opts.tos === 'inherit') {
-      throw new ConfigError(ErrorCode.InvalidOption, 'tos', 'tos: the outer TOS needs the native transport (node:dgram cannot set it); use --transport native');
-    }
-    if (opts.df === 'set') throw new ConfigError(ErrorCode.InvalidOption, 'df', 'df: setting the DF bit needs the native transport; use --transport native');
+    checkDgramOptions(opts);
     this.family = opts.family;
     this.opts = opts;
     this.needsFlowHash = opts.srcport !== undefined && opts.srcport.sockets > 1;

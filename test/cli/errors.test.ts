@@ -27,6 +27,9 @@ describe('uvtep CLI errors', () => {
     ['name too long', ['--vni', '1', '--name', 'a-very-long-interface-name'], /option --name: expected an interface name of at most 15 characters/],
     ['unknown option', ['--vni', '1', '--frobnicate'], /unknown option '--frobnicate'/],
     ['log level', ['--vni', '1', '--log-level', 'loud'], /Allowed choices are fatal, error, warn, info, debug, trace, silent/],
+    ['transport', ['--vni', '1', '--transport', 'raw'], /option --transport: expected native or dgram, got "raw"/],
+    ['busy-poll', ['--vni', '1', '--busy-poll', '5ms'], /option --busy-poll: expected microseconds from 0 to 1000000, got "5ms"/],
+    ['tos with the dgram fallback', ['--vni', '1', '--transport', 'dgram', '--tos', '16', '--no-control'], /option --tos: the outer TOS needs the native transport/],
   ];
   it.each(cases)('%s: exit 2 with the option and what it accepts', async (_n, args, msg) => {
     const r = await run(...args);
@@ -38,7 +41,7 @@ describe('uvtep CLI errors', () => {
   it('--help documents every option with its default and exits 0', async () => {
     const r = await run('--help');
     expect(r.code).toBe(0);
-    for (const opt of ['--vni', '--remote', '--group', '--local', '--dev', '--dstport', '--ttl', '--ageing', '--no-learning', '--max-address', '--reserved-bits', '--name', '--mtu', '--mac', '--address', '--bridge', '--persist', '--log-level']) {
+    for (const opt of ['--vni', '--remote', '--group', '--local', '--dev', '--dstport', '--ttl', '--ageing', '--no-learning', '--max-address', '--reserved-bits', '--name', '--mtu', '--mac', '--address', '--bridge', '--persist', '--log-level', '--transport', '--no-tso', '--no-gro', '--no-gso', '--busy-poll']) {
       expect(r.stdout).toContain(opt);
     }
     expect(r.stdout).toMatch(/default: 4789/);
