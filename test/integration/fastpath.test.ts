@@ -19,6 +19,8 @@ interface Io {
   groMsgs: number;
   sendCalls: number;
   sentDatagrams: number;
+  recvCalls: number;
+  recvMsgs: number;
 }
 type Stats = { rxPackets: number; txPackets: number; rxGroWrites: number; rxGroSegments: number; txGsoSends: number; dropsTotal: number; drops: Record<string, number>; io: Io };
 const statsOf = (r: LogRecord | undefined) => r!.stats as Stats;
