@@ -23,6 +23,9 @@ import * as ops from './ops.js';
 import { EXIT_OK, EXIT_SYSTEM, EXIT_USAGE } from './ops.js';
 import { loadConfigFile } from './config-file.js';
 
+/** A stop (SIGTERM/SIGINT) completes within this, whatever clients hold open. */
+const STOP_DEADLINE_MS = 2000;
+
 /** Library option names -> CLI flags, for error messages. */
 const FLAG: Record<string, string> = {
   vni: '--vni',
@@ -411,7 +414,10 @@ async function run(o: RunOpts): Promise<number> {
       stopping = true;
       const s = vtep.stats;
       const fdb = vtep.fdb.list();
-      void Promise.all([vtep.close(), closeServers()]).then(() => {
+      // bounded: whatever a client of the control socket or the metrics port does, the stop
+      // completes (and the final counters are logged) within STOP_DEADLINE_MS
+      const deadline = new Promise<void>((r) => setTimeout(r, STOP_DEADLINE_MS).unref());
+      void Promise.race([Promise.all([vtep.close(), closeServers()]), deadline]).then(() => {
         log.info({ stats: s, fdb }, `stopped (${sig}): ${summary(s)}`);
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);

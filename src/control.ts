@@ -6,7 +6,7 @@
  *   <- {"id":1,"ok":true,"result":[{"mac":"02:00:00:00:00:0b","dst":"198.51.100.2",...}]}
  *   <- {"id":2,"ok":false,"error":{"code":"UVTEP_ERR_INVALID_MAC","message":"..."}}
  */
-import { chmodSync, existsSync, mkdirSync, readdirSync, statSync, unlinkSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readdirSync, statSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { checkIp, checkMac, checkPort } from './config.js';
@@ -103,12 +103,22 @@ export class ControlServer {
   private readonly server: net.Server;
   private readonly vtep: Vtep;
   private readonly info: () => ControlInfo;
+  /** Open client connections: destroyed on close, so a client holding one cannot delay a stop. */
+  private readonly conns: Set<net.Socket>;
+  /** Device and inode of the socket we created: close removes the path only if it is still ours. */
+  private ours: { dev: number; ino: number } | undefined;
 
   constructor(vtep: Vtep, opts: ControlServerOptions) {
     this.vtep = vtep;
     this.path = opts.path;
     this.info = opts.info;
-    this.server = net.createServer((sock) => this.serve(sock));
+    this.conns = new Set();
+    this.ours = undefined;
+    this.server = net.createServer((sock) => {
+      this.conns.add(sock);
+      sock.once('close', () => this.conns.delete(sock));
+      this.serve(sock);
+    });
   }
 
   /**
@@ -117,28 +127,53 @@ export class ControlServer {
    */
   async listen(): Promise<void> {
     mkdirSync(path.dirname(this.path), { recursive: true, mode: 0o755 });
-    if (existsSync(this.path)) {
+    let st: ReturnType<typeof lstatSync> | undefined;
+    try {
+      st = lstatSync(this.path);
+    } catch {
+      st = undefined;
+    }
+    if (st !== undefined) {
+      // only a stale socket is replaced: never a regular file, a directory or a symlink's target
+      if (!st.isSocket()) {
+        throw new UvtepError(ErrorCode.State, `${this.path} exists and is not a socket; remove it or choose another --control path`);
+      }
       if (await isLive(this.path)) {
         throw new UvtepError(ErrorCode.State, `another uvtep is running with control socket ${this.path}`);
       }
       unlinkSync(this.path);
     }
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(this.path, () => {
-        this.server.off('error', reject);
-        resolve();
+    // the socket is created 0600 (umask 0177 around bind): no window in which others may connect
+    const umask = process.umask(0o177);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        this.server.once('error', reject);
+        this.server.listen(this.path, () => {
+          this.server.off('error', reject);
+          resolve();
+        });
       });
-    });
+    } finally {
+      process.umask(umask);
+    }
     chmodSync(this.path, 0o600);
+    const mine = statSync(this.path);
+    this.ours = { dev: mine.dev, ino: mine.ino };
     this.server.unref();
   }
 
+  /**
+   * Stops listening, ends every client connection, and removes the path if it is still our socket.
+   * (libuv unlinks a listening pipe's path when the server closes; the check covers the rest.)
+   */
   close(): Promise<void> {
     return new Promise((resolve) => {
       this.server.close(() => resolve());
+      for (const c of this.conns) c.destroy();
+      this.conns.clear();
       try {
-        unlinkSync(this.path);
+        const st = lstatSync(this.path);
+        if (this.ours !== undefined && st.isSocket() && st.dev === this.ours.dev && st.ino === this.ours.ino) unlinkSync(this.path);
       } catch {
         // already gone
       }

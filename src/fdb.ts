@@ -35,6 +35,9 @@ export interface Remote {
   readonly key: string;
 }
 
+/** Unused interned remotes tolerated before a prune (see `Fdb.remotes`). */
+const REMOTES_SLACK = 1024;
+
 export class FdbEntry {
   readonly mac: number;
   remotes: Remote[];
@@ -104,7 +107,12 @@ export class Fdb extends EventEmitter<FdbEvents> {
   /** Learning attempts refused because the table was full. */
   learnRefused: number;
   private readonly table: Map<number, FdbEntry>;
-  private readonly remotes: Map<string, Remote>;
+  /**
+   * Interned remotes. Only those some entry uses are kept: a remote is dropped with the last entry
+   * that uses it (ageing, delete, flush, migration), at the latest when the table of remotes grows
+   * past twice the entries (+1024), so a flood of spoofed sources cannot grow it.
+   */
+  private remotes: Map<string, Remote>;
   private timer: NodeJS.Timeout | undefined;
 
   constructor(opts: FdbOptions) {
@@ -132,9 +140,22 @@ export class Fdb extends EventEmitter<FdbEvents> {
     let r = this.remotes.get(key);
     if (r === undefined) {
       r = { address, port, family: address.includes(':') ? 6 : 4, key };
+      if (this.remotes.size >= 2 * this.table.size + REMOTES_SLACK) this.prune();
       this.remotes.set(key, r);
     }
     return r;
+  }
+
+  /** Remotes interned now (the ones entries use, and at most a bounded number of others). */
+  get remoteCount(): number {
+    return this.remotes.size;
+  }
+
+  /** Keeps only the remotes some entry uses (identity is preserved for those). */
+  private prune(): void {
+    const keep = new Map<string, Remote>();
+    for (const e of this.table.values()) for (const r of e.remotes) keep.set(r.key, r);
+    this.remotes = keep;
   }
 
   /** Exact lookup; no allocation. */
@@ -223,19 +244,24 @@ export class Fdb extends EventEmitter<FdbEvents> {
     }
     this.table.delete(mac);
     if (mac === MAC_ZERO) this.flood = [];
+    this.prune();
     return true;
   }
 
-  /** `bridge fdb flush`: remove dynamic entries, or every entry when `dynamicOnly` is false. */
+  /**
+   * `bridge fdb flush`: remove dynamic entries, or every entry when `dynamicOnly` is false. The
+   * default destinations (the all-zero entry: `--remote`, `--group`, `fdb append 00:..:00`) stay,
+   * as the kernel's flush keeps them; delete them with `delete(0, remote)`.
+   */
   flush(opts: { dynamicOnly?: boolean } = {}): number {
     const dynamicOnly = opts.dynamicOnly ?? true;
     let n = 0;
     for (const [mac, e] of this.table) {
-      if (dynamicOnly && e.isStatic) continue;
+      if (mac === MAC_ZERO || (dynamicOnly && e.isStatic)) continue;
       this.table.delete(mac);
-      if (mac === MAC_ZERO) this.flood = [];
       n++;
     }
+    this.prune();
     return n;
   }
 
@@ -269,6 +295,7 @@ export class Fdb extends EventEmitter<FdbEvents> {
       const r = e.remotes[0];
       if (r !== undefined) this.emit('aged', mac, r);
     }
+    if (n > 0) this.prune();
     return n;
   }
 

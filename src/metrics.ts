@@ -117,7 +117,11 @@ export class MetricsServer {
       });
     });
   }
+  /** Stops listening and ends every connection, also a client stuck halfway through a request. */
   close(): Promise<void> {
-    return new Promise((resolve) => this.server.close(() => resolve()));
+    return new Promise((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
   }
 }

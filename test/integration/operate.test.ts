@@ -34,6 +34,10 @@ async function capture(h: Host, iface: string, filter: string, file: string): Pr
 describeNs('control socket and subcommands', () => {
   it('fdb show/append/del/flush, stats and list against a running uvtep', async () => {
     const { h1, h2, u2, a } = await pair('ctl');
+    // no ARP refreshes on the overlay: a late probe or reply would re-teach an entry the test
+    // has just flushed (the kernel sends them on its own schedule)
+    await h1.ip('neigh', 'replace', '10.0.0.107', 'lladdr', B_MAC, 'nud', 'permanent', 'dev', 'vxlan1');
+    await h2.ip('neigh', 'replace', '10.0.0.106', 'lladdr', A_MAC, 'nud', 'permanent', 'dev', 'vxlan1');
     // the socket: mode 0600, in this namespace's directory
     const sock = '/run/uvtep/netns/uvt-ctl-h1/vxlan1.sock';
     expect(existsSync(sock)).toBe(true);
@@ -136,6 +140,31 @@ describeNs('Prometheus metrics', () => {
     expect(samples.get('uvtep_drops_total{reason="VniMismatch",tap="vxlan1",vni="1"}')).toBe(0);
     expect(samples.get('uvtep_fdb_entries{tap="vxlan1",vni="1"}')).toBe(1);
     expect([...samples.keys()].some((k) => k.startsWith('process_resident_memory_bytes'))).toBe(true);
+  });
+});
+
+describeNs('stopping while clients hold connections', () => {
+  it('SIGTERM stops within 2 s although a control client holds its connection and a metrics client sent half a request; final counters printed', async () => {
+    const { h1, a } = await pair('stop', ['--metrics', '9464']);
+    expect((await ping(h1, '10.0.0.107', 2)).received).toBe(2);
+    // both clients stay connected until they are disconnected; they report when that happens
+    const holder = h1.spawn([
+      process.execPath,
+      '-e',
+      `const net=require('net');let n=0;const done=()=>{if(++n===2){console.log('both closed');process.exit(0)}};` +
+        `const c=net.connect('/run/uvtep/netns/uvt-stop-h1/vxlan1.sock',()=>console.log('control connected'));c.on('close',done);c.on('error',()=>{});` +
+        `const m=net.connect(9464,'127.0.0.1',()=>{m.write('GET /metr');console.log('metrics connected')});m.on('close',done);m.on('error',()=>{});setTimeout(()=>process.exit(3),15000);`,
+    ]);
+    let out = '';
+    holder.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    await waitFor(() => /control connected/.test(out) && /metrics connected/.test(out), 'both clients connected');
+    const t0 = Date.now();
+    const { final, code } = await a.stop(5000);
+    expect(Date.now() - t0).toBeLessThan(2500);
+    expect(code).toBe(0);
+    expect(final?.msg).toMatch(/^stopped \(SIGTERM\)/);
+    await new Promise<void>((r) => (holder.exitCode !== null ? r() : holder.once('exit', () => r())));
+    expect(out).toMatch(/both closed/);
   });
 });
 

@@ -1,5 +1,7 @@
 // The control protocol over a real Unix socket, with an in-process Vtep (no privileges).
-import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { lstatSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -64,15 +66,41 @@ describe('control protocol', () => {
     expect(await controlRequest(sock, 'info')).toMatchObject({ vni: 7 });
   });
 
-  it('refuses to start over a live instance, replaces a stale socket file', async () => {
+  it('refuses to start over a live instance, replaces a stale socket left by a killed process', async () => {
     const { vtep, sock } = await running();
     const second = new ControlServer(vtep, { path: sock, info: () => ({}) as never });
     await expect(second.listen()).rejects.toThrow(/another uvtep is running/);
     await server!.close();
-    writeFileSync(sock, ''); // stale: nothing listens
+    // a process that listened and was killed leaves its socket file behind, with nobody listening
+    const r = spawnSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(sock)}, () => process.kill(process.pid, 'SIGKILL'))`]);
+    expect(r.signal).toBe('SIGKILL');
+    expect(lstatSync(sock).isSocket()).toBe(true);
     server = new ControlServer(vtep, { path: sock, info: () => ({ vni: 7 }) as never });
     await server.listen();
+    expect(statSync(sock).mode & 0o777).toBe(0o600);
     expect(await controlRequest(sock, 'info')).toEqual({ vni: 7 });
+  });
+
+  it('never deletes what is not its socket: a regular file at the path is refused and kept', async () => {
+    const { vtep, sock } = await running();
+    await server!.close();
+    writeFileSync(sock, 'precious');
+    const s = new ControlServer(vtep, { path: sock, info: () => ({}) as never });
+    await expect(s.listen()).rejects.toThrow(/is not a socket/);
+    expect(readFileSync(sock, 'utf8')).toBe('precious');
+    rmSync(sock);
+  });
+
+  it('close ends connections a client holds open, at once', async () => {
+    const { sock } = await running();
+    const c = net.connect(sock);
+    await new Promise<void>((r) => c.once('connect', () => r()));
+    const closed = new Promise<void>((r) => c.once('close', () => r()));
+    const t0 = Date.now();
+    await server!.close();
+    await closed;
+    expect(Date.now() - t0).toBeLessThan(1000);
+    server = undefined;
   });
 });
 

@@ -183,18 +183,51 @@ describe('Fdb flood list and bridge-fdb API', () => {
     expect(fdb.delete(A)).toBe(false);
   });
 
-  it('flush removes dynamic entries by default, everything on request', () => {
+  it('flush removes dynamic entries by default, static ones on request, never the default destinations (as the kernel)', () => {
     const fdb = new Fdb({ dstPort: 4789 });
     fdb.learn(A, '198.51.100.2');
     fdb.add(B, fdb.remote('198.51.100.3'));
-    fdb.append(MAC_ZERO, fdb.remote('198.51.100.4'));
+    const dflt = fdb.remote('198.51.100.4');
+    fdb.append(MAC_ZERO, dflt);
     expect(fdb.flush()).toBe(1);
     expect(fdb.lookup(B)).toBeDefined();
     expect(fdb.flood.length).toBe(1);
-    expect(fdb.flush({ dynamicOnly: false })).toBe(2);
-    expect(fdb.flood).toEqual([]);
+    expect(fdb.flush({ dynamicOnly: false })).toBe(1);
+    expect(fdb.lookup(B)).toBeUndefined();
+    expect(fdb.flood).toEqual([dflt]); // broadcast keeps flowing to --remote
+    expect(fdb.remote('198.51.100.4')).toBe(dflt); // still the same interned remote
+  });
+});
+
+describe('Fdb remote table under spoofing', () => {
+  it('a MAC moved by 100k spoofed sources leaves a bounded table of remotes, freed with the entry', () => {
+    const fdb = new Fdb({ dstPort: 4789 });
+    const flood = fdb.remote('198.51.100.9');
+    fdb.append(MAC_ZERO, flood);
+    for (let i = 0; i < 100_000; i++) fdb.learn(A, `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`);
+    expect(fdb.remoteCount).toBeLessThanOrEqual(2 * fdb.size + 1024 + 1);
+    expect(fdb.lookup(A)!.remotes[0]!.address).toBe('10.1.134.159'); // the last one
+    fdb.delete(A);
+    expect(fdb.remoteCount).toBe(1); // only the flood destination is left
+    expect(fdb.flood).toEqual([flood]);
   });
 
+  it('100k spoofed sources against a full table intern nothing lasting; ageing frees what entries used', () => {
+    const c = clock();
+    const fdb = new Fdb({ dstPort: 4789, maxAddress: 100, clock: c.now });
+    for (let i = 0; i < 100_000; i++) fdb.learn(0x020000000000 + 2 * i, `2001:db8::${(i + 1).toString(16)}`);
+    expect(fdb.size).toBe(100);
+    expect(fdb.remoteCount).toBeLessThanOrEqual(2 * 100 + 1024 + 1);
+    c.advance(FDB_AGE_DEFAULT_S * 1000 + 1);
+    expect(fdb.sweep()).toBe(100);
+    expect(fdb.remoteCount).toBe(0);
+    fdb.learn(A, '198.51.100.2');
+    fdb.flush();
+    expect(fdb.remoteCount).toBe(0);
+  });
+});
+
+describe('Fdb listing', () => {
   it('list prints one row per destination, like bridge fdb show', () => {
     const c = clock();
     const fdb = new Fdb({ dstPort: 4789, clock: c.now });
