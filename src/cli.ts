@@ -145,7 +145,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--no-gro', 'no receive coalescing: one TAP write per frame, no UDP GRO on the socket'))
     .addOption(new Option('--no-gso', 'no UDP GSO on send: one datagram per message (still batched with sendmmsg)'))
     .addOption(new Option('--busy-poll <us>', 'after a batch, poll the TAP and the socket for up to this many microseconds before sleeping (lower latency, more CPU)').default(0).argParser(int))
-    .addOption(new Option('--allow-from <cidr>', 'accept datagrams only from these underlay sources; repeatable (default: anyone, as Linux)').argParser(collect))
+    .addOption(new Option('--allow-from <cidr|peers>', 'accept datagrams only from these underlay sources (CIDR or address; peers = the --remote addresses); repeatable (default: anyone, as Linux)').argParser(collect))
     .addOption(new Option('--underlay-mtu <n>', 'underlay MTU (default: MTU of --dev, else 1500)').argParser(int))
     .addOption(new Option('--sndbuf <bytes>', 'UDP socket send buffer (SO_SNDBUF)').default(DEFAULTS.sndbuf).argParser(int))
     .addOption(new Option('--rcvbuf <bytes>', 'UDP socket receive buffer (SO_RCVBUF)').default(DEFAULTS.rcvbuf).argParser(int))
@@ -426,6 +426,10 @@ async function run(o: RunOpts): Promise<number> {
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
+    if (c.learning && c.allowFrom.length === 0) {
+      // open by default, like the kernel, but not silently
+      log.warn('accepting VXLAN datagrams from any underlay source and learning MACs from them, as the kernel VTEP does; restrict the sources with --allow-from <cidr> or --allow-from peers');
+    }
     // the startup line last: once it is out, SIGTERM is handled and the control socket answers
     log.info(
       { tap: tap.name, mtu: tap.mtu, mac: formatMac(tap.mac), vni: c.vni, remotes: dests, dstport: c.dstPort, listen: `${bound.address}:${bound.port}`, bridge: o.bridge, control: control?.path },

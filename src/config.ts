@@ -75,8 +75,9 @@ export interface VtepOptions {
   sndbuf?: number;
   rcvbuf?: number;
   /**
-   * Accept datagrams only from these underlay sources (CIDR or address; default: anyone, as
-   * Linux). VXLAN has no authentication (RFC 7348 section 7); this is the filter it lacks.
+   * Accept datagrams only from these underlay sources (CIDR or address, or `peers`: the
+   * configured remotes; default: anyone, as Linux). VXLAN has no authentication (RFC 7348
+   * section 7); this is the filter it lacks.
    */
   allowFrom?: readonly string[];
   /**
@@ -216,25 +217,7 @@ export function checkAllowCidr(v: unknown, option = 'allowFrom'): AllowCidr {
       return { family: 6, text: `${a.startAddress().correctForm()}/${a.subnetMask}`, network: a.startAddress().bigInt(), prefixLen: a.subnetMask };
     }
   }
-  fail(option, ErrorCode.InvalidAddress, `expected an address or CIDR such as 198.51.100.0/24 or 2001:db8::/32, got ${show(v)}`);
-}
-
-/** Whether underlay source `address` (an IP literal as dgram reports it) is inside one of `allow`. */
-export function ipAllowed(address: string, allow: readonly AllowCidr[]): boolean {
-  const v6 = address.includes(':');
-  let bits: bigint;
-  try {
-    bits = v6 ? new Address6(address).bigInt() : new Address4(address).bigInt();
-  } catch {
-    return false;
-  }
-  for (const c of allow) {
-    if ((c.family === 6) !== v6) continue;
-    const width = BigInt(v6 ? 128 : 32);
-    const shift = width - BigInt(c.prefixLen);
-    if (bits >> shift === c.network >> shift) return true;
-  }
-  return false;
+  fail(option, ErrorCode.InvalidAddress, `expected an address or CIDR such as 198.51.100.0/24 or 2001:db8::/32, or "peers", got ${show(v)}`);
 }
 
 export function isMulticastIp(address: string, family: 4 | 6): boolean {
@@ -311,7 +294,16 @@ export function resolveConfig(o: VtepOptions): VtepConfig {
   const headroom = family === 6 ? VXLAN_MTU_HEADROOM_V6 : VXLAN_MTU_HEADROOM_V4;
 
   if (o.allowFrom !== undefined && !Array.isArray(o.allowFrom)) fail('allowFrom', ErrorCode.InvalidAddress, 'expected an array of CIDRs');
-  const allowFrom = (o.allowFrom ?? []).map((c) => checkAllowCidr(c, 'allowFrom'));
+  // `peers`: the configured remotes, each as a host prefix (the most common safe setting)
+  const allowFrom: AllowCidr[] = [];
+  for (const c of o.allowFrom ?? []) {
+    if (c === 'peers') {
+      if (remotes.length === 0) fail('allowFrom', ErrorCode.InvalidOption, '"peers" accepts the configured remotes, and there are none; give --remote, or CIDRs');
+      for (const r of remotes) allowFrom.push(checkAllowCidr(r.address, 'allowFrom'));
+    } else {
+      allowFrom.push(checkAllowCidr(c, 'allowFrom'));
+    }
+  }
 
   let srcport: VtepConfig['srcport'];
   if (o.srcport !== undefined) {

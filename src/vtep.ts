@@ -11,7 +11,8 @@
  * Per-packet problems are counted drops (`DropReason`), never exceptions or log lines.
  */
 import { EventEmitter } from 'node:events';
-import { ipAllowed, type AllowCidr, type VtepConfig } from './config.js';
+import type { VtepConfig } from './config.js';
+import { SourceFilter } from './allow.js';
 import { StateError } from './errors.js';
 import { Fdb, LearnResult, type Remote } from './fdb.js';
 import type { FrameBatch, FramePort } from './port/port.js';
@@ -153,9 +154,8 @@ export class Vtep extends EventEmitter<VtepEvents> {
   private readonly wantDs: boolean;
   private paused: boolean;
   private readonly sendErrors: Map<string, { last: number; count: number }>;
-  private readonly allow: AllowCidr[];
-  /** Decisions per underlay source, so the filter costs one Map lookup per datagram. */
-  private readonly allowMemo: Map<string, boolean>;
+  /** The `allowFrom` prefixes, or undefined when everyone is accepted. */
+  private readonly allow: SourceFilter | undefined;
   // counters
   private rxDatagrams = 0;
   private rxPackets = 0;
@@ -188,8 +188,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
     this.wantDs = deps.transport.needsDsfield === true;
     this.paused = false;
     this.sendErrors = new Map();
-    this.allow = config.allowFrom;
-    this.allowMemo = new Map();
+    this.allow = config.allowFrom.length > 0 ? new SourceFilter(config.allowFrom) : undefined;
     this.drops = new Float64Array(DROP_REASONS.length);
     this.rxOffs = new Int32Array(RX_FRAMES_CAP);
     this.rxLens = new Int32Array(RX_FRAMES_CAP);
@@ -382,7 +381,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
     const maxFrame = this.maxFrame;
     const ownMac = this.ownMac;
     const learning = this.learning;
-    const checkAllow = this.allow.length > 0;
+    const allow = this.allow;
     let outOffs = this.rxOffs;
     let outLens = this.rxLens;
     let nOut = 0;
@@ -403,7 +402,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
       const stride = b.segs[m]! > 0 ? b.segs[m]! : total;
       const nd = stride > 0 ? Math.ceil(total / stride) : 1;
       this.rxDatagrams += nd;
-      if (checkAllow && !this.allowed(src)) {
+      if (allow !== undefined && !allow.allowed(src)) {
         this.drops[DropReason.NotAllowed] += nd;
         continue;
       }
@@ -482,16 +481,6 @@ export class Vtep extends EventEmitter<VtepEvents> {
     this.rxPackets += nOut - lost;
     this.rxBytes += bytes;
   };
-
-  private allowed(src: string): boolean {
-    let ok = this.allowMemo.get(src);
-    if (ok === undefined) {
-      ok = ipAllowed(src, this.allow);
-      if (this.allowMemo.size >= 4096) this.allowMemo.clear(); // bounded under a spoofed-source flood
-      this.allowMemo.set(src, ok);
-    }
-    return ok;
-  }
 
   private readonly onSendError = (err: SendError): void => {
     this.drops[DropReason.TxError] += err.datagrams ?? 1;

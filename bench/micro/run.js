@@ -13,6 +13,8 @@ import { writeFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import os from 'node:os';
 import { Fdb, FRAME_HEADROOM, newRxBatch, resolveConfig, TxBatch, Vtep, vxlan } from '../../dist/index.js';
+import { SourceFilter } from '../../dist/allow.js';
+import { checkAllowCidr } from '../../dist/config.js';
 
 const BATCH = 64;
 const FRAME = 1400;
@@ -89,6 +91,10 @@ rxGro.srcs[0] = '198.51.100.2';
 rxGro.count = 1;
 const dgramOne = datagramBuf.subarray(0, 64);
 
+const allow = new SourceFilter(['198.51.100.0/24', '203.0.113.7', '2001:db8::/32', '2001:db8:ffff::1'].map((c) => checkAllowCidr(c)));
+let spoof = 0;
+const spoofed = Array.from({ length: 4096 }, (_, i) => `10.${(i >> 8) & 255}.${i & 255}.${(i * 7) & 255}`);
+
 const cases = [
   { name: 'ref: copy one 1400-byte frame', frames: 1, fn: () => slab.copy(frameCopy, 0, 8, 8 + FRAME) },
   { name: 'ref: one dgram.send to 127.0.0.1', frames: 1, fn: () => sock.send(dgramOne, sinkPort, '127.0.0.1') },
@@ -98,6 +104,8 @@ const cases = [
   { name: 'fdb lookup miss', frames: 1, fn: () => fdb.lookup(0x020000000001) },
   { name: 'fdb learn (known MAC, refresh)', frames: 1, fn: () => fdb.learn(0x020000000000 + 5000, '198.51.100.2') },
   { name: `encap batch of ${BATCH} (null transport)`, frames: BATCH, fn: () => port.onFrames(batch) },
+  { name: 'allow-from hit (4 prefixes)', frames: 1, fn: () => allow.allowed('198.51.100.2') },
+  { name: 'allow-from miss, a new spoofed source each time', frames: 1, fn: () => allow.allowed(spoofed[(spoof = (spoof + 1) & 4095)]) },
   { name: 'decap one datagram (null port)', frames: 1, fn: () => transport.h.onDatagrams(rxOne) },
   { name: `decap a GRO message of ${BATCH} datagrams (null port)`, frames: BATCH, fn: () => transport.h.onDatagrams(rxGro) },
 ];

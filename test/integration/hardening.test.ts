@@ -120,6 +120,28 @@ describeNs('hostile datagrams', () => {
   });
 });
 
+describeNs('open by default, but not silently', () => {
+  it('--allow-from peers accepts only the --remote addresses; without a restriction, one startup warning says so', async () => {
+    const bed = fx.newBed('peers');
+    const { h1, h2, u1, u2 } = await twoHosts(bed);
+    await h2.ip('addr', 'add', '198.51.100.99/24', 'dev', 'eth0');
+    const a = uvtep(h1, ['--vni', '1', '--remote', u2, '--allow-from', 'peers', '--name', 'vxlan1', '--address', '10.0.0.106/24', '--mac', A_MAC]);
+    const b = uvtep(h2, ['--vni', '1', '--remote', u1, '--name', 'vxlan1', '--address', '10.0.0.107/24', '--mac', B_MAC]);
+    await a.ready();
+    await b.ready();
+    const warning = (p: typeof a) => p.records.filter((r) => r.level === 40 && /any underlay source/.test(r.msg));
+    expect(warning(a)).toHaveLength(0);
+    expect(warning(b)).toHaveLength(1);
+    expect(warning(b)[0]!.msg).toMatch(/--allow-from/);
+    const spoof = datagram(1, frame(A_MAC, '02:00:00:00:00:99')).toString('hex');
+    expect(await blast(h2, { to: u1, port: 4789, from: '198.51.100.99', datagrams: [spoof], repeat: 50 })).toBe(50);
+    expect((await ping(h1, '10.0.0.107', 3)).received).toBe(3);
+    const f = await a.stop();
+    expect(statsOf(f.final).drops.NotAllowed).toBe(50);
+    expect(fdbOf(f.final).map((r) => r.mac)).not.toContain('02:00:00:00:00:99');
+  });
+});
+
 describeNs('faults', () => {
   it('unreachable remotes do not crash uvtep or stop traffic to the others; errors are counted and logged rate-limited', async () => {
     const bed = fx.newBed('unreach');
