@@ -62,6 +62,9 @@ const FLAG: Record<string, string> = {
   busyPoll: '--busy-poll',
   transport: '--transport',
   config: '--config',
+  logLevel: '--log-level',
+  control: '--control',
+  persist: '--persist',
 };
 
 

@@ -4,11 +4,43 @@
  * `max-address` / `maxAddress`, `remote: [..]`); options given on the command line win.
  */
 import { readFileSync } from 'node:fs';
-import type { Command } from 'commander';
+import type { Command, Option } from 'commander';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError, ErrorCode } from './errors.js';
 
 const camel = (k: string) => k.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+
+const REPEATABLE = new Set(['remote', 'address', 'allowFrom']);
+
+/** An option that takes no value (`--persist`, `--no-learning`). */
+const flagOnly = (o: Option): boolean => !o.required && !o.optional;
+
+/**
+ * A value from the file through the same path as the command line: the option's parser and its
+ * choices, so a bad value gets the same message and exit code as the flag would.
+ */
+function checked(opt: Option, key: string, value: unknown, file: string): unknown {
+  if (flagOnly(opt)) {
+    if (typeof value !== 'boolean') throw new ConfigError(ErrorCode.InvalidOption, key, `${key}: expected true or false in ${file}, got ${JSON.stringify(value)}`);
+    return value;
+  }
+  const values = Array.isArray(value) ? value : [value];
+  // the repeatable options take a list (or one value) in the file
+  if (REPEATABLE.has(key) && opt.parseArg === undefined) return values.map(String);
+  if (values.length > 1 && !opt.variadic && opt.parseArg === undefined) {
+    throw new ConfigError(ErrorCode.InvalidOption, key, `${key}: expected one value in ${file}, got a list`);
+  }
+  let out: unknown = opt.defaultValue === undefined || !Array.isArray(opt.defaultValue) ? undefined : [];
+  for (const raw of values) {
+    if (raw === null || typeof raw === 'object') throw new ConfigError(ErrorCode.InvalidOption, key, `${key}: expected a value in ${file}, got ${JSON.stringify(raw)}`);
+    const text = String(raw);
+    if (opt.argChoices !== undefined && !opt.argChoices.includes(text)) {
+      throw new ConfigError(ErrorCode.InvalidOption, key, `${key}: expected one of ${opt.argChoices.join(', ')}, got ${JSON.stringify(text)}`);
+    }
+    out = opt.parseArg !== undefined ? opt.parseArg(text, out) : typeof raw === 'number' ? raw : text;
+  }
+  return out;
+}
 
 /** Loads `file` into `cmd`'s option values where the command line left the default. */
 export function loadConfigFile(file: string, cmd: Command): void {
@@ -27,17 +59,19 @@ export function loadConfigFile(file: string, cmd: Command): void {
   if (data === null || typeof data !== 'object' || Array.isArray(data)) {
     throw new ConfigError(ErrorCode.InvalidOption, 'config', `config: ${file} must hold an object of options, e.g. { "vni": 1, "remote": ["198.51.100.2"] }`);
   }
-  const known = new Map(cmd.options.map((o) => [o.attributeName(), o]));
+  // an attribute may have two options (`--control <path>` and `--no-control`): a boolean value
+  // goes to the boolean one, anything else to the one that takes a value
+  const known = new Map<string, Option[]>();
+  for (const o of cmd.options) known.set(o.attributeName(), [...(known.get(o.attributeName()) ?? []), o]);
   for (const [rawKey, value] of Object.entries(data as Record<string, unknown>)) {
     const key = camel(rawKey === 'learning' ? 'learning' : rawKey);
-    const opt = known.get(key);
+    const opts = known.get(key);
+    const opt = opts === undefined ? undefined : (opts.find((o) => flagOnly(o) === (typeof value === 'boolean')) ?? opts[0]);
     if (opt === undefined || key === 'config' || key === 'version') {
       throw new ConfigError(ErrorCode.InvalidOption, 'config', `config: unknown option ${JSON.stringify(rawKey)} in ${file}; accepted: the long options of uvtep --help (e.g. vni, remote, dstport, name, address)`);
     }
     const source = cmd.getOptionValueSource(key);
     if (source === 'cli' || source === 'env') continue;
-    const repeatable = ['remote', 'address', 'allowFrom'].includes(key);
-    const v = repeatable && !Array.isArray(value) ? [value] : value;
-    cmd.setOptionValueWithSource(key, Array.isArray(v) ? v.map(String) : typeof v === 'number' || typeof v === 'boolean' ? v : String(v), 'config');
+    cmd.setOptionValueWithSource(key, checked(opt, key, value, file), 'config');
   }
 }

@@ -1,5 +1,8 @@
 // Every bad option: exit 2 and a message naming the option and what it accepts. These run
 // before any device or socket is touched, so they need no privileges.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { sh, uvtepBin } from '../../src/testbed.js';
 
@@ -36,6 +39,24 @@ describe('uvtep CLI errors', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(msg);
     expect(r.stdout).toBe('');
+  });
+
+  it.each([
+    ['log-level: loud\n', /option --log-level: expected one of fatal, error, warn, info, debug, trace, silent, got "loud"/],
+    ['vni: 1\nbusy-poll: soon\n', /option --busy-poll: expected microseconds from 0 to 1000000, got "soon"/],
+    ['vni: 1\nlearning: maybe\n', /option --no-learning: expected true or false in .*bad.yaml, got "maybe"/],
+    ['vni: 1\ntransport: raw\n', /option --transport: expected native or dgram, got "raw"/],
+  ])('a bad value in --config gets the same message as on the command line, and exit 2: %j', async (text, msg) => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'uvt-cfg-'));
+    try {
+      const f = path.join(dir, 'bad.yaml');
+      writeFileSync(f, text);
+      const r = await run('--config', f);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(msg);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('--help documents every option with its default and exits 0', async () => {

@@ -5,7 +5,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { resolveConfig } from '../../src/config.js';
 import { ControlServer, controlRequest } from '../../src/control.js';
 import { loadConfigFile } from '../../src/config-file.js';
@@ -143,6 +143,22 @@ describe('--config files', () => {
     c2.parse([], { from: 'user' });
     loadConfigFile(j, c2);
     expect(c2.opts().maxAddress).toBe(3);
+  });
+
+  it('values go through the option parsers and choices, as on the command line', () => {
+    dir = mkdtempSync(path.join(tmpdir(), 'uvt-cfg-'));
+    const f = path.join(dir, 'p.yaml');
+    const c = new Command('t').option('--vni <n>', '', (v: string) => (/^\d+$/.test(v) ? Number(v) : v)).option('--remote <ip>', '', (v: string, p: string[] = []) => [...p, v]);
+    c.addOption(new Option('--log-level <l>').choices(['info', 'debug']));
+    writeFileSync(f, 'vni: "5"\nremote: [198.51.100.2, 198.51.100.3]\nlog-level: debug\n');
+    c.parse([], { from: 'user' });
+    loadConfigFile(f, c);
+    expect(c.opts()).toEqual({ vni: 5, remote: ['198.51.100.2', '198.51.100.3'], logLevel: 'debug' });
+    writeFileSync(f, 'log-level: loud\n');
+    const d = new Command('t').addOption(new Option('--log-level <l>').choices(['info', 'debug']));
+    expect(() => loadConfigFile(f, d)).toThrow(expect.objectContaining({ option: 'logLevel', message: expect.stringMatching(/expected one of info, debug, got "loud"/) }));
+    writeFileSync(f, 'learning: maybe\n');
+    expect(() => loadConfigFile(f, cmd())).toThrow(/learning: expected true or false/);
   });
 
   it.each([
