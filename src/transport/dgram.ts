@@ -79,9 +79,12 @@ export class DgramTransport implements Transport {
     await bind(this.socket, this.opts.local, this.opts.port);
     try {
       this.configure(this.socket);
-      this.joinGroup();
+      const iface = this.multicast(this.socket, undefined);
       const pool: dgram.Socket[] = [];
       if (this.opts.srcport !== undefined) pool.push(...(await this.bindPool(this.opts.srcport)));
+      // every socket that sends carries the main socket's multicast settings: interface, TTL, and
+      // no loopback (a VTEP must never hear, or learn from, what it sent itself)
+      for (const s of pool) this.multicast(s, iface);
       this.senders = pool.length > 0 ? pool : [this.socket];
       const rx = this.rx;
       for (const s of [this.socket, ...pool]) {
@@ -109,15 +112,20 @@ export class DgramTransport implements Transport {
     if (o.ttl !== undefined && o.ttl > 0) s.setTTL(o.ttl);
   }
 
-  private joinGroup(): void {
+  /**
+   * Multicast settings of a sending socket; the main socket (`iface` undefined) also joins the
+   * group. Returns the interface address used.
+   */
+  private multicast(s: dgram.Socket, iface: string | undefined): string | undefined {
     const o = this.opts;
-    if (o.group === undefined) return;
-    const s = this.socket;
-    const iface = o.dev === undefined ? undefined : this.interfaceAddress(o.dev);
+    if (o.group === undefined) return undefined;
+    const main = iface === undefined;
+    iface ??= o.dev === undefined ? undefined : this.interfaceAddress(o.dev);
     s.setMulticastLoopback(false);
     s.setMulticastTTL(o.ttl !== undefined && o.ttl > 0 ? o.ttl : 1);
     if (iface !== undefined) s.setMulticastInterface(iface);
-    s.addMembership(o.group, iface);
+    if (main) s.addMembership(o.group, iface);
+    return iface;
   }
 
   /**

@@ -188,18 +188,21 @@ describeNs('CLI against the system', () => {
 
 describeNs('multicast group for BUM traffic', () => {
   it.each([
-    ['uvtep <-> uvtep', false, false],
-    ['uvtep <-> kernel VTEP', true, false],
-    ['uvtep <-> kernel VTEP, IPv6 underlay', true, true],
-  ])('%s: --group --dev eth0, no remotes: ARP via the group, then unicast', async (_n, kernel, v6) => {
-    const bed = fx.newBed(kernel ? (v6 ? 'mc6' : 'mck') : 'mcu');
+    ['uvtep <-> uvtep', false, false, []],
+    ['uvtep <-> kernel VTEP', true, false, []],
+    ['uvtep <-> kernel VTEP, IPv6 underlay', true, true, []],
+    // the pool sockets send with the group's interface, TTL and no loopback (no default route here)
+    ['uvtep <-> uvtep, source-port pool', false, false, ['--srcport', '49152-49199']],
+    ['uvtep <-> uvtep, source-port pool, dgram fallback', false, false, ['--srcport', '49152-49199', '--transport', 'dgram']],
+  ])('%s: --group --dev eth0, no remotes: ARP via the group, then unicast', async (_n, kernel, v6, extra) => {
+    const bed = fx.newBed(kernel ? (v6 ? 'mc6' : 'mck') : (extra as string[]).length ? ((extra as string[]).includes('dgram') ? 'mcpd' : 'mcp') : 'mcu');
     const { h1, h2, u1, u2 } = await twoHosts(bed, v6);
     const group = v6 ? 'ff05::1:4789' : '239.1.1.1';
     if (!v6) {
       await quietIpv6(h1);
       await quietIpv6(h2);
     }
-    const a = uvtep(h1, ['--vni', '1', '--group', group, '--dev', 'eth0', '--name', 'vxlan1', '--address', '10.0.0.106/24', '--mac', '02:00:00:00:00:0a']);
+    const a = uvtep(h1, ['--vni', '1', '--group', group, '--dev', 'eth0', '--name', 'vxlan1', '--address', '10.0.0.106/24', '--mac', '02:00:00:00:00:0a', ...(extra as string[])]);
     await a.ready();
     if (kernel) {
       await h2.ip('link', 'add', 'vxlan1', 'type', 'vxlan', 'id', '1', 'group', group, 'dev', 'eth0', 'dstport', '4789');
@@ -207,7 +210,7 @@ describeNs('multicast group for BUM traffic', () => {
       await h2.ip('addr', 'add', '10.0.0.107/24', 'dev', 'vxlan1');
       await h2.ip('link', 'set', 'vxlan1', 'up');
     } else {
-      await uvtep(h2, ['--vni', '1', '--group', '239.1.1.1', '--dev', 'eth0', '--name', 'vxlan1', '--address', '10.0.0.107/24', '--mac', '02:00:00:00:00:0b']).ready();
+      await uvtep(h2, ['--vni', '1', '--group', '239.1.1.1', '--dev', 'eth0', '--name', 'vxlan1', '--address', '10.0.0.107/24', '--mac', '02:00:00:00:00:0b', ...(extra as string[])]).ready();
     }
     const cap = await capture(h1, 'eth0', 'udp port 4789');
     expect((await ping(h1, '10.0.0.107', 3)).received).toBe(3);
@@ -223,6 +226,8 @@ describeNs('multicast group for BUM traffic', () => {
     expect(echo.length).toBe(3);
     expect(echo.every((r) => r.dst === u2)).toBe(true);
     const f = await a.stop();
+    // it never heard its own multicast
+    expect((f.final!.stats as { drops: Record<string, number> }).drops.LocalMac).toBe(0);
     expect(f.final!.fdb).toContainEqual(expect.objectContaining({ mac: '02:00:00:00:00:0b', dst: u2, static: false }));
     expect(f.final!.fdb).toContainEqual(expect.objectContaining({ mac: '00:00:00:00:00:00', dst: group, static: true }));
   });
