@@ -6,7 +6,7 @@ import http from 'node:http';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import { checkIp, checkPort } from './config.js';
 import { ConfigError, ErrorCode } from './errors.js';
-import { DROP_REASONS, type Vtep } from './vtep.js';
+import { DROP_REASONS, type Vtep, type VtepIo } from './vtep.js';
 
 export interface MetricsAddress {
   host: string;
@@ -49,11 +49,28 @@ export function vtepRegistry(vtep: Vtep, tap: string, opts: { processMetrics?: b
   counter('uvtep_tx_bytes_total', 'Inner bytes of datagrams sent', () => vtep.stats.txBytes);
   counter('uvtep_flood_copies_total', 'Datagrams sent to the flood list', () => vtep.stats.floodCopies);
   counter('uvtep_fdb_learn_refused_total', 'New MACs not learned because the FDB was full', () => vtep.stats.learnRefused);
-  counter('uvtep_tx_gso_sends_total', 'sendmsg calls carrying several datagrams (UDP GSO)', () => vtep.stats.txGsoSends);
+  counter('uvtep_tx_gso_sends_total', 'UDP messages carrying several datagrams (UDP GSO)', () => vtep.stats.txGsoSends);
   counter('uvtep_tx_gso_datagrams_total', 'Datagrams sent in UDP GSO batches', () => vtep.stats.txGsoDatagrams);
   counter('uvtep_rx_gro_writes_total', 'TAP writes carrying several coalesced TCP segments', () => vtep.stats.rxGroWrites);
   counter('uvtep_rx_gro_segments_total', 'Frames delivered inside coalesced TAP writes', () => vtep.stats.rxGroSegments);
   counter('uvtep_tx_pauses_total', 'Times the TAP was paused for socket backpressure', () => vtep.stats.txPauses);
+  // what the syscalls carried (the fast path's batching), as in `uvtep stats` io
+  const io: Array<[string, string, Exclude<keyof VtepIo, 'transport'>]> = [
+    ['uvtep_tap_reads_total', 'TAP read syscalls', 'reads'],
+    ['uvtep_tap_read_frames_total', 'Frames the TAP reads gave, after splitting super-frames', 'readFrames'],
+    ['uvtep_tap_super_frames_total', 'TCP/UDP super-frames read from the TAP and split (TSO/USO)', 'superFrames'],
+    ['uvtep_tap_writes_total', 'TAP write syscalls', 'writes'],
+    ['uvtep_rx_bad_csum_total', 'Received TCP segments whose checksum failed (written unmerged)', 'badCsum'],
+    ['uvtep_rx_partial_csum_total', 'Received frames with a partial checksum from a kernel peer on this host', 'partialCsum'],
+    ['uvtep_rx_super_frames_total', 'TCP super-frames received whole from a kernel peer on this host', 'rxSuperFrames'],
+    ['uvtep_udp_send_calls_total', 'UDP send syscalls (sendmmsg)', 'sendCalls'],
+    ['uvtep_udp_sent_datagrams_total', 'Datagrams those sends carried', 'sentDatagrams'],
+    ['uvtep_udp_gso_fallbacks_total', 'GSO messages a route refused, resent one datagram at a time', 'gsoFallbacks'],
+    ['uvtep_udp_recv_calls_total', 'UDP receive syscalls (recvmmsg)', 'recvCalls'],
+    ['uvtep_udp_recv_messages_total', 'Messages those receives returned', 'recvMsgs'],
+    ['uvtep_udp_gro_messages_total', 'Received messages that held several datagrams (UDP GRO)', 'groMsgs'],
+  ];
+  for (const [name, help, key] of io) counter(name, help, () => vtep.stats.io[key]);
   new Counter({
     name: 'uvtep_drops_total',
     help: 'Dropped frames and datagrams by reason',

@@ -138,6 +138,10 @@ describeNs('Prometheus metrics', () => {
     expect(samples.get('uvtep_rx_packets_total{tap="vxlan1",vni="1"}')).toBeGreaterThanOrEqual(3);
     expect(samples.get('uvtep_tx_packets_total{tap="vxlan1",vni="1"}')).toBeGreaterThanOrEqual(3);
     expect(samples.get('uvtep_drops_total{reason="VniMismatch",tap="vxlan1",vni="1"}')).toBe(0);
+    // what the syscalls carried: the pings went through TAP reads and UDP sends/receives
+    expect(samples.get('uvtep_tap_reads_total{tap="vxlan1",vni="1"}')).toBeGreaterThanOrEqual(3);
+    expect(samples.get('uvtep_udp_send_calls_total{tap="vxlan1",vni="1"}')).toBeGreaterThanOrEqual(1);
+    expect(samples.get('uvtep_udp_recv_messages_total{tap="vxlan1",vni="1"}')).toBeGreaterThanOrEqual(3);
     expect(samples.get('uvtep_fdb_entries{tap="vxlan1",vni="1"}')).toBe(1);
     expect([...samples.keys()].some((k) => k.startsWith('process_resident_memory_bytes'))).toBe(true);
   });

@@ -124,6 +124,7 @@ describe('metrics', () => {
     expect(text).toContain('uvtep_rx_packets_total{tap="vx",vni="7"} 1');
     expect(text).toContain('uvtep_drops_total{reason="VniMismatch",tap="vx",vni="7"} 1');
     expect(text).toContain('# TYPE uvtep_rx_packets_total counter');
+    expect(text).toContain('# TYPE uvtep_udp_recv_calls_total counter');
   });
 });
 
