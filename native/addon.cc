@@ -30,6 +30,14 @@ Napi::Error SystemError(Napi::Env env, int err, const char* syscall, const std::
   return e;
 }
 
+void CallJs(Napi::Env env, const Napi::FunctionReference& fn, napi_value recv, const std::initializer_list<napi_value>& args, napi_async_context ctx) {
+  try {
+    fn.MakeCallback(recv, args, ctx);
+  } catch (const Napi::Error& e) {
+    napi_fatal_exception(env, e.Value());
+  }
+}
+
 void ExpectArgs(const Napi::CallbackInfo& info, const char* fn, const char* types) {
   // types: one letter per argument: s string, n number, b buffer/typed array, f function, o boolean
   for (size_t i = 0; types[i] != '\0'; i++) {

@@ -11,6 +11,10 @@ const char* ErrnoName(int err);
 // Builds the Error; `syscall` like "ioctl(TUNSETIFF)", `hint` is appended to the message.
 Napi::Error SystemError(Napi::Env env, int err, const char* syscall, const std::string& hint = "");
 
+// Calls a JS callback from a libuv callback (inside a HandleScope the caller opened); a JS
+// exception becomes the process's uncaught exception, as Node does for its own callbacks.
+void CallJs(Napi::Env env, const Napi::FunctionReference& fn, napi_value recv, const std::initializer_list<napi_value>& args, napi_async_context ctx);
+
 // Throws unless `info[i]` has the expected type. Semantics are checked in TypeScript.
 void ExpectArgs(const Napi::CallbackInfo& info, const char* fn, const char* types);
 

@@ -61,6 +61,15 @@ void LinkIoctl(Napi::Env env, unsigned long req, struct ifreq& ifr, const char* 
   if (ioctl(s, req, &ifr) < 0) throw SystemError(env, errno, syscall, NoDeviceHint(errno, name));
 }
 
+// Appends one attribute to a request (the caller's buffer has room for it).
+void AddAttr(struct nlmsghdr* nh, unsigned short type, const void* data, size_t len) {
+  struct rtattr* rta = reinterpret_cast<struct rtattr*>(reinterpret_cast<char*>(nh) + NLMSG_ALIGN(nh->nlmsg_len));
+  rta->rta_type = type;
+  rta->rta_len = static_cast<unsigned short>(RTA_LENGTH(len));
+  memcpy(RTA_DATA(rta), data, len);
+  nh->nlmsg_len = NLMSG_ALIGN(nh->nlmsg_len) + RTA_ALIGN(rta->rta_len);
+}
+
 // Sends one rtnetlink request and waits for its ACK; throws the kernel's error.
 void NetlinkTalk(Napi::Env env, struct nlmsghdr* req, const char* what, const std::string& name) {
   int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
@@ -236,11 +245,7 @@ static Napi::Value AddAddress(const Napi::CallbackInfo& info) {
   req.ifa.ifa_index = idx;
   const unsigned short types[2] = {IFA_LOCAL, IFA_ADDRESS};
   for (unsigned short type : types) {
-    struct rtattr* rta = reinterpret_cast<struct rtattr*>(reinterpret_cast<char*>(&req) + NLMSG_ALIGN(req.nh.nlmsg_len));
-    rta->rta_type = type;
-    rta->rta_len = static_cast<unsigned short>(RTA_LENGTH(alen));
-    memcpy(RTA_DATA(rta), addr.Data(), alen);
-    req.nh.nlmsg_len = NLMSG_ALIGN(req.nh.nlmsg_len) + RTA_ALIGN(rta->rta_len);
+    AddAttr(&req.nh, type, addr.Data(), alen);
   }
 
   NetlinkTalk(env, &req.nh, "RTM_NEWADDR", name);
@@ -268,11 +273,7 @@ static Napi::Value SetGsoMaxSegs(const Napi::CallbackInfo& info) {
   req.nh.nlmsg_seq = 1;
   req.ifi.ifi_family = AF_UNSPEC;
   req.ifi.ifi_index = static_cast<int>(idx);
-  struct rtattr* rta = reinterpret_cast<struct rtattr*>(reinterpret_cast<char*>(&req) + NLMSG_ALIGN(req.nh.nlmsg_len));
-  rta->rta_type = IFLA_GSO_MAX_SEGS;
-  rta->rta_len = static_cast<unsigned short>(RTA_LENGTH(sizeof segs));
-  memcpy(RTA_DATA(rta), &segs, sizeof segs);
-  req.nh.nlmsg_len = NLMSG_ALIGN(req.nh.nlmsg_len) + RTA_ALIGN(rta->rta_len);
+  AddAttr(&req.nh, IFLA_GSO_MAX_SEGS, &segs, sizeof segs);
   NetlinkTalk(env, &req.nh, "RTM_NEWLINK", name);
   return env.Undefined();
 }

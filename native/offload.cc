@@ -439,7 +439,7 @@ void Coalescer::Add(uint8_t* p, uint32_t len) {
   if (!s.valid) stats.badCsum++;
   int fi = -1;
   for (int i = 0; i < nflows_; i++) {
-    if (flows_[i].v6 == s.v6 && flows_[i].udp == s.udp && SameFlow(flows_[i].first, p, s.v6, s.iphl)) {
+    if (flows_[i].v6 == s.v6 && SameFlow(flows_[i].first, p, s.v6, s.iphl)) {
       fi = i;
       break;
     }
@@ -485,7 +485,6 @@ void Coalescer::Add(uint8_t* p, uint32_t len) {
   f.first = p;
   f.firstLen = len;
   f.v6 = s.v6;
-  f.udp = s.udp;
   f.iphl = s.iphl;
   f.doff = s.doff;
   f.hdrLen = kEthHlen + s.iphl + s.doff;

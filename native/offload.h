@@ -94,7 +94,6 @@ class Coalescer {
   static constexpr int kFlows = 16;
   struct Flow {
     uint8_t* first;
-    bool udp;
     uint32_t firstLen;
     bool v6;
     int iphl;

@@ -176,11 +176,7 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
   void Deliver(int n) {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
-    try {
-      onBatch_.MakeCallback(Value(), {Napi::Number::New(env, n)}, ctx_);
-    } catch (const Napi::Error& e) {
-      napi_fatal_exception(env, e.Value());
-    }
+    CallJs(env, onBatch_, Value(), {Napi::Number::New(env, n)}, ctx_);
   }
 
   void Fail(int err, const char* syscall) {
@@ -188,12 +184,7 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
     const char* hint = (err == EBADFD || err == EBADF) ? "the TAP device was removed" : "";
-    Napi::Error e = SystemError(env, err, syscall, hint);
-    try {
-      onError_.MakeCallback(Value(), {e.Value()}, ctx_);
-    } catch (const Napi::Error& ex) {
-      napi_fatal_exception(env, ex.Value());
-    }
+    CallJs(env, onError_, Value(), {SystemError(env, err, syscall, hint).Value()}, ctx_);
   }
 
   Napi::AsyncContext ctx_;

@@ -143,40 +143,24 @@ void AddStats(double* st, const GroStats& g) {
 
 }  // namespace
 
-// writeFrames(fd, vnet, gro, buf, offs, lens, count, stats, mtu) -> frames lost (write errors).
-// Frames i < count are buf[offs[i], offs[i] + lens[i]). With a vnet header, consecutive TCP
-// segments of one flow are merged (gro) and written with one gather writev each; everything
-// else is written as it is. stats (Float64Array(8)) accumulates: writes, merged writes, merged
-// segments, lost frames, lost bytes, TCP checksum failures, partial checksums passed on, TCP
-// super-frames (larger than mtu, from a local kernel peer's tunnel GSO) written as GSO frames. Never throws on the data path.
+// writeFrames(fd, gro, buf, offs, lens, count, stats, mtu) -> frames lost (write errors).
+// Frames i < count are buf[offs[i], offs[i] + lens[i]), each written behind a virtio_net_hdr (the
+// TAP is opened with IFF_VNET_HDR): consecutive TCP segments of one flow are merged (gro) and
+// written with one gather writev each; a TCP frame larger than mtu (a local kernel peer's tunnel
+// GSO) as a GSO frame; everything else as it is. stats (Float64Array(8)) accumulates: writes,
+// merged writes, merged segments, lost frames, lost bytes, TCP checksum failures, partial
+// checksums passed on, super-frames written as GSO frames. Never throws on the data path.
 static Napi::Value WriteFrames(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = info[0].As<Napi::Number>().Int32Value();
-  bool vnet = info[1].As<Napi::Boolean>().Value();
-  bool gro = info[2].As<Napi::Boolean>().Value();
+  bool gro = info[1].As<Napi::Boolean>().Value();
   Napi::Uint8Array buf;
   Napi::Int32Array offs, lens;
   int count;
-  if (!FramesArgs(info, 3, &buf, &offs, &lens, &count)) return Napi::Number::New(env, -EFAULT);
-  Napi::Float64Array st = info[7].As<Napi::Float64Array>();
+  if (!FramesArgs(info, 2, &buf, &offs, &lens, &count)) return Napi::Number::New(env, -EFAULT);
+  Napi::Float64Array st = info[6].As<Napi::Float64Array>();
   if (st.ElementLength() < 8) return Napi::Number::New(env, -EINVAL);
-  if (!vnet) {
-    double lost = 0;
-    for (int i = 0; i < count; i++) {
-      ssize_t n;
-      do {
-        n = write(fd, buf.Data() + offs[i], static_cast<size_t>(lens[i]));
-      } while (n < 0 && errno == EINTR);
-      st[0]++;
-      if (n < 0) {
-        lost++;
-        st[3]++;
-        st[4] += lens[i];
-      }
-    }
-    return Napi::Number::New(env, lost);
-  }
-  Coalescer c(WritevFd, &fd, gro, info.Length() > 8 && info[8].IsNumber() ? info[8].As<Napi::Number>().Uint32Value() : 0);
+  Coalescer c(WritevFd, &fd, gro, info[7].As<Napi::Number>().Uint32Value());
   for (int i = 0; i < count; i++) c.Add(buf.Data() + offs[i], static_cast<uint32_t>(lens[i]));
   c.Flush();
   AddStats(st.Data(), c.stats);

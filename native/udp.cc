@@ -523,11 +523,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
       self->Rearm(self->Env());
       Napi::Env env = self->Env();
       Napi::HandleScope scope(env);
-      try {
-        self->onWritable_.MakeCallback(self->Value(), {}, self->ctx_);
-      } catch (const Napi::Error& e) {
-        napi_fatal_exception(env, e.Value());
-      }
+      CallJs(env, self->onWritable_, self->Value(), {}, self->ctx_);
     }
     if ((events & UV_READABLE) != 0 && self->reading_) {
       self->Drain();
@@ -538,11 +534,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
   void Deliver(int n) {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
-    try {
-      onBatch_.MakeCallback(Value(), {Napi::Number::New(env, n)}, ctx_);
-    } catch (const Napi::Error& e) {
-      napi_fatal_exception(env, e.Value());
-    }
+    CallJs(env, onBatch_, Value(), {Napi::Number::New(env, n)}, ctx_);
   }
 
   void Fail(int err, const char* syscall) {
@@ -554,13 +546,8 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
       Rearm(env);
     } catch (const Napi::Error&) {
     }
-    Napi::Error e = SystemError(env, err, syscall);
     if (onError_.IsEmpty()) return;
-    try {
-      onError_.MakeCallback(Value(), {e.Value()}, ctx_);
-    } catch (const Napi::Error& ex) {
-      napi_fatal_exception(env, ex.Value());
-    }
+    CallJs(env, onError_, Value(), {SystemError(env, err, syscall).Value()}, ctx_);
   }
 
   Napi::AsyncContext ctx_;

@@ -1,7 +1,8 @@
 /**
  * The underlay source filter (`--allow-from`): a prefix match over the source address, with no
  * cache, so a flood of spoofed sources costs each datagram one parse and a few compares and can
- * evict nothing. IPv4 literals become one 32-bit word, IPv6 four (parsed by hand: no allocation);
+ * evict nothing. IPv4 literals become one 32-bit word, IPv6 four (parsed by hand into scratch
+ * arrays the filter owns: no allocation per datagram);
  * IPv4-mapped IPv6 sources (`::ffff:a.b.c.d`) match IPv4 prefixes.
  */
 import type { AllowCidr } from './config.js';
@@ -45,12 +46,15 @@ function ipv4(s: string, from: number, to: number): number {
   return v * 256 + part;
 }
 
-/** Parses an IPv6 literal into `out` (4 words); false when it is not one. */
-function ipv6(s: string, out: Uint32Array): boolean {
-  const groups = new Array<number>(); // at most 8
-  let gap = -1;
-  let i = 0;
+/**
+ * Parses an IPv6 literal into `out` (4 words), using `g` (8 entries) for its groups; false when it
+ * is not one. No allocation.
+ */
+function ipv6(s: string, out: Uint32Array, g: Uint32Array): boolean {
   const n = s.length;
+  let count = 0; // groups parsed
+  let gap = -1; // where "::" stands, in groups
+  let i = 0;
   if (n < 2) return false;
   if (s.charCodeAt(0) === 58) {
     if (s.charCodeAt(1) !== 58) return false;
@@ -58,13 +62,14 @@ function ipv6(s: string, out: Uint32Array): boolean {
     i = 2;
   }
   while (i < n) {
-    // an embedded IPv4 tail
-    const rest = s.indexOf('.', i);
-    if (rest >= 0 && s.indexOf(':', i) < 0) {
+    if (count === 8) return false;
+    // an embedded IPv4 tail (::ffff:a.b.c.d)
+    if (s.indexOf(':', i) < 0 && s.indexOf('.', i) >= 0) {
+      if (count > 6) return false;
       const v4 = ipv4(s, i, n);
       if (v4 < 0) return false;
-      groups.push(Math.floor(v4 / 65536), v4 & 0xffff);
-      i = n;
+      g[count++] = Math.floor(v4 / 65536);
+      g[count++] = v4 & 0xffff;
       break;
     }
     let v = 0;
@@ -78,35 +83,42 @@ function ipv6(s: string, out: Uint32Array): boolean {
       i++;
     }
     if (digits === 0) return false;
-    groups.push(v);
+    g[count++] = v;
     if (i === n) break;
     if (s.charCodeAt(i) !== 58) return false;
     i++;
     if (i < n && s.charCodeAt(i) === 58) {
       if (gap >= 0) return false;
-      gap = groups.length;
+      gap = count;
       i++;
     } else if (i === n) {
       return false;
     }
   }
-  if (groups.length > 8 || (gap < 0 && groups.length !== 8) || (gap >= 0 && groups.length > 7)) return false;
-  const full = new Array<number>(8).fill(0);
-  if (gap < 0) {
-    for (let k = 0; k < 8; k++) full[k] = groups[k]!;
-  } else {
-    for (let k = 0; k < gap; k++) full[k] = groups[k]!;
-    const tail = groups.length - gap;
-    for (let k = 0; k < tail; k++) full[8 - tail + k] = groups[gap + k]!;
+  if (gap < 0 ? count !== 8 : count > 7) return false;
+  // groups before the gap stay; those after it move to the end; zeros between
+  const tail = gap < 0 ? 0 : count - gap;
+  const head = gap < 0 ? 8 : gap;
+  for (let w = 0; w < 4; w++) {
+    const hi = group(g, 2 * w, head, tail, count);
+    const lo = group(g, 2 * w + 1, head, tail, count);
+    out[w] = ((hi << 16) | lo) >>> 0;
   }
-  for (let w = 0; w < 4; w++) out[w] = ((full[2 * w]! << 16) | full[2 * w + 1]!) >>> 0;
   return true;
+}
+
+/** Group k (0-7) of an address whose `head` first and `tail` last groups were parsed into `g`. */
+function group(g: Uint32Array, k: number, head: number, tail: number, count: number): number {
+  if (k < head) return g[k]!;
+  if (k >= 8 - tail) return g[count - (8 - k)]!;
+  return 0;
 }
 
 export class SourceFilter {
   private readonly prefixes: Prefix[];
   private readonly hasV4: boolean;
   private readonly words: Uint32Array;
+  private readonly groups: Uint32Array;
 
   constructor(allow: readonly AllowCidr[]) {
     this.prefixes = allow.map((c) => {
@@ -120,13 +132,14 @@ export class SourceFilter {
     });
     this.hasV4 = this.prefixes.some((p) => !p.v6);
     this.words = new Uint32Array(4);
+    this.groups = new Uint32Array(8);
   }
 
   /** Whether `address` (an IP literal) is inside one of the prefixes. */
   allowed(address: string): boolean {
     if (address.indexOf(':') < 0) return this.matchV4(ipv4(address, 0, address.length));
     const w = this.words;
-    if (!ipv6(address, w)) return false;
+    if (!ipv6(address, w, this.groups)) return false;
     // IPv4-mapped (::ffff:a.b.c.d): the IPv4 prefixes apply
     if (this.hasV4 && w[0] === 0 && w[1] === 0 && w[2] === 0xffff && this.matchV4(w[3]!)) return true;
     for (const p of this.prefixes) {

@@ -12,7 +12,6 @@ import path from 'node:path';
 import { checkIp, checkMac, checkPort } from './config.js';
 import { ConfigError, ErrorCode, UvtepError } from './errors.js';
 import type { Vtep } from './vtep.js';
-import { formatMac } from './wire/ethernet.js';
 
 export const CONTROL_DIR = '/run/uvtep';
 /** Largest request line accepted (a request is a few hundred bytes). */

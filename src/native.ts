@@ -61,11 +61,11 @@ export interface NativeBinding {
   openTap(name: string, persist: boolean, vnetHdr: boolean, offloads: number): { fd: number; name: string; offloads: number };
   setPersist(fd: number, on: boolean): void;
   /**
-   * Writes frames i < count (buf[offs[i], +lens[i])) to the TAP: with `vnet`, TCP segments of one
-   * flow merge into one GSO write when `gro`; a TCP frame larger than `mtu` (0: none) is written
-   * as a GSO frame. Returns the frames lost to write errors.
+   * Writes frames i < count (buf[offs[i], +lens[i])) to the TAP, each behind a virtio_net_hdr:
+   * TCP segments of one flow merge into one GSO write when `gro`; a TCP frame larger than `mtu`
+   * (0: none) is written as a GSO frame. Returns the frames lost to write errors.
    */
-  writeFrames(fd: number, vnet: boolean, gro: boolean, buf: Uint8Array, offs: Int32Array, lens: Int32Array, count: number, stats: Float64Array, mtu: number): number;
+  writeFrames(fd: number, gro: boolean, buf: Uint8Array, offs: Int32Array, lens: Int32Array, count: number, stats: Float64Array, mtu: number): number;
   /** What writeFrames would write, recorded into `out` as [u32 LE length][vnet header + packet]; returns bytes used. */
   coalesce(buf: Uint8Array, offs: Int32Array, lens: Int32Array, count: number, gro: boolean, out: Uint8Array, stats: Float64Array, mtu: number): number;
   /** The TAP reader's per-read work on one frame at buf[off, off+len) with room up to off+cap: [segs, segLen, lastLen] or [negative reason]. */

@@ -249,12 +249,12 @@ export class Vtep extends EventEmitter<VtepEvents> {
     const drops = {} as Record<DropReasonName, number>;
     const t = this.transport.counters?.();
     const p = this.port.counters?.();
-    // frames the port refused to read (bad offload metadata) are counted by the port, once
-    this.drops[DropReason.OffloadInvalid] = p?.offloadInvalid ?? 0;
     let total = 0;
     for (let i = 0; i < DROP_REASONS.length; i++) {
-      drops[DROP_REASONS[i]!] = this.drops[i]!;
-      total += this.drops[i]!;
+      // frames the port refused to read (bad offload metadata) are counted by the port, once
+      const n = i === DropReason.OffloadInvalid ? (p?.offloadInvalid ?? 0) : this.drops[i]!;
+      drops[DROP_REASONS[i]!] = n;
+      total += n;
     }
     return {
       rxDatagrams: this.rxDatagrams,

@@ -164,7 +164,7 @@ export class TapPort implements FramePort {
     }
     const st = this.writeStats;
     const before = st[WriterStat.LostBytes]!;
-    const lost = this.native.writeFrames(this.fd, true, this.gro, buf, offs, lens, count, st, this.mtu);
+    const lost = this.native.writeFrames(this.fd, this.gro, buf, offs, lens, count, st, this.mtu);
     this.lostBytes = st[WriterStat.LostBytes]! - before;
     return lost;
   }

@@ -17,7 +17,7 @@
 import dgram from 'node:dgram';
 import { ConfigError, ErrorCode } from '../errors.js';
 import { loadBinding } from '../native.js';
-import { newRxBatch, type RxBatch, type SendError, type Transport, type TransportCounters, type TransportHandlers, type TxBatch, type UdpTransportOptions } from './transport.js';
+import { newRxBatch, noFreePort, poolPorts, type RxBatch, type SendError, type Transport, type TransportCounters, type TransportHandlers, type TxBatch, type UdpTransportOptions } from './transport.js';
 
 export type DgramTransportOptions = UdpTransportOptions;
 
@@ -148,11 +148,8 @@ export class DgramTransport implements Transport {
   /** Binds `sockets` sockets on free ports of [min, max], trying ports in a random order. */
   private async bindPool(r: { min: number; max: number; sockets: number }): Promise<dgram.Socket[]> {
     const pool: dgram.Socket[] = [];
-    const span = r.max - r.min + 1;
-    const start = Math.floor(Math.random() * span);
-    for (let i = 0; i < span && pool.length < r.sockets; i++) {
-      const port = r.min + ((start + i * 7919) % span); // a stride coprime with most spans
-      if (port === this.opts.port) continue;
+    for (const port of poolPorts(r, this.opts.port)) {
+      if (pool.length >= r.sockets) break;
       const s = this.createSocket();
       try {
         await bind(s, this.opts.local, port);
@@ -164,9 +161,7 @@ export class DgramTransport implements Transport {
       this.configure(s);
       pool.push(s);
     }
-    if (pool.length === 0) {
-      throw new ConfigError(ErrorCode.InvalidPort, 'srcport', `srcport: no free UDP port in ${r.min}-${r.max} on ${this.opts.local}`);
-    }
+    if (pool.length === 0) throw noFreePort(r, this.opts.local);
     return pool;
   }
 

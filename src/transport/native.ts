@@ -14,7 +14,7 @@ import { Address4, Address6 } from 'ip-address';
 import type { Remote } from '../fdb.js';
 import { ConfigError, ErrorCode } from '../errors.js';
 import { loadBinding, SOCK_STATS, SockStat, SRC_STRIDE, type NativeBinding, type UdpSocketHandle } from '../native.js';
-import { newRxBatch, TxBatch, type RxBatch, type SendError, type Transport, type TransportCounters, type TransportHandlers, type UdpTransportOptions } from './transport.js';
+import { newRxBatch, noFreePort, poolPorts, TxBatch, type RxBatch, type SendError, type Transport, type TransportCounters, type TransportHandlers, type UdpTransportOptions } from './transport.js';
 
 export interface NativeTransportOptions extends UdpTransportOptions {
   /** The native binding (tests inject a scripted one). */
@@ -239,12 +239,9 @@ export class NativeTransport implements Transport {
   /** Binds `sockets` sockets on free ports of [min, max], trying ports in a random order. */
   private bindPool(r: { min: number; max: number; sockets: number }): UdpSocketHandle[] {
     const pool: UdpSocketHandle[] = [];
-    const span = r.max - r.min + 1;
-    const start = Math.floor(Math.random() * span);
     const local = addressBytes(this.opts.local, this.family);
-    for (let i = 0; i < span && pool.length < r.sockets; i++) {
-      const port = r.min + ((start + i * 7919) % span); // a stride coprime with most spans
-      if (port === this.boundPort) continue;
+    for (const port of poolPorts(r, this.boundPort)) {
+      if (pool.length >= r.sockets) break;
       const s = this.newSocket();
       try {
         if (this.family === 6) this.opt(s, IPPROTO_IPV6, IPV6_V6ONLY, 1, 'IPV6_V6ONLY');
@@ -259,9 +256,7 @@ export class NativeTransport implements Transport {
       this.configure(s);
       pool.push(s);
     }
-    if (pool.length === 0) {
-      throw new ConfigError(ErrorCode.InvalidPort, 'srcport', `srcport: no free UDP port in ${r.min}-${r.max} on ${this.opts.local}`);
-    }
+    if (pool.length === 0) throw noFreePort(r, this.opts.local);
     return pool;
   }
 

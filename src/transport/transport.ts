@@ -4,6 +4,7 @@
  * recvmmsg (native endpoint) or per datagram (node:dgram fallback).
  */
 import type { Remote } from '../fdb.js';
+import { ConfigError, ErrorCode } from '../errors.js';
 
 /**
  * Datagrams to send, as entries: entry i is `segs[i]` datagrams of `lens[i]` bytes (the last
@@ -128,6 +129,24 @@ export interface Transport {
   address(): { address: string; port: number };
   counters?(): TransportCounters;
   close(): Promise<void>;
+}
+
+/**
+ * The ports of a source-port range in the order to try binding them: from a random start, by a
+ * stride coprime with most spans, skipping `exclude` (the listening port).
+ */
+export function* poolPorts(r: { min: number; max: number }, exclude: number): Generator<number> {
+  const span = r.max - r.min + 1;
+  const start = Math.floor(Math.random() * span);
+  for (let i = 0; i < span; i++) {
+    const port = r.min + ((start + i * 7919) % span);
+    if (port !== exclude) yield port;
+  }
+}
+
+/** The error when no port of the range could be bound. */
+export function noFreePort(r: { min: number; max: number }, local: string): ConfigError {
+  return new ConfigError(ErrorCode.InvalidPort, 'srcport', `srcport: no free UDP port in ${r.min}-${r.max} on ${local}`);
 }
 
 /** Settings of a UDP transport (the native endpoint and the node:dgram fallback take the same). */

@@ -40,6 +40,17 @@ async function pair(bedName: string, extraA: string[] = [], extraB: string[] = [
   return { ...hosts, a, b };
 }
 
+/** uvtep on h1 accepting only `allow`, its peer on h2, and a spoofing address 198.51.100.99 on h2. */
+async function filteredPair(bedName: string, allow: string) {
+  const hosts = await twoHosts(fx.newBed(bedName));
+  await hosts.h2.ip('addr', 'add', '198.51.100.99/24', 'dev', 'eth0');
+  const a = uvtep(hosts.h1, ['--vni', '1', '--remote', hosts.u2, '--allow-from', allow, '--name', 'vxlan1', '--address', '10.0.0.106/24', '--mac', A_MAC]);
+  const b = uvtep(hosts.h2, ['--vni', '1', '--remote', hosts.u1, '--name', 'vxlan1', '--address', '10.0.0.107/24', '--mac', B_MAC]);
+  await a.ready();
+  await b.ready();
+  return { ...hosts, a, b };
+}
+
 describeNs('hostile datagrams', () => {
   it('a bounded flood of every malformed class: alive, each counted under its reason, nothing learned, ping still works', async () => {
     const { h1, h2, a } = await pair('hostile', ['--reserved-bits', 'strict']);
@@ -103,13 +114,7 @@ describeNs('hostile datagrams', () => {
   });
 
   it('--allow-from: datagrams from other underlay sources are dropped, counted, and never teach the FDB', async () => {
-    const bed = fx.newBed('allow');
-    const { h1, h2, u1, u2 } = await twoHosts(bed);
-    await h2.ip('addr', 'add', '198.51.100.99/24', 'dev', 'eth0');
-    const a = uvtep(h1, ['--vni', '1', '--remote', u2, '--allow-from', '198.51.100.2/32', '--name', 'vxlan1', '--address', '10.0.0.106/24', '--mac', A_MAC]);
-    const b = uvtep(h2, ['--vni', '1', '--remote', u1, '--name', 'vxlan1', '--address', '10.0.0.107/24', '--mac', B_MAC]);
-    await a.ready();
-    await b.ready();
+    const { h1, h2, u1, u2, a } = await filteredPair('allow', '198.51.100.2/32');
     const spoof = datagram(1, frame(A_MAC, '02:00:00:00:00:99')).toString('hex');
     expect(await blast(h2, { to: u1, port: 4789, from: '198.51.100.99', datagrams: [spoof], repeat: 200 })).toBe(200);
     expect((await ping(h1, '10.0.0.107', 3)).received).toBe(3);
@@ -122,13 +127,7 @@ describeNs('hostile datagrams', () => {
 
 describeNs('open by default, but not silently', () => {
   it('--allow-from peers accepts only the --remote addresses; without a restriction, one startup warning says so', async () => {
-    const bed = fx.newBed('peers');
-    const { h1, h2, u1, u2 } = await twoHosts(bed);
-    await h2.ip('addr', 'add', '198.51.100.99/24', 'dev', 'eth0');
-    const a = uvtep(h1, ['--vni', '1', '--remote', u2, '--allow-from', 'peers', '--name', 'vxlan1', '--address', '10.0.0.106/24', '--mac', A_MAC]);
-    const b = uvtep(h2, ['--vni', '1', '--remote', u1, '--name', 'vxlan1', '--address', '10.0.0.107/24', '--mac', B_MAC]);
-    await a.ready();
-    await b.ready();
+    const { h2, h1, u1, a, b } = await filteredPair('peers', 'peers');
     const warning = (p: typeof a) => p.records.filter((r) => r.level === 40 && /any underlay source/.test(r.msg));
     expect(warning(a)).toHaveLength(0);
     expect(warning(b)).toHaveLength(1);

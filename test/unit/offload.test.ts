@@ -1,41 +1,9 @@
 // native/offload.cc through the addon's test entry points: the TAP reader's split of super-frames
 // (segment) and the TAP writer's coalescing (coalesce), byte for byte against test/helpers/tcp.ts.
 import { describe, expect, it } from 'vitest';
-import { loadBinding, WRITER_STATS, WriterStat } from '../../src/native.js';
-import { csum, GSO_TCPV4, GSO_TCPV6, pay, parse, records, segment, superFrame, vnet, VNET_NEEDS_CSUM } from '../helpers/tcp.js';
-
-const native = loadBinding();
-const HEAD = 16;
-
-/** Runs the reader's split on a copy of `frame` in a slot; returns the frames it laid out. */
-export function split(frame: Buffer, hdr: Buffer, room = 200_000): { rc: number; frames: Buffer[] } {
-  const slab = Buffer.alloc(HEAD + room, 0xa5);
-  frame.copy(slab, HEAD);
-  const [rc, segLen, lastLen] = native.segment(hdr, slab, HEAD, frame.length, room);
-  if (rc! <= 0) return { rc: rc!, frames: [] };
-  const frames: Buffer[] = [];
-  for (let k = 0; k < rc!; k++) {
-    const at = HEAD + k * (segLen! + 8);
-    frames.push(Buffer.from(slab.subarray(at, at + (k === rc! - 1 ? lastLen! : segLen!))));
-  }
-  return { rc: rc!, frames };
-}
-
-export function coalesce(frames: Buffer[], gro = true) {
-  const buf = Buffer.concat(frames);
-  const offs = new Int32Array(frames.length);
-  const lens = new Int32Array(frames.length);
-  let at = 0;
-  frames.forEach((f, i) => {
-    offs[i] = at;
-    lens[i] = f.length;
-    at += f.length;
-  });
-  const out = Buffer.alloc(buf.length * 2 + 4096);
-  const stats = new Float64Array(WRITER_STATS);
-  const used = native.coalesce(buf, offs, lens, frames.length, gro, out, stats, 1500);
-  return { writes: records(out, used), stats };
-}
+import { WriterStat } from '../../src/native.js';
+import { coalesce, split } from '../helpers/offload.js';
+import { csum, GSO_TCPV4, GSO_TCPV6, pay, parse, segment, superFrame, vnet, VNET_NEEDS_CSUM } from '../helpers/tcp.js';
 
 describe('segment: TAP super-frames into MSS-sized frames', () => {
   it.each([

@@ -23,7 +23,7 @@ function scripted(opts: { openError?: Error; mtuError?: Error; lost?: number; of
     },
     setPersist: () => undefined,
     setGsoMaxSegs: (_n, segs) => void s.calls.push(`gso_max_segs ${segs}`),
-    writeFrames: (_fd, _vnet, _gro, _b, _o, lens, count, stats) => {
+    writeFrames: (_fd, _gro, _b, _o, lens, count, stats) => {
       for (let i = 0; i < count; i++) s.writes.push(lens[i]!);
       const lost = Math.min(opts.lost ?? 0, count);
       stats[WriterStat.Writes] += count;
