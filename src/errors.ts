@@ -16,6 +16,8 @@ export const ErrorCode = {
   FdbFull: 'UVTEP_ERR_FDB_FULL',
   FdbExists: 'UVTEP_ERR_FDB_EXISTS',
   FdbNotFound: 'UVTEP_ERR_FDB_NOT_FOUND',
+  /** A VTEP with this VNI (on this port) or this TAP name exists already. */
+  Exists: 'UVTEP_ERR_EXISTS',
   State: 'UVTEP_ERR_STATE',
   NoNative: 'UVTEP_ERR_NO_NATIVE',
 } as const;

@@ -33,6 +33,8 @@ export interface Remote {
   readonly family: 4 | 6;
   /** `address|port`, unique per remote. */
   readonly key: string;
+  /** The VNI of the FDB that interned it (-1 when unset): routes send errors on a shared endpoint. */
+  readonly vni: number;
 }
 
 /** Unused interned remotes tolerated before a prune (see `Fdb.remotes`). */
@@ -76,6 +78,8 @@ export interface FdbOptions {
   maxAddress?: number;
   /** Port learned remotes are reached at (the VTEP's destination port). */
   dstPort: number;
+  /** The VTEP's VNI, carried by every remote this FDB interns (default -1). */
+  vni?: number;
   /** Clock in ms; injectable for tests. */
   clock?: () => number;
 }
@@ -101,6 +105,7 @@ export class Fdb extends EventEmitter<FdbEvents> {
   readonly sweepIntervalMs: number;
   readonly maxAddress: number;
   readonly dstPort: number;
+  readonly vni: number;
   readonly clock: () => number;
   /** Default destinations (the all-zero entry's remotes); the same array object while it lives. */
   flood: Remote[];
@@ -121,6 +126,7 @@ export class Fdb extends EventEmitter<FdbEvents> {
     this.sweepIntervalMs = opts.sweepIntervalMs ?? FDB_AGE_INTERVAL_S * 1000;
     this.maxAddress = opts.maxAddress ?? FDB_MAX_DEFAULT;
     this.dstPort = opts.dstPort;
+    this.vni = opts.vni ?? -1;
     this.clock = opts.clock ?? Date.now;
     this.flood = [];
     this.learnRefused = 0;
@@ -139,7 +145,7 @@ export class Fdb extends EventEmitter<FdbEvents> {
     const key = address + '|' + port;
     let r = this.remotes.get(key);
     if (r === undefined) {
-      r = { address, port, family: address.includes(':') ? 6 : 4, key };
+      r = { address, port, family: address.includes(':') ? 6 : 4, key, vni: this.vni };
       if (this.remotes.size >= 2 * this.table.size + REMOTES_SLACK) this.prune();
       this.remotes.set(key, r);
     }

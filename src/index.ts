@@ -5,7 +5,8 @@
  *   const vtep = createVtep({ vni: 1, remotes: ['198.51.100.2'], framePort: new MemoryPort() });
  *   await vtep.start();
  */
-import { resolveConfig, type VtepOptions } from './config.js';
+import { resolveConfig, type VtepConfig, type VtepOptions } from './config.js';
+import { Endpoint } from './endpoint.js';
 import type { FramePort } from './port/port.js';
 import type { Transport } from './transport/transport.js';
 import { DgramTransport } from './transport/dgram.js';
@@ -26,6 +27,12 @@ export interface CreateVtepOptions extends VtepOptions {
    * Linux) or 'dgram' (node:dgram, the portable fallback).
    */
   transport?: Transport | TransportKind;
+  /**
+   * A UDP endpoint shared with other VTEPs (`createEndpoint`): this VTEP sends through it and
+   * receives the datagrams of its VNI. The endpoint's settings (local address, port, TTL, TOS,
+   * DF, source ports, buffers, GSO/GRO) apply; `transport` must not be given with it.
+   */
+  endpoint?: Endpoint;
   /** Clock in ms for FDB ageing (tests). */
   clock?: () => number;
 }
@@ -42,21 +49,31 @@ export function nativeTransportAvailable(): boolean {
   }
 }
 
-/**
- * Validates the options (throwing `ConfigError` with a stable `code`), opens the TAP device
- * unless a `framePort` is given, and returns a Vtep that `start()` binds and runs.
- */
-export function createVtep(options: CreateVtepOptions): Vtep {
-  const config = resolveConfig(options);
-  const kind = options.transport ?? (nativeTransportAvailable() ? 'native' : 'dgram');
+/** Settings of a UDP endpoint: the transport-level options of `VtepOptions`. */
+export interface EndpointOptions extends Pick<VtepOptions, 'local' | 'dev' | 'ttl' | 'sndbuf' | 'rcvbuf' | 'srcport' | 'srcportSockets' | 'tos' | 'df' | 'gso' | 'gro' | 'busyPoll'> {
+  /** UDP port to bind (default 4789; 0 = any free port). */
+  port?: number;
+  /** Underlay family when `local` is not given (default 4). */
+  family?: 4 | 6;
+  /** Which built-in transport, or one of your own (not yet opened). */
+  transport?: Transport | TransportKind;
+}
+
+function transportKind(k: Transport | TransportKind | undefined): Transport | TransportKind {
+  const kind = k ?? (nativeTransportAvailable() ? 'native' : 'dgram');
   if (typeof kind === 'string' && kind !== 'native' && kind !== 'dgram') {
     throw new ConfigError(ErrorCode.InvalidOption, 'transport', `transport: expected "native" or "dgram", got ${JSON.stringify(kind)}`);
   }
+  return kind;
+}
+
+function udpTransport(config: VtepConfig, kind: Transport | TransportKind, group: string | undefined): Transport {
+  if (typeof kind !== 'string') return kind;
   const udp = {
     family: config.family,
     local: config.local,
     port: config.listenPort,
-    group: config.group,
+    group,
     dev: config.dev,
     ttl: config.ttl,
     sndbuf: config.sndbuf,
@@ -67,13 +84,50 @@ export function createVtep(options: CreateVtepOptions): Vtep {
     gso: config.gso,
     gro: config.gro,
   };
-  const transport = kind === 'native' ? new NativeTransport(udp) : kind === 'dgram' ? new DgramTransport(udp) : kind;
+  return kind === 'native' ? new NativeTransport(udp) : new DgramTransport(udp);
+}
+
+/**
+ * A UDP endpoint several VTEPs share (one socket for many VNIs on one port, as the kernel):
+ *
+ *   const ep = createEndpoint({ port: 4789 });
+ *   const a = createVtep({ vni: 10, remotes: ['198.51.100.2'], endpoint: ep });
+ *   const b = createVtep({ vni: 20, remotes: ['198.51.100.2'], endpoint: ep });
+ *   await Promise.all([a.start(), b.start()]);   // ... later: close the Vteps, then ep.close()
+ *
+ * It binds when the first Vtep starts (or on `open()`), and stays bound until `close()`.
+ */
+export function createEndpoint(options: EndpointOptions = {}): Endpoint {
+  const { port, family, transport, ...rest } = options;
+  const config = resolveConfig({ vni: 0, ...rest, ...(port !== undefined ? { listenPort: port } : {}), ...(rest.local === undefined && family === 6 ? { local: '::' } : {}) });
   if (config.busyPoll > 0) loadBinding().setBusyPoll(config.busyPoll);
+  return new Endpoint(udpTransport(config, transportKind(transport), undefined));
+}
+
+/**
+ * Validates the options (throwing `ConfigError` with a stable `code`), opens the TAP device
+ * unless a `framePort` is given, and returns a Vtep that `start()` binds and runs.
+ */
+export function createVtep(options: CreateVtepOptions): Vtep {
+  const config = resolveConfig(options);
+  let transport: Transport;
+  if (options.endpoint !== undefined) {
+    if (options.transport !== undefined) throw new ConfigError(ErrorCode.InvalidOption, 'transport', 'transport: give either a transport or an endpoint, not both');
+    if (options.endpoint.family !== config.family) {
+      throw new ConfigError(ErrorCode.FamilyMismatch, 'remote', `remote: the endpoint's underlay is IPv${options.endpoint.family}, this VTEP's is IPv${config.family}`);
+    }
+    transport = options.endpoint.lane(config.vni, config.group);
+  } else {
+    transport = udpTransport(config, transportKind(options.transport), config.group);
+    if (config.busyPoll > 0) loadBinding().setBusyPoll(config.busyPoll);
+  }
   const port = options.framePort ?? new TapPort({ mtu: config.tapMtu, gro: config.gro, ...options.tap });
   return new Vtep(config, { port, transport, ...(options.clock ? { clock: options.clock } : {}) });
 }
 
 export { Vtep, DropReason, DROP_REASONS } from './vtep.js';
+export { Endpoint, ENDPOINT_DROPS } from './endpoint.js';
+export type { EndpointStats, EndpointDropName } from './endpoint.js';
 export type { VtepStats, VtepIo, VtepEvents, VtepDeps, DropReasonName, VtepSendErrorInfo } from './vtep.js';
 export { resolveConfig, DEFAULTS } from './config.js';
 export type { VtepOptions, VtepConfig, RemoteSpec } from './config.js';

@@ -33,8 +33,8 @@ export const DropReason = {
   InvalidHeader: 1,
   /** rx: reserved bits set, with `reservedBits: 'strict'`. */
   ReservedBits: 2,
-  /** rx: VNI is not ours. */
-  VniMismatch: 3,
+  /** rx: no VTEP serves the datagram's VNI (the kernel's VXLAN_VNI_NOT_FOUND). */
+  UnknownVni: 3,
   /** rx: inner frame shorter than an Ethernet header (14 bytes). */
   InnerTruncated: 4,
   /** rx: inner source MAC is our own (a loop). */
@@ -194,6 +194,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
     this.rxLens = new Int32Array(RX_FRAMES_CAP);
     this.fdb = new Fdb({
       dstPort: config.dstPort,
+      vni: config.vni,
       ageingMs: config.ageingS * 1000,
       maxAddress: config.maxAddress,
       ...(deps.clock ? { clock: deps.clock } : {}),
@@ -425,7 +426,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
           continue;
         }
         if (vxlanVni(buf, off) !== myVni) {
-          this.drops[DropReason.VniMismatch]++;
+          this.drops[DropReason.UnknownVni]++;
           continue;
         }
         const inner = off + VXLAN_HLEN;

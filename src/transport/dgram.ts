@@ -11,11 +11,12 @@
  *
  * Cost notes (measured in bench/): an unconnected dgram socket calls its `lookup` for every
  * send; remotes are validated IP literals, so the lookup answers synchronously instead of going
- * through dns.lookup's nextTick. Send errors are reported through one shared callback (no
- * closure per datagram).
+ * through dns.lookup's nextTick. Send errors are reported through one callback per remote, made
+ * once (no closure per datagram).
  */
 import dgram from 'node:dgram';
 import { ConfigError, ErrorCode } from '../errors.js';
+import type { Remote } from '../fdb.js';
 import { loadBinding } from '../native.js';
 import { newRxBatch, noFreePort, poolPorts, type RxBatch, type SendError, type Transport, type TransportCounters, type TransportHandlers, type TxBatch, type UdpTransportOptions } from './transport.js';
 
@@ -46,6 +47,9 @@ export class DgramTransport implements Transport {
   private readonly rx: RxBatch;
   private sendCalls: number;
   private recvCalls: number;
+  private readonly sentCbs: WeakMap<Remote, (err: Error | null) => void>;
+  /** The multicast interface address once a group was joined ('' = the system's choice). */
+  private mcastIface: string | undefined;
 
   constructor(opts: DgramTransportOptions) {
     checkDgramOptions(opts);
@@ -63,6 +67,8 @@ export class DgramTransport implements Transport {
     this.rx = newRxBatch(Buffer.alloc(0), 1);
     this.sendCalls = 0;
     this.recvCalls = 0;
+    this.sentCbs = new WeakMap();
+    this.mcastIface = undefined;
   }
 
   private createSocket(): dgram.Socket {
@@ -79,13 +85,10 @@ export class DgramTransport implements Transport {
     await bind(this.socket, this.opts.local, this.opts.port);
     try {
       this.configure(this.socket);
-      const iface = this.multicast(this.socket, undefined);
       const pool: dgram.Socket[] = [];
       if (this.opts.srcport !== undefined) pool.push(...(await this.bindPool(this.opts.srcport)));
-      // every socket that sends carries the main socket's multicast settings: interface, TTL, and
-      // no loopback (a VTEP must never hear, or learn from, what it sent itself)
-      for (const s of pool) this.multicast(s, iface);
       this.senders = pool.length > 0 ? pool : [this.socket];
+      if (this.opts.group !== undefined) this.joinGroup(this.opts.group);
       const rx = this.rx;
       for (const s of [this.socket, ...pool]) {
         s.on('error', (err) => this.handlers?.onError(err));
@@ -113,19 +116,31 @@ export class DgramTransport implements Transport {
   }
 
   /**
-   * Multicast settings of a sending socket; the main socket (`iface` undefined) also joins the
-   * group. Returns the interface address used.
+   * Joins `group` on the main socket. The first join gives every socket that sends the multicast
+   * settings: interface (--dev), TTL, and no loopback (a VTEP must never hear, or learn from,
+   * what it sent itself).
    */
-  private multicast(s: dgram.Socket, iface: string | undefined): string | undefined {
+  joinGroup(group: string): void {
     const o = this.opts;
-    if (o.group === undefined) return undefined;
-    const main = iface === undefined;
-    iface ??= o.dev === undefined ? undefined : this.interfaceAddress(o.dev);
-    s.setMulticastLoopback(false);
-    s.setMulticastTTL(o.ttl !== undefined && o.ttl > 0 ? o.ttl : 1);
-    if (iface !== undefined) s.setMulticastInterface(iface);
-    if (main) s.addMembership(o.group, iface);
-    return iface;
+    if (this.mcastIface === undefined) {
+      const iface = o.dev === undefined ? '' : this.interfaceAddress(o.dev);
+      for (const s of new Set([this.socket, ...this.senders])) {
+        s.setMulticastLoopback(false);
+        s.setMulticastTTL(o.ttl !== undefined && o.ttl > 0 ? o.ttl : 1);
+        if (iface !== '') s.setMulticastInterface(iface);
+      }
+      this.mcastIface = iface;
+    }
+    this.socket.addMembership(group, this.mcastIface === '' ? undefined : this.mcastIface);
+  }
+
+  leaveGroup(group: string): void {
+    if (this.closed || this.mcastIface === undefined) return;
+    try {
+      this.socket.dropMembership(group, this.mcastIface === '' ? undefined : this.mcastIface);
+    } catch {
+      // not a member
+    }
   }
 
   /**
@@ -165,18 +180,25 @@ export class DgramTransport implements Transport {
     return pool;
   }
 
-  /** Shared send callback: counts errors; wakes drain waiters when the queue has emptied. */
-  private readonly onSent = (err: Error | null): void => {
-    if (err !== null && this.handlers !== undefined) {
-      // Node's send errors carry the destination (`address`, `port`).
-      this.handlers.onSendError(err as SendError);
+  /** Send callback per remote (made once): counts errors; wakes drain waiters when the queue has emptied. */
+  private onSentFor(r: Remote): (err: Error | null) => void {
+    let cb = this.sentCbs.get(r);
+    if (cb === undefined) {
+      cb = (err: Error | null): void => {
+        if (err !== null && this.handlers !== undefined) {
+          // Node's send errors carry the destination (`address`, `port`); the remote says whose
+          this.handlers.onSendError(Object.assign(err, { remote: r }) as SendError);
+        }
+        if (this.drainWaiters.length > 0 && this.pending() === 0) {
+          const ws = this.drainWaiters;
+          this.drainWaiters = [];
+          for (const w of ws) w();
+        }
+      };
+      this.sentCbs.set(r, cb);
     }
-    if (this.drainWaiters.length > 0 && this.pending() === 0) {
-      const ws = this.drainWaiters;
-      this.drainWaiters = [];
-      for (const w of ws) w();
-    }
-  };
+    return cb;
+  }
 
   send(batch: TxBatch): void {
     const senders = this.senders;
@@ -189,8 +211,9 @@ export class DgramTransport implements Transport {
       const len = batch.lens[i]!;
       const segs = batch.segs[i]!;
       let off = batch.offs[i]!;
+      const cb = this.onSentFor(r);
       for (let d = 0; d < segs; d++) {
-        s.send(buf, off, d === segs - 1 ? batch.lasts[i]! : len, r.port, r.address, this.onSent);
+        s.send(buf, off, d === segs - 1 ? batch.lasts[i]! : len, r.port, r.address, cb);
         off += len;
       }
       this.sendCalls += segs;

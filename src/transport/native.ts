@@ -37,6 +37,7 @@ const IP_MULTICAST_IF = 32;
 const IP_MULTICAST_TTL = 33;
 const IP_MULTICAST_LOOP = 34;
 const IP_ADD_MEMBERSHIP = 35;
+const IP_DROP_MEMBERSHIP = 36;
 const IP_PMTUDISC_DONT = 0;
 const IP_PMTUDISC_DO = 2;
 const IPPROTO_IPV6 = 41;
@@ -45,6 +46,7 @@ const IPV6_MULTICAST_IF = 17;
 const IPV6_MULTICAST_HOPS = 18;
 const IPV6_MULTICAST_LOOP = 19;
 const IPV6_ADD_MEMBERSHIP = 20;
+const IPV6_DROP_MEMBERSHIP = 21;
 const IPV6_V6ONLY = 26;
 const IPV6_RECVTCLASS = 66;
 const IPV6_TCLASS = 67;
@@ -95,6 +97,8 @@ export class NativeTransport implements Transport {
   groActive: boolean;
   private closed: boolean;
   private boundPort: number;
+  /** Every socket carries the multicast settings (set by the first group joined). */
+  private mcast: boolean;
   // source address strings, cached (bounded) so a batch from one peer builds no string
   private lastV4: number;
   private lastV4s: string;
@@ -126,6 +130,7 @@ export class NativeTransport implements Transport {
     this.groActive = false;
     this.closed = false;
     this.boundPort = 0;
+    this.mcast = false;
     this.lastV4 = -1;
     this.lastV4s = '';
     this.lastV6 = new Uint8Array(16);
@@ -153,9 +158,9 @@ export class NativeTransport implements Transport {
       this.groActive = o.gro !== false && main.setOpt(SOL_UDP, UDP_GRO, 1) === 0;
       if (this.family === 4) main.setOpt(IPPROTO_IP, IP_RECVTOS, 1);
       else main.setOpt(IPPROTO_IPV6, IPV6_RECVTCLASS, 1);
-      this.joinGroup(main);
       const pool = o.srcport === undefined ? [] : this.bindPool(o.srcport);
       this.senders = pool.length > 0 ? pool : [main];
+      if (o.group !== undefined) this.joinGroup(o.group);
       const rx = this.rx;
       const onBatch = (count: number): void => {
         const srcs = this.rxSrcs;
@@ -187,15 +192,20 @@ export class NativeTransport implements Transport {
     if (o.ttl !== undefined && o.ttl > 0) this.opt(s, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_UNICAST_HOPS : IP_TTL, o.ttl, 'TTL');
     if (typeof o.tos === 'number' && o.tos !== 0) this.opt(s, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_TCLASS : IP_TOS, o.tos, 'TOS');
     if (!v6 && o.df !== undefined) this.opt(s, IPPROTO_IP, IP_MTU_DISCOVER, o.df === 'set' ? IP_PMTUDISC_DO : IP_PMTUDISC_DONT, 'IP_MTU_DISCOVER');
-    if (o.group !== undefined) {
-      const ttl = o.ttl !== undefined && o.ttl > 0 ? o.ttl : 1;
-      this.opt(s, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_MULTICAST_HOPS : IP_MULTICAST_TTL, ttl, 'multicast TTL');
-      this.opt(s, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_MULTICAST_LOOP : IP_MULTICAST_LOOP, 0, 'multicast loop');
-      if (o.dev !== undefined) {
-        const idx = this.ifindex(o.dev);
-        if (v6) this.opt(s, IPPROTO_IPV6, IPV6_MULTICAST_IF, idx, 'IPV6_MULTICAST_IF');
-        else this.optBytes(s, IPPROTO_IP, IP_MULTICAST_IF, this.mreqn('0.0.0.0', idx), 'IP_MULTICAST_IF');
-      }
+    if (this.mcast) this.multicastOptions(s);
+  }
+
+  /** Multicast TTL, no loopback (a VTEP never hears itself), and the interface of --dev. */
+  private multicastOptions(s: UdpSocketHandle): void {
+    const o = this.opts;
+    const v6 = this.family === 6;
+    const ttl = o.ttl !== undefined && o.ttl > 0 ? o.ttl : 1;
+    this.opt(s, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_MULTICAST_HOPS : IP_MULTICAST_TTL, ttl, 'multicast TTL');
+    this.opt(s, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_MULTICAST_LOOP : IP_MULTICAST_LOOP, 0, 'multicast loop');
+    if (o.dev !== undefined) {
+      const idx = this.ifindex(o.dev);
+      if (v6) this.opt(s, IPPROTO_IPV6, IPV6_MULTICAST_IF, idx, 'IPV6_MULTICAST_IF');
+      else this.optBytes(s, IPPROTO_IP, IP_MULTICAST_IF, this.mreqn('0.0.0.0', idx), 'IP_MULTICAST_IF');
     }
   }
 
@@ -221,18 +231,38 @@ export class NativeTransport implements Transport {
     return b;
   }
 
-  /** Joins the group on --dev (by ifindex, whatever the carrier state or address, as the kernel). */
-  private joinGroup(s: UdpSocketHandle): void {
+  /**
+   * Joins `group` on --dev (by ifindex, whatever the carrier state or address, as the kernel). The
+   * first group gives every socket the multicast settings.
+   */
+  joinGroup(group: string): void {
+    if (!this.mcast) {
+      for (const s of this.sockets) this.multicastOptions(s);
+      this.mcast = true;
+    }
+    this.membership(group, true);
+  }
+
+  leaveGroup(group: string): void {
+    if (this.closed || !this.mcast) return;
+    try {
+      this.membership(group, false);
+    } catch {
+      // not a member
+    }
+  }
+
+  private membership(group: string, join: boolean): void {
     const o = this.opts;
-    if (o.group === undefined) return;
+    const s = this.sockets[0]!;
     const idx = o.dev === undefined ? 0 : this.ifindex(o.dev);
     if (this.family === 4) {
-      this.optBytes(s, IPPROTO_IP, IP_ADD_MEMBERSHIP, this.mreqn(o.group, idx), 'IP_ADD_MEMBERSHIP');
+      this.optBytes(s, IPPROTO_IP, join ? IP_ADD_MEMBERSHIP : IP_DROP_MEMBERSHIP, this.mreqn(group, idx), join ? 'IP_ADD_MEMBERSHIP' : 'IP_DROP_MEMBERSHIP');
     } else {
       const b = new Uint8Array(20);
-      b.set(addressBytes(o.group, 6), 0);
+      b.set(addressBytes(group, 6), 0);
       new DataView(b.buffer).setUint32(16, idx, LITTLE_ENDIAN);
-      this.optBytes(s, IPPROTO_IPV6, IPV6_ADD_MEMBERSHIP, b, 'IPV6_ADD_MEMBERSHIP');
+      this.optBytes(s, IPPROTO_IPV6, join ? IPV6_ADD_MEMBERSHIP : IPV6_DROP_MEMBERSHIP, b, join ? 'IPV6_ADD_MEMBERSHIP' : 'IPV6_DROP_MEMBERSHIP');
     }
   }
 
@@ -343,7 +373,7 @@ export class NativeTransport implements Transport {
 
   private sendError(errno: number, r: Remote, datagrams: number): SendError {
     const code = getSystemErrorName(-errno);
-    return Object.assign(new Error(`send ${code} ${r.address}:${r.port}`), { code, errno: -errno, syscall: 'sendmmsg', address: r.address, port: r.port, datagrams });
+    return Object.assign(new Error(`send ${code} ${r.address}:${r.port}`), { code, errno: -errno, syscall: 'sendmmsg', address: r.address, port: r.port, remote: r, datagrams });
   }
 
   private reportErrors(batch: TxBatch): void {

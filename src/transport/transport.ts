@@ -79,6 +79,8 @@ export type DatagramsHandler = (batch: RxBatch) => void;
 export interface SendError extends NodeJS.ErrnoException {
   address?: string;
   port?: number;
+  /** The remote the datagrams were for (its `vni` says which VTEP sent them on a shared endpoint). */
+  remote?: Remote;
   /** Datagrams lost to this error (default 1). */
   datagrams?: number;
 }
@@ -127,6 +129,13 @@ export interface Transport {
   whenDrained(cb: () => void): void;
   /** The bound address and port. */
   address(): { address: string; port: number };
+  /**
+   * Joins a multicast group after `open` (a VTEP with a group attached to a shared endpoint):
+   * every sending socket gets the multicast interface, TTL and no loopback the first time.
+   */
+  joinGroup?(group: string): void;
+  /** Leaves a group joined with `joinGroup`. */
+  leaveGroup?(group: string): void;
   counters?(): TransportCounters;
   close(): Promise<void>;
 }

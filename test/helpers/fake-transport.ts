@@ -87,6 +87,14 @@ export class FakeTransport implements Transport {
   address() {
     return { address: '0.0.0.0', port: 4789 };
   }
+  /** Multicast groups joined after open (a shared endpoint's VTEPs). */
+  groups: string[] = [];
+  joinGroup(g: string): void {
+    this.groups.push(g);
+  }
+  leaveGroup(g: string): void {
+    this.groups = this.groups.filter((x) => x !== g);
+  }
   close(): Promise<void> {
     this.closed = true;
     return Promise.resolve();

@@ -83,7 +83,7 @@ describeNs('hostile datagrams', () => {
     const s = statsOf(f.final);
     expect(s.drops.InvalidHeader).toBe(2 * N); // random (I clear) + noIFlag
     expect(s.drops.Truncated).toBe(N);
-    expect(s.drops.VniMismatch).toBe(N);
+    expect(s.drops.UnknownVni).toBe(N);
     expect(s.drops.ReservedBits).toBe(N);
     expect(s.drops.InnerTruncated).toBe(N);
     expect(s.drops.TooBig).toBe(N);

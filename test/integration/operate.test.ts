@@ -137,7 +137,7 @@ describeNs('Prometheus metrics', () => {
     }
     expect(samples.get('uvtep_rx_packets_total{tap="vxlan1",vni="1"}')).toBeGreaterThanOrEqual(3);
     expect(samples.get('uvtep_tx_packets_total{tap="vxlan1",vni="1"}')).toBeGreaterThanOrEqual(3);
-    expect(samples.get('uvtep_drops_total{reason="VniMismatch",tap="vxlan1",vni="1"}')).toBe(0);
+    expect(samples.get('uvtep_drops_total{reason="UnknownVni",tap="vxlan1",vni="1"}')).toBe(0);
     // what the syscalls carried: the pings went through TAP reads and UDP sends/receives
     expect(samples.get('uvtep_tap_reads_total{tap="vxlan1",vni="1"}')).toBeGreaterThanOrEqual(3);
     expect(samples.get('uvtep_udp_send_calls_total{tap="vxlan1",vni="1"}')).toBeGreaterThanOrEqual(1);

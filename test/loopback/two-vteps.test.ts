@@ -112,7 +112,7 @@ describe('hostile datagrams over 127.0.0.1', () => {
       await send(datagram(1, frame(B_MAC, A_MAC, { seed: 5 })));
       await waitFor(() => b.vtep.stats.rxDatagrams === 55, 'all datagrams counted');
       const s = b.vtep.stats;
-      expect(s.drops.VniMismatch).toBe(1);
+      expect(s.drops.UnknownVni).toBe(1);
       expect(s.drops.Truncated).toBe(2 + shortJunk);
       expect(s.drops.InvalidHeader).toBe(1 + 50 - shortJunk);
       expect(s.dropsTotal).toBe(54);

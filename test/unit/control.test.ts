@@ -122,7 +122,7 @@ describe('metrics', () => {
     transport.receive(datagram(8, frame('02:00:00:00:00:0a', '02:00:00:00:00:0b')));
     const text = await vtepRegistry(vtep, 'vx', { processMetrics: false }).metrics();
     expect(text).toContain('uvtep_rx_packets_total{tap="vx",vni="7"} 1');
-    expect(text).toContain('uvtep_drops_total{reason="VniMismatch",tap="vx",vni="7"} 1');
+    expect(text).toContain('uvtep_drops_total{reason="UnknownVni",tap="vx",vni="7"} 1');
     expect(text).toContain('# TYPE uvtep_rx_packets_total counter');
     expect(text).toContain('# TYPE uvtep_udp_recv_calls_total counter');
   });

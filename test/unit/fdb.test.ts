@@ -19,7 +19,7 @@ describe('Fdb learning (vxlan_snoop)', () => {
     fdb.on('learned', learned);
     expect(fdb.learn(A, '198.51.100.2')).toBe(LearnResult.Learned);
     const e = fdb.lookup(A)!;
-    expect(e.remotes).toEqual([{ address: '198.51.100.2', port: 4789, family: 4, key: '198.51.100.2|4789' }]);
+    expect(e.remotes).toEqual([{ address: '198.51.100.2', port: 4789, family: 4, key: '198.51.100.2|4789', vni: -1 }]);
     expect(e.isStatic).toBe(false);
     expect(learned).toHaveBeenCalledWith(A, e.remotes[0]);
     expect(fdb.learn(A, '198.51.100.2')).toBe(LearnResult.Known);

@@ -113,8 +113,8 @@ describe('decapsulation', () => {
     ['empty datagram', Buffer.alloc(0), 'Truncated'],
     ['7 bytes', Buffer.from('08000000000000', 'hex'), 'Truncated'],
     ['I flag clear', datagram(42, good, { flags: 0 }), 'InvalidHeader'],
-    ['wrong VNI', datagram(43, good), 'VniMismatch'],
-    ['VNI 0', datagram(0, good), 'VniMismatch'],
+    ['wrong VNI', datagram(43, good), 'UnknownVni'],
+    ['VNI 0', datagram(0, good), 'UnknownVni'],
     ['reserved bits, strict', datagram(42, good, { reserved2: 1 }), 'ReservedBits', { reservedBits: 'strict' }],
     ['reserved flags, strict', datagram(42, good, { flags: 0x0c }), 'ReservedBits', { reservedBits: 'strict' }],
     ['inner frame 13 bytes', datagram(42, good.subarray(0, 13)), 'InnerTruncated'],
@@ -184,7 +184,7 @@ describe('decapsulation', () => {
     expect(writes).toHaveBeenCalledTimes(1);
     expect(t.delivered.map((f) => f[14])).toEqual([1, 2, 3]);
     expect(t.vtep.stats).toMatchObject({ rxDatagrams: 4, rxPackets: 3 });
-    expect(t.vtep.stats.drops.VniMismatch).toBe(1);
+    expect(t.vtep.stats.drops.UnknownVni).toBe(1);
     expect(t.vtep.fdb.lookup(mac(PEER))!.remotes[0]!.address).toBe('198.51.100.3');
   });
 });
