@@ -8,20 +8,20 @@
 import { Command, CommanderError, Option } from 'commander';
 import pino, { type Logger } from 'pino';
 import { DEFAULTS, resolveConfig, TAP_MTU_MAX, TAP_MTU_MIN, type VtepOptions } from './config.js';
-import { ConfigError, isSystemError, UvtepError } from './errors.js';
-import { createVtep, type TransportKind } from './index.js';
+import { ConfigError, ErrorCode, isSystemError, UvtepError } from './errors.js';
+import type { TransportKind } from './create.js';
+import { Instance, type HostedVtep, type VtepInfo, type VtepSpec } from './instance.js';
 import { checkDgramOptions } from './transport/dgram.js';
 import { loadBinding } from './native.js';
-import { TapPort } from './port/tap.js';
 import { formatMac } from './wire/ethernet.js';
 import { VXLAN_PORT_IANA, VXLAN_PORT_LINUX, VXLAN_VNI_MAX } from './wire/vxlan.js';
-import type { Vtep, VtepStats } from './vtep.js';
+import type { VtepStats } from './vtep.js';
 import { runDemo } from './demo.js';
-import { ControlServer, controlPath } from './control.js';
-import { MetricsServer, parseMetricsAddress, vtepRegistry } from './metrics.js';
+import { ControlServer, controlPath, type ControlTarget } from './control.js';
+import { metricsRegistry, MetricsServer, parseMetricsAddress } from './metrics.js';
 import * as ops from './ops.js';
 import { EXIT_OK, EXIT_SYSTEM, EXIT_USAGE } from './ops.js';
-import { loadConfigFile } from './config-file.js';
+import { loadConfigFile, optionValues } from './config-file.js';
 
 /** A stop (SIGTERM/SIGINT) completes within this, whatever clients hold open. */
 const STOP_DEADLINE_MS = 2000;
@@ -118,56 +118,77 @@ function tosArg(value: string): number | string {
   return value === 'inherit' ? value : int(value);
 }
 
+/**
+ * The options of one VTEP, as the main command and `uvtep vtep add` take them; `defaults` false
+ * for `vtep add` (what it does not give comes from the running process).
+ */
+function vtepOptionList(defaults: boolean): Option[] {
+  const d = <T>(o: Option, v: T, desc?: string): Option => (defaults ? o.default(v, desc) : o);
+  return [
+    new Option('--vni <n>', `VXLAN Network Identifier, 0-${VXLAN_VNI_MAX} (required)`).argParser(int),
+    new Option('--remote <ip>', 'remote VTEP for broadcast/unknown traffic; repeat for head-end replication (ip or ip:port, [ipv6]:port)').argParser(collect),
+    new Option('--group <ip>', 'multicast group for broadcast/unknown traffic (needs --dev)'),
+    new Option('--local <ip>', "local underlay address to bind (default: any address of the remotes' family)"),
+    new Option('--dev <ifname>', 'underlay device: multicast is joined on it; its MTU sets the default --mtu'),
+    d(new Option('--dstport <port>', `UDP destination port (${VXLAN_PORT_IANA} IANA, ${VXLAN_PORT_LINUX} Linux default)`).argParser(int), DEFAULTS.dstPort),
+    new Option('--listen-port <port>', 'UDP port to listen on (default: --dstport, as the kernel)').argParser(int),
+    new Option('--ttl <n>', 'TTL of outer packets, 1-255 (default: system default; 1 for multicast)').argParser(int),
+    d(new Option('--ageing <s>', 'seconds before a learned FDB entry expires, 0 = never').argParser(int), DEFAULTS.ageingS),
+    new Option('--no-learning', 'do not learn inner source MACs (static FDB only)'),
+    d(new Option('--max-address <n>', 'cap on FDB entries, 0 = unlimited').argParser(int), DEFAULTS.maxAddress),
+    d(new Option('--reserved-bits <policy>', 'received reserved bits: ignore (RFC 7348) or strict (drop, as Linux)'), DEFAULTS.reservedBits),
+    new Option('--srcport <min-max>', 'outer UDP source ports: one per inner flow from this range (RFC 7348 recommends 49152-65535); default: one ephemeral port'),
+    d(new Option('--tos <n|inherit>', 'outer TOS / traffic class, 0-255, or inherit from the inner IP header').argParser(tosArg), 0),
+    d(new Option('--df <set|unset>', 'IPv4 DF bit of outer packets (as ip link ... df)'), 'unset'),
+    new Option('--no-tso', 'no TCP/UDP segmentation offload on the TAP: the kernel segments and checksums before uvtep reads'),
+    new Option('--no-gro', 'no receive coalescing: one TAP write per frame, no UDP GRO on the socket'),
+    new Option('--no-gso', 'no UDP GSO on send: one datagram per message (still batched with sendmmsg)'),
+    new Option('--allow-from <cidr|peers>', 'accept datagrams only from these underlay sources (CIDR or address; peers = the --remote addresses); repeatable (default: anyone, as Linux)').argParser(collect),
+    new Option('--underlay-mtu <n>', 'underlay MTU (default: MTU of --dev, else 1500)').argParser(int),
+    d(new Option('--sndbuf <bytes>', 'UDP socket send buffer (SO_SNDBUF)').argParser(int), DEFAULTS.sndbuf),
+    d(new Option('--rcvbuf <bytes>', 'UDP socket receive buffer (SO_RCVBUF)').argParser(int), DEFAULTS.rcvbuf),
+    new Option('--name <ifname>', 'TAP device name (default: uvtep0, uvtep1, ... chosen by the kernel)'),
+    new Option('--mtu <n>', `TAP MTU, ${TAP_MTU_MIN}-${TAP_MTU_MAX} (default: underlay MTU - 50 for IPv4, - 70 for IPv6: 1450 on 1500)`).argParser(int),
+    new Option('--mac <mac>', 'TAP MAC address (default: random, locally administered)'),
+    new Option('--address <cidr>', 'address for the TAP, e.g. 10.0.0.106/24 or 2001:db8:1::1/64; repeatable').argParser(collect),
+    new Option('--bridge <name>', 'add the TAP as a port of this existing Linux bridge (like brctl addif)'),
+    new Option('--persist', 'keep the TAP device after the VTEP stops'),
+  ];
+}
+
+/** A command that knows only the per-VTEP options (checks the values of a `vtep.add` request). */
+function vtepOptionsCommand(): Command {
+  const c = new Command('vtep-options');
+  for (const o of vtepOptionList(false)) c.addOption(o);
+  return c;
+}
+
 export function buildProgram(): Command {
   const program = new Command('uvtep');
   program
     .description(
       'Userspace VXLAN tunnel endpoint (RFC 7348): a TAP device whose frames travel to remote VTEPs in UDP.\n' +
-        'Interoperates with the Linux kernel VTEP (ip link add ... type vxlan).\n\n' +
+        'Interoperates with the Linux kernel VTEP (ip link add ... type vxlan). One process hosts any\n' +
+        'number of VTEPs (a vteps: list in --config, or uvtep vtep add); VTEPs on one UDP port share its socket.\n\n' +
         'Example: uvtep --vni 1 --remote 172.31.0.107 --address 10.0.0.106/24',
     )
     .version('0.1.0')
-    .showHelpAfterError('(run uvtep --help for every option)')
-    .addOption(new Option('--vni <n>', `VXLAN Network Identifier, 0-${VXLAN_VNI_MAX} (required)`).argParser(int))
-    .addOption(new Option('--remote <ip>', 'remote VTEP for broadcast/unknown traffic; repeat for head-end replication (ip or ip:port, [ipv6]:port)').argParser(collect))
-    .addOption(new Option('--group <ip>', 'multicast group for broadcast/unknown traffic (needs --dev)'))
-    .addOption(new Option('--local <ip>', 'local underlay address to bind (default: any address of the remotes\' family)'))
-    .addOption(new Option('--dev <ifname>', 'underlay device: multicast is joined on it; its MTU sets the default --mtu'))
-    .addOption(new Option('--dstport <port>', `UDP destination port (${VXLAN_PORT_IANA} IANA, ${VXLAN_PORT_LINUX} Linux default)`).default(DEFAULTS.dstPort).argParser(int))
-    .addOption(new Option('--listen-port <port>', 'UDP port to listen on (default: --dstport, as the kernel)').argParser(int))
-    .addOption(new Option('--ttl <n>', 'TTL of outer packets, 1-255 (default: system default; 1 for multicast)').argParser(int))
-    .addOption(new Option('--ageing <s>', 'seconds before a learned FDB entry expires, 0 = never').default(DEFAULTS.ageingS).argParser(int))
-    .addOption(new Option('--no-learning', 'do not learn inner source MACs (static FDB only)'))
-    .addOption(new Option('--max-address <n>', 'cap on FDB entries, 0 = unlimited').default(DEFAULTS.maxAddress).argParser(int))
-    .addOption(new Option('--reserved-bits <policy>', 'received reserved bits: ignore (RFC 7348) or strict (drop, as Linux)').default(DEFAULTS.reservedBits))
-    .addOption(new Option('--srcport <min-max>', 'outer UDP source ports: one per inner flow from this range (RFC 7348 recommends 49152-65535); default: one ephemeral port'))
-    .addOption(new Option('--tos <n|inherit>', 'outer TOS / traffic class, 0-255, or inherit from the inner IP header').default(0).argParser(tosArg))
-    .addOption(new Option('--df <set|unset>', 'IPv4 DF bit of outer packets (as ip link ... df)').default('unset'))
+    .showHelpAfterError('(run uvtep --help for every option)');
+  for (const o of vtepOptionList(true)) program.addOption(o);
+  program
     .addOption(new Option('--transport <kind>', 'UDP endpoint: native (recvmmsg/sendmmsg with UDP GSO/GRO, the default on Linux) or dgram (node:dgram, the portable fallback)').default('auto', 'native where the addon is built'))
-    .addOption(new Option('--no-tso', 'no TCP/UDP segmentation offload on the TAP: the kernel segments and checksums before uvtep reads'))
-    .addOption(new Option('--no-gro', 'no receive coalescing: one TAP write per frame, no UDP GRO on the socket'))
-    .addOption(new Option('--no-gso', 'no UDP GSO on send: one datagram per message (still batched with sendmmsg)'))
     .addOption(new Option('--busy-poll <us>', 'after a batch, poll the TAP and the socket for up to this many microseconds before sleeping (lower latency, more CPU)').default(0).argParser(int))
-    .addOption(new Option('--allow-from <cidr|peers>', 'accept datagrams only from these underlay sources (CIDR or address; peers = the --remote addresses); repeatable (default: anyone, as Linux)').argParser(collect))
-    .addOption(new Option('--underlay-mtu <n>', 'underlay MTU (default: MTU of --dev, else 1500)').argParser(int))
-    .addOption(new Option('--sndbuf <bytes>', 'UDP socket send buffer (SO_SNDBUF)').default(DEFAULTS.sndbuf).argParser(int))
-    .addOption(new Option('--rcvbuf <bytes>', 'UDP socket receive buffer (SO_RCVBUF)').default(DEFAULTS.rcvbuf).argParser(int))
-    .addOption(new Option('--name <ifname>', 'TAP device name (default: uvtep0, uvtep1, ... chosen by the kernel)'))
-    .addOption(new Option('--mtu <n>', `TAP MTU, ${TAP_MTU_MIN}-${TAP_MTU_MAX} (default: underlay MTU - 50 for IPv4, - 70 for IPv6: 1450 on 1500)`).argParser(int))
-    .addOption(new Option('--mac <mac>', 'TAP MAC address (default: random, locally administered)'))
-    .addOption(new Option('--address <cidr>', 'address for the TAP, e.g. 10.0.0.106/24 or 2001:db8:1::1/64; repeatable').argParser(collect))
-    .addOption(new Option('--bridge <name>', 'add the TAP as a port of this existing Linux bridge (like brctl addif)'))
-    .addOption(new Option('--persist', 'keep the TAP device after uvtep exits'))
-    .addOption(new Option('--control <path>', 'control socket for uvtep fdb/stats (default: /run/uvtep/<name>.sock; in a named netns /run/uvtep/netns/<ns>/<name>.sock)'))
+    .addOption(new Option('--control <path>', 'control socket for uvtep fdb/stats/vtep (default: /run/uvtep/<name of the first VTEP>.sock; in a named netns /run/uvtep/netns/<ns>/<name>.sock)'))
     .addOption(new Option('--no-control', 'do not open a control socket'))
     .addOption(new Option('--metrics <[host:]port>', 'serve Prometheus metrics at http://host:port/metrics (a bare port binds 127.0.0.1)'))
-    .addOption(new Option('--config <file>', 'read options from a JSON or YAML file (keys are the long option names); command-line options win'))
+    .addOption(new Option('--config <file>', 'read options from a JSON or YAML file (keys are the long option names; a vteps: list for several VTEPs); command-line options win'))
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .enablePositionalOptions()
     .action(async (opts: RunOpts, cmd: Command) => {
+      let entries: Array<Record<string, unknown>> | undefined;
       if (opts.config !== undefined) {
         try {
-          loadConfigFile(opts.config, cmd);
+          entries = loadConfigFile(opts.config, cmd);
         } catch (e) {
           if (e instanceof ConfigError) {
             process.exitCode = usageError(configMessage(e));
@@ -176,15 +197,22 @@ export function buildProgram(): Command {
           throw e;
         }
         opts = cmd.opts<RunOpts>();
+        if (entries !== undefined) {
+          const identity = (['vni', 'name'] as const).filter((k) => cmd.getOptionValueSource(k) === 'cli');
+          if (identity.length > 0) {
+            process.exitCode = usageError(`option --${identity[0]}: ${opts.config} has a vteps: list; add VTEPs to it, or at run time with uvtep vtep add`);
+            return;
+          }
+        }
       }
-      process.exitCode = await run(opts);
+      process.exitCode = await run(opts, entries);
     });
 
   const io = { out: (t: string) => process.stdout.write(t + '\n'), err: (t: string) => process.stderr.write(t + '\n') };
   const target = (o: { name?: string; socket?: string }) => ({ name: o.name, socket: o.socket });
   const fdb = program.command('fdb').description('show or change the FDB of a running uvtep (like bridge fdb on a vxlan device)');
   const instanceOpts = (c: Command) =>
-    c.option('--name <tap>', 'the instance, by TAP name (default: the only one running)').option('--socket <path>', 'the instance, by control socket path');
+    c.option('--name <tap>', 'the VTEP, by TAP name (default: the only one running)').option('--socket <path>', 'the uvtep process, by control socket path');
   instanceOpts(fdb.command('show').description('list the entries: MAC, remote, port, VNI, static/dynamic, age').option('--json', 'JSON output')).action(
     async (o: { name?: string; socket?: string; json?: boolean }) => {
       process.exitCode = await ops.fdbShow(io, target(o), o.json ?? false);
@@ -224,10 +252,33 @@ export function buildProgram(): Command {
   });
   program
     .command('list')
-    .description('the uvtep instances running in this network namespace')
+    .description('the VTEPs of every uvtep running in this network namespace: TAP, process, VNI, UDP endpoint, remotes')
     .option('--json', 'JSON output')
     .action(async (o: { json?: boolean }) => {
       process.exitCode = await ops.list(io, o.json ?? false);
+    });
+
+  const vtep = program.command('vtep').description('add or remove VTEPs of a running uvtep (as ip link add/del does for kernel devices)');
+  const add = vtep
+    .command('add')
+    .description('add a VTEP to the running uvtep of this network namespace: uvtep vtep add --vni 30 --name vx30 --remote 198.51.100.2 --address 10.30.0.1/24')
+    .option('--socket <path>', 'the uvtep to add it to, by control socket path (default: the only one running here)');
+  for (const o of vtepOptionList(false)) add.addOption(o);
+  add.action(async (o: Record<string, unknown>, cmd: Command) => {
+    const options: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(o)) if (k !== 'socket' && cmd.getOptionValueSource(k) === 'cli') options[k] = v;
+    if (options.vni === undefined) {
+      process.exitCode = usageError('option --vni <n> is required: the VXLAN Network Identifier, 0-16777215');
+      return;
+    }
+    process.exitCode = await ops.vtepAdd(io, { socket: o.socket as string | undefined }, options);
+  });
+  vtep
+    .command('del <name>')
+    .description('stop a VTEP of a running uvtep and remove its TAP (unless it was started with --persist)')
+    .option('--socket <path>', 'the uvtep, by control socket path (default: the one hosting <name>)')
+    .action(async (name: string, o: { socket?: string }) => {
+      process.exitCode = await ops.vtepDel(io, { socket: o.socket }, name);
     });
 
   program
@@ -268,24 +319,29 @@ function summary(s: VtepStats): string {
   return `rx ${s.rxPackets} frames ${s.rxBytes} bytes, tx ${s.txPackets} datagrams ${s.txBytes} bytes (flood ${s.floodCopies}), drops ${s.dropsTotal}${drops ? ` (${drops})` : ''}, fdb ${s.fdbSize}`;
 }
 
-async function run(o: RunOpts): Promise<number> {
-  if (o.vni === undefined) return usageError('option --vni <n> is required: the VXLAN Network Identifier, 0-16777215');
-  if (o.group !== undefined && o.dev === undefined) {
-    return usageError('option --group needs --dev <ifname>: the underlay device to join the multicast group on (as ip link add ... group requires)');
-  }
-  const log = makeLogger(o.logLevel);
+/** Options that make a VTEP what it is: `uvtep vtep add` never takes them from the running process. */
+const IDENTITY: ReadonlyArray<keyof RunOpts> = ['vni', 'name', 'remote', 'group', 'address', 'bridge', 'mac', 'mtu', 'persist', 'allowFrom'];
 
+/**
+ * One VTEP's run options -> what the Instance builds it from. Throws ConfigError naming the
+ * option; touches nothing but reads the MTU of --dev.
+ */
+function specOf(o: RunOpts): VtepSpec {
+  if (o.vni === undefined) throw new ConfigError(ErrorCode.InvalidVni, 'vni', 'vni: required: the VXLAN Network Identifier, 0-16777215');
+  if (o.group !== undefined && o.dev === undefined) {
+    throw new ConfigError(ErrorCode.InvalidOption, 'group', 'group: needs --dev <ifname>: the underlay device to join the multicast group on (as ip link add ... group requires)');
+  }
   // Underlay MTU: from --dev when given (as the kernel derives the vxlan MTU from its lower device).
   let underlayMtu = o.underlayMtu;
   if (underlayMtu === undefined && o.dev !== undefined) {
     try {
       underlayMtu = loadBinding().getMtu(o.dev);
     } catch (e) {
-      if (isSystemError(e) && e.code === 'ENODEV') return usageError(`option --dev: no interface named ${JSON.stringify(o.dev)}`);
+      if (isSystemError(e) && e.code === 'ENODEV') throw new ConfigError(ErrorCode.InvalidOption, 'dev', `dev: no interface named ${JSON.stringify(o.dev)}`);
       throw e;
     }
   }
-  const vtepOptions: VtepOptions = {
+  const vtep: VtepOptions = {
     vni: o.vni as number,
     remotes: o.remote ?? [],
     dstPort: o.dstport as number,
@@ -309,17 +365,10 @@ async function run(o: RunOpts): Promise<number> {
     gro: o.gro,
     busyPoll: o.busyPoll as number,
   };
-
-  if (o.transport !== 'auto' && o.transport !== 'native' && o.transport !== 'dgram') {
-    return usageError(`option --transport: expected native or dgram, got ${JSON.stringify(o.transport)}`);
-  }
-  let vtep: Vtep;
-  let metricsAt: ReturnType<typeof parseMetricsAddress> | undefined;
-  try {
-    const config = resolveConfig(vtepOptions); // all option errors before touching the system
-    if (o.transport === 'dgram') checkDgramOptions(config);
-    if (o.metrics !== undefined) metricsAt = parseMetricsAddress(o.metrics, 'metrics');
-    const tap = new TapPort({
+  const config = resolveConfig(vtep); // every option error before the system is touched
+  return {
+    vtep,
+    tap: {
       mtu: (o.mtu as number | undefined) ?? config.tapMtu,
       ...(o.name !== undefined ? { name: o.name } : {}),
       ...(o.mac !== undefined ? { mac: o.mac } : {}),
@@ -328,56 +377,112 @@ async function run(o: RunOpts): Promise<number> {
       ...(o.persist ? { persist: true } : {}),
       gro: o.gro,
       tso: o.tso,
-    });
-    vtep = createVtep({ ...vtepOptions, framePort: tap, ...(o.transport === 'auto' ? {} : { transport: o.transport as TransportKind }) });
-    try {
-      await vtep.start();
-    } catch (e) {
-      await vtep.close();
-      throw e;
+    },
+  };
+}
+
+/** The exit code and log line for an error while starting or adding a VTEP. */
+function startError(e: unknown, log: Logger, where = ''): number {
+  if (e instanceof ConfigError) return usageError(where + configMessage(e));
+  if (isSystemError(e) && e.syscall === 'bind') {
+    log.fatal({ code: e.code, syscall: e.syscall }, `${where}cannot bind the VXLAN port: ${e.message} (another process uses this port, or --local is not an address of this host; to serve another VNI on a port a uvtep already uses, add it to that uvtep: uvtep vtep add)`);
+    return EXIT_SYSTEM;
+  }
+  if (isSystemError(e)) {
+    log.fatal({ code: e.code, syscall: e.syscall }, where + e.message);
+    return EXIT_SYSTEM;
+  }
+  if (e instanceof UvtepError) {
+    log.fatal({ code: e.code }, where + e.message);
+    return EXIT_SYSTEM;
+  }
+  throw e;
+}
+
+function upLine(h: HostedVtep, info: VtepInfo, control: string | undefined): [Record<string, unknown>, string] {
+  return [
+    { tap: h.name, mtu: info.mtu, mac: info.mac, vni: info.vni, remotes: info.remotes, dstport: info.dstport, listen: info.listen, bridge: h.bridge, control },
+    `${h.name} up: vni ${info.vni}, mtu ${info.mtu}, mac ${info.mac}, remotes ${info.remotes.length ? info.remotes.join(', ') : 'none (learning and static entries only)'}, dstport ${info.dstport}, listening on ${info.listen}${h.bridge ? `, bridge ${h.bridge}` : ''}`,
+  ];
+}
+
+async function run(o: RunOpts, entries: Array<Record<string, unknown>> | undefined): Promise<number> {
+  if (o.transport !== 'auto' && o.transport !== 'native' && o.transport !== 'dgram') {
+    return usageError(`option --transport: expected native or dgram, got ${JSON.stringify(o.transport)}`);
+  }
+  // every VTEP's options, checked before anything is created
+  const perVtep: RunOpts[] = entries === undefined ? [o] : entries.map((e) => ({ ...o, ...e }) as RunOpts);
+  const specs: VtepSpec[] = [];
+  let metricsAt: ReturnType<typeof parseMetricsAddress> | undefined;
+  try {
+    if (o.metrics !== undefined) metricsAt = parseMetricsAddress(o.metrics, 'metrics');
+    for (let i = 0; i < perVtep.length; i++) {
+      try {
+        specs.push(specOf(perVtep[i]!));
+        if (o.transport === 'dgram') checkDgramOptions(resolveConfig(specs[i]!.vtep));
+      } catch (e) {
+        if (e instanceof ConfigError && entries !== undefined) return usageError(`vteps[${i}]: ${configMessage(e)}`);
+        throw e;
+      }
     }
   } catch (e) {
     if (e instanceof ConfigError) return usageError(configMessage(e));
-    if (isSystemError(e) && e.syscall === 'bind') {
-      log.fatal({ code: e.code, syscall: e.syscall }, `cannot bind the VXLAN port: ${e.message} (another VTEP uses this port, or --local is not an address of this host)`);
-      return EXIT_SYSTEM;
-    }
-    if (isSystemError(e)) {
-      log.fatal({ code: e.code, syscall: e.syscall }, e.message);
-      return EXIT_SYSTEM;
-    }
-    if (e instanceof UvtepError) {
-      log.fatal({ code: e.code }, e.message);
-      return EXIT_SYSTEM;
-    }
     throw e;
   }
+  const log = makeLogger(o.logLevel);
+  const instance = new Instance(o.transport === 'auto' ? {} : { transport: o.transport as TransportKind });
+  for (let i = 0; i < specs.length; i++) {
+    try {
+      await instance.add(specs[i]!);
+    } catch (e) {
+      await instance.close();
+      return startError(e, log, entries !== undefined ? `vteps[${i}]: ` : '');
+    }
+  }
 
-  const tap = vtep.port as TapPort;
-  const c = vtep.config;
-  const bound = vtep.address();
-  const dests = [...c.remotes.map((r) => (r.port === c.dstPort ? r.address : `${r.address}:${r.port}`)), ...(c.group ? [`group ${c.group}`] : [])];
+  // `uvtep vtep add`: the new VTEP's options over the process's shared ones
+  const base: Partial<RunOpts> = { ...o };
+  for (const k of IDENTITY) delete base[k];
+  const checker = vtepOptionsCommand();
+  const target: ControlTarget = {
+    list: () => instance.list().map((h) => ({ name: h.name, vtep: h.vtep, endpoint: h.endpoint })),
+    pick: (name) => {
+      const h = instance.pick(name);
+      return { name: h.name, vtep: h.vtep, endpoint: h.endpoint };
+    },
+    info: (v) => ({ ...instance.info(instance.get(v.name)!) }),
+    add: async (raw) => {
+      const values = Object.fromEntries(optionValues(raw, checker, 'the request', { perVtep: true }));
+      let h: HostedVtep;
+      try {
+        h = await instance.add(specOf({ ...base, ...values } as RunOpts));
+      } catch (e) {
+        // a TAP name in use by another process: the same answer as a name this uvtep uses
+        if (isSystemError(e) && e.code === 'EBUSY' && /TUNSETIFF/.test(e.syscall)) throw new ConfigError(ErrorCode.Exists, 'name', `name: the TAP ${JSON.stringify(values.name)} exists and is in use by another process`);
+        throw e;
+      }
+      return { name: h.name, vtep: h.vtep, endpoint: h.endpoint };
+    },
+    remove: (name) => instance.remove(name),
+  };
 
-  const startedAt = new Date().toISOString();
+  const first = instance.list()[0]!;
   let control: ControlServer | undefined;
   let metrics: MetricsServer | undefined;
   try {
     if (o.control !== false) {
-      control = new ControlServer(vtep, {
-        path: typeof o.control === 'string' ? o.control : controlPath(tap.name),
-        info: () => ({ tap: tap.name, pid: process.pid, vni: c.vni, dstport: c.dstPort, listen: `${bound.address}:${bound.port}`, remotes: dests, mtu: tap.mtu, mac: formatMac(tap.mac), startedAt }),
-      });
+      control = new ControlServer(target, { path: typeof o.control === 'string' ? o.control : controlPath(first.name) });
       await control.listen();
       log.debug({ control: control.path }, `control socket ${control.path}`);
     }
     if (metricsAt !== undefined) {
-      metrics = new MetricsServer(vtepRegistry(vtep, tap.name));
+      metrics = new MetricsServer(metricsRegistry(target));
       const at = await metrics.listen(metricsAt);
       log.info({ metrics: `${at.address}:${at.port}` }, `metrics at http://${at.address.includes(':') ? `[${at.address}]` : at.address}:${at.port}/metrics`);
     }
   } catch (e) {
     await control?.close();
-    await vtep.close();
+    await instance.close();
     log.fatal({ code: (e as NodeJS.ErrnoException).code }, `cannot start: ${(e as Error).message}`);
     return EXIT_SYSTEM;
   }
@@ -386,42 +491,47 @@ async function run(o: RunOpts): Promise<number> {
     await metrics?.close();
   };
 
-
-  vtep.on('learned', (m, r) => log.debug({ mac: formatMac(m), dst: r.address }, 'learned'));
-  vtep.on('aged', (m, r) => log.debug({ mac: formatMac(m), dst: r.address }, 'aged out'));
-  let lastMigrationLog = 0;
-  let migrations = 0;
-  vtep.on('migrated', (m, from, to) => {
-    migrations++;
-    const now = Date.now();
-    if (now - lastMigrationLog >= 1000) {
-      log.info({ mac: formatMac(m), from: from.address, to: to.address, since_last_report: migrations }, `${formatMac(m)} migrated from ${from.address} to ${to.address}`);
-      lastMigrationLog = now;
-      migrations = 0;
+  const watch = (h: HostedVtep): void => {
+    const v = h.vtep;
+    v.on('learned', (m, r) => log.debug({ tap: h.name, mac: formatMac(m), dst: r.address }, 'learned'));
+    v.on('aged', (m, r) => log.debug({ tap: h.name, mac: formatMac(m), dst: r.address }, 'aged out'));
+    let lastMigrationLog = 0;
+    let migrations = 0;
+    v.on('migrated', (m, from, to) => {
+      migrations++;
+      const now = Date.now();
+      if (now - lastMigrationLog >= 1000) {
+        log.info({ tap: h.name, mac: formatMac(m), from: from.address, to: to.address, since_last_report: migrations }, `${formatMac(m)} migrated from ${from.address} to ${to.address}`);
+        lastMigrationLog = now;
+        migrations = 0;
+      }
+    });
+    v.on('sendError', (info) => log.warn({ tap: h.name, ...info }, `${h.name}: sending to ${info.address ?? '?'} failed: ${info.code}${info.count > 1 ? ` (${info.count} times)` : ''}`));
+    if (v.config.learning && v.config.allowFrom.length === 0) {
+      // open by default, like the kernel, but not silently
+      log.warn({ tap: h.name }, `${h.name}: accepting VXLAN datagrams from any underlay source and learning MACs from them, as the kernel VTEP does; restrict the sources with --allow-from <cidr> or --allow-from peers`);
     }
-  });
-  vtep.on('sendError', (info) => log.warn(info, `sending to ${info.address ?? '?'} failed: ${info.code}${info.count > 1 ? ` (${info.count} times)` : ''}`));
+  };
+  const finalRecord = (h: HostedVtep, reason: string) => {
+    const s = h.vtep.stats;
+    log.info({ tap: h.name, vni: h.vtep.config.vni, stats: s, endpoint: h.endpoint.stats, fdb: h.vtep.fdb.list() }, `stopped (${reason}): ${h.name}: ${summary(s)}`);
+  };
 
   return new Promise<number>((resolve) => {
     let stopping = false;
-    const finish = (code: number, reason: string) => {
-      const s = vtep.stats;
-      log.info({ stats: s, fdb: vtep.fdb.list() }, `stopped (${reason}): ${summary(s)}`);
-      resolve(code);
-    };
     const onSignal = (sig: NodeJS.Signals) => {
       if (stopping) {
         log.warn(`${sig} again: exiting now`);
         process.exit(EXIT_SYSTEM);
       }
       stopping = true;
-      const s = vtep.stats;
-      const fdb = vtep.fdb.list();
+      const last = instance.list().map((h) => ({ h, s: h.vtep.stats, endpoint: h.endpoint.stats, fdb: h.vtep.fdb.list() }));
       // bounded: whatever a client of the control socket or the metrics port does, the stop
       // completes (and the final counters are logged) within STOP_DEADLINE_MS
       const deadline = new Promise<void>((r) => setTimeout(r, STOP_DEADLINE_MS).unref());
-      void Promise.race([Promise.all([vtep.close(), closeServers()]), deadline]).then(() => {
-        log.info({ stats: s, fdb }, `stopped (${sig}): ${summary(s)}`);
+      void Promise.race([Promise.all([instance.close(), closeServers()]), deadline]).then(() => {
+        for (const { h, s, endpoint, fdb } of last) log.info({ tap: h.name, vni: h.vtep.config.vni, stats: s, endpoint, fdb }, `stopped (${sig}): ${h.name}: ${summary(s)}`);
+        if (last.length === 0) log.info(`stopped (${sig}): no VTEP was running`);
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);
         resolve(EXIT_OK);
@@ -429,24 +539,32 @@ async function run(o: RunOpts): Promise<number> {
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
-    if (c.learning && c.allowFrom.length === 0) {
-      // open by default, like the kernel, but not silently
-      log.warn('accepting VXLAN datagrams from any underlay source and learning MACs from them, as the kernel VTEP does; restrict the sources with --allow-from <cidr> or --allow-from peers');
-    }
-    // the startup line last: once it is out, SIGTERM is handled and the control socket answers
-    log.info(
-      { tap: tap.name, mtu: tap.mtu, mac: formatMac(tap.mac), vni: c.vni, remotes: dests, dstport: c.dstPort, listen: `${bound.address}:${bound.port}`, bridge: o.bridge, control: control?.path },
-      `${tap.name} up: vni ${c.vni}, mtu ${tap.mtu}, mac ${formatMac(tap.mac)}, remotes ${dests.length ? dests.join(', ') : 'none (learning and static entries only)'}, dstport ${c.dstPort}, listening on ${bound.address}:${bound.port}${o.bridge ? `, bridge ${o.bridge}` : ''}`,
-    );
-    vtep.on('error', (err) => {
-      if (stopping) return;
-      stopping = true;
+    instance.on('added', (h) => {
+      watch(h);
+      const [fields, msg] = upLine(h, instance.info(h), control?.path);
+      log.info(fields, msg);
+    });
+    instance.on('removed', (h) => {
+      const st = h.vtep.stats;
+      log.info({ tap: h.name, vni: h.vtep.config.vni, stats: st, fdb: h.vtep.fdb.list() }, `${h.name} removed (vni ${h.vtep.config.vni}): ${summary(st)}`);
+    });
+    instance.on('failed', (h, err) => {
       const sys = err as NodeJS.ErrnoException;
-      log.fatal({ code: sys.code, syscall: sys.syscall }, `${tap.name} failed: ${err.message}`);
+      log.fatal({ tap: h.name, code: sys.code, syscall: sys.syscall }, `${h.name} failed: ${err.message}`);
+      finalRecord(h, 'error');
+      // the others keep running; when none is left, uvtep exits so that its supervisor restarts it
+      if (instance.list().length > 0 || stopping) return;
+      stopping = true;
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
-      void closeServers().then(() => finish(EXIT_SYSTEM, 'error'));
+      void Promise.all([instance.close(), closeServers()]).then(() => resolve(EXIT_SYSTEM));
     });
+    // the startup lines last: once they are out, SIGTERM is handled and the control socket answers
+    for (const h of instance.list()) {
+      watch(h);
+      const [fields, msg] = upLine(h, instance.info(h), control?.path);
+      log.info(fields, msg);
+    }
   });
 }
 

@@ -1,7 +1,9 @@
 /**
- * `--config <file>`: the run options from a JSON or YAML file, for running several instances
- * under systemd. Keys are the long option names, in kebab-case or camelCase (`dstport`,
- * `max-address` / `maxAddress`, `remote: [..]`); options given on the command line win.
+ * `--config <file>`: the run options from a JSON or YAML file, for running uvtep under systemd.
+ * Keys are the long option names, in kebab-case or camelCase (`dstport`, `max-address` /
+ * `maxAddress`, `remote: [..]`); options given on the command line win. A `vteps:` list hosts
+ * several VTEPs in the one process: each entry holds the per-VTEP keys, and the top-level keys
+ * are the defaults of every entry.
  */
 import { readFileSync } from 'node:fs';
 import type { Command, Option } from 'commander';
@@ -11,6 +13,9 @@ import { ConfigError, ErrorCode } from './errors.js';
 const camel = (k: string) => k.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 
 const REPEATABLE = new Set(['remote', 'address', 'allowFrom']);
+
+/** Options of the process, not of one VTEP: never in a `vteps:` entry or `uvtep vtep add`. */
+export const PROCESS_OPTIONS = new Set(['control', 'metrics', 'logLevel', 'config', 'transport', 'busyPoll', 'version']);
 
 /** An option that takes no value (`--persist`, `--no-learning`). */
 const flagOnly = (o: Option): boolean => !o.required && !o.optional;
@@ -42,8 +47,36 @@ function checked(opt: Option, key: string, value: unknown, file: string): unknow
   return out;
 }
 
-/** Loads `file` into `cmd`'s option values where the command line left the default. */
-export function loadConfigFile(file: string, cmd: Command): void {
+/**
+ * Option values from an object of long option names (a config file's, a `vteps:` entry's, a
+ * `vtep.add` request's), each through its option's parser and choices: attribute name -> value.
+ */
+export function optionValues(data: Record<string, unknown>, cmd: Command, where: string, opts: { perVtep?: boolean } = {}): Map<string, unknown> {
+  // an attribute may have two options (`--control <path>` and `--no-control`): a boolean value
+  // goes to the boolean one, anything else to the one that takes a value
+  const known = new Map<string, Option[]>();
+  for (const o of cmd.options) known.set(o.attributeName(), [...(known.get(o.attributeName()) ?? []), o]);
+  const out = new Map<string, unknown>();
+  for (const [rawKey, value] of Object.entries(data)) {
+    const key = camel(rawKey);
+    if (opts.perVtep === true && PROCESS_OPTIONS.has(key)) {
+      throw new ConfigError(ErrorCode.InvalidOption, 'config', `config: ${JSON.stringify(rawKey)} in ${where} is an option of the whole process, not of one VTEP; set it at the top level`);
+    }
+    const os = known.get(key);
+    const opt = os === undefined ? undefined : (os.find((o) => flagOnly(o) === (typeof value === 'boolean')) ?? os[0]);
+    if (opt === undefined || key === 'config' || key === 'version') {
+      throw new ConfigError(ErrorCode.InvalidOption, 'config', `config: unknown option ${JSON.stringify(rawKey)} in ${where}; accepted: the long options of uvtep --help (e.g. vni, remote, dstport, name, address)`);
+    }
+    out.set(key, checked(opt, key, value, where));
+  }
+  return out;
+}
+
+/**
+ * Loads `file` into `cmd`'s option values where the command line left the default. Returns the
+ * `vteps:` entries (checked option values by attribute name), or undefined when the file has none.
+ */
+export function loadConfigFile(file: string, cmd: Command): Array<Record<string, unknown>> | undefined {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -59,19 +92,15 @@ export function loadConfigFile(file: string, cmd: Command): void {
   if (data === null || typeof data !== 'object' || Array.isArray(data)) {
     throw new ConfigError(ErrorCode.InvalidOption, 'config', `config: ${file} must hold an object of options, e.g. { "vni": 1, "remote": ["198.51.100.2"] }`);
   }
-  // an attribute may have two options (`--control <path>` and `--no-control`): a boolean value
-  // goes to the boolean one, anything else to the one that takes a value
-  const known = new Map<string, Option[]>();
-  for (const o of cmd.options) known.set(o.attributeName(), [...(known.get(o.attributeName()) ?? []), o]);
-  for (const [rawKey, value] of Object.entries(data as Record<string, unknown>)) {
-    const key = camel(rawKey === 'learning' ? 'learning' : rawKey);
-    const opts = known.get(key);
-    const opt = opts === undefined ? undefined : (opts.find((o) => flagOnly(o) === (typeof value === 'boolean')) ?? opts[0]);
-    if (opt === undefined || key === 'config' || key === 'version') {
-      throw new ConfigError(ErrorCode.InvalidOption, 'config', `config: unknown option ${JSON.stringify(rawKey)} in ${file}; accepted: the long options of uvtep --help (e.g. vni, remote, dstport, name, address)`);
-    }
+  const { vteps, ...top } = data as Record<string, unknown>;
+  for (const [key, value] of optionValues(top, cmd, file)) {
     const source = cmd.getOptionValueSource(key);
     if (source === 'cli' || source === 'env') continue;
-    cmd.setOptionValueWithSource(key, checked(opt, key, value, file), 'config');
+    cmd.setOptionValueWithSource(key, value, 'config');
   }
+  if (vteps === undefined) return undefined;
+  if (!Array.isArray(vteps) || vteps.length === 0 || vteps.some((v) => v === null || typeof v !== 'object' || Array.isArray(v))) {
+    throw new ConfigError(ErrorCode.InvalidOption, 'config', `config: vteps in ${file} must be a list of objects, one per VTEP, e.g. - {vni: 10, name: vx10, remote: [198.51.100.2]}`);
+  }
+  return vteps.map((v: Record<string, unknown>, i) => Object.fromEntries(optionValues(v, cmd, `vteps[${i}] of ${file}`, { perVtep: true })));
 }

@@ -11,11 +11,15 @@ import net from 'node:net';
 import path from 'node:path';
 import { checkIp, checkMac, checkPort } from './config.js';
 import { ConfigError, ErrorCode, UvtepError } from './errors.js';
+import type { Endpoint } from './endpoint.js';
 import type { Vtep } from './vtep.js';
 
 export const CONTROL_DIR = '/run/uvtep';
 /** Largest request line accepted (a request is a few hundred bytes). */
 const MAX_LINE = 64 * 1024;
+/** Requests waiting on one connection, and answer bytes it may leave unread, before it is dropped. */
+const MAX_QUEUED = 256;
+const MAX_PENDING_OUT = 4 * 1024 * 1024;
 
 /**
  * The named network namespace this process runs in (`ip netns identify`), if any. Interface
@@ -48,16 +52,48 @@ export function controlPath(tap: string, dir = controlDir()): string {
   return path.join(dir, `${tap}.sock`);
 }
 
+/** One VTEP a control socket serves. */
+export interface ControlVtep {
+  /** Its name (the TAP's): what `--name` picks. */
+  name: string;
+  vtep: Vtep;
+  /** The shared UDP endpoint it is on, when it is on one. */
+  endpoint?: Endpoint;
+}
+
+/** What a control socket serves: one VTEP, or every VTEP of an uvtep process (an Instance). */
+export interface ControlTarget {
+  list(): ControlVtep[];
+  /** The VTEP meant by `name`, or the only one; throws a ConfigError naming the choices. */
+  pick(name?: string): ControlVtep;
+  /** The VTEP as `info` and `uvtep list` show it. */
+  info(v: ControlVtep): Record<string, unknown>;
+  /** `vtep.add`: a VTEP from option values as the command line takes them (process-specific). */
+  add?(options: Record<string, unknown>): Promise<ControlVtep>;
+  /** `vtep.del`. */
+  remove?(name: string): Promise<unknown>;
+}
+
+/** A ControlTarget of one Vtep (a library user's), named `name`. */
+export function singleVtep(vtep: Vtep, name: string, info: () => Record<string, unknown> = () => ({ tap: name, vni: vtep.config.vni })): ControlTarget {
+  const one: ControlVtep = { name, vtep };
+  return {
+    list: () => [one],
+    pick: (n?: string) => {
+      if (n !== undefined && n !== name) throw new ConfigError(ErrorCode.InvalidOption, 'name', `name: no VTEP ${JSON.stringify(n)} here; VTEPs: ${name}`);
+      return one;
+    },
+    info: () => info(),
+  };
+}
+
+/** What `info` answers: the process and its VTEPs. */
 export interface ControlInfo {
-  tap: string;
   pid: number;
-  vni: number;
-  dstport: number;
-  listen: string;
-  remotes: string[];
-  mtu?: number;
-  mac?: string;
   startedAt: string;
+  /** The control socket's path. */
+  control: string;
+  vteps: Array<Record<string, unknown> & { tap: string; vni: number }>;
 }
 
 export type FdbOp = 'add' | 'append' | 'replace' | 'del';
@@ -70,10 +106,8 @@ export interface FdbChange {
   static?: boolean;
 }
 
-/** What the server needs besides the Vtep: a description of the instance. */
 export interface ControlServerOptions {
   path: string;
-  info: () => ControlInfo;
 }
 
 /** Applies one `bridge fdb`-style change; throws ConfigError/UvtepError on bad input. */
@@ -100,17 +134,17 @@ export function applyFdbChange(vtep: Vtep, op: FdbOp, c: FdbChange): { changed: 
 export class ControlServer {
   readonly path: string;
   private readonly server: net.Server;
-  private readonly vtep: Vtep;
-  private readonly info: () => ControlInfo;
+  private readonly target: ControlTarget;
+  private readonly startedAt: string;
   /** Open client connections: destroyed on close, so a client holding one cannot delay a stop. */
   private readonly conns: Set<net.Socket>;
   /** Device and inode of the socket we created: close removes the path only if it is still ours. */
   private ours: { dev: number; ino: number } | undefined;
 
-  constructor(vtep: Vtep, opts: ControlServerOptions) {
-    this.vtep = vtep;
+  constructor(target: ControlTarget, opts: ControlServerOptions) {
+    this.target = target;
     this.path = opts.path;
-    this.info = opts.info;
+    this.startedAt = new Date().toISOString();
     this.conns = new Set();
     this.ours = undefined;
     this.server = net.createServer((sock) => {
@@ -181,29 +215,58 @@ export class ControlServer {
 
   private serve(sock: net.Socket): void {
     let buf = '';
+    // requests of a connection are answered in order, one at a time (some, like vtep.add, wait)
+    let queue: string[] = [];
+    let busy = false;
+    const next = async (): Promise<void> => {
+      busy = true;
+      let run = 0;
+      while (queue.length > 0 && !sock.destroyed) {
+        const line = queue.shift()!;
+        const res = await this.handle(line);
+        // a client that sends thousands of requests gets them answered a few at a time between
+        // the other work of the event loop: forwarding is never starved
+        if (++run % 16 === 0) await new Promise((r) => setImmediate(r));
+        // a client that does not read its answers is not served further (bounded memory)
+        if (sock.writableLength > MAX_PENDING_OUT) {
+          sock.destroy();
+          break;
+        }
+        sock.write(JSON.stringify(res) + '\n');
+      }
+      busy = false;
+    };
     sock.setEncoding('utf8');
     sock.on('error', () => undefined);
     sock.on('data', (d: string) => {
       buf += d;
       if (buf.length > MAX_LINE && !buf.includes('\n')) {
         sock.end(JSON.stringify({ id: null, ok: false, error: { code: 'UVTEP_ERR_REQUEST', message: 'request too long' } }) + '\n');
+        buf = '';
+        queue = [];
         return;
       }
       let i;
       while ((i = buf.indexOf('\n')) >= 0) {
         const line = buf.slice(0, i);
         buf = buf.slice(i + 1);
-        if (line.trim()) sock.write(JSON.stringify(this.handle(line)) + '\n');
+        if (line.trim()) queue.push(line);
       }
+      if (queue.length > MAX_QUEUED) {
+        sock.end(JSON.stringify({ id: null, ok: false, error: { code: 'UVTEP_ERR_REQUEST', message: `more than ${MAX_QUEUED} requests waiting on one connection` } }) + '\n');
+        queue = [];
+        return;
+      }
+      if (!busy && queue.length > 0) void next();
     });
   }
 
-  private handle(line: string): Record<string, unknown> {
+  private async handle(line: string): Promise<Record<string, unknown>> {
     let id: unknown = null;
     try {
       const req = JSON.parse(line) as { id?: unknown; method?: unknown; params?: Record<string, unknown> };
       id = req.id ?? null;
-      return { id, ok: true, result: this.call(String(req.method), req.params ?? {}) };
+      return { id, ok: true, result: await this.call(String(req.method), req.params ?? {}) };
     } catch (e) {
       const err = e as { code?: string; message?: string; option?: string };
       const code = e instanceof SyntaxError ? 'UVTEP_ERR_REQUEST' : (err.code ?? 'UVTEP_ERR_INTERNAL');
@@ -211,24 +274,44 @@ export class ControlServer {
     }
   }
 
-  private call(method: string, p: Record<string, unknown>): unknown {
-    const v = this.vtep;
+  private async call(method: string, p: Record<string, unknown>): Promise<unknown> {
+    const t = this.target;
+    const name = typeof p.name === 'string' ? p.name : undefined;
     switch (method) {
       case 'info':
-        return this.info();
-      case 'stats':
-        return { time: Date.now(), ...v.stats };
-      case 'fdb.show':
-        return v.fdb.list().map((r) => ({ ...r, vni: v.config.vni }));
+      case 'vtep.list': {
+        const info: ControlInfo = { pid: process.pid, startedAt: this.startedAt, control: this.path, vteps: t.list().map((v) => ({ ...t.info(v) }) as ControlInfo['vteps'][number]) };
+        return method === 'info' ? info : info.vteps;
+      }
+      case 'stats': {
+        const v = t.pick(name);
+        return { time: Date.now(), name: v.name, ...v.vtep.stats, ...(v.endpoint !== undefined ? { endpoint: v.endpoint.stats } : {}) };
+      }
+      case 'fdb.show': {
+        const v = t.pick(name);
+        return v.vtep.fdb.list().map((r) => ({ ...r, vni: v.vtep.config.vni }));
+      }
       case 'fdb.add':
       case 'fdb.append':
       case 'fdb.replace':
       case 'fdb.del':
-        return applyFdbChange(v, method.slice(4) as FdbOp, p as unknown as FdbChange);
+        return applyFdbChange(t.pick(name).vtep, method.slice(4) as FdbOp, p as unknown as FdbChange);
       case 'fdb.flush':
-        return { removed: v.fdb.flush({ dynamicOnly: p.dynamic === true }) };
+        return { removed: t.pick(name).vtep.fdb.flush({ dynamicOnly: p.dynamic === true }) };
+      case 'vtep.add': {
+        if (t.add === undefined) throw new UvtepError(ErrorCode.InvalidOption, 'this uvtep cannot add VTEPs at run time');
+        if (p.options === null || typeof p.options !== 'object') throw new ConfigError(ErrorCode.InvalidOption, 'options', 'options: expected an object of run options, e.g. { "vni": 30, "remote": ["198.51.100.2"] }');
+        return t.info(await t.add(p.options as Record<string, unknown>));
+      }
+      case 'vtep.del': {
+        if (t.remove === undefined) throw new UvtepError(ErrorCode.InvalidOption, 'this uvtep cannot remove VTEPs at run time');
+        if (name === undefined) throw new ConfigError(ErrorCode.InvalidOption, 'name', 'name: vtep.del needs the name of the VTEP (its TAP)');
+        const v = t.pick(name);
+        await t.remove(v.name);
+        return { removed: v.name };
+      }
       default:
-        throw new UvtepError(ErrorCode.InvalidOption, `unknown method ${JSON.stringify(method)}; known: info, stats, fdb.show, fdb.add, fdb.append, fdb.replace, fdb.del, fdb.flush`);
+        throw new UvtepError(ErrorCode.InvalidOption, `unknown method ${JSON.stringify(method)}; known: info, stats, fdb.show, fdb.add, fdb.append, fdb.replace, fdb.del, fdb.flush, vtep.list, vtep.add, vtep.del`);
     }
   }
 }

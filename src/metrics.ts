@@ -6,7 +6,9 @@ import http from 'node:http';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import { checkIp, checkPort } from './config.js';
 import { ConfigError, ErrorCode } from './errors.js';
-import { DROP_REASONS, type Vtep, type VtepIo } from './vtep.js';
+import { DROP_REASONS, type Vtep, type VtepStats } from './vtep.js';
+import { ENDPOINT_DROPS, type Endpoint } from './endpoint.js';
+import type { TransportCounters } from './transport/transport.js';
 
 export interface MetricsAddress {
   host: string;
@@ -26,36 +28,79 @@ export function parseMetricsAddress(v: unknown, option = 'metrics'): MetricsAddr
   throw new ConfigError(ErrorCode.InvalidOption, option, `${option}: expected [host:]port such as 9100, 127.0.0.1:9100 or [::1]:9100, got ${JSON.stringify(v)}`);
 }
 
-/** A registry with the Vtep's metrics (labels `tap` and `vni`). */
+/** What the metrics read: the VTEPs served, each maybe on a shared endpoint. */
+export interface MetricsSource {
+  list(): Array<{ name: string; vtep: Vtep; endpoint?: Endpoint }>;
+}
+
+/** A registry with the metrics of one Vtep (labels `tap` and `vni`; its UDP counters `listen`). */
 export function vtepRegistry(vtep: Vtep, tap: string, opts: { processMetrics?: boolean } = {}): Registry {
+  return metricsRegistry({ list: () => [{ name: tap, vtep }] }, opts);
+}
+
+type Labels = Record<string, string>;
+
+/**
+ * A registry with the metrics of every VTEP of `source`, read at scrape time: per VTEP (labels
+ * `tap` and `vni`) what it forwarded, dropped and learned and what its TAP did; per UDP endpoint
+ * (label `listen`, shared by the VTEPs on one port) what its socket did and the datagrams no VTEP
+ * could be given.
+ */
+export function metricsRegistry(source: MetricsSource, opts: { processMetrics?: boolean } = {}): Registry {
   const reg = new Registry();
-  const labels = { tap, vni: String(vtep.config.vni) };
-  reg.setDefaultLabels(labels);
-  const counter = (name: string, help: string, read: () => number) =>
+  const perVtep = (name: string, help: string, read: (s: VtepStats, v: Vtep) => number, gauge = false) => {
+    const collect = function (this: Counter | Gauge) {
+      this.reset();
+      for (const v of source.list()) {
+        const l: Labels = { tap: v.name, vni: String(v.vtep.config.vni) };
+        const n = read(v.vtep.stats, v.vtep);
+        if (this instanceof Gauge) this.set(l, n);
+        else this.inc(l, n);
+      }
+    };
+    if (gauge) new Gauge({ name, help, labelNames: ['tap', 'vni'], registers: [reg], collect });
+    else new Counter({ name, help, labelNames: ['tap', 'vni'], registers: [reg], collect });
+  };
+  /** Endpoints by listen address: a shared one once, a Vtep on its own transport by its own. */
+  const endpoints = (): Array<{ listen: string; io: TransportCounters; drops: Record<string, number>; rx: number }> => {
+    const seen = new Map<string, { listen: string; io: TransportCounters; drops: Record<string, number>; rx: number }>();
+    for (const v of source.list()) {
+      if (v.endpoint !== undefined) {
+        const st = v.endpoint.stats;
+        if (!seen.has(st.listen)) seen.set(st.listen, { listen: st.listen, io: st.io, drops: st.drops, rx: st.rxDatagrams });
+      } else {
+        const a = v.vtep.running ? v.vtep.address() : { address: '', port: 0 };
+        const listen = `${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port}`;
+        const st = v.vtep.stats;
+        if (!seen.has(listen)) seen.set(listen, { listen, io: { ...st.io, gsoSends: st.txGsoSends, gsoDatagrams: st.txGsoDatagrams }, drops: {}, rx: st.rxDatagrams });
+      }
+    }
+    return [...seen.values()];
+  };
+  const perEndpoint = (name: string, help: string, read: (e: ReturnType<typeof endpoints>[number]) => number) =>
     new Counter({
       name,
       help,
+      labelNames: ['listen'],
       registers: [reg],
       collect() {
         this.reset();
-        this.inc(read());
+        for (const e of endpoints()) this.inc({ listen: e.listen }, read(e));
       },
     });
-  counter('uvtep_rx_datagrams_total', 'Datagrams received from the underlay, valid or not', () => vtep.stats.rxDatagrams);
-  counter('uvtep_rx_packets_total', 'Frames decapsulated and delivered to the TAP', () => vtep.stats.rxPackets);
-  counter('uvtep_rx_bytes_total', 'Bytes of frames delivered to the TAP', () => vtep.stats.rxBytes);
-  counter('uvtep_tx_frames_total', 'Frames read from the TAP', () => vtep.stats.txFrames);
-  counter('uvtep_tx_packets_total', 'Datagrams sent (flood copies included)', () => vtep.stats.txPackets);
-  counter('uvtep_tx_bytes_total', 'Inner bytes of datagrams sent', () => vtep.stats.txBytes);
-  counter('uvtep_flood_copies_total', 'Datagrams sent to the flood list', () => vtep.stats.floodCopies);
-  counter('uvtep_fdb_learn_refused_total', 'New MACs not learned because the FDB was full', () => vtep.stats.learnRefused);
-  counter('uvtep_tx_gso_sends_total', 'UDP messages carrying several datagrams (UDP GSO)', () => vtep.stats.txGsoSends);
-  counter('uvtep_tx_gso_datagrams_total', 'Datagrams sent in UDP GSO batches', () => vtep.stats.txGsoDatagrams);
-  counter('uvtep_rx_gro_writes_total', 'TAP writes carrying several coalesced TCP segments', () => vtep.stats.rxGroWrites);
-  counter('uvtep_rx_gro_segments_total', 'Frames delivered inside coalesced TAP writes', () => vtep.stats.rxGroSegments);
-  counter('uvtep_tx_pauses_total', 'Times the TAP was paused for socket backpressure', () => vtep.stats.txPauses);
-  // what the syscalls carried (the fast path's batching), as in `uvtep stats` io
-  const io: Array<[string, string, Exclude<keyof VtepIo, 'transport'>]> = [
+  perVtep('uvtep_rx_datagrams_total', 'Datagrams of this VTEP\'s VNI received from the underlay, valid or not', (s) => s.rxDatagrams);
+  perVtep('uvtep_rx_packets_total', 'Frames decapsulated and delivered to the TAP', (s) => s.rxPackets);
+  perVtep('uvtep_rx_bytes_total', 'Bytes of frames delivered to the TAP', (s) => s.rxBytes);
+  perVtep('uvtep_tx_frames_total', 'Frames read from the TAP', (s) => s.txFrames);
+  perVtep('uvtep_tx_packets_total', 'Datagrams sent (flood copies included)', (s) => s.txPackets);
+  perVtep('uvtep_tx_bytes_total', 'Inner bytes of datagrams sent', (s) => s.txBytes);
+  perVtep('uvtep_flood_copies_total', 'Datagrams sent to the flood list', (s) => s.floodCopies);
+  perVtep('uvtep_fdb_learn_refused_total', 'New MACs not learned because the FDB was full', (s) => s.learnRefused);
+  perVtep('uvtep_rx_gro_writes_total', 'TAP writes carrying several coalesced TCP segments', (s) => s.rxGroWrites);
+  perVtep('uvtep_rx_gro_segments_total', 'Frames delivered inside coalesced TAP writes', (s) => s.rxGroSegments);
+  perVtep('uvtep_tx_pauses_total', 'Times the TAP was paused for socket backpressure', (s) => s.txPauses);
+  // what the TAP syscalls carried (the fast path's batching), as in `uvtep stats` io
+  const tapIo: Array<[string, string, 'reads' | 'readFrames' | 'superFrames' | 'writes' | 'badCsum' | 'partialCsum' | 'rxSuperFrames']> = [
     ['uvtep_tap_reads_total', 'TAP read syscalls', 'reads'],
     ['uvtep_tap_read_frames_total', 'Frames the TAP reads gave, after splitting super-frames', 'readFrames'],
     ['uvtep_tap_super_frames_total', 'TCP/UDP super-frames read from the TAP and split (TSO/USO)', 'superFrames'],
@@ -63,41 +108,45 @@ export function vtepRegistry(vtep: Vtep, tap: string, opts: { processMetrics?: b
     ['uvtep_rx_bad_csum_total', 'Received TCP segments whose checksum failed (written unmerged)', 'badCsum'],
     ['uvtep_rx_partial_csum_total', 'Received frames with a partial checksum from a kernel peer on this host', 'partialCsum'],
     ['uvtep_rx_super_frames_total', 'TCP super-frames received whole from a kernel peer on this host', 'rxSuperFrames'],
+  ];
+  for (const [name, help, key] of tapIo) perVtep(name, help, (s) => s.io[key]);
+  const udpIo: Array<[string, string, keyof TransportCounters]> = [
     ['uvtep_udp_send_calls_total', 'UDP send syscalls (sendmmsg)', 'sendCalls'],
     ['uvtep_udp_sent_datagrams_total', 'Datagrams those sends carried', 'sentDatagrams'],
+    ['uvtep_tx_gso_sends_total', 'UDP messages carrying several datagrams (UDP GSO)', 'gsoSends'],
+    ['uvtep_tx_gso_datagrams_total', 'Datagrams sent in UDP GSO batches', 'gsoDatagrams'],
     ['uvtep_udp_gso_fallbacks_total', 'GSO messages a route refused, resent one datagram at a time', 'gsoFallbacks'],
     ['uvtep_udp_recv_calls_total', 'UDP receive syscalls (recvmmsg)', 'recvCalls'],
     ['uvtep_udp_recv_messages_total', 'Messages those receives returned', 'recvMsgs'],
     ['uvtep_udp_gro_messages_total', 'Received messages that held several datagrams (UDP GRO)', 'groMsgs'],
   ];
-  for (const [name, help, key] of io) counter(name, help, () => vtep.stats.io[key]);
+  for (const [name, help, key] of udpIo) perEndpoint(name, help, (e) => e.io[key]);
+  perEndpoint('uvtep_endpoint_rx_datagrams_total', 'Datagrams the UDP endpoint received, for any VNI', (e) => e.rx);
   new Counter({
-    name: 'uvtep_drops_total',
-    help: 'Dropped frames and datagrams by reason',
-    labelNames: ['reason'],
+    name: 'uvtep_endpoint_drops_total',
+    help: 'Datagrams the UDP endpoint could give no VTEP (no VXLAN header, a VNI nobody serves), by reason',
+    labelNames: ['listen', 'reason'],
     registers: [reg],
     collect() {
       this.reset();
-      const d = vtep.stats.drops;
-      for (const r of DROP_REASONS) this.inc({ reason: r }, d[r]);
+      for (const e of endpoints()) for (const r of ENDPOINT_DROPS) this.inc({ listen: e.listen, reason: r }, e.drops[r] ?? 0);
     },
   });
-  new Gauge({
-    name: 'uvtep_fdb_entries',
-    help: 'FDB entries (the all-zero flood entry not counted)',
+  new Counter({
+    name: 'uvtep_drops_total',
+    help: 'Dropped frames and datagrams of a VTEP, by reason',
+    labelNames: ['tap', 'vni', 'reason'],
     registers: [reg],
     collect() {
-      this.set(vtep.fdb.size);
+      this.reset();
+      for (const v of source.list()) {
+        const d = v.vtep.stats.drops;
+        for (const r of DROP_REASONS) this.inc({ tap: v.name, vni: String(v.vtep.config.vni), reason: r }, d[r]);
+      }
     },
   });
-  new Gauge({
-    name: 'uvtep_fdb_flood_destinations',
-    help: 'Default destinations (flood list)',
-    registers: [reg],
-    collect() {
-      this.set(vtep.fdb.flood.length);
-    },
-  });
+  perVtep('uvtep_fdb_entries', 'FDB entries (the all-zero flood entry not counted)', (_s, v) => v.fdb.size, true);
+  perVtep('uvtep_fdb_flood_destinations', 'Default destinations (flood list)', (_s, v) => v.fdb.flood.length, true);
   if (opts.processMetrics ?? true) collectDefaultMetrics({ register: reg });
   return reg;
 }

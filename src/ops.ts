@@ -7,6 +7,7 @@ import { ConfigError } from './errors.js';
 import { ControlError, controlDir, controlPath, controlRequest, isLive, listControlSockets, type ControlInfo, type FdbOp } from './control.js';
 import type { FdbRow } from './fdb.js';
 import type { VtepStats } from './vtep.js';
+import type { EndpointStats } from './endpoint.js';
 
 export interface Out {
   out: (s: string) => void;
@@ -32,28 +33,61 @@ class OpError extends Error {
   }
 }
 
-/** The socket of the instance meant: --socket, --name, or the only one running here. */
+interface Live {
+  path: string;
+  info: ControlInfo;
+}
+
+/** Every uvtep answering in this network namespace, with what it serves. */
+async function liveInstances(): Promise<Live[]> {
+  const out: Live[] = [];
+  for (const s of listControlSockets()) {
+    try {
+      out.push({ path: s.path, info: (await controlRequest(s.path, 'info', {}, 2000)) as ControlInfo });
+    } catch {
+      // a stale socket of a crashed run: not running
+    }
+  }
+  return out;
+}
+
+/**
+ * The control socket meant: --socket; else, with --name, the uvtep that hosts that VTEP (its
+ * socket is usually named after it: checked first); else the only uvtep running here.
+ */
 async function resolveSocket(t: Target): Promise<string> {
   if (t.socket !== undefined) return t.socket;
-  if (t.name !== undefined) return controlPath(t.name);
+  if (t.name !== undefined) {
+    const direct = controlPath(t.name);
+    try {
+      const info = (await controlRequest(direct, 'info', {}, 2000)) as ControlInfo;
+      if (info.vteps.some((v) => v.tap === t.name)) return direct;
+    } catch (e) {
+      // not allowed to ask: the request says so; anything else: look through all
+      if (e instanceof ControlError && (e.code === 'EACCES' || e.code === 'EPERM')) return direct;
+    }
+    const hit = (await liveInstances()).find((l) => l.info.vteps.some((v) => v.tap === t.name));
+    if (hit === undefined) throw new OpError(EXIT_SYSTEM, `no uvtep is running with a VTEP named ${t.name} in this network namespace (${controlDir()})`);
+    return hit.path;
+  }
   const live: Array<{ tap: string; path: string }> = [];
   for (const s of listControlSockets()) if (await isLive(s.path)) live.push(s);
   if (live.length === 1) return live[0]!.path;
   if (live.length === 0) throw new OpError(EXIT_SYSTEM, `no uvtep is running in this network namespace (no live socket in ${controlDir()})`);
-  throw new OpError(EXIT_USAGE, `several uvtep instances run here (${live.map((l) => l.tap).join(', ')}): choose one with --name <tap>`);
+  throw new OpError(EXIT_USAGE, `several uvtep processes run here (${live.map((l) => l.tap).join(', ')}): choose one with --name <tap> or --socket <path>`);
 }
 
 async function request(t: Target, method: string, params: Record<string, unknown> = {}): Promise<unknown> {
   const path = await resolveSocket(t);
   try {
-    return await controlRequest(path, method, params);
+    return await controlRequest(path, method, { ...params, ...(t.name !== undefined && params.name === undefined ? { name: t.name } : {}) });
   } catch (e) {
     if (!(e instanceof ControlError)) throw e;
     if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED') {
       throw new OpError(EXIT_SYSTEM, `no uvtep is running${t.name ? ` with TAP ${t.name}` : ''} (nothing answers on ${path})`);
     }
     if (e.code === 'EACCES' || e.code === 'EPERM') throw new OpError(EXIT_SYSTEM, `permission denied on ${path}: run as root (the socket is mode 0600)`);
-    if (e.code.startsWith('UVTEP_ERR_INVALID') || e.code === 'UVTEP_ERR_FAMILY_MISMATCH') throw new OpError(EXIT_USAGE, e.message);
+    if (e.code.startsWith('UVTEP_ERR_INVALID') || e.code === 'UVTEP_ERR_FAMILY_MISMATCH' || e.code === 'UVTEP_ERR_EXISTS') throw new OpError(EXIT_USAGE, e.message);
     throw new OpError(EXIT_SYSTEM, e.message);
   }
 }
@@ -87,8 +121,8 @@ export function fdbShow(io: Out, t: Target, json: boolean): Promise<number> {
     const rows = (await request(t, 'fdb.show')) as Array<FdbRow & { vni: number }>;
     if (json) io.out(JSON.stringify(rows, null, 2));
     else {
-      const info = (await request(t, 'info')) as ControlInfo;
-      if (rows.length) io.out(formatFdb(rows, info.tap));
+      const s = (await request(t, 'stats')) as { name: string };
+      if (rows.length) io.out(formatFdb(rows, s.name));
     }
   });
 }
@@ -125,7 +159,10 @@ export function fdbFlush(io: Out, t: Target, dynamicOnly: boolean): Promise<numb
   });
 }
 
-function statsText(tap: string, s: VtepStats, rate?: { rxPps: number; txPps: number; rxBps: number; txBps: number; dropPps: number }): string {
+/** What the control socket's `stats` answers: the VTEP's counters and its endpoint's. */
+type Stats = VtepStats & { time: number; name: string; endpoint?: EndpointStats };
+
+function statsText(tap: string, s: Stats, rate?: { rxPps: number; txPps: number; rxBps: number; txBps: number; dropPps: number }): string {
   const drops = Object.entries(s.drops)
     .filter(([, n]) => n > 0)
     .map(([k, n]) => `${k} ${n}`)
@@ -137,6 +174,11 @@ function statsText(tap: string, s: VtepStats, rate?: { rxPps: number; txPps: num
     `  drops: ${s.dropsTotal}${drops ? ` (${drops})` : ''}${rate ? `   ${rate.dropPps.toFixed(0)}/s` : ''}`,
     `  fdb: ${s.fdbSize} entries, ${s.learnRefused} learns refused; backpressure pauses ${s.txPauses}`,
     `  offloads: ${s.txGsoDatagrams} datagrams in ${s.txGsoSends} GSO sends, ${s.rxGroSegments} frames in ${s.rxGroWrites} coalesced TAP writes`,
+    ...(s.endpoint
+      ? [
+          `  endpoint ${s.endpoint.listen} (VNIs ${s.endpoint.vnis.join(', ')}): ${s.endpoint.rxDatagrams} datagrams received, ${s.endpoint.dropsTotal} dropped before any VTEP${s.endpoint.dropsTotal > 0 ? ` (${Object.entries(s.endpoint.drops).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(', ')})` : ''}`,
+        ]
+      : []),
     ...(s.io ? [`  io (${s.io.transport}): TAP ${s.io.reads} reads -> ${s.io.readFrames} frames (${s.io.superFrames} super-frames split), ${s.io.writes} writes; UDP ${s.io.sendCalls} send calls -> ${s.io.sentDatagrams} datagrams, ${s.io.recvCalls} receive calls -> ${s.io.recvMsgs} messages (${s.io.groMsgs} GRO)`] : []),
   ];
   return lines.join('\n');
@@ -144,16 +186,15 @@ function statsText(tap: string, s: VtepStats, rate?: { rxPps: number; txPps: num
 
 export function stats(io: Out & { tty: boolean }, t: Target, o: { json: boolean; watch?: number | undefined; count?: number | undefined }): Promise<number> {
   return guard(io, async () => {
-    const info = (await request(t, 'info')) as ControlInfo;
-    let prev = (await request(t, 'stats')) as VtepStats & { time: number };
+    let prev = (await request(t, 'stats')) as Stats;
     if (o.watch === undefined) {
-      io.out(o.json ? JSON.stringify(prev, null, 2) : statsText(info.tap, prev));
+      io.out(o.json ? JSON.stringify(prev, null, 2) : statsText(prev.name, prev));
       return;
     }
     const n = o.count ?? Infinity;
     for (let i = 0; i < n; i++) {
       await new Promise((r) => setTimeout(r, o.watch! * 1000));
-      const cur = (await request(t, 'stats')) as VtepStats & { time: number };
+      const cur = (await request(t, 'stats')) as Stats;
       const dt = (cur.time - prev.time) / 1000;
       const rate = {
         rxPps: (cur.rxPackets - prev.rxPackets) / dt,
@@ -163,7 +204,7 @@ export function stats(io: Out & { tty: boolean }, t: Target, o: { json: boolean;
         dropPps: (cur.dropsTotal - prev.dropsTotal) / dt,
       };
       if (o.json) io.out(JSON.stringify({ ...cur, rate }));
-      else io.out((io.tty ? '\x1b[H\x1b[2J' : '') + statsText(info.tap, cur, rate));
+      else io.out((io.tty ? '\x1b[H\x1b[2J' : '') + statsText(cur.name, cur, rate));
       prev = cur;
     }
   });
@@ -171,14 +212,8 @@ export function stats(io: Out & { tty: boolean }, t: Target, o: { json: boolean;
 
 export function list(io: Out, json: boolean): Promise<number> {
   return guard(io, async () => {
-    const rows: Array<ControlInfo & { socket: string }> = [];
-    for (const s of listControlSockets()) {
-      try {
-        rows.push({ ...((await controlRequest(s.path, 'info', {}, 2000)) as ControlInfo), socket: s.path });
-      } catch {
-        // a stale socket of a crashed run: not running
-      }
-    }
+    const rows: Array<Record<string, unknown> & { tap: string; vni: number; pid: number; socket: string }> = [];
+    for (const l of await liveInstances()) for (const v of l.info.vteps) rows.push({ ...v, pid: l.info.pid, socket: l.path });
     if (json) {
       io.out(JSON.stringify(rows, null, 2));
       return;
@@ -187,7 +222,25 @@ export function list(io: Out, json: boolean): Promise<number> {
       io.out(`no uvtep running in this network namespace (${controlDir()})`);
       return;
     }
-    io.out('TAP              PID      VNI       DSTPORT  REMOTES');
-    for (const r of rows) io.out(`${r.tap.padEnd(16)} ${String(r.pid).padEnd(8)} ${String(r.vni).padEnd(9)} ${String(r.dstport).padEnd(8)} ${r.remotes.join(', ') || '-'}`);
+    io.out('TAP              PID      VNI       LISTEN                 REMOTES');
+    for (const r of rows) {
+      io.out(`${r.tap.padEnd(16)} ${String(r.pid).padEnd(8)} ${String(r.vni).padEnd(9)} ${String(r.listen ?? '').padEnd(22)} ${(r.remotes as string[] | undefined)?.join(', ') || '-'}`);
+    }
+  });
+}
+
+/** `uvtep vtep add ...`: a VTEP added to a running uvtep, from run options. */
+export function vtepAdd(io: Out, t: Target, options: Record<string, unknown>): Promise<number> {
+  return guard(io, async () => {
+    const v = (await request({ socket: t.socket ?? (await resolveSocket({})) }, 'vtep.add', { options })) as { tap: string; vni: number; listen: string };
+    io.out(`${v.tap} up: vni ${v.vni}, listening on ${v.listen}`);
+  });
+}
+
+/** `uvtep vtep del <name>`. */
+export function vtepDel(io: Out, t: Target, name: string): Promise<number> {
+  return guard(io, async () => {
+    await request({ name, ...(t.socket !== undefined ? { socket: t.socket } : {}) }, 'vtep.del', { name });
+    io.out(`${name} removed`);
   });
 }

@@ -12,11 +12,11 @@ describe('uvtep CLI errors', () => {
   const cases: Array<[string, string[], RegExp]> = [
     ['VNI too big', ['--vni', '16777216'], /option --vni: expected an integer from 0 to 16777215, got 16777216/],
     ['VNI not a number', ['--vni', 'one'], /option --vni: expected an integer from 0 to 16777215, got "one"/],
-    ['VNI missing', ['--remote', '198.51.100.2'], /option --vni <n> is required/],
+    ['VNI missing', ['--remote', '198.51.100.2'], /option --vni: required/],
     ['remote malformed', ['--vni', '1', '--remote', '1.2.3'], /option --remote: expected an IPv4 or IPv6 address .* got "1\.2\.3"/],
     ['remote multicast', ['--vni', '1', '--remote', '239.1.1.1'], /option --remote: expected a unicast address/],
     ['group unicast', ['--vni', '1', '--group', '198.51.100.2', '--dev', 'lo'], /option --group: expected a multicast address \(224\.0\.0\.0\/4 or ff00::\/8\)/],
-    ['group without dev', ['--vni', '1', '--group', '239.1.1.1'], /option --group needs --dev/],
+    ['group without dev', ['--vni', '1', '--group', '239.1.1.1'], /option --group: needs --dev/],
     ['mtu too small', ['--vni', '1', '--mtu', '40'], /option --mtu: expected an integer from 68 to 65465, got 40/],
     ['dstport out of range', ['--vni', '1', '--dstport', '65536'], /option --dstport: expected a UDP port from 1 to 65535, got 65536/],
     ['ttl out of range', ['--vni', '1', '--ttl', '300'], /option --ttl: expected an integer from 0 to 255, got 300/],

@@ -1,0 +1,243 @@
+/**
+ * Instance: the VTEPs one uvtep process hosts, as a host's kernel holds its vxlan devices. Each
+ * VTEP is a VNI with its TAP, FDB and remotes; VTEPs on the same (local address, UDP port) share
+ * one Endpoint (one socket), and VTEPs on different ports get one each. VTEPs are added and
+ * removed while the others forward (`uvtep vtep add/del`); one that fails (its TAP deleted)
+ * leaves, and the others keep running.
+ */
+import { EventEmitter } from 'node:events';
+import { existsSync } from 'node:fs';
+import { resolveConfig, type VtepConfig, type VtepOptions } from './config.js';
+import { createVtep, transportKind, udpTransport, type TransportKind } from './create.js';
+import { Endpoint } from './endpoint.js';
+import { ConfigError, ErrorCode, StateError } from './errors.js';
+import { loadBinding } from './native.js';
+import { TapPort, type TapOptions } from './port/tap.js';
+import { checkDgramOptions } from './transport/dgram.js';
+import type { Vtep } from './vtep.js';
+import { formatMac } from './wire/ethernet.js';
+
+/** What one VTEP is made of: its options (as `createVtep` takes them) and its TAP's. */
+export interface VtepSpec {
+  vtep: VtepOptions;
+  tap: TapOptions;
+}
+
+export interface HostedVtep {
+  /** The TAP's name: the VTEP's name in `uvtep fdb/stats --name`. */
+  readonly name: string;
+  readonly vtep: Vtep;
+  readonly tap: TapPort;
+  readonly endpoint: Endpoint;
+  readonly bridge: string | undefined;
+  readonly startedAt: string;
+}
+
+/** A VTEP as `uvtep list` and the control socket's `info` describe it. */
+export interface VtepInfo {
+  tap: string;
+  vni: number;
+  dstport: number;
+  /** The UDP endpoint it receives on, `address:port` (shared with the VTEPs on the same port). */
+  listen: string;
+  /** Default destinations, `ip`, `ip:port`, `group <ip>`. */
+  remotes: string[];
+  mtu: number;
+  mac: string;
+  bridge?: string;
+  startedAt: string;
+}
+
+export interface InstanceEvents {
+  added: [h: HostedVtep];
+  removed: [h: HostedVtep];
+  /** A VTEP failed (its TAP removed, its socket broke) and has left; the others keep running. */
+  failed: [h: HostedVtep, err: Error];
+}
+
+/** The endpoint settings VTEPs sharing a (local, port) must agree on, as config fields. */
+const SHARED: ReadonlyArray<keyof VtepConfig> = ['dev', 'ttl', 'tos', 'df', 'srcport', 'sndbuf', 'rcvbuf', 'gso', 'gro'];
+
+function same(a: unknown, b: unknown): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+export function formatListen(a: { address: string; port: number }): string {
+  return a.address.includes(':') ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+}
+
+export class Instance extends EventEmitter<InstanceEvents> {
+  private readonly kind: TransportKind;
+  private readonly vteps: Map<string, HostedVtep>;
+  private readonly endpoints: Map<string, { ep: Endpoint; config: VtepConfig }>;
+  private readonly keyOf: Map<Endpoint, string>;
+  /** Adds and removes run one at a time (control clients may race). */
+  private serial: Promise<unknown>;
+  private closed: boolean;
+  private anyPort: number;
+
+  constructor(opts: { transport?: TransportKind } = {}) {
+    super();
+    this.kind = transportKind(opts.transport) as TransportKind;
+    this.vteps = new Map();
+    this.endpoints = new Map();
+    this.keyOf = new Map();
+    this.serial = Promise.resolve();
+    this.closed = false;
+    this.anyPort = 0;
+  }
+
+  /** The transport every endpoint uses: 'native' or 'dgram'. */
+  get transport(): TransportKind {
+    return this.kind;
+  }
+
+  /** The hosted VTEPs, in the order they were added. */
+  list(): HostedVtep[] {
+    return [...this.vteps.values()];
+  }
+
+  /** The endpoints (one per local address and port in use). */
+  listEndpoints(): Endpoint[] {
+    return [...this.endpoints.values()].map((e) => e.ep);
+  }
+
+  get(name: string): HostedVtep | undefined {
+    return this.vteps.get(name);
+  }
+
+  /**
+   * The VTEP meant by `name`, or the only one when no name is given. Throws a ConfigError that
+   * names the VTEPs to choose from.
+   */
+  pick(name?: string): HostedVtep {
+    if (name !== undefined) {
+      const h = this.vteps.get(name);
+      if (h === undefined) throw new ConfigError(ErrorCode.InvalidOption, 'name', `name: no VTEP ${JSON.stringify(name)} here; VTEPs: ${[...this.vteps.keys()].join(', ') || 'none'}`);
+      return h;
+    }
+    if (this.vteps.size === 1) return this.vteps.values().next().value!;
+    if (this.vteps.size === 0) throw new ConfigError(ErrorCode.InvalidOption, 'name', 'name: this uvtep hosts no VTEP now; add one with uvtep vtep add');
+    throw new ConfigError(ErrorCode.InvalidOption, 'name', `name: this uvtep hosts several VTEPs (${[...this.vteps.keys()].join(', ')}): choose one with --name <tap>`);
+  }
+
+  info(h: HostedVtep): VtepInfo {
+    const c = h.vtep.config;
+    return {
+      tap: h.name,
+      vni: c.vni,
+      dstport: c.dstPort,
+      listen: h.endpoint.isOpen ? formatListen(h.endpoint.address()) : '',
+      remotes: [...c.remotes.map((r) => (r.port === c.dstPort ? r.address : `${r.address}:${r.port}`)), ...(c.group !== undefined ? [`group ${c.group}`] : [])],
+      mtu: h.tap.mtu,
+      mac: formatMac(h.tap.mac),
+      ...(h.bridge !== undefined ? { bridge: h.bridge } : {}),
+      startedAt: h.startedAt,
+    };
+  }
+
+  /**
+   * Validates `spec` against itself and the running VTEPs (VNI and TAP name free, endpoint
+   * settings equal to those of the VTEPs already on its port), then opens its TAP, attaches it to
+   * its port's endpoint (binding that when it is the first) and starts it. On any error nothing
+   * of the running VTEPs changes and nothing is left behind.
+   */
+  add(spec: VtepSpec): Promise<HostedVtep> {
+    const run = this.serial.then(() => this.doAdd(spec));
+    this.serial = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Stops the VTEP and removes its TAP (unless it was opened with `persist`). */
+  remove(name: string): Promise<HostedVtep> {
+    const run = this.serial.then(async () => {
+      const h = this.pick(name);
+      await this.release(h);
+      this.emit('removed', h);
+      return h;
+    });
+    this.serial = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Stops every VTEP and closes every endpoint. */
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.serial;
+    await Promise.allSettled([...this.vteps.values()].map((h) => h.vtep.close()));
+    this.vteps.clear();
+    await Promise.allSettled([...this.endpoints.values()].map((e) => e.ep.close()));
+    this.endpoints.clear();
+  }
+
+  private async doAdd(spec: VtepSpec): Promise<HostedVtep> {
+    if (this.closed) throw new StateError('the instance is stopping');
+    const config = resolveConfig(spec.vtep);
+    if (this.kind === 'dgram') checkDgramOptions(config);
+    const name = spec.tap.name;
+    if (name !== undefined && (this.vteps.has(name) || (existsSync(`/sys/class/net/${name}`) && !existsSync(`/sys/class/net/${name}/tun_flags`)))) {
+      throw new ConfigError(ErrorCode.Exists, 'name', `name: a network device named ${JSON.stringify(name)} exists already${this.vteps.has(name) ? ' (a VTEP of this uvtep)' : ''}`);
+    }
+    let key = `${config.family}|${config.local}|${config.listenPort}`;
+    if (config.listenPort === 0) key += `|${++this.anyPort}`;
+    const shared = this.endpoints.get(key);
+    if (shared !== undefined) {
+      if (shared.ep.serves(config.vni)) {
+        throw new ConfigError(ErrorCode.Exists, 'vni', `vni: VNI ${config.vni} is served already on ${formatListen(shared.ep.address())} (by ${this.servedBy(config.vni, shared.ep)})`);
+      }
+      for (const f of SHARED) {
+        if (!same(config[f], shared.config[f])) {
+          throw new ConfigError(
+            ErrorCode.InvalidOption,
+            f,
+            `${f}: ${JSON.stringify(config[f]) ?? 'unset'} differs from ${JSON.stringify(shared.config[f]) ?? 'unset'} of the VTEPs on ${formatListen(shared.ep.address())}; VTEPs that share a UDP port share its settings (or give this one another --dstport/--listen-port)`,
+          );
+        }
+      }
+    }
+    if (config.busyPoll > 0) loadBinding().setBusyPoll(config.busyPoll);
+    const ep = shared?.ep ?? new Endpoint(udpTransport(config, this.kind, undefined));
+    if (shared === undefined) {
+      this.endpoints.set(key, { ep, config });
+      this.keyOf.set(ep, key);
+    }
+    let vtep: Vtep | undefined;
+    try {
+      const tap = new TapPort({ mtu: config.tapMtu, gro: config.gro, ...spec.tap });
+      vtep = createVtep({ ...spec.vtep, framePort: tap, endpoint: ep });
+      await vtep.start();
+      const h: HostedVtep = { name: tap.name, vtep, tap, endpoint: ep, bridge: spec.tap.bridge, startedAt: new Date().toISOString() };
+      this.vteps.set(h.name, h);
+      vtep.on('error', (err) => {
+        if (this.vteps.get(h.name) !== h) return;
+        void this.release(h).then(() => this.emit('failed', h, err));
+      });
+      this.emit('added', h);
+      return h;
+    } catch (e) {
+      await vtep?.close();
+      await this.closeIfIdle(ep);
+      throw e;
+    }
+  }
+
+  private servedBy(vni: number, ep: Endpoint): string {
+    for (const h of this.vteps.values()) if (h.endpoint === ep && h.vtep.config.vni === vni) return h.name;
+    return 'another VTEP';
+  }
+
+  private async release(h: HostedVtep): Promise<void> {
+    this.vteps.delete(h.name);
+    await h.vtep.close();
+    await this.closeIfIdle(h.endpoint);
+  }
+
+  private async closeIfIdle(ep: Endpoint): Promise<void> {
+    if (ep.vnis.length > 0) return;
+    for (const h of this.vteps.values()) if (h.endpoint === ep) return;
+    const key = this.keyOf.get(ep);
+    if (key !== undefined) this.endpoints.delete(key);
+    this.keyOf.delete(ep);
+    await ep.close();
+  }
+}
