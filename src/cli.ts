@@ -10,7 +10,7 @@ import pino, { type Logger } from 'pino';
 import { DEFAULTS, resolveConfig, TAP_MTU_MAX, TAP_MTU_MIN, type VtepOptions } from './config.js';
 import { ConfigError, ErrorCode, isSystemError, UvtepError } from './errors.js';
 import type { TransportKind } from './create.js';
-import { Instance, type HostedVtep, type VtepInfo, type VtepSpec } from './instance.js';
+import { checkSpecs, Instance, type HostedVtep, type VtepInfo, type VtepSpec } from './instance.js';
 import { checkDgramOptions } from './transport/dgram.js';
 import { loadBinding } from './native.js';
 import { formatMac } from './wire/ethernet.js';
@@ -20,53 +20,11 @@ import { runDemo } from './demo.js';
 import { ControlServer, controlPath, type ControlTarget } from './control.js';
 import { metricsRegistry, MetricsServer, parseMetricsAddress } from './metrics.js';
 import * as ops from './ops.js';
-import { EXIT_OK, EXIT_SYSTEM, EXIT_USAGE } from './ops.js';
+import { configMessage, EXIT_OK, EXIT_SYSTEM, EXIT_USAGE } from './ops.js';
 import { loadConfigFile, optionValues } from './config-file.js';
 
 /** A stop (SIGTERM/SIGINT) completes within this, whatever clients hold open. */
 const STOP_DEADLINE_MS = 2000;
-
-/** Library option names -> CLI flags, for error messages. */
-const FLAG: Record<string, string> = {
-  vni: '--vni',
-  remote: '--remote',
-  remotes: '--remote',
-  group: '--group',
-  local: '--local',
-  dev: '--dev',
-  dstPort: '--dstport',
-  listenPort: '--listen-port',
-  ttl: '--ttl',
-  ageing: '--ageing',
-  learning: '--no-learning',
-  maxAddress: '--max-address',
-  reservedBits: '--reserved-bits',
-  underlayMtu: '--underlay-mtu',
-  mac: '--mac',
-  sndbuf: '--sndbuf',
-  rcvbuf: '--rcvbuf',
-  name: '--name',
-  mtu: '--mtu',
-  address: '--address',
-  bridge: '--bridge',
-  batchSize: '--batch-size',
-  allowFrom: '--allow-from',
-  srcport: '--srcport',
-  srcportSockets: '--srcport',
-  tos: '--tos',
-  df: '--df',
-  metrics: '--metrics',
-  gso: '--no-gso',
-  gro: '--no-gro',
-  tso: '--no-tso',
-  busyPoll: '--busy-poll',
-  transport: '--transport',
-  config: '--config',
-  logLevel: '--log-level',
-  control: '--control',
-  persist: '--persist',
-};
-
 
 /** Integers: digits only; anything else goes on as text so the range check can quote it. */
 function int(value: string): number | string {
@@ -297,11 +255,6 @@ function usageError(message: string): number {
   return EXIT_USAGE;
 }
 
-function configMessage(e: ConfigError): string {
-  const flag = FLAG[e.option] ?? `--${e.option}`;
-  const what = e.message.startsWith(e.option + ':') ? e.message.slice(e.option.length + 1).trim() : e.message;
-  return `option ${flag}: ${what}`;
-}
 
 function makeLogger(level: string): Logger {
   if (process.stdout.isTTY) {
@@ -425,8 +378,9 @@ async function run(o: RunOpts, entries: Array<Record<string, unknown>> | undefin
         throw e;
       }
     }
+    if (entries !== undefined) checkSpecs(specs);
   } catch (e) {
-    if (e instanceof ConfigError) return usageError(configMessage(e));
+    if (e instanceof ConfigError) return usageError(`${'index' in e ? `vteps[${String(e.index)}]: ` : ''}${configMessage(e)}`);
     throw e;
   }
   const log = makeLogger(o.logLevel);

@@ -62,6 +62,57 @@ function same(a: unknown, b: unknown): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
 }
 
+/** The endpoint a VTEP binds: family, local address and listening port (port 0: its own). */
+function endpointKey(c: VtepConfig): string | undefined {
+  return c.listenPort === 0 ? undefined : `${c.family}|${c.local}|${c.listenPort}`;
+}
+
+/** The first endpoint setting on which `c` differs from `other` (VTEPs sharing a port), as a ConfigError. */
+function disagreement(c: VtepConfig, other: VtepConfig, where: string): ConfigError | undefined {
+  for (const f of SHARED) {
+    if (!same(c[f], other[f])) {
+      return new ConfigError(
+        ErrorCode.InvalidOption,
+        f,
+        `${f}: ${JSON.stringify(c[f]) ?? 'unset'} differs from ${JSON.stringify(other[f]) ?? 'unset'} of the VTEPs on ${where}; VTEPs that share a UDP port share its settings (or give this one another --dstport/--listen-port)`,
+      );
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Checks VTEPs meant to run together (a config file's `vteps:` list) before anything is created:
+ * VNIs unique per port, TAP names unique, equal settings on a shared port. Throws a ConfigError
+ * with `index`: the entry it is about.
+ */
+export function checkSpecs(specs: readonly VtepSpec[]): void {
+  const byKey = new Map<string, { config: VtepConfig; vnis: Set<number> }>();
+  const names = new Set<string>();
+  specs.forEach((spec, i) => {
+    const fail = (e: ConfigError): never => {
+      throw Object.assign(e, { index: i });
+    };
+    const c = resolveConfig(spec.vtep);
+    const name = spec.tap.name;
+    if (name !== undefined) {
+      if (names.has(name)) fail(new ConfigError(ErrorCode.Exists, 'name', `name: ${JSON.stringify(name)} is the name of another VTEP in the list`));
+      names.add(name);
+    }
+    const key = endpointKey(c);
+    if (key === undefined) return;
+    const e = byKey.get(key);
+    if (e === undefined) {
+      byKey.set(key, { config: c, vnis: new Set([c.vni]) });
+      return;
+    }
+    if (e.vnis.has(c.vni)) fail(new ConfigError(ErrorCode.Exists, 'vni', `vni: VNI ${c.vni} is in the list twice on ${c.local}:${c.listenPort}`));
+    e.vnis.add(c.vni);
+    const d = disagreement(c, e.config, `${c.local}:${c.listenPort}`);
+    if (d !== undefined) fail(d);
+  });
+}
+
 export function formatListen(a: { address: string; port: number }): string {
   return a.address.includes(':') ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
 }
@@ -178,22 +229,14 @@ export class Instance extends EventEmitter<InstanceEvents> {
     if (name !== undefined && (this.vteps.has(name) || (existsSync(`/sys/class/net/${name}`) && !existsSync(`/sys/class/net/${name}/tun_flags`)))) {
       throw new ConfigError(ErrorCode.Exists, 'name', `name: a network device named ${JSON.stringify(name)} exists already${this.vteps.has(name) ? ' (a VTEP of this uvtep)' : ''}`);
     }
-    let key = `${config.family}|${config.local}|${config.listenPort}`;
-    if (config.listenPort === 0) key += `|${++this.anyPort}`;
+    const key = endpointKey(config) ?? `any|${++this.anyPort}`;
     const shared = this.endpoints.get(key);
     if (shared !== undefined) {
       if (shared.ep.serves(config.vni)) {
         throw new ConfigError(ErrorCode.Exists, 'vni', `vni: VNI ${config.vni} is served already on ${formatListen(shared.ep.address())} (by ${this.servedBy(config.vni, shared.ep)})`);
       }
-      for (const f of SHARED) {
-        if (!same(config[f], shared.config[f])) {
-          throw new ConfigError(
-            ErrorCode.InvalidOption,
-            f,
-            `${f}: ${JSON.stringify(config[f]) ?? 'unset'} differs from ${JSON.stringify(shared.config[f]) ?? 'unset'} of the VTEPs on ${formatListen(shared.ep.address())}; VTEPs that share a UDP port share its settings (or give this one another --dstport/--listen-port)`,
-          );
-        }
-      }
+      const d = disagreement(config, shared.config, formatListen(shared.ep.address()));
+      if (d !== undefined) throw d;
     }
     if (config.busyPoll > 0) loadBinding().setBusyPoll(config.busyPoll);
     const ep = shared?.ep ?? new Endpoint(udpTransport(config, this.kind, undefined));

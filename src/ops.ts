@@ -24,6 +24,55 @@ export const EXIT_OK = 0;
 export const EXIT_SYSTEM = 1;
 export const EXIT_USAGE = 2;
 
+/** Library option names -> CLI flags, for error messages. */
+export const FLAG: Record<string, string> = {
+  vni: '--vni',
+  remote: '--remote',
+  remotes: '--remote',
+  group: '--group',
+  local: '--local',
+  dev: '--dev',
+  dstPort: '--dstport',
+  listenPort: '--listen-port',
+  ttl: '--ttl',
+  ageing: '--ageing',
+  learning: '--no-learning',
+  maxAddress: '--max-address',
+  reservedBits: '--reserved-bits',
+  underlayMtu: '--underlay-mtu',
+  mac: '--mac',
+  sndbuf: '--sndbuf',
+  rcvbuf: '--rcvbuf',
+  name: '--name',
+  mtu: '--mtu',
+  address: '--address',
+  bridge: '--bridge',
+  batchSize: '--batch-size',
+  allowFrom: '--allow-from',
+  srcport: '--srcport',
+  srcportSockets: '--srcport',
+  tos: '--tos',
+  df: '--df',
+  metrics: '--metrics',
+  gso: '--no-gso',
+  gro: '--no-gro',
+  tso: '--no-tso',
+  busyPoll: '--busy-poll',
+  transport: '--transport',
+  config: '--config',
+  logLevel: '--log-level',
+  control: '--control',
+  persist: '--persist',
+};
+
+
+/** `option --flag: what is wrong`, from an error that names its option. */
+export function configMessage(e: { option: string; message: string }): string {
+  const flag = FLAG[e.option] ?? `--${e.option}`;
+  const what = e.message.startsWith(e.option + ':') ? e.message.slice(e.option.length + 1).trim() : e.message;
+  return `option ${flag}: ${what}`;
+}
+
 class OpError extends Error {
   constructor(
     readonly exitCode: number,
@@ -87,7 +136,9 @@ async function request(t: Target, method: string, params: Record<string, unknown
       throw new OpError(EXIT_SYSTEM, `no uvtep is running${t.name ? ` with TAP ${t.name}` : ''} (nothing answers on ${path})`);
     }
     if (e.code === 'EACCES' || e.code === 'EPERM') throw new OpError(EXIT_SYSTEM, `permission denied on ${path}: run as root (the socket is mode 0600)`);
-    if (e.code.startsWith('UVTEP_ERR_INVALID') || e.code === 'UVTEP_ERR_FAMILY_MISMATCH' || e.code === 'UVTEP_ERR_EXISTS') throw new OpError(EXIT_USAGE, e.message);
+    if (e.code.startsWith('UVTEP_ERR_INVALID') || e.code === 'UVTEP_ERR_FAMILY_MISMATCH' || e.code === 'UVTEP_ERR_EXISTS') {
+      throw new OpError(EXIT_USAGE, e.option !== undefined && method === 'vtep.add' ? `error: ${configMessage({ option: e.option, message: e.message })}` : e.message);
+    }
     throw new OpError(EXIT_SYSTEM, e.message);
   }
 }

@@ -59,6 +59,49 @@ describe('uvtep CLI errors', () => {
     }
   });
 
+  it.each([
+    ['vteps:\n  - {vni: 10, name: a}\n  - {vni: 10, name: b}\n', /vteps\[1\]: option --vni: VNI 10 is in the list twice/],
+    ['vteps:\n  - {vni: 10, name: a}\n  - {vni: 20, name: a}\n', /vteps\[1\]: option --name: "a" is the name of another VTEP/],
+    ['vteps:\n  - {vni: 10}\n  - {vni: 20, ttl: 9}\n', /vteps\[1\]: option --ttl: 9 differs from 0 .*share its settings/],
+    ['vteps:\n  - {vni: 10}\n  - {vni: 16777216}\n', /vteps\[1\]: option --vni: expected an integer from 0 to 16777215/],
+    ['vteps:\n  - {vni: 10, metrics: 9100}\n', /"metrics" in vteps\[0\] of .*an option of the whole process/],
+    ['vteps:\n  - {vni: 10, colour: red}\n', /unknown option "colour" in vteps\[0\]/],
+    ['vteps: {vni: 10}\n', /vteps in .* must be a list of objects/],
+  ])('a bad vteps: list in --config: exit 2 naming the entry and the option, nothing created: %j', async (text, msg) => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'uvt-cfg-'));
+    try {
+      const f = path.join(dir, 'bad.yaml');
+      writeFileSync(f, text);
+      const r = await run('--config', f);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(msg);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('--vni on the command line with a vteps: list is refused', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'uvt-cfg-'));
+    try {
+      const f = path.join(dir, 'v.yaml');
+      writeFileSync(f, 'vteps:\n  - {vni: 10}\n');
+      const r = await run('--config', f, '--vni', '3');
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(/option --vni: .* has a vteps: list; add VTEPs to it, or at run time with uvtep vtep add/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('vtep add: --vni is required; with no uvtep running, exit 1', async () => {
+    const r = await run('vtep', 'add', '--name', 'vx1');
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/option --vni <n> is required/);
+    const none = await run('vtep', 'add', '--vni', '5', '--socket', '/nonexistent/uvt.sock');
+    expect(none.code).toBe(1);
+    expect(none.stderr).toMatch(/no uvtep is running/);
+  });
+
   it('--help documents every option with its default and exits 0', async () => {
     const r = await run('--help');
     expect(r.code).toBe(0);

@@ -2,7 +2,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { expect, it } from 'vitest';
-import { ping, tcpTransfer, toolPath, type Host, type LogRecord } from '../../src/testbed.js';
+import { ping, tcpTransfer, toolPath, uvtepBin, type Host, type LogRecord } from '../../src/testbed.js';
 import { datagram, frame } from '../helpers/frames.js';
 import { udpRecords } from '../helpers/pcap.js';
 import { waitFor } from '../helpers/wait.js';
@@ -27,7 +27,7 @@ function rssKb(pid: number): number {
   return Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
 }
 
-type Stats = { rxDatagrams: number; rxPackets: number; drops: Record<string, number>; fdbSize: number; learnRefused: number; txPauses: number; dropsTotal: number; rxGroWrites: number; rxGroSegments: number };
+type Stats = { rxDatagrams: number; rxPackets: number; rxBytes: number; drops: Record<string, number>; fdbSize: number; learnRefused: number; txPauses: number; dropsTotal: number; rxGroWrites: number; rxGroSegments: number };
 const statsOf = (r: LogRecord | undefined) => r!.stats as Stats;
 const fdbOf = (r: LogRecord | undefined) => r!.fdb as Array<{ mac: string; dst: string }>;
 
@@ -228,18 +228,20 @@ describeNs('integrity under load', () => {
     expect(t3.ok).toBe(true);
   }, 600_000);
 
-  it('two VNIs between the same hosts: traffic of one never appears on the other TAP', async () => {
+  it('two VNIs between the same hosts, both on port 4789: traffic of one never appears on the other TAP', async () => {
     const bed = fx.newBed('twovni');
     const { h1, h2, u1, u2 } = await twoHosts(bed);
     await quietIpv6(h1);
     await quietIpv6(h2);
-    const mk = (h: Host, remote: string, vniN: number, port: number, addr: string, mac: string) =>
-      uvtep(h, ['--vni', String(vniN), '--dstport', String(port), '--remote', remote, '--name', `vx${vniN}`, '--address', addr, '--mac', mac]);
-    const a10 = mk(h1, u2, 10, 4789, '10.0.0.1/24', '02:00:00:00:10:01');
-    const b10 = mk(h2, u1, 10, 4789, '10.0.0.2/24', '02:00:00:00:10:02');
-    const a20 = mk(h1, u2, 20, 4790, '172.18.0.1/16', '02:00:00:00:20:01');
-    const b20 = mk(h2, u1, 20, 4790, '172.18.0.2/16', '02:00:00:00:20:02');
-    for (const p of [a10, b10, a20, b20]) await p.ready();
+    // one process per host, both VNIs on the one port: only the VNI keeps them apart
+    const conf = tmpFile('two.yaml');
+    writeFileSync(conf, `remote: [${u2}]\nvteps:\n  - {vni: 10, name: vx10, address: [10.0.0.1/24], mac: "02:00:00:00:10:01"}\n  - {vni: 20, name: vx20, address: [172.18.0.1/16], mac: "02:00:00:00:20:01"}\n`);
+    const a = uvtep(h1, ['--config', conf]);
+    const b = uvtep(h2, ['--vni', '10', '--remote', u1, '--name', 'vx10', '--address', '10.0.0.2/24', '--mac', '02:00:00:00:10:02']);
+    await a.waitFor((r) => r.tap === 'vx20' && / up: /.test(r.msg), 'vx20 up');
+    await b.ready();
+    const add = await h2.exec([process.execPath, uvtepBin(), 'vtep', 'add', '--vni', '20', '--remote', u1, '--name', 'vx20', '--address', '172.18.0.2/16', '--mac', '02:00:00:00:20:02']);
+    expect(add.code, add.stderr).toBe(0);
     const cap = await fx.capture(h2, 'vx20', '', 'vx20.pcap');
     expect((await ping(h1, '10.0.0.2', 10, 0.05)).received).toBe(10);
     expect((await tcpTransfer(h2, h1, '10.0.0.2', 5201, 16 * MB)).ok).toBe(true);
@@ -253,8 +255,11 @@ describeNs('integrity under load', () => {
       const src = f.subarray(6, 12).toString('hex');
       expect(src.startsWith('020000001')).toBe(false);
     }
-    const f20 = await b20.stop();
-    expect(statsOf(f20.final).rxPackets).toBeLessThan(20);
+    await b.stop();
+    const f20 = b.records.find((r) => r.tap === 'vx20' && /^stopped/.test(r.msg));
+    const f10 = b.records.find((r) => r.tap === 'vx10' && /^stopped/.test(r.msg));
+    expect(statsOf(f20).rxPackets).toBeLessThan(20);
+    expect(statsOf(f10).rxBytes).toBeGreaterThan(16 * MB);
   });
 
   it('backpressure: a tiny socket send buffer pauses the TAP instead of overwriting frames; bytes verified', async () => {
