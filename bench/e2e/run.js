@@ -6,6 +6,7 @@
 //   npm run bench                         full run (3 repetitions, 5 s per measurement)
 //   node bench/e2e/run.js --smoke --out DIR   1 s, 1 repetition (the test suite runs this)
 //   options: --reps N  --seconds S  --pings N  --cases a,b,...  --out DIR  --no-docs  --profile
+//            --vnis N (tenant networks of the many-VNIs measurement, default 4; 0 skips it)
 //
 // Cases: bare veth (ceiling), kernel <-> kernel (reference), uvtep <-> uvtep (native endpoint,
 // the default), uvtep <-> kernel, uvtep <-> uvtep over the node:dgram fallback, uvtep <-> uvtep
@@ -15,7 +16,10 @@
 // delivered and loss, ping RTT avg/p99; whole-machine CPU during the 1-stream TCP test (busy %
 // from /proc/stat, and core-seconds per GB carried); for the userspace processes, CPU (% of one
 // core) and peak RSS; for uvtep, how much each syscall carried (from its counters).
-import { mkdirSync, readFileSync, readdirSync, writeFileSync, existsSync } from 'node:fs';
+// Many VNIs: N tenant networks (VNI 10, 11, ...) on port 4789 between the same two hosts, one TCP
+// stream each at the same time; the kernel with N vxlan devices per host, uvtep with one process
+// per host hosting N VTEPs (a vteps: config file). Aggregate rate, as a ratio to the kernel.
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,6 +36,7 @@ const pings = Number(opt('--pings', smoke ? 20 : 300));
 const outDir = path.resolve(opt('--out', path.join(root, 'bench/results')));
 const writeDocs = !smoke && !flag('--no-docs') && !argv.includes('--out');
 const profile = flag('--profile');
+const nVnis = Number(opt('--vnis', 4));
 const hasSocat = (await sh('socat', ['-V'])).code === 0;
 const ALL = ['bare', 'kernel', 'uvtep', 'uvtep-kernel', 'uvtep-dgram', 'uvtep-busy', ...(hasSocat ? ['socat'] : [])];
 const caseNames = opt('--cases', ALL.join(',')).split(',');
@@ -187,8 +192,63 @@ async function setup(name) {
   return { h1, h2, target: '10.0.0.107', procs, peers };
 }
 
+/** N tenant networks between h1 and h2 on port 4789: kernel vxlan devices, or one uvtep per host. */
+async function setupVnis(kind, n) {
+  await bed.removeLeftovers();
+  const h1 = await bed.host('h1');
+  const h2 = await bed.host('h2');
+  await bed.veth(h1, 'eth0', ['198.51.100.1/24'], h2, 'eth0', ['198.51.100.2/24']);
+  const vnis = Array.from({ length: n }, (_, i) => 10 + i);
+  const procs = [];
+  const sides = [[h1, '198.51.100.2', 1], [h2, '198.51.100.1', 2]];
+  if (kind === 'kernel') {
+    for (const [h, remote, side] of sides) {
+      for (const vni of vnis) {
+        const dev = `vxlan${vni}`;
+        await h.ip('link', 'add', dev, 'type', 'vxlan', 'id', String(vni), 'remote', remote, 'dstport', '4789', 'dev', 'eth0');
+        await h.ip('link', 'set', dev, 'address', `02:00:00:00:${vni}:0${side}`);
+        await h.ip('addr', 'add', `10.${vni}.0.${side}/24`, 'dev', dev);
+        await h.ip('link', 'set', dev, 'up');
+      }
+    }
+  } else {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'uvt-bench-'));
+    try {
+      for (const [h, remote, side] of sides) {
+        const file = path.join(dir, `h${side}.json`);
+        writeFileSync(file, JSON.stringify({ remote: [remote], vteps: vnis.map((vni) => ({ vni, name: `vx${vni}`, address: [`10.${vni}.0.${side}/24`], mac: `02:00:00:00:${vni}:0${side}` })) }));
+        const p = new UvtepProcess(h, ['--config', file]);
+        procs.push(p);
+        for (const vni of vnis) await p.waitFor((r) => r.tap === `vx${vni}` && / up: /.test(r.msg), `vx${vni} up`);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  for (const vni of vnis) {
+    const warm = await h1.exec(['ping', '-c', '3', '-i', '0.1', '-W', '1', `10.${vni}.0.2`]);
+    if (!/[1-9] received/.test(warm.stdout)) throw new Error(`${kind}, VNI ${vni}: overlay not reachable: ${warm.stdout}`);
+  }
+  return { h1, h2, vnis, procs };
+}
+
+/** One TCP stream per VNI at the same time (h1 -> h2); the sum of what arrived, Gbit/s. */
+async function vniStreams(h1, h2, vnis) {
+  const servers = vnis.map((vni, i) => h2.spawn(['iperf3', '-s', '-1', '-B', `10.${vni}.0.2`, '-p', String(5301 + i)]));
+  await new Promise((r) => setTimeout(r, 400));
+  const runs = await Promise.all(vnis.map((vni, i) => h1.exec(['iperf3', '-c', `10.${vni}.0.2`, '-p', String(5301 + i), '-t', String(seconds), '-J'], { timeoutMs: (seconds + 20) * 1000 })));
+  for (const s of servers) if (s.exitCode === null) s.kill('SIGTERM');
+  return runs.reduce((sum, r, i) => {
+    const j = JSON.parse(r.stdout);
+    if (j.error) throw new Error(`iperf3 over VNI ${vnis[i]}: ${j.error}`);
+    return sum + j.end.sum_received.bits_per_second / 1e9;
+  }, 0);
+}
+
 const metrics = ['tcp1', 'tcp1rev', 'tcp4', 'udpPps', 'udpLoss', 'rttAvg', 'rttP99', 'cpuPct', 'rssMb', 'machineBusy', 'coreSecPerGB', 'dgPerSend', 'dgPerRecv', 'framesPerRead', 'framesPerWrite'];
 const results = {};
+/** Aggregate Gbit/s of the many-VNIs measurement, per repetition. */
+const manyVnis = { kernel: [], uvtep: [] };
 const perRep = 4 * seconds + pings * 0.012 + 4;
 const totalSteps = caseNames.length * reps;
 let step = 0;
@@ -246,6 +306,19 @@ try {
       log(`    tcp ${r.tcp1.at(-1).toFixed(2)} / rev ${r.tcp1rev.at(-1).toFixed(2)} / x4 ${r.tcp4.at(-1).toFixed(2)} Gbit/s, udp64 ${(u.pps / 1000).toFixed(0)} kpps (loss ${u.loss.toFixed(1)}%), rtt ${p.avg.toFixed(3)} ms`);
     }
   }
+  if (nVnis > 0) {
+    for (let rep = 1; rep <= reps; rep++) {
+      for (const kind of ['kernel', 'uvtep']) {
+        log(`[many VNIs] ${nVnis} VNIs on port 4789, one TCP stream each, ${kind === 'kernel' ? 'kernel VTEPs' : 'one uvtep process per host'}, repetition ${rep}/${reps}`);
+        const { h1, h2, vnis, procs } = await setupVnis(kind, nVnis);
+        const gbit = await vniStreams(h1, h2, vnis);
+        manyVnis[kind].push(gbit);
+        for (const pr of procs) await pr.stop();
+        await bed.cleanup();
+        log(`    aggregate ${gbit.toFixed(2)} Gbit/s`);
+      }
+    }
+  }
 } finally {
   await bed.cleanup();
 }
@@ -257,7 +330,8 @@ const machine = { cores: os.cpus().length, cpu: os.cpus()[0]?.model ?? '?', kern
 const date = new Date().toISOString();
 const command = `node bench/e2e/run.js ${argv.join(' ')}`.trim();
 mkdirSync(outDir, { recursive: true });
-const json = { date, command, machine, seconds, reps, pings, cases: CASES, results, median: med };
+const vniMed = { kernel: median(manyVnis.kernel), uvtep: median(manyVnis.uvtep) };
+const json = { date, command, machine, seconds, reps, pings, cases: CASES, results, median: med, manyVnis: { vnis: nVnis, runs: manyVnis, median: vniMed, ratio: vniMed.uvtep / vniMed.kernel } };
 const jsonFile = path.join(outDir, smoke ? 'e2e-smoke.json' : 'e2e.json');
 writeFileSync(jsonFile, JSON.stringify(json, null, 2));
 
@@ -289,7 +363,13 @@ const md = `Run ${date} on ${machine.cores} cores (${machine.cpu}), Linux ${mach
   `**Ratio to the kernel VTEP measured in the same run** (higher is better; for RTT, kernel RTT ÷ case RTT):\n\n${table}\n` +
   `Medians behind the ratios (this machine is shared and noisy; compare within a run only):\n\n${raw}\n` +
   `Machine CPU per byte during the 1-stream TCP test (whole machine, both hosts, from /proc/stat), as a ratio to the kernel VTEP's:\n\n${cpu}\n` +
-  `What each syscall carried in uvtep (counters over the whole repetition, both processes):\n\n${batching}\n![throughput and RTT per case](bench-e2e.svg)\n`;
+  `What each syscall carried in uvtep (counters over the whole repetition, both processes):\n\n${batching}\n` +
+  (nVnis > 0
+    ? `**Many VNIs on one port**: ${nVnis} tenant networks (VNI 10-${9 + nVnis}) on UDP 4789 between the same two hosts, one TCP stream each at the same time, aggregate rate ` +
+      `(kernel: ${nVnis} vxlan devices per host; uvtep: one process per host hosting ${nVnis} VTEPs on one socket):\n\n` +
+      `| case | aggregate, ratio to the kernel | aggregate (Gbit/s) |\n|---|---:|---:|\n| kernel VTEPs | 1.00× | ${f(vniMed.kernel)} |\n| uvtep, one process | ${f(vniMed.uvtep / vniMed.kernel)}× | ${f(vniMed.uvtep)} |\n\n`
+    : '') +
+  `![throughput and RTT per case](bench-e2e.svg)\n`;
 process.stdout.write('\n' + md);
 if (writeDocs) {
   writeFileSync(path.join(root, 'docs/bench-e2e.svg'), svg);

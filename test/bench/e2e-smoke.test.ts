@@ -27,6 +27,11 @@ describeNs('e2e benchmark, smoke mode', () => {
           for (const k of ['dgPerSend', 'dgPerRecv', 'framesPerRead', 'framesPerWrite']) expect(m[k]! >= 1, `${name}.${k} = ${m[k]}`).toBe(true);
         }
       }
+      // many VNIs on one port: the kernel's and uvtep's aggregate, and their ratio
+      const v = (j as unknown as { manyVnis: { vnis: number; median: { kernel: number; uvtep: number }; ratio: number } }).manyVnis;
+      expect(v.vnis).toBe(4);
+      expect(v.median.kernel > 0 && v.median.uvtep > 0 && Number.isFinite(v.ratio), JSON.stringify(v)).toBe(true);
+      expect(r.stdout).toMatch(/Many VNIs on one port/);
       expect(r.stdout).toMatch(/Ratio to the kernel VTEP measured in the same run/);
       expect(r.stdout).toMatch(/core-seconds per GB, ratio to the kernel/);
       expect(readFileSync(path.join(out, 'e2e-smoke.svg'), 'utf8')).toMatch(/^<svg/);
