@@ -7,7 +7,7 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import pino, { type Logger } from 'pino';
-import { DEFAULTS, resolveConfig, TAP_MTU_MAX, TAP_MTU_MIN, type VtepOptions } from './config.js';
+import { DEFAULTS, resolveConfig, TAP_MTU_MAX, TAP_MTU_MIN, type VtepConfig, type VtepOptions } from './config.js';
 import { ConfigError, ErrorCode, isSystemError, UvtepError } from './errors.js';
 import type { TransportKind } from './create.js';
 import { checkSpecs, Instance, type HostedVtep, type VtepInfo, type VtepSpec } from './instance.js';
@@ -20,7 +20,7 @@ import { runDemo } from './demo.js';
 import { ControlServer, controlPath, type ControlTarget } from './control.js';
 import { metricsRegistry, MetricsServer, parseMetricsAddress } from './metrics.js';
 import * as ops from './ops.js';
-import { configMessage, EXIT_OK, EXIT_SYSTEM, EXIT_USAGE } from './ops.js';
+import { configMessage, EXIT_OK, EXIT_SYSTEM, EXIT_USAGE, FLAG } from './ops.js';
 import { loadConfigFile, optionValues } from './config-file.js';
 
 /** A stop (SIGTERM/SIGINT) completes within this, whatever clients hold open. */
@@ -121,7 +121,17 @@ function vtepOptionsCommand(): Command {
   return c;
 }
 
-export function buildProgram(): Command {
+/** What the main command does with its checked options: run (the default), or hand them over (SIGHUP). */
+interface RunHook {
+  run: (o: RunOpts, entries: Array<Record<string, unknown>> | undefined) => Promise<number>;
+  /** A bad option or config file: the message (without `uvtep: error: `); the default prints it and exits 2. */
+  usage: (message: string) => number;
+}
+
+/** The command line the process started with (SIGHUP reads it and the config file again). */
+let startArgv: string[] = [];
+
+export function buildProgram(hook: RunHook = { run: (o, e) => run(o, e), usage: usageError }): Command {
   const program = new Command('uvtep');
   program
     .description(
@@ -149,7 +159,7 @@ export function buildProgram(): Command {
           entries = loadConfigFile(opts.config, cmd);
         } catch (e) {
           if (e instanceof ConfigError) {
-            process.exitCode = usageError(configMessage(e));
+            process.exitCode = hook.usage(configMessage(e));
             return;
           }
           throw e;
@@ -158,12 +168,12 @@ export function buildProgram(): Command {
         if (entries !== undefined) {
           const identity = (['vni', 'name'] as const).filter((k) => cmd.getOptionValueSource(k) === 'cli');
           if (identity.length > 0) {
-            process.exitCode = usageError(`option --${identity[0]}: ${opts.config} has a vteps: list; add VTEPs to it, or at run time with uvtep vtep add`);
+            process.exitCode = hook.usage(`option --${identity[0]}: ${opts.config} has a vteps: list; add VTEPs to it, or at run time with uvtep vtep add`);
             return;
           }
         }
       }
-      process.exitCode = await run(opts, entries);
+      process.exitCode = await hook.run(opts, entries);
     });
 
   const io = { out: (t: string) => process.stdout.write(t + '\n'), err: (t: string) => process.stderr.write(t + '\n') };
@@ -385,6 +395,10 @@ async function run(o: RunOpts, entries: Array<Record<string, unknown>> | undefin
   }
   const log = makeLogger(o.logLevel);
   const instance = new Instance(o.transport === 'auto' ? {} : { transport: o.transport as TransportKind });
+  // a VTEP that fails while the others start is handled like one that fails later (never lost)
+  const early: Array<[HostedVtep, Error]> = [];
+  const onEarly = (h: HostedVtep, err: Error) => early.push([h, err]);
+  instance.on('failed', onEarly);
   for (let i = 0; i < specs.length; i++) {
     try {
       await instance.add(specs[i]!);
@@ -395,8 +409,12 @@ async function run(o: RunOpts, entries: Array<Record<string, unknown>> | undefin
   }
 
   // `uvtep vtep add`: the new VTEP's options over the process's shared ones
-  const base: Partial<RunOpts> = { ...o };
-  for (const k of IDENTITY) delete base[k];
+  const baseOf = (x: RunOpts): Partial<RunOpts> => {
+    const b: Partial<RunOpts> = { ...x };
+    for (const k of IDENTITY) delete b[k];
+    return b;
+  };
+  let base = baseOf(o);
   const checker = vtepOptionsCommand();
   const target: ControlTarget = {
     list: () => instance.list().map((h) => ({ name: h.name, vtep: h.vtep, endpoint: h.endpoint })),
@@ -471,6 +489,93 @@ async function run(o: RunOpts, entries: Array<Record<string, unknown>> | undefin
     log.info({ tap: h.name, vni: h.vtep.config.vni, stats: s, endpoint: h.endpoint.stats, fdb: h.vtep.fdb.list() }, `stopped (${reason}): ${h.name}: ${summary(s)}`);
   };
 
+  /**
+   * SIGHUP: the command line and the config file read again. Applied while forwarding: VTEPs added
+   * and removed, remotes and allow-from of the others, the log level; anything else that differs
+   * is reported and left as it runs. A bad file changes nothing.
+   */
+  let reloading = false;
+  const reload = async (): Promise<void> => {
+    if (o.config === undefined) {
+      log.warn('SIGHUP: uvtep was started without --config: there is nothing to read again');
+      return;
+    }
+    if (reloading) return;
+    reloading = true;
+    try {
+      let next: Awaited<ReturnType<typeof reread>>;
+      const specs: VtepSpec[] = [];
+      try {
+        next = await reread();
+        const list = next.entries === undefined ? [next.o] : next.entries.map((e) => ({ ...next.o, ...e }) as RunOpts);
+        list.forEach((x, i) => {
+          try {
+            specs.push(specOf(x));
+          } catch (e) {
+            throw e instanceof ConfigError && next.entries !== undefined ? Object.assign(e, { index: i }) : e;
+          }
+        });
+        if (next.entries !== undefined) checkSpecs(specs);
+      } catch (e) {
+        const msg = e instanceof ConfigError ? `${'index' in e ? `vteps[${String(e.index)}]: ` : ''}${configMessage(e)}` : (e as Error).message;
+        log.error({ config: o.config }, `SIGHUP: ${o.config}: ${msg}; nothing changed`);
+        return;
+      }
+      const changes: string[] = [];
+      const fixed: string[] = [];
+      if (next.o.logLevel !== log.level) {
+        changes.push(`log-level ${next.o.logLevel} (was ${log.level})`);
+        log.level = next.o.logLevel;
+      }
+      for (const k of ['transport', 'busyPoll', 'control', 'metrics'] as const) {
+        if (JSON.stringify(next.o[k]) !== JSON.stringify(o[k])) fixed.push(`${FLAG[k] ?? k} (process)`);
+      }
+      // which running VTEP each entry is: by TAP name, else by VNI
+      const running = instance.list();
+      const matched = new Map<VtepSpec, HostedVtep>();
+      for (const sp of specs) {
+        const h = sp.tap.name !== undefined ? running.find((r) => r.name === sp.tap.name) : running.find((r) => r.vtep.config.vni === sp.vtep.vni && r.spec.tap.name === undefined);
+        if (h !== undefined) matched.set(sp, h);
+      }
+      const keep = new Set(matched.values());
+      for (const h of running) {
+        if (keep.has(h)) continue;
+        await instance.remove(h.name);
+        changes.push(`${h.name} removed`);
+      }
+      for (const [sp, h] of matched) {
+        const c = resolveConfig(sp.vtep);
+        const cur = h.vtep.config;
+        for (const k of Object.keys(c) as Array<keyof VtepConfig>) {
+          if (k === 'remotes' || k === 'allowFrom' || k === 'maxFrame' || k === 'tapMtu' || k === 'family') continue;
+          if (JSON.stringify(c[k]) !== JSON.stringify(cur[k])) fixed.push(`${h.name}: ${FLAG[k] ?? k}`);
+        }
+        for (const k of Object.keys({ ...sp.tap, ...h.spec.tap }) as Array<keyof typeof sp.tap>) {
+          if (JSON.stringify(sp.tap[k]) !== JSON.stringify(h.spec.tap[k])) fixed.push(`${h.name}: ${FLAG[k === 'addresses' ? 'address' : k] ?? k}`);
+        }
+        for (const ch of h.vtep.update(c)) changes.push(`${h.name}: ${ch}`);
+      }
+      for (const sp of specs) {
+        if (matched.has(sp)) continue;
+        try {
+          const h = await instance.add(sp);
+          changes.push(`${h.name} added (vni ${h.vtep.config.vni})`);
+        } catch (e) {
+          const msg = e instanceof ConfigError ? configMessage(e) : (e as Error).message;
+          log.error({ vni: sp.vtep.vni, name: sp.tap.name }, `SIGHUP: VNI ${sp.vtep.vni}${sp.tap.name ? ` (${sp.tap.name})` : ''} not added: ${msg}`);
+        }
+      }
+      base = baseOf(next.o);
+      log.info(
+        { config: o.config, changes, unchanged: fixed },
+        `SIGHUP: ${o.config} read again: ${changes.length ? changes.join('; ') : 'nothing to change'}` +
+          (fixed.length ? `; cannot change while running (restart to apply): ${[...new Set(fixed)].join(', ')}` : ''),
+      );
+    } finally {
+      reloading = false;
+    }
+  };
+
   return new Promise<number>((resolve) => {
     let stopping = false;
     const onSignal = (sig: NodeJS.Signals) => {
@@ -488,11 +593,16 @@ async function run(o: RunOpts, entries: Array<Record<string, unknown>> | undefin
         if (last.length === 0) log.info(`stopped (${sig}): no VTEP was running`);
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);
+        process.off('SIGHUP', onHup);
         resolve(EXIT_OK);
       });
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
+    const onHup = () => {
+      if (!stopping) void reload();
+    };
+    process.on('SIGHUP', onHup);
     instance.on('added', (h) => {
       watch(h);
       const [fields, msg] = upLine(h, instance.info(h), control?.path);
@@ -502,7 +612,7 @@ async function run(o: RunOpts, entries: Array<Record<string, unknown>> | undefin
       const st = h.vtep.stats;
       log.info({ tap: h.name, vni: h.vtep.config.vni, stats: st, fdb: h.vtep.fdb.list() }, `${h.name} removed (vni ${h.vtep.config.vni}): ${summary(st)}`);
     });
-    instance.on('failed', (h, err) => {
+    const onFailed = (h: HostedVtep, err: Error) => {
       const sys = err as NodeJS.ErrnoException;
       log.fatal({ tap: h.name, code: sys.code, syscall: sys.syscall }, `${h.name} failed: ${err.message}`);
       finalRecord(h, 'error');
@@ -511,8 +621,12 @@ async function run(o: RunOpts, entries: Array<Record<string, unknown>> | undefin
       stopping = true;
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
+      process.off('SIGHUP', onHup);
       void Promise.all([instance.close(), closeServers()]).then(() => resolve(EXIT_SYSTEM));
-    });
+    };
+    instance.off('failed', onEarly);
+    instance.on('failed', onFailed);
+    for (const [h, err] of early) onFailed(h, err);
     // the startup lines last: once they are out, SIGTERM is handled and the control socket answers
     for (const h of instance.list()) {
       watch(h);
@@ -522,7 +636,36 @@ async function run(o: RunOpts, entries: Array<Record<string, unknown>> | undefin
   });
 }
 
+/** The command line and the config file read again, as at start; throws with the message of a bad option. */
+async function reread(): Promise<{ o: RunOpts; entries: Array<Record<string, unknown>> | undefined }> {
+  let got: { o: RunOpts; entries: Array<Record<string, unknown>> | undefined } | undefined;
+  let bad: string | undefined;
+  const p = buildProgram({
+    run: (o, entries) => {
+      got = { o, entries };
+      return Promise.resolve(EXIT_OK);
+    },
+    usage: (m) => {
+      bad = m;
+      return EXIT_USAGE;
+    },
+  });
+  const code = process.exitCode;
+  p.exitOverride();
+  p.configureOutput({ writeErr: (t) => (bad ??= t.trim()), writeOut: () => undefined });
+  try {
+    await p.parseAsync(startArgv);
+  } catch (e) {
+    bad ??= (e as Error).message;
+  } finally {
+    process.exitCode = code;
+  }
+  if (got === undefined) throw new Error(bad ?? 'the options could not be read');
+  return got;
+}
+
 export async function main(argv: string[]): Promise<void> {
+  startArgv = argv;
   const program = buildProgram();
   program.exitOverride();
   program.configureOutput({

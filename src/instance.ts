@@ -31,6 +31,8 @@ export interface HostedVtep {
   readonly endpoint: Endpoint;
   readonly bridge: string | undefined;
   readonly startedAt: string;
+  /** What it was made from. */
+  readonly spec: VtepSpec;
 }
 
 /** A VTEP as `uvtep list` and the control socket's `info` describe it. */
@@ -249,7 +251,7 @@ export class Instance extends EventEmitter<InstanceEvents> {
       const tap = new TapPort({ mtu: config.tapMtu, gro: config.gro, ...spec.tap });
       vtep = createVtep({ ...spec.vtep, framePort: tap, endpoint: ep });
       await vtep.start();
-      const h: HostedVtep = { name: tap.name, vtep, tap, endpoint: ep, bridge: spec.tap.bridge, startedAt: new Date().toISOString() };
+      const h: HostedVtep = { name: tap.name, vtep, tap, endpoint: ep, bridge: spec.tap.bridge, startedAt: new Date().toISOString(), spec };
       this.vteps.set(h.name, h);
       vtep.on('error', (err) => {
         if (this.vteps.get(h.name) !== h) return;

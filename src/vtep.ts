@@ -139,7 +139,8 @@ const SEND_ERROR_REPORT_MS = 1000;
 type State = 'new' | 'starting' | 'running' | 'closed';
 
 export class Vtep extends EventEmitter<VtepEvents> {
-  readonly config: VtepConfig;
+  /** The resolved configuration; `update` replaces it when remotes or allowFrom change. */
+  config: VtepConfig;
   readonly fdb: Fdb;
   readonly port: FramePort;
   readonly transport: Transport;
@@ -155,7 +156,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
   private paused: boolean;
   private readonly sendErrors: Map<string, { last: number; count: number }>;
   /** The `allowFrom` prefixes, or undefined when everyone is accepted. */
-  private readonly allow: SourceFilter | undefined;
+  private allow: SourceFilter | undefined;
   // counters
   private rxDatagrams = 0;
   private rxPackets = 0;
@@ -208,6 +209,40 @@ export class Vtep extends EventEmitter<VtepEvents> {
 
   get running(): boolean {
     return this.state === 'running';
+  }
+
+  /**
+   * Changes what can change while running (as SIGHUP does from the config file): the default
+   * destinations (`remotes`: those of the old configuration that are gone are deleted from the
+   * all-zero entry, new ones appended; destinations added at run time through the FDB stay) and
+   * the underlay source filter (`allowFrom`, already resolved: `peers` expanded). Returns what
+   * changed, as text.
+   */
+  update(next: Pick<VtepConfig, 'remotes' | 'allowFrom'>): string[] {
+    const changed: string[] = [];
+    const key = (r: { address: string; port: number }) => `${r.address}|${r.port}`;
+    const old = new Set(this.config.remotes.map(key));
+    const now = new Set(next.remotes.map(key));
+    for (const r of this.config.remotes) {
+      if (!now.has(key(r))) {
+        this.fdb.delete(MAC_ZERO, this.fdb.remote(r.address, r.port));
+        changed.push(`remote ${r.address}:${r.port} removed`);
+      }
+    }
+    for (const r of next.remotes) {
+      if (!old.has(key(r))) {
+        this.fdb.append(MAC_ZERO, this.fdb.remote(r.address, r.port));
+        changed.push(`remote ${r.address}:${r.port} added`);
+      }
+    }
+    const before = this.config.allowFrom.map((c) => c.text).join(',');
+    const after = next.allowFrom.map((c) => c.text).join(',');
+    if (before !== after) {
+      this.allow = next.allowFrom.length > 0 ? new SourceFilter(next.allowFrom) : undefined;
+      changed.push(`allow-from ${after || 'anyone'} (was ${before || 'anyone'})`);
+    }
+    this.config = { ...this.config, remotes: next.remotes.map((r) => ({ ...r })), allowFrom: next.allowFrom };
+    return changed;
   }
 
   /** Binds the transport and starts both directions. */

@@ -49,7 +49,7 @@ describeNs('interop: uvtep <-> kernel VTEP', () => {
     // --local: bound to the underlay address, as `ip link add ... local` would
     const a = uvtep(h1, ['--vni', '1', '--remote', u2, '--local', u1, '--dstport', String(port), '--name', 'vxlan1', '--address', '10.0.0.106/24', '--mac', '02:00:00:00:00:0a']);
     const ra = await a.ready();
-    expect(ra.listen).toBe(`${u1}:${port}`);
+    expect(ra.listen).toBe(v6 ? `[${u1}]:${port}` : `${u1}:${port}`);
     expect(ra.mtu).toBe(v6 ? 1430 : 1450);
     // the kernel picks the same MTU for its vxlan device on this underlay
     expect(await h2.ip('-o', 'link', 'show', 'vxlan1')).toContain(`mtu ${v6 ? 1430 : 1450}`);

@@ -247,3 +247,62 @@ describeNs('--config file', () => {
     expect(r.stderr).toMatch(/unknown option "frobnicate"/);
   });
 });
+
+describeNs('SIGHUP: the config file read again while forwarding', () => {
+  it('adds and removes VTEPs, changes remotes, allow-from and the log level, reports what cannot change; a bad file changes nothing', async () => {
+    const bed = fx.newBed('hup');
+    const { h1, h2, u1, u2 } = await twoHosts(bed);
+    await quietIpv6(h1);
+    await quietIpv6(h2);
+    await h2.ip('addr', 'add', '198.51.100.3/24', 'dev', 'eth0');
+    const { kernelVtep } = await import('./setup.js');
+    for (const vni of [10, 20, 30]) await kernelVtep(h2, { vni, remote: u1, port: 4789, address: `10.${vni}.0.2/24`, mac: `02:00:00:00:${vni}:02`, name: `vxlan${vni}` });
+    const file = tmpFile('hup.yaml');
+    const entry = (vni: number, extra = '') => `  - {vni: ${vni}, name: vx${vni}, address: [10.${vni}.0.1/24], mac: "02:00:00:00:${vni}:01"${extra}}`;
+    writeFileSync(file, ['dstport: 4789', `remote: [${u2}]`, 'vteps:', entry(10), entry(20), ''].join('\n'));
+    const a = uvtep(h1, ['--config', file]);
+    await a.waitFor((r) => r.tap === 'vx20' && / up: /.test(r.msg), 'vx20 up');
+    expect((await ping(h1, '10.10.0.2', 2)).received).toBe(2);
+    expect((await ping(h1, '10.20.0.2', 2)).received).toBe(2);
+
+    writeFileSync(
+      file,
+      ['dstport: 4789', `remote: [${u2}]`, 'log-level: debug', 'vteps:', `  - {vni: 10, name: vx10, address: [10.10.0.1/24], mac: "02:00:00:00:10:01", remote: [198.51.100.3], allow-from: [198.51.100.0/24], mtu: 1400}`, entry(30), ''].join('\n'),
+    );
+    // forwarding on VNI 10 goes on through the reload
+    const during = ping(h1, '10.10.0.2', 40, 0.05);
+    await new Promise((r) => setTimeout(r, 500));
+    a.child.kill('SIGHUP');
+    const rec = await a.waitFor((r) => /^SIGHUP: .* read again/.test(r.msg), 'the reload record');
+    const p = await during;
+    expect(p.received).toBe(p.transmitted);
+    const changes = rec.changes as string[];
+    expect(changes).toContain('vx20 removed');
+    expect(changes).toContain('vx30 added (vni 30)');
+    expect(changes).toContain('vx10: remote 198.51.100.2:4789 removed');
+    expect(changes).toContain('vx10: remote 198.51.100.3:4789 added');
+    expect(changes).toContain('vx10: allow-from 198.51.100.0/24 (was anyone)');
+    expect(changes).toContain('log-level debug (was info)');
+    expect(rec.unchanged).toEqual(['vx10: --mtu']);
+    expect(rec.msg).toMatch(/cannot change while running \(restart to apply\): vx10: --mtu/);
+    expect((await h1.exec(['ip', 'link', 'show', 'vx20'])).code).not.toBe(0);
+    expect((await ping(h1, '10.30.0.2', 3, 0.1)).received).toBe(3);
+    const fdb = (await cli(h1, 'fdb', 'show', '--name', 'vx10')).stdout;
+    expect(fdb).toContain('00:00:00:00:00:00 dev vx10 dst 198.51.100.3 port 4789 vni 1');
+    expect(fdb).not.toContain(`00:00:00:00:00:00 dev vx10 dst ${u2}`);
+    // the new log level is in force: learning is logged at debug
+    await h1.run(['ip', 'neigh', 'flush', 'dev', 'vx10']);
+    await cli(h1, 'fdb', 'flush', '--name', 'vx10', '--dynamic');
+    expect((await ping(h1, '10.10.0.2', 2)).received).toBe(2);
+    await a.waitFor((r) => r.msg === 'learned' && r.tap === 'vx10', 'a debug record');
+
+    // a bad file: reported, nothing changes
+    writeFileSync(file, 'vteps:\n  - {vni: 16777216}\n');
+    a.child.kill('SIGHUP');
+    const badRec = await a.waitFor((r) => /nothing changed/.test(r.msg), 'the refused reload');
+    expect(badRec.msg).toMatch(/vteps\[0\]: option --vni: expected an integer from 0 to 16777215/);
+    const list = JSON.parse((await cli(h1, 'list', '--json')).stdout) as Array<{ tap: string }>;
+    expect(list.map((r) => r.tap)).toEqual(['vx10', 'vx30']);
+    expect(a.child.exitCode).toBeNull();
+  });
+});

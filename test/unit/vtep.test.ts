@@ -299,3 +299,20 @@ describe('allowFrom (underlay source filter)', () => {
     expect(t.delivered).toHaveLength(1);
   });
 });
+
+describe('update (SIGHUP)', () => {
+  it('replaces the configured remotes in the flood list, keeps run-time ones, and swaps the source filter', async () => {
+    const t = await setup({ remotes: ['198.51.100.2', '198.51.100.3'] });
+    t.vtep.fdb.append(MAC_ZERO, t.vtep.fdb.remote('198.51.100.9'));
+    const next = resolveConfig({ vni: 42, remotes: ['198.51.100.3', '198.51.100.4'], allowFrom: ['198.51.100.4'] });
+    const changes = t.vtep.update(next);
+    expect(changes).toEqual(['remote 198.51.100.2:4789 removed', 'remote 198.51.100.4:4789 added', 'allow-from 198.51.100.4/32 (was anyone)']);
+    expect(t.vtep.fdb.flood.map((r) => r.address).sort()).toEqual(['198.51.100.3', '198.51.100.4', '198.51.100.9']);
+    t.transport.receive(datagram(42, frame(ME, PEER)), '198.51.100.5');
+    expect(t.vtep.stats.drops.NotAllowed).toBe(1);
+    t.transport.receive(datagram(42, frame(ME, PEER)), '198.51.100.4');
+    expect(t.delivered).toHaveLength(1);
+    expect(t.vtep.config.remotes.map((r) => r.address)).toEqual(['198.51.100.3', '198.51.100.4']);
+    expect(t.vtep.update(next)).toEqual([]);
+  });
+});
