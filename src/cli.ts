@@ -6,7 +6,9 @@
  * 2 bad option (the message names the option and what it accepts).
  */
 import { Command, CommanderError, Option } from 'commander';
+import { isatty } from 'node:tty';
 import pino, { type Logger } from 'pino';
+import { LogSink } from './log-sink.js';
 import { DEFAULTS, resolveConfig, TAP_MTU_MAX, TAP_MTU_MIN, type VtepConfig, type VtepOptions } from './config.js';
 import { ConfigError, ErrorCode, isSystemError, UvtepError } from './errors.js';
 import type { TransportKind } from './create.js';
@@ -266,12 +268,16 @@ function usageError(message: string): number {
 }
 
 
-function makeLogger(level: string): Logger {
-  if (process.stdout.isTTY) {
-    // Human-readable on a terminal; JSON lines otherwise (for journald, log shippers, tests).
-    return pino({ level, base: { name: 'uvtep' } }, pino.transport({ target: 'pino-pretty', options: { colorize: true, ignore: 'pid,hostname' } }));
+/**
+ * Human-readable on a terminal; JSON lines otherwise (for journald, log shippers, tests), through
+ * a sink that never blocks forwarding on a stalled reader (src/log-sink.ts).
+ */
+function makeLogger(level: string): { log: Logger; sink: LogSink | undefined } {
+  if (isatty(1)) {
+    return { log: pino({ level, base: { name: 'uvtep' } }, pino.transport({ target: 'pino-pretty', options: { colorize: true, ignore: 'pid,hostname' } })), sink: undefined };
   }
-  return pino({ level, base: { name: 'uvtep' } }, pino.destination({ sync: true }));
+  const sink = new LogSink(1);
+  return { log: pino({ level, base: { name: 'uvtep' } }, sink), sink };
 }
 
 function summary(s: VtepStats): string {
@@ -393,7 +399,14 @@ async function run(o: RunOpts, entries: Array<Record<string, unknown>> | undefin
     if (e instanceof ConfigError) return usageError(`${'index' in e ? `vteps[${String(e.index)}]: ` : ''}${configMessage(e)}`);
     throw e;
   }
-  const log = makeLogger(o.logLevel);
+  const { log, sink } = makeLogger(o.logLevel);
+  const code = await serve(o, entries, specs, metricsAt, log);
+  // the final records: written if the reader reads within a second, else dropped (never a hang)
+  await sink?.close(1000);
+  return code;
+}
+
+async function serve(o: RunOpts, entries: Array<Record<string, unknown>> | undefined, specs: VtepSpec[], metricsAt: ReturnType<typeof parseMetricsAddress> | undefined, log: Logger): Promise<number> {
   const instance = new Instance(o.transport === 'auto' ? {} : { transport: o.transport as TransportKind });
   // a VTEP that fails while the others start is handled like one that fails later (never lost)
   const early: Array<[HostedVtep, Error]> = [];

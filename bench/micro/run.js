@@ -12,7 +12,7 @@ import dgram from 'node:dgram';
 import { writeFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import os from 'node:os';
-import { Fdb, FRAME_HEADROOM, newRxBatch, resolveConfig, TxBatch, Vtep, vxlan } from '../../dist/index.js';
+import { createVtep, Endpoint, Fdb, FRAME_HEADROOM, newRxBatch, resolveConfig, TxBatch, Vtep, vxlan } from '../../dist/index.js';
 import { SourceFilter } from '../../dist/allow.js';
 import { checkAllowCidr } from '../../dist/config.js';
 
@@ -95,6 +95,26 @@ const allow = new SourceFilter(['198.51.100.0/24', '203.0.113.7', '2001:db8::/32
 let spoof = 0;
 const spoofed = Array.from({ length: 4096 }, (_, i) => `10.${(i >> 8) & 255}.${i & 255}.${(i * 7) & 255}`);
 
+// the same GRO message through a shared endpoint: with one VTEP on it (the batch handed over as
+// it is), and with four VTEPs and the 64 datagrams spread over their VNIs (split per VTEP)
+const epTransport = new NullTransport();
+const endpoint = new Endpoint(epTransport);
+for (const vni of [1, 2, 3, 4]) {
+  const v = createVtep({ vni, remotes: ['198.51.100.2'], maxAddress: 0, framePort: new NullPort(), endpoint });
+  await v.start();
+  if (vni === 1) v.fdb.add(PEER, v.fdb.remote('198.51.100.2'));
+}
+const ep1Transport = new NullTransport();
+const endpoint1 = new Endpoint(ep1Transport);
+await createVtep({ vni: 1, remotes: ['198.51.100.2'], maxAddress: 0, framePort: new NullPort(), endpoint: endpoint1 }).start();
+const mixedBuf = Buffer.from(groBuf);
+for (let i = 0; i < BATCH; i++) mixedBuf.writeUIntBE(1 + (i & 3), i * datagramBuf.length + 4, 3);
+const rxMixed = newRxBatch(mixedBuf, 1);
+rxMixed.lens[0] = mixedBuf.length;
+rxMixed.segs[0] = datagramBuf.length;
+rxMixed.srcs[0] = '198.51.100.2';
+rxMixed.count = 1;
+
 const cases = [
   { name: 'ref: copy one 1400-byte frame', frames: 1, fn: () => slab.copy(frameCopy, 0, 8, 8 + FRAME) },
   { name: 'ref: one dgram.send to 127.0.0.1', frames: 1, fn: () => sock.send(dgramOne, sinkPort, '127.0.0.1') },
@@ -108,6 +128,8 @@ const cases = [
   { name: 'allow-from miss, a new spoofed source each time', frames: 1, fn: () => allow.allowed(spoofed[(spoof = (spoof + 1) & 4095)]) },
   { name: 'decap one datagram (null port)', frames: 1, fn: () => transport.h.onDatagrams(rxOne) },
   { name: `decap a GRO message of ${BATCH} datagrams (null port)`, frames: BATCH, fn: () => transport.h.onDatagrams(rxGro) },
+  { name: `the same through an Endpoint with one VTEP`, frames: BATCH, fn: () => ep1Transport.h.onDatagrams(rxGro) },
+  { name: `the same, 4 VTEPs on the Endpoint, VNIs interleaved (split)`, frames: BATCH, fn: () => epTransport.h.onDatagrams(rxMixed) },
 ];
 
 function allocPerFrame(c) {

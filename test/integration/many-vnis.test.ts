@@ -1,6 +1,6 @@
 // Many VNIs on one UDP port in one uvtep process (issue: many VNIs), against a kernel host that
 // has three vxlan devices on port 4789, as `ip link add vxlanN type vxlan id N dstport 4789` makes.
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { expect, it } from 'vitest';
 import { ping, tcpTransfer, uvtepBin, type Host, type UvtepProcess } from '../../src/testbed.js';
 import { readPcapFrames } from '../helpers/pcap.js';
@@ -135,6 +135,16 @@ describeNs('many VNIs on one UDP port', () => {
     await a.waitFor((r) => r.tap === 'vx30' && /failed/.test(r.msg), 'vx30 failed');
     expect(a.child.exitCode).toBeNull();
     expect((await ping(h1, '10.10.0.2', 3, 0.1)).received).toBe(3);
+    // and nothing spins on the dead fd: the process's CPU time over 2 idle seconds (a busy loop
+    // would be a whole core: 2 s)
+    const cpu = () => {
+      const f = readFileSync(`/proc/${a.child.pid}/stat`, 'utf8');
+      const x = f.slice(f.lastIndexOf(')') + 2).split(' ');
+      return (Number(x[11]) + Number(x[12])) / 100;
+    };
+    const c0 = cpu();
+    await new Promise((r) => setTimeout(r, 2000));
+    expect(cpu() - c0).toBeLessThan(0.3);
 
     const f = await a.stop();
     expect(f.code).toBe(0);
