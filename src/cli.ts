@@ -400,13 +400,21 @@ async function run(o: RunOpts, entries: Array<Record<string, unknown>> | undefin
     throw e;
   }
   const { log, sink } = makeLogger(o.logLevel);
-  const code = await serve(o, entries, specs, metricsAt, log);
+  const code = await serve(o, entries, specs, metricsAt, log, () => sink?.stopping());
   // the final records: written if the reader reads within a second, else dropped (never a hang)
   await sink?.close(1000);
   return code;
 }
 
-async function serve(o: RunOpts, entries: Array<Record<string, unknown>> | undefined, specs: VtepSpec[], metricsAt: ReturnType<typeof parseMetricsAddress> | undefined, log: Logger): Promise<number> {
+async function serve(
+  o: RunOpts,
+  entries: Array<Record<string, unknown>> | undefined,
+  specs: VtepSpec[],
+  metricsAt: ReturnType<typeof parseMetricsAddress> | undefined,
+  log: Logger,
+  /** Called when the stop begins: the log keeps the final records whatever its queue. */
+  onStopping: () => void,
+): Promise<number> {
   const instance = new Instance(o.transport === 'auto' ? {} : { transport: o.transport as TransportKind });
   // a VTEP that fails while the others start is handled like one that fails later (never lost)
   const early: Array<[HostedVtep, Error]> = [];
@@ -597,6 +605,7 @@ async function serve(o: RunOpts, entries: Array<Record<string, unknown>> | undef
         process.exit(EXIT_SYSTEM);
       }
       stopping = true;
+      onStopping();
       const last = instance.list().map((h) => ({ h, s: h.vtep.stats, endpoint: h.endpoint.stats, fdb: h.vtep.fdb.list() }));
       // bounded: whatever a client of the control socket or the metrics port does, the stop
       // completes (and the final counters are logged) within STOP_DEADLINE_MS
@@ -626,12 +635,14 @@ async function serve(o: RunOpts, entries: Array<Record<string, unknown>> | undef
       log.info({ tap: h.name, vni: h.vtep.config.vni, stats: st, fdb: h.vtep.fdb.list() }, `${h.name} removed (vni ${h.vtep.config.vni}): ${summary(st)}`);
     });
     const onFailed = (h: HostedVtep, err: Error) => {
+      if (instance.list().length === 0) onStopping(); // the last one: its records are final
       const sys = err as NodeJS.ErrnoException;
       log.fatal({ tap: h.name, code: sys.code, syscall: sys.syscall }, `${h.name} failed: ${err.message}`);
       finalRecord(h, 'error');
       // the others keep running; when none is left, uvtep exits so that its supervisor restarts it
       if (instance.list().length > 0 || stopping) return;
       stopping = true;
+      onStopping();
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
       process.off('SIGHUP', onHup);

@@ -21,12 +21,15 @@ export class LogSink {
   private readonly sock: net.Socket | undefined;
   /** Dropped since the last report. */
   private unreported: number;
+  /** Stopping: the final records are kept whatever the queue (close bounds the wait). */
+  private final: boolean;
 
   constructor(fd = 1, limit = LOG_QUEUE_LIMIT) {
     this.fd = fd;
     this.limit = limit;
     this.dropped = 0;
     this.unreported = 0;
+    this.final = false;
     let pipe = false;
     try {
       const st = fstatSync(fd);
@@ -54,12 +57,17 @@ export class LogSink {
       }
       return true;
     }
-    if (s.destroyed || s.writableLength + line.length > this.limit) {
+    if (s.destroyed || (!this.final && s.writableLength + line.length > this.limit)) {
       this.count();
       return false;
     }
     s.write(line);
     return true;
+  }
+
+  /** uvtep is stopping: from now on every line is queued (the final counters must not be dropped). */
+  stopping(): void {
+    this.final = true;
   }
 
   /**
