@@ -23,7 +23,7 @@ import { TxBatch } from './transport/transport.js';
 import { ETH_HLEN, ethDst, ethSrc, MAC_ZERO } from './wire/ethernet.js';
 import { checkVxlan, emitVxlan, VXLAN_HLEN, vxlanVni, VxlanCheck } from './wire/vxlan.js';
 import { flowHash, innerDsfield } from './wire/flow.js';
-import { isPartialTcp } from './wire/inet.js';
+import { EcnDecap, ecnDecapsulate, encapEcn, innerEcn, isPartialTcp } from './wire/inet.js';
 
 /** Why a frame or datagram was dropped. Numeric on the data path; names via `DROP_REASONS`. */
 export const DropReason = {
@@ -63,6 +63,12 @@ export const DropReason = {
    * flags or GSO type, headers that contradict it, more segments than one GSO send carries.
    */
   OffloadInvalid: 14,
+  /**
+   * rx: the outer header is marked CE (congestion experienced) and the inner packet is not
+   * ECN-capable: the signal cannot be passed on (RFC 6040), so the frame is dropped, as the
+   * kernel does (it counts rx_frame_errors).
+   */
+  EcnError: 15,
 } as const;
 export type DropReason = (typeof DropReason)[keyof typeof DropReason];
 export type DropReasonName = keyof typeof DropReason;
@@ -153,6 +159,9 @@ export class Vtep extends EventEmitter<VtepEvents> {
   private readonly tx: TxBatch;
   private readonly wantHash: boolean;
   private readonly wantDs: boolean;
+  /** `tos inherit`; else the fixed DSCP the inner ECN is added to (RFC 6040 encapsulation). */
+  private readonly inheritTos: boolean;
+  private readonly fixedDscp: number;
   private paused: boolean;
   private readonly sendErrors: Map<string, { last: number; count: number }>;
   /** The `allowFrom` prefixes, or undefined when everyone is accepted. */
@@ -187,6 +196,8 @@ export class Vtep extends EventEmitter<VtepEvents> {
     this.tx = new TxBatch(TX_BATCH_CAP);
     this.wantHash = deps.transport.needsFlowHash === true;
     this.wantDs = deps.transport.needsDsfield === true;
+    this.inheritTos = config.tos === 'inherit';
+    this.fixedDscp = config.tos === 'inherit' ? 0 : config.tos & 0xfc;
     this.paused = false;
     this.sendErrors = new Map();
     this.allow = config.allowFrom.length > 0 ? new SourceFilter(config.allowFrom) : undefined;
@@ -375,7 +386,16 @@ export class Vtep extends EventEmitter<VtepEvents> {
       const hdr = off - FRAME_HEADROOM;
       for (let k = 0; k < segs; k++) emitVxlan(buf, hdr + k * stride, vni);
       const hash = this.wantHash ? flowHash(buf, off, len) : 0;
-      const ds = this.wantDs ? innerDsfield(buf, off, len) : -1;
+      // the outer DS field: the inner one (tos inherit) or the fixed DSCP, with the inner ECN
+      // either way (CE inside is ECT(0) outside), as the kernel's ip_tunnel_ecn_encap
+      let ds = -1;
+      if (this.wantDs) {
+        if (this.inheritTos) ds = innerDsfield(buf, off, len);
+        else {
+          const ecn = innerEcn(buf, off, len);
+          if (ecn !== 0) ds = this.fixedDscp | encapEcn(ecn);
+        }
+      }
       for (let j = 0; j < nr; j++) {
         if (tx.count === tx.cap) this.flushTx();
         tx.push(buf, hdr, stride, remotes[j]!, hash, ds, segs, last + VXLAN_HLEN);
@@ -437,6 +457,9 @@ export class Vtep extends EventEmitter<VtepEvents> {
       }
       const stride = b.segs[m]! > 0 ? b.segs[m]! : total;
       const nd = stride > 0 ? Math.ceil(total / stride) : 1;
+      // the outer ECN mark of the message (every datagram of a GRO message has the same TOS)
+      const tos = b.tos[m]!;
+      const ecn = tos > 0 && (tos & 3) !== 0;
       this.rxDatagrams += nd;
       if (allow !== undefined && !allow.allowed(src)) {
         this.drops[DropReason.NotAllowed] += nd;
@@ -501,6 +524,11 @@ export class Vtep extends EventEmitter<VtepEvents> {
             this.drops[DropReason.StaticConflict]++;
             continue;
           }
+        }
+        // after learning, as the kernel's vxlan_rcv: the outer ECN mark onto the inner packet
+        if (ecn && ecnDecapsulate(buf, inner, ilen, tos) === EcnDecap.Drop) {
+          this.drops[DropReason.EcnError]++;
+          continue;
         }
         outOffs[nOut] = inner;
         outLens[nOut] = ilen;

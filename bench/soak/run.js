@@ -84,7 +84,7 @@ try {
     await h.run(['sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1']);
     await h.run(['sysctl', '-q', '-w', 'net.ipv6.conf.default.disable_ipv6=1']);
   }
-  const a = new UvtepProcess(h1, ['--vni', '1', '--remote', '198.51.100.2', '--remote', '203.0.113.3', '--name', 'vxlan1', '--address', '10.0.0.1/24', '--mac', '02:00:00:00:00:01', '--max-address', '4096']);
+  const a = new UvtepProcess(h1, ['--vni', '1', '--remote', '198.51.100.2', '--remote', '203.0.113.3', '--name', 'vxlan1', '--address', '10.0.0.1/24', '--mac', '02:00:00:00:00:01', '--max-address', '4096', '--ageing', '20']);
   const b = new UvtepProcess(h2, ['--vni', '1', '--remote', '198.51.100.1', '--name', 'vxlan1', '--address', '10.0.0.2/24', '--mac', '02:00:00:00:00:02']);
   await a.ready();
   await b.ready();
@@ -169,7 +169,7 @@ try {
         ...Array.from({ length: 50 }, () => vxlan(1, randomBytes(6))),
       ];
       const file = path.join(tmp, 'junk.json');
-      writeFileSync(file, JSON.stringify({ to: '198.51.100.1', port: 4789, datagrams: junk, macFlood: { count: 200, vni: 1, dst: '02:00:00:00:00:01' } }));
+      writeFileSync(file, JSON.stringify({ to: '198.51.100.1', port: 4789, datagrams: junk, macFlood: { count: 100, vni: 1, dst: '02:00:00:00:00:01' } }));
       try {
         const r = JSON.parse(await h2.run([process.execPath, toolPath('udp-blast'), file], { timeoutMs: 60_000 }));
         hostileSent += r.sent;

@@ -111,7 +111,8 @@ export class NativeTransport implements Transport {
     this.opts = opts;
     this.native = opts.native ?? loadBinding();
     this.needsFlowHash = opts.srcport !== undefined && opts.srcport.sockets > 1;
-    this.needsDsfield = opts.tos === 'inherit';
+    // the outer DS field per entry: the inner ECN is encapsulated whatever the TOS (RFC 6040)
+    this.needsDsfield = true;
     this.sockets = [];
     this.senders = [];
     this.stats = [];

@@ -55,3 +55,79 @@ export function isPartialTcp(b: Uint8Array, off: number, len: number): boolean {
   if (l4len < 20 || ((b[l4 + 12]! >> 4) * 4) > l4len) return false;
   return ((b[l4 + TCP_CSUM_OFF]! << 8) | b[l4 + TCP_CSUM_OFF + 1]!) === fold(pseudo);
 }
+
+// ---- ECN across the tunnel (RFC 6040 normal mode, as the kernel's INET_ECN_encapsulate and
+// INET_ECN_decapsulate). ECN is the low two bits of the IPv4 TOS / IPv6 traffic class:
+// 00 not-ECT, 10 ECT(0), 01 ECT(1), 11 CE.
+
+/** The inner frame's L3 header: its ethertype and offset, past any 802.1Q / 802.1ad tags. */
+function innerL3(b: Uint8Array, off: number, len: number): { type: number; l3: number } | undefined {
+  const end = off + len;
+  if (len < ETH_HLEN) return undefined;
+  let type = (b[off + 12]! << 8) | b[off + 13]!;
+  let l3 = off + ETH_HLEN;
+  while ((type === 0x8100 || type === 0x88a8) && l3 + 4 <= end) {
+    type = (b[l3 + 2]! << 8) | b[l3 + 3]!;
+    l3 += 4;
+  }
+  if (type === ETH_P_IP && l3 + 20 <= end && b[l3]! >> 4 === 4) return { type, l3 };
+  if (type === ETH_P_IPV6 && l3 + 40 <= end && b[l3]! >> 4 === 6) return { type, l3 };
+  return undefined;
+}
+
+/** The ECN bits of the inner IP packet (0 for a frame that is not IP). */
+export function innerEcn(b: Uint8Array, off: number, len: number): number {
+  const h = innerL3(b, off, len);
+  if (h === undefined) return 0;
+  return h.type === ETH_P_IP ? b[h.l3 + 1]! & 3 : (b[h.l3 + 1]! >> 4) & 3;
+}
+
+/** The outer ECN for an inner packet's (RFC 6040 encapsulation: CE inside becomes ECT(0) outside). */
+export function encapEcn(inner: number): number {
+  return inner === 3 ? 2 : inner;
+}
+
+/** Outcome of `ecnDecapsulate`. */
+export const EcnDecap = {
+  /** Delivered (the inner mark updated where the outer one says so). */
+  Ok: 0,
+  /** Outer ECT on a not-ECT inner packet: delivered as it is (the kernel logs it). */
+  NotEct: 1,
+  /** Outer CE on a not-ECT inner packet: the congestion signal cannot be passed on; drop. */
+  Drop: 2,
+} as const;
+
+/**
+ * Applies the outer ECN mark (`outer`: the outer TOS / traffic class) to the inner IP packet in
+ * place, as the kernel's INET_ECN_decapsulate: outer CE on an ECT inner packet sets CE; outer
+ * ECT(1) on an ECT(0) inner packet gives ECT(1); outer CE on a not-ECT inner packet is a drop.
+ * The IPv4 header checksum is updated incrementally (RFC 1624). Frames that are not IP pass.
+ */
+export function ecnDecapsulate(b: Uint8Array, off: number, len: number, outer: number): number {
+  const o = outer & 3;
+  if (o === 0) return EcnDecap.Ok;
+  const h = innerL3(b, off, len);
+  if (h === undefined) return EcnDecap.Ok;
+  const l3 = h.l3;
+  const v4 = h.type === ETH_P_IP;
+  const inner = v4 ? b[l3 + 1]! & 3 : (b[l3 + 1]! >> 4) & 3;
+  if (inner === 0) return o === 3 ? EcnDecap.Drop : EcnDecap.NotEct;
+  let want = inner;
+  if (o === 3) want = 3;
+  else if (o === 1 && inner === 2) want = 1;
+  if (want === inner) return EcnDecap.Ok;
+  if (v4) {
+    const oldWord = (b[l3]! << 8) | b[l3 + 1]!;
+    b[l3 + 1] = (b[l3 + 1]! & 0xfc) | want;
+    const newWord = (b[l3]! << 8) | b[l3 + 1]!;
+    const hc = (b[l3 + 10]! << 8) | b[l3 + 11]!;
+    // HC' = ~(~HC + ~m + m')
+    const s = fold((~hc & 0xffff) + (~oldWord & 0xffff) + newWord);
+    const c = ~s & 0xffff;
+    b[l3 + 10] = c >> 8;
+    b[l3 + 11] = c & 0xff;
+  } else {
+    b[l3 + 1] = (b[l3 + 1]! & 0xcf) | (want << 4);
+  }
+  return EcnDecap.Ok;
+}
