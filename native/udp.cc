@@ -33,7 +33,7 @@ constexpr int kSendMsgs = 256;
 constexpr int kGsoMaxSegs = 64;       // UDP_MAX_SEGMENTS on every kernel with UDP_SEGMENT
 constexpr size_t kGsoMaxBytes = 65000;  // under the 64 KiB datagram limit with headers
 constexpr int kSrcStride = 20;        // per received message: family, 0, port (BE), address (16)
-constexpr size_t kCtrlSpace = CMSG_SPACE(sizeof(uint16_t)) + CMSG_SPACE(sizeof(int));
+constexpr size_t kCtrlSpace = CMSG_SPACE(sizeof(uint16_t)) + 2 * CMSG_SPACE(sizeof(int));
 
 // stats indices (src/transport/native.ts reads them by the same numbers)
 enum SockStat { kSendCalls, kMsgsSent, kDgramsSent, kGsoMsgs, kGsoDgrams, kGsoFallbacks, kRecvCalls, kMsgsRecv, kGroMsgs, kTruncated, kStatCount };
@@ -297,7 +297,8 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
 
   // send(buf, offs, lens, segs, lasts, addrs, addrStride, ds, start, count, gso, res) -> 0 or -EAGAIN
   // Entry i: segs[i] datagrams of lens[i] bytes (the last lasts[i]) laid out back to back from
-  // buf[offs[i]], to the sockaddr at addrs[i * addrStride], with DS field ds[i] (-1: the socket's).
+  // buf[offs[i]], to the sockaddr at addrs[i * addrStride], with DS field ds[i] and TTL / hop
+  // limit ttl[i] (-1: the socket's).
   // res: [0] entries done, [1] datagrams of entry res[0] already sent, [2] errors, then
   // (entry, errno, datagrams) triples. Errors other than EAGAIN skip their entry (counted in JS).
   Napi::Value Send(const Napi::CallbackInfo& info) {
@@ -310,16 +311,18 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
     Napi::Uint8Array addrs = info[5].As<Napi::Uint8Array>();
     const int astride = info[6].As<Napi::Number>().Int32Value();
     Napi::Int16Array ds = info[7].As<Napi::Int16Array>();
-    const int start = info[8].As<Napi::Number>().Int32Value();
-    const int count = info[9].As<Napi::Number>().Int32Value();
-    const bool gso = info[10].As<Napi::Boolean>().Value();
-    Napi::Int32Array res = info[11].As<Napi::Int32Array>();
+    Napi::Int16Array ttl = info[8].As<Napi::Int16Array>();
+    const int start = info[9].As<Napi::Number>().Int32Value();
+    const int count = info[10].As<Napi::Number>().Int32Value();
+    const bool gso = info[11].As<Napi::Boolean>().Value();
+    Napi::Int32Array res = info[12].As<Napi::Int32Array>();
     const int end = start + count;
     const socklen_t alen = family_ == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
     if (start < 0 || count < 0 || res.ElementLength() < 3 || astride < static_cast<int>(alen) ||
         static_cast<size_t>(end) > offs.ElementLength() || static_cast<size_t>(end) > lens.ElementLength() ||
         static_cast<size_t>(end) > segs.ElementLength() || static_cast<size_t>(end) > lasts.ElementLength() ||
-        static_cast<size_t>(end) > ds.ElementLength() || static_cast<size_t>(end) * astride > addrs.ByteLength()) {
+        static_cast<size_t>(end) > ds.ElementLength() || static_cast<size_t>(end) > ttl.ElementLength() ||
+        static_cast<size_t>(end) * astride > addrs.ByteLength()) {
       return Napi::Number::New(env, -EINVAL);
     }
     for (int i = start; i < end; i++) {
@@ -353,7 +356,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
         int n = segs[e] - d < per ? segs[e] - d : per;
         const size_t bytes = static_cast<size_t>(len) * (n - 1) + (d + n == segs[e] ? lasts[e] : len);
         BuildMsg(&msgs[m], &iov[m], ctrl[m], buf.Data() + offs[e] + static_cast<size_t>(len) * d, bytes,
-                 addrs.Data() + static_cast<size_t>(e) * astride, alen, n > 1 ? len : 0, ds[e]);
+                 addrs.Data() + static_cast<size_t>(e) * astride, alen, n > 1 ? len : 0, ds[e], ttl[e]);
         mEntry[m] = e;
         mFirst[m] = d;
         mCount[m] = n;
@@ -395,7 +398,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
             struct iovec oiov;
             alignas(struct cmsghdr) char octrl[kCtrlSpace];
             BuildMsg(&one, &oiov, octrl, buf.Data() + offs[entry] + static_cast<size_t>(len) * di, bytes,
-                     addrs.Data() + static_cast<size_t>(entry) * astride, alen, 0, ds[entry]);
+                     addrs.Data() + static_cast<size_t>(entry) * astride, alen, 0, ds[entry], ttl[entry]);
             ssize_t s;
             do {
               s = sendmsg(fd_, &one.msg_hdr, 0);
@@ -444,7 +447,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
     }
   }
 
-  static void BuildMsg(struct mmsghdr* mm, struct iovec* iov, char* ctrl, uint8_t* data, size_t len, uint8_t* addr, socklen_t alen, int gsoSize, int ds) {
+  static void BuildMsg(struct mmsghdr* mm, struct iovec* iov, char* ctrl, uint8_t* data, size_t len, uint8_t* addr, socklen_t alen, int gsoSize, int ds, int ttl) {
     iov->iov_base = data;
     iov->iov_len = len;
     struct msghdr& h = mm->msg_hdr;
@@ -455,7 +458,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
     h.msg_iovlen = 1;
     mm->msg_len = 0;
     size_t used = 0;
-    if (gsoSize > 0 || ds >= 0) {
+    if (gsoSize > 0 || ds >= 0 || ttl > 0) {
       memset(ctrl, 0, kCtrlSpace);
       h.msg_control = ctrl;
       h.msg_controllen = kCtrlSpace;
@@ -469,12 +472,22 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
         used += CMSG_SPACE(sizeof(uint16_t));
         c = CMSG_NXTHDR(&h, c);
       }
+      const bool v6 = alen == sizeof(struct sockaddr_in6);
       if (ds >= 0 && c != nullptr) {
-        const bool v6 = alen == sizeof(struct sockaddr_in6);
         c->cmsg_level = v6 ? IPPROTO_IPV6 : IPPROTO_IP;
         c->cmsg_type = v6 ? IPV6_TCLASS : IP_TOS;
         c->cmsg_len = CMSG_LEN(sizeof(int));
         int v = ds;
+        memcpy(CMSG_DATA(c), &v, sizeof v);
+        used += CMSG_SPACE(sizeof(int));
+        c = CMSG_NXTHDR(&h, c);
+      }
+      if (ttl > 0 && c != nullptr) {
+        // ttl inherit: the inner packet's TTL / hop limit (IP_TTL and IPV6_HOPLIMIT as cmsgs)
+        c->cmsg_level = v6 ? IPPROTO_IPV6 : IPPROTO_IP;
+        c->cmsg_type = v6 ? IPV6_HOPLIMIT : IP_TTL;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        int v = ttl;
         memcpy(CMSG_DATA(c), &v, sizeof v);
         used += CMSG_SPACE(sizeof(int));
       }

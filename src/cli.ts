@@ -74,6 +74,7 @@ interface RunOpts {
   logLevel: string;
 }
 
+/** A number, or the word `inherit` (--tos, --ttl). */
 function tosArg(value: string): number | string {
   return value === 'inherit' ? value : int(value);
 }
@@ -92,7 +93,7 @@ function vtepOptionList(defaults: boolean): Option[] {
     new Option('--dev <ifname>', 'underlay device: multicast is joined on it; its MTU sets the default --mtu'),
     d(new Option('--dstport <port>', `UDP destination port (${VXLAN_PORT_IANA} IANA, ${VXLAN_PORT_LINUX} Linux default)`).argParser(int), DEFAULTS.dstPort),
     new Option('--listen-port <port>', 'UDP port to listen on (default: --dstport, as the kernel)').argParser(int),
-    new Option('--ttl <n>', 'TTL of outer packets, 1-255 (default: system default; 1 for multicast)').argParser(int),
+    new Option('--ttl <n|inherit>', 'TTL of outer packets, 1-255, or inherit from the inner IP header (default: system default; 1 for multicast)').argParser(tosArg),
     d(new Option('--ageing <s>', 'seconds before a learned FDB entry expires, 0 = never').argParser(int), DEFAULTS.ageingS),
     new Option('--no-learning', 'do not learn inner source MACs (static FDB only)'),
     d(new Option('--max-address <n>', 'cap on FDB entries, 0 = unlimited').argParser(int), DEFAULTS.maxAddress),
@@ -322,7 +323,7 @@ function specOf(o: RunOpts): VtepSpec {
     ...(o.local !== undefined ? { local: o.local } : {}),
     ...(o.dev !== undefined ? { dev: o.dev } : {}),
     ...(o.listenPort !== undefined ? { listenPort: o.listenPort as number } : {}),
-    ...(o.ttl !== undefined ? { ttl: o.ttl as number } : {}),
+    ...(o.ttl !== undefined ? { ttl: o.ttl as number | 'inherit' } : {}),
     ...(underlayMtu !== undefined ? { underlayMtu: underlayMtu as number } : {}),
     ...(o.allowFrom !== undefined ? { allowFrom: o.allowFrom } : {}),
     sndbuf: o.sndbuf as number,

@@ -57,8 +57,11 @@ export interface VtepOptions {
   dstPort?: number;
   /** UDP port to listen on (default: dstPort, as the kernel does; 0 = any free port). */
   listenPort?: number;
-  /** TTL of the outer packets: 0 = the system default (1 for multicast, as Linux), 1..255. */
-  ttl?: number;
+  /**
+   * TTL of the outer packets: 0 = the system default (1 for multicast, as Linux), 1..255, or
+   * `inherit`: the inner IP packet's TTL / hop limit (as `ip link ... ttl inherit`; native transport).
+   */
+  ttl?: number | 'inherit';
   /** Ageing of learned FDB entries in seconds; 0 = never (default 300). */
   ageing?: number;
   /** Learn inner source MACs from received datagrams (default true). */
@@ -128,7 +131,7 @@ export interface VtepConfig {
   dev: string | undefined;
   dstPort: number;
   listenPort: number;
-  ttl: number;
+  ttl: number | 'inherit';
   ageingS: number;
   learning: boolean;
   maxAddress: number;
@@ -334,7 +337,7 @@ export function resolveConfig(o: VtepOptions): VtepConfig {
     dev,
     dstPort,
     listenPort,
-    ttl: checkInt(o.ttl ?? DEFAULTS.ttl, 'ttl', 0, 255),
+    ttl: o.ttl === 'inherit' ? 'inherit' : checkInt(o.ttl ?? DEFAULTS.ttl, 'ttl', 0, 255, '"inherit" or an integer'),
     ageingS: checkInt(o.ageing ?? DEFAULTS.ageingS, 'ageing', 0, 2147483, 'whole seconds (0 = never)'),
     learning: checkBool(o.learning ?? DEFAULTS.learning, 'learning'),
     maxAddress: checkInt(o.maxAddress ?? DEFAULTS.maxAddress, 'maxAddress', 0, 2 ** 31 - 1, 'a count (0 = unlimited)'),

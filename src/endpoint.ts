@@ -299,6 +299,7 @@ class Lane implements Transport {
   readonly kind: string;
   readonly needsFlowHash: boolean;
   readonly needsDsfield: boolean;
+  readonly needsTtl: boolean;
   readonly vni: number;
   readonly group: string | undefined;
   handlers: TransportHandlers | undefined;
@@ -314,6 +315,7 @@ class Lane implements Transport {
     this.kind = t.kind;
     this.needsFlowHash = t.needsFlowHash === true;
     this.needsDsfield = t.needsDsfield === true;
+    this.needsTtl = t.needsTtl === true;
     this.vni = vni;
     this.group = group;
     this.handlers = undefined;

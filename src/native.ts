@@ -50,7 +50,7 @@ export interface UdpSocketHandle {
    * failed with a per-datagram error, reported in `res`), -EAGAIN when the socket is full, with
    * res[0] the first entry not done and res[1] its datagrams already sent.
    */
-  send(buf: Uint8Array, offs: Int32Array, lens: Int32Array, segs: Int32Array, lasts: Int32Array, addrs: Uint8Array, addrStride: number, ds: Int16Array, start: number, count: number, gso: boolean, res: Int32Array): number;
+  send(buf: Uint8Array, offs: Int32Array, lens: Int32Array, segs: Int32Array, lasts: Int32Array, addrs: Uint8Array, addrStride: number, ds: Int16Array, ttl: Int16Array, start: number, count: number, gso: boolean, res: Int32Array): number;
   /** Calls `cb` once when the socket is writable again. */
   waitWritable(cb: () => void): void;
   close(): void;

@@ -23,7 +23,7 @@ import { TxBatch } from './transport/transport.js';
 import { ETH_HLEN, ethDst, ethSrc, MAC_ZERO } from './wire/ethernet.js';
 import { checkVxlan, emitVxlan, VXLAN_HLEN, vxlanVni, VxlanCheck } from './wire/vxlan.js';
 import { flowHash, innerDsfield } from './wire/flow.js';
-import { EcnDecap, ecnDecapsulate, encapEcn, innerEcn, isPartialTcp } from './wire/inet.js';
+import { EcnDecap, ecnDecapsulate, encapEcn, innerEcn, innerTtl, isPartialTcp } from './wire/inet.js';
 
 /** Why a frame or datagram was dropped. Numeric on the data path; names via `DROP_REASONS`. */
 export const DropReason = {
@@ -162,6 +162,8 @@ export class Vtep extends EventEmitter<VtepEvents> {
   /** `tos inherit`; else the fixed DSCP the inner ECN is added to (RFC 6040 encapsulation). */
   private readonly inheritTos: boolean;
   private readonly fixedDscp: number;
+  /** `ttl inherit` on a transport that sets the TTL per entry. */
+  private readonly wantTtl: boolean;
   private paused: boolean;
   private readonly sendErrors: Map<string, { last: number; count: number }>;
   /** The `allowFrom` prefixes, or undefined when everyone is accepted. */
@@ -198,6 +200,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
     this.wantDs = deps.transport.needsDsfield === true;
     this.inheritTos = config.tos === 'inherit';
     this.fixedDscp = config.tos === 'inherit' ? 0 : config.tos & 0xfc;
+    this.wantTtl = config.ttl === 'inherit' && deps.transport.needsTtl === true;
     this.paused = false;
     this.sendErrors = new Map();
     this.allow = config.allowFrom.length > 0 ? new SourceFilter(config.allowFrom) : undefined;
@@ -396,9 +399,10 @@ export class Vtep extends EventEmitter<VtepEvents> {
           if (ecn !== 0) ds = this.fixedDscp | encapEcn(ecn);
         }
       }
+      const ttl = this.wantTtl ? innerTtl(buf, off, len) : -1;
       for (let j = 0; j < nr; j++) {
         if (tx.count === tx.cap) this.flushTx();
-        tx.push(buf, hdr, stride, remotes[j]!, hash, ds, segs, last + VXLAN_HLEN);
+        tx.push(buf, hdr, stride, remotes[j]!, hash, ds, segs, last + VXLAN_HLEN, ttl);
       }
       this.txPackets += nr * segs;
       this.txBytes += nr * (len * (segs - 1) + last);

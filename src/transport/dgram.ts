@@ -23,7 +23,8 @@ import { newRxBatch, noFreePort, poolPorts, type RxBatch, type SendError, type T
 export type DgramTransportOptions = UdpTransportOptions;
 
 /** Throws a ConfigError naming the option when node:dgram cannot do what `opts` asks. */
-export function checkDgramOptions(opts: Pick<UdpTransportOptions, 'tos' | 'df'>): void {
+export function checkDgramOptions(opts: Pick<UdpTransportOptions, 'tos' | 'df' | 'ttl'>): void {
+  if (opts.ttl === 'inherit') throw new ConfigError(ErrorCode.InvalidOption, 'ttl', 'ttl: inherit needs the native transport (node:dgram cannot set the TTL per datagram); use --transport native');
   if (typeof opts.tos === 'number' ? opts.tos !== 0 : opts.tos === 'inherit') {
     throw new ConfigError(ErrorCode.InvalidOption, 'tos', 'tos: the outer TOS needs the native transport (node:dgram cannot set it); use --transport native');
   }
@@ -112,7 +113,7 @@ export class DgramTransport implements Transport {
     const o = this.opts;
     if (o.sndbuf !== undefined) s.setSendBufferSize(o.sndbuf);
     if (o.rcvbuf !== undefined) s.setRecvBufferSize(o.rcvbuf);
-    if (o.ttl !== undefined && o.ttl > 0) s.setTTL(o.ttl);
+    if (typeof o.ttl === 'number' && o.ttl > 0) s.setTTL(o.ttl);
   }
 
   /**
@@ -126,7 +127,7 @@ export class DgramTransport implements Transport {
       const iface = o.dev === undefined ? '' : this.interfaceAddress(o.dev);
       for (const s of new Set([this.socket, ...this.senders])) {
         s.setMulticastLoopback(false);
-        s.setMulticastTTL(o.ttl !== undefined && o.ttl > 0 ? o.ttl : 1);
+        s.setMulticastTTL(typeof o.ttl === 'number' && o.ttl > 0 ? o.ttl : 1);
         if (iface !== '') s.setMulticastInterface(iface);
       }
       this.mcastIface = iface;

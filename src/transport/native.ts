@@ -76,6 +76,8 @@ export class NativeTransport implements Transport {
   readonly kind = 'native';
   readonly needsFlowHash: boolean;
   readonly needsDsfield: boolean;
+  /** The TTL per entry (`ttl inherit`): the Vtep fills `TxBatch.ttls`. */
+  readonly needsTtl: boolean;
   private readonly opts: NativeTransportOptions;
   private readonly native: NativeBinding;
   private sockets: UdpSocketHandle[];
@@ -113,6 +115,7 @@ export class NativeTransport implements Transport {
     this.needsFlowHash = opts.srcport !== undefined && opts.srcport.sockets > 1;
     // the outer DS field per entry: the inner ECN is encapsulated whatever the TOS (RFC 6040)
     this.needsDsfield = true;
+    this.needsTtl = opts.ttl === 'inherit';
     this.sockets = [];
     this.senders = [];
     this.stats = [];
@@ -190,7 +193,7 @@ export class NativeTransport implements Transport {
     if (o.sndbuf !== undefined && s.setOpt(SOL_SOCKET, SO_SNDBUFFORCE, o.sndbuf) < 0) s.setOpt(SOL_SOCKET, SO_SNDBUF, o.sndbuf);
     if (o.rcvbuf !== undefined && s.setOpt(SOL_SOCKET, SO_RCVBUFFORCE, o.rcvbuf) < 0) s.setOpt(SOL_SOCKET, SO_RCVBUF, o.rcvbuf);
     const v6 = this.family === 6;
-    if (o.ttl !== undefined && o.ttl > 0) this.opt(s, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_UNICAST_HOPS : IP_TTL, o.ttl, 'TTL');
+    if (typeof o.ttl === 'number' && o.ttl > 0) this.opt(s, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_UNICAST_HOPS : IP_TTL, o.ttl, 'TTL');
     if (typeof o.tos === 'number' && o.tos !== 0) this.opt(s, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_TCLASS : IP_TOS, o.tos, 'TOS');
     if (!v6 && o.df !== undefined) this.opt(s, IPPROTO_IP, IP_MTU_DISCOVER, o.df === 'set' ? IP_PMTUDISC_DO : IP_PMTUDISC_DONT, 'IP_MTU_DISCOVER');
     if (this.mcast) this.multicastOptions(s);
@@ -200,7 +203,7 @@ export class NativeTransport implements Transport {
   private multicastOptions(s: UdpSocketHandle): void {
     const o = this.opts;
     const v6 = this.family === 6;
-    const ttl = o.ttl !== undefined && o.ttl > 0 ? o.ttl : 1;
+    const ttl = typeof o.ttl === 'number' && o.ttl > 0 ? o.ttl : 1;
     this.opt(s, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_MULTICAST_HOPS : IP_MULTICAST_TTL, ttl, 'multicast TTL');
     this.opt(s, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_MULTICAST_LOOP : IP_MULTICAST_LOOP, 0, 'multicast loop');
     if (o.dev !== undefined) {
@@ -356,7 +359,7 @@ export class NativeTransport implements Transport {
         j++;
       }
       const s = senders[si]!;
-      const rc = s.send(buf, batch.offs, batch.lens, batch.segs, batch.lasts, addrs, ADDR_STRIDE, batch.dsfield, i, j - i, this.gso, res);
+      const rc = s.send(buf, batch.offs, batch.lens, batch.segs, batch.lasts, addrs, ADDR_STRIDE, batch.dsfield, batch.ttls, i, j - i, this.gso, res);
       if (res[2]! > 0) this.reportErrors(batch);
       if (rc === -EAGAIN) {
         this.enqueue(batch, res[0]!, res[1]!);
@@ -397,7 +400,7 @@ export class NativeTransport implements Transport {
       }
       const skip = i === from ? done : 0;
       const segs = batch.segs[i]! - skip;
-      q.push(batch.bufs[i]!, batch.offs[i]! + skip * batch.lens[i]!, batch.lens[i]!, batch.remotes[i]!, batch.hashes[i]!, batch.dsfield[i]!, segs, batch.lasts[i]!);
+      q.push(batch.bufs[i]!, batch.offs[i]! + skip * batch.lens[i]!, batch.lens[i]!, batch.remotes[i]!, batch.hashes[i]!, batch.dsfield[i]!, segs, batch.lasts[i]!, batch.ttls[i]!);
       this.queued += segs;
     }
   }

@@ -23,6 +23,8 @@ export class TxBatch {
   readonly hashes: Uint32Array;
   /** Per-entry outer DS field, -1 = the socket's default (filled when it `needsDsfield`). */
   readonly dsfield: Int16Array;
+  /** Per-entry outer TTL / hop limit, -1 = the socket's (`ttl inherit`, native transport). */
+  readonly ttls: Int16Array;
   readonly cap: number;
   count: number;
   constructor(cap: number) {
@@ -35,10 +37,11 @@ export class TxBatch {
     this.remotes = new Array<Remote>(cap);
     this.hashes = new Uint32Array(cap);
     this.dsfield = new Int16Array(cap);
+    this.ttls = new Int16Array(cap).fill(-1);
     this.count = 0;
   }
   /** Adds one entry; the caller checks `count < cap` first. */
-  push(buf: Buffer, off: number, len: number, remote: Remote, hash = 0, ds = -1, segs = 1, last = len): void {
+  push(buf: Buffer, off: number, len: number, remote: Remote, hash = 0, ds = -1, segs = 1, last = len, ttl = -1): void {
     const i = this.count++;
     this.bufs[i] = buf;
     this.offs[i] = off;
@@ -48,6 +51,7 @@ export class TxBatch {
     this.remotes[i] = remote;
     this.hashes[i] = hash;
     this.dsfield[i] = ds;
+    this.ttls[i] = ttl;
   }
 }
 
@@ -119,6 +123,8 @@ export interface Transport {
   readonly needsFlowHash?: boolean;
   /** The transport sets the outer DS field per entry: the Vtep fills `TxBatch.dsfield`. */
   readonly needsDsfield?: boolean;
+  /** The transport sets the outer TTL per entry (`ttl inherit`): the Vtep fills `TxBatch.ttls`. */
+  readonly needsTtl?: boolean;
   /** Binds and starts receiving. */
   open(handlers: TransportHandlers): Promise<void>;
   /** Sends every datagram of the batch. */
@@ -169,8 +175,8 @@ export interface UdpTransportOptions {
   group?: string | undefined;
   /** Underlay device: the multicast group is joined and sent on it. */
   dev?: string | undefined;
-  /** Outer TTL; 0 = system default (multicast 1, as Linux). */
-  ttl?: number;
+  /** Outer TTL; 0 = system default (multicast 1, as Linux); `inherit`: per entry (`TxBatch.ttls`). */
+  ttl?: number | 'inherit';
   sndbuf?: number;
   rcvbuf?: number;
   /** Source-port pool: `sockets` sockets bound to distinct ports in [min, max]. */

@@ -82,6 +82,16 @@ export function innerEcn(b: Uint8Array, off: number, len: number): number {
   return h.type === ETH_P_IP ? b[h.l3 + 1]! & 3 : (b[h.l3 + 1]! >> 4) & 3;
 }
 
+/**
+ * The inner IP packet's TTL / hop limit, for `ttl inherit` (as the kernel's ip_tunnel_get_ttl);
+ * -1 for a frame that is not IP (the socket's default TTL applies, as the route's for the kernel).
+ */
+export function innerTtl(b: Uint8Array, off: number, len: number): number {
+  const h = innerL3(b, off, len);
+  if (h === undefined) return -1;
+  return h.type === ETH_P_IP ? b[h.l3 + 8]! : b[h.l3 + 7]!;
+}
+
 /** The outer ECN for an inner packet's (RFC 6040 encapsulation: CE inside becomes ECT(0) outside). */
 export function encapEcn(inner: number): number {
   return inner === 3 ? 2 : inner;

@@ -19,7 +19,7 @@ describe('uvtep CLI errors', () => {
     ['group without dev', ['--vni', '1', '--group', '239.1.1.1'], /option --group: needs --dev/],
     ['mtu too small', ['--vni', '1', '--mtu', '40'], /option --mtu: expected an integer from 68 to 65465, got 40/],
     ['dstport out of range', ['--vni', '1', '--dstport', '65536'], /option --dstport: expected a UDP port from 1 to 65535, got 65536/],
-    ['ttl out of range', ['--vni', '1', '--ttl', '300'], /option --ttl: expected an integer from 0 to 255, got 300/],
+    ['ttl out of range', ['--vni', '1', '--ttl', '300'], /option --ttl: expected "inherit" or an integer from 0 to 255, got 300/],
     ['mac malformed', ['--vni', '1', '--mac', '02:00:00:00:00'], /option --mac: expected a MAC address like 02:00:00:00:00:0a/],
     ['mac multicast', ['--vni', '1', '--mac', '01:00:00:00:00:01'], /option --mac: expected a unicast MAC/],
     ['address without prefix', ['--vni', '1', '--address', '10.0.0.1'], /option --address: expected an address with prefix length/],

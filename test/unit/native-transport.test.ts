@@ -180,7 +180,7 @@ function scripted(answer: (call: number, start: number, count: number, res: Int3
       }
       recvStart() {}
       recvStop() {}
-      send(_b: Uint8Array, offs: Int32Array, _l: Int32Array, segs: Int32Array, _la: Int32Array, _a: Uint8Array, _s: number, _d: Int16Array, start: number, count: number, gso: boolean, res: Int32Array) {
+      send(_b: Uint8Array, offs: Int32Array, _l: Int32Array, segs: Int32Array, _la: Int32Array, _a: Uint8Array, _s: number, _d: Int16Array, _t: Int16Array, start: number, count: number, gso: boolean, res: Int32Array) {
         calls.push({ start, count, gso, off: offs[start]!, segs: segs[start]! });
         res[2] = 0;
         return answer(calls.length, start, count, res);
