@@ -261,4 +261,53 @@ describeNs('kernel selftest vxlan_bridge_1d.sh, ported: the VTEP under test is t
     while ((await learned()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 500));
     expect(await learned()).toBe(false);
   }, 40_000);
+
+  // vxlan_bridge_1d.sh flood and unicast: broadcast goes to every default remote; unicast to a
+  // MAC with a static entry goes to that entry's remote only
+  it.each(['kernel', 'uvtep'] as const)('flood to every remote, unicast to the static entry only: %s', async (kind) => {
+    const { h1, h2, u2 } = await hosts(`fld${kind[0]}`);
+    await h2.ip('addr', 'add', '198.51.100.3/24', 'dev', 'eth0');
+    const v = await vtepUnderTest(kind, h1, u2);
+    const bin = (await import('../../src/testbed.js')).uvtepBin();
+    const fdb = async (...args: string[]) => {
+      if (kind === 'kernel') await h1.run(['bridge', 'fdb', args[0]!, args[1]!, 'dev', 'vxlan1', ...args.slice(2), 'self', 'permanent']);
+      else expect((await h1.exec([process.execPath, bin, 'fdb', ...args])).code).toBe(0);
+    };
+    await fdb('append', '00:00:00:00:00:00', 'dst', '198.51.100.3');
+    await fdb('add', '02:00:00:00:00:99', 'dst', '198.51.100.3');
+    await h1.ip('neigh', 'replace', '10.0.0.99', 'lladdr', '02:00:00:00:00:99', 'nud', 'permanent', 'dev', v.dev);
+    const cap = await fx.capture(h2, 'eth0', 'udp dst port 4789', `flood-${kind}.pcap`);
+    await h1.exec(['ping', '-b', '-c', '3', '-i', '0.2', '-W', '0.2', '10.0.0.255']);
+    await h1.exec(['ping', '-c', '3', '-i', '0.2', '-W', '0.2', '10.0.0.99']);
+    await new Promise((r) => setTimeout(r, 200));
+    await cap.stop();
+    const recs = udpRecords(cap.file).filter((r) => r.payload.readUInt16BE(8 + 12) === 0x0800 && r.payload[8 + 14 + 9] === 1);
+    const bcast = recs.filter((r) => r.payload.subarray(8, 14).equals(Buffer.alloc(6, 0xff)));
+    const ucast = recs.filter((r) => r.payload.subarray(8, 14).equals(Buffer.from('020000000099', 'hex')));
+    // three broadcasts, each to both remotes
+    expect(bcast.filter((r) => r.dst === u2).length).toBe(3);
+    expect(bcast.filter((r) => r.dst === '198.51.100.3').length).toBe(3);
+    // three unicasts, to the static entry's remote only
+    expect(ucast.map((r) => r.dst)).toEqual(['198.51.100.3', '198.51.100.3', '198.51.100.3']);
+  });
+
+  // vxlan_bridge_1d.sh learning, the other half: with learning off nothing is learned
+  it.each([
+    ['kernel', ['nolearning']],
+    ['uvtep', ['--no-learning']],
+  ] as const)('learning off (nolearning / --no-learning): a datagram teaches nothing: %s', async (kind, flag) => {
+    const { h1, h2, u1, u2 } = await hosts(`nol${kind[0]}`);
+    if (kind === 'kernel') {
+      await h1.ip('link', 'add', 'vxlan1', 'type', 'vxlan', 'id', '1', 'remote', u2, 'dstport', '4789', 'dev', 'eth0', ...flag);
+      await h1.ip('link', 'set', 'vxlan1', 'up');
+    } else await vtepUnderTest(kind, h1, u2, { uvtep: [...flag] });
+    const cap = await fx.capture(h1, 'vxlan1', 'udp and dst port 9', `nol-${kind}.pcap`);
+    await sendWithTos(h2, u1, [[0, vxlanFrame(0, 4100, '0800000000000100', '02:00:00:00:00:78')]]);
+    await new Promise((r) => setTimeout(r, 300));
+    await cap.stop();
+    // delivered, and not learned
+    expect(udpRecords(cap.file).map((r) => r.frame.readUInt16BE(18))).toEqual([4100]);
+    const out = kind === 'kernel' ? await h1.run(['bridge', 'fdb', 'show', 'dev', 'vxlan1']) : (await h1.exec([process.execPath, (await import('../../src/testbed.js')).uvtepBin(), 'fdb', 'show'])).stdout;
+    expect(out).not.toContain('02:00:00:00:00:78');
+  });
 });
