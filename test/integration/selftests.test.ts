@@ -135,6 +135,18 @@ describeNs('kernel selftest vxlan_bridge_1d.sh, ported: the VTEP under test is t
   ] as const;
   const each = variants.flatMap(([what, v6, port]) => (['kernel', 'uvtep'] as const).map((kind) => [kind, what, v6, port] as const));
 
+  // vxlan_bridge_1d.sh ping: the VTEP under test against a kernel VTEP peer on h2
+  it.each(each)('ping across the overlay to a kernel VTEP peer: %s, %s', async (kind, _what, v6, port) => {
+    const { h1, h2, u1, u2 } = await hosts(`png${kind[0]}${v6 ? 6 : 4}${port % 10}`, v6);
+    await h2.ip('link', 'add', 'vxlan1', 'type', 'vxlan', 'id', '1', 'remote', u1, 'dstport', String(port), 'dev', 'eth0');
+    await h2.ip('link', 'set', 'vxlan1', 'address', PEER_MAC);
+    await h2.ip('addr', 'add', '10.0.0.2/24', 'dev', 'vxlan1');
+    await h2.ip('link', 'set', 'vxlan1', 'up');
+    await vtepUnderTest(kind, h1, u2, { port });
+    const r = await h1.exec(['ping', '-c', '5', '-i', '0.1', '-W', '1', '10.0.0.2']);
+    expect(r.stdout).toMatch(/5 received/);
+  });
+
   it.each(each)('ECN decapsulation, the whole table and the decap error: %s, %s', async (kind, _what, v6, port) => {
     const { h1, h2, u1, u2 } = await hosts(`ecnd${kind[0]}${v6 ? 6 : 4}${port % 10}`, v6);
     const v = await vtepUnderTest(kind, h1, u2, { port });
@@ -264,19 +276,20 @@ describeNs('kernel selftest vxlan_bridge_1d.sh, ported: the VTEP under test is t
 
   // vxlan_bridge_1d.sh flood and unicast: broadcast goes to every default remote; unicast to a
   // MAC with a static entry goes to that entry's remote only
-  it.each(['kernel', 'uvtep'] as const)('flood to every remote, unicast to the static entry only: %s', async (kind) => {
-    const { h1, h2, u2 } = await hosts(`fld${kind[0]}`);
-    await h2.ip('addr', 'add', '198.51.100.3/24', 'dev', 'eth0');
-    const v = await vtepUnderTest(kind, h1, u2);
+  it.each(each)('flood to every remote, unicast to the static entry only: %s, %s', async (kind, _what, v6, port) => {
+    const { h1, h2, u2 } = await hosts(`fld${kind[0]}${v6 ? 6 : 4}${port % 10}`, v6);
+    const second = v6 ? '2001:db8::3' : '198.51.100.3';
+    await h2.ip('addr', 'add', `${second}/${v6 ? 64 : 24}`, 'dev', 'eth0', ...(v6 ? ['nodad'] : []));
+    const v = await vtepUnderTest(kind, h1, u2, { port });
     const bin = (await import('../../src/testbed.js')).uvtepBin();
     const fdb = async (...args: string[]) => {
       if (kind === 'kernel') await h1.run(['bridge', 'fdb', args[0]!, args[1]!, 'dev', 'vxlan1', ...args.slice(2), 'self', 'permanent']);
       else expect((await h1.exec([process.execPath, bin, 'fdb', ...args])).code).toBe(0);
     };
-    await fdb('append', '00:00:00:00:00:00', 'dst', '198.51.100.3');
-    await fdb('add', '02:00:00:00:00:99', 'dst', '198.51.100.3');
+    await fdb('append', '00:00:00:00:00:00', 'dst', second);
+    await fdb('add', '02:00:00:00:00:99', 'dst', second);
     await h1.ip('neigh', 'replace', '10.0.0.99', 'lladdr', '02:00:00:00:00:99', 'nud', 'permanent', 'dev', v.dev);
-    const cap = await fx.capture(h2, 'eth0', 'udp dst port 4789', `flood-${kind}.pcap`);
+    const cap = await fx.capture(h2, 'eth0', `udp dst port ${port}`, `flood-${kind}.pcap`);
     await h1.exec(['ping', '-b', '-c', '3', '-i', '0.2', '-W', '0.2', '10.0.0.255']);
     await h1.exec(['ping', '-c', '3', '-i', '0.2', '-W', '0.2', '10.0.0.99']);
     await new Promise((r) => setTimeout(r, 200));
@@ -286,9 +299,9 @@ describeNs('kernel selftest vxlan_bridge_1d.sh, ported: the VTEP under test is t
     const ucast = recs.filter((r) => r.payload.subarray(8, 14).equals(Buffer.from('020000000099', 'hex')));
     // three broadcasts, each to both remotes
     expect(bcast.filter((r) => r.dst === u2).length).toBe(3);
-    expect(bcast.filter((r) => r.dst === '198.51.100.3').length).toBe(3);
+    expect(bcast.filter((r) => r.dst === second).length).toBe(3);
     // three unicasts, to the static entry's remote only
-    expect(ucast.map((r) => r.dst)).toEqual(['198.51.100.3', '198.51.100.3', '198.51.100.3']);
+    expect(ucast.map((r) => r.dst)).toEqual([second, second, second]);
   });
 
   // vxlan_bridge_1d.sh learning, the other half: with learning off nothing is learned

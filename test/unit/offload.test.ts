@@ -134,6 +134,9 @@ describe('coalesce: received TCP segments into GSO writes', () => {
     ['another ACK number', { ack: 1 }],
     ['other TCP options', { options: Buffer.from([1, 1, 8, 10, 0, 0, 3, 233, 0, 0, 3, 231]) }],
     ['another TOS', { tos: 4 }],
+    // ECN decapsulation marks segments one by one: a CE segment never joins unmarked ones
+    ['another ECN mark (CE)', { tos: 3 }],
+    ['another ECN mark (ECT(1))', { tos: 1 }],
   ])('%s does not merge', (_n, o) => {
     const { writes } = coalesce([seg(0), seg(1, o)]);
     expect(writes).toHaveLength(2);
