@@ -233,23 +233,25 @@ export function buildProgram(hook: RunHook = { run: (o, e) => run(o, e), usage: 
   const add = vtep
     .command('add')
     .description('add a VTEP to the running uvtep of this network namespace: uvtep vtep add --vni 30 --name vx30 --remote 198.51.100.2 --address 10.30.0.1/24')
-    .option('--socket <path>', 'the uvtep to add it to, by control socket path (default: the only one running here)');
+    .option('--control <path>', 'the uvtep to add it to, by control socket path (default: the only one running here)')
+    .option('--socket <path>', 'the same as --control');
   for (const o of vtepOptionList(false)) add.addOption(o);
   add.action(async (o: Record<string, unknown>, cmd: Command) => {
     const options: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(o)) if (k !== 'socket' && cmd.getOptionValueSource(k) === 'cli') options[k] = v;
+    for (const [k, v] of Object.entries(o)) if (k !== 'socket' && k !== 'control' && cmd.getOptionValueSource(k) === 'cli') options[k] = v;
     if (options.vni === undefined) {
       process.exitCode = usageError('option --vni <n> is required: the VXLAN Network Identifier, 0-16777215');
       return;
     }
-    process.exitCode = await ops.vtepAdd(io, { socket: o.socket as string | undefined }, options);
+    process.exitCode = await ops.vtepAdd(io, { socket: (o.control ?? o.socket) as string | undefined }, options);
   });
   vtep
     .command('del <name>')
     .description('stop a VTEP of a running uvtep and remove its TAP (unless it was started with --persist)')
-    .option('--socket <path>', 'the uvtep, by control socket path (default: the one hosting <name>)')
-    .action(async (name: string, o: { socket?: string }) => {
-      process.exitCode = await ops.vtepDel(io, { socket: o.socket }, name);
+    .option('--control <path>', 'the uvtep, by control socket path (default: the one hosting <name>)')
+    .option('--socket <path>', 'the same as --control')
+    .action(async (name: string, o: { socket?: string; control?: string }) => {
+      process.exitCode = await ops.vtepDel(io, { socket: o.control ?? o.socket }, name);
     });
 
   program

@@ -97,7 +97,7 @@ describe('uvtep CLI errors', () => {
     const r = await run('vtep', 'add', '--name', 'vx1');
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/option --vni <n> is required/);
-    const none = await run('vtep', 'add', '--vni', '5', '--socket', '/nonexistent/uvt.sock');
+    const none = await run('vtep', 'add', '--vni', '5', '--control', '/nonexistent/uvt.sock');
     expect(none.code).toBe(1);
     expect(none.stderr).toMatch(/no uvtep is running/);
   });

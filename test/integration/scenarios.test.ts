@@ -136,7 +136,7 @@ describeNs('the wire', () => {
 });
 
 describeNs('CLI against the system', () => {
-  it('TAP removed under a running uvtep: exits 1 with a clear message, no busy loop', async () => {
+  it('TAP removed under a running uvtep: exits 1 with a clear message (the CPU of a VTEP failing while others run: many-vnis.test.ts)', async () => {
     const bed = fx.newBed('rm');
     const { h1, u2 } = await twoHosts(bed);
     const a = uvtep(h1, ['--vni', '1', '--remote', u2, '--name', 'vxlan1']);
@@ -146,6 +146,21 @@ describeNs('CLI against the system', () => {
     expect(code).toBe(1);
     expect(a.records.map((r) => r.msg).join('\n')).toMatch(/vxlan1 failed: .*TAP device was removed/);
   });
+
+  it('TAP removed at any moment of startup (deleted as soon as it exists): never exit 0, never a process left running', async () => {
+    const bed = fx.newBed('rmst');
+    const { h1, u2 } = await twoHosts(bed);
+    for (let round = 0; round < 5; round++) {
+      // a shell in the namespace deletes the TAP the moment it appears: during its setup, while the
+      // socket binds, or after the startup line, depending on the round's timing
+      const killer = h1.spawn(['sh', '-c', 'for i in $(seq 1 20000); do ip link del vxlan1 2>/dev/null && exit 0; done; exit 1']);
+      const a = uvtep(h1, ['--vni', '1', '--remote', u2, '--name', 'vxlan1', ...(round % 2 ? ['--srcport', '50000-50015'] : [])]);
+      const { code } = await Promise.race([a.exited, new Promise<never>((_, rej) => setTimeout(() => rej(new Error(`round ${round}: uvtep did not exit`)), 10_000))]);
+      await new Promise<void>((r) => (killer.exitCode !== null ? r() : killer.once('exit', () => r())));
+      expect(killer.exitCode, `round ${round}: the TAP was deleted`).toBe(0);
+      expect(code, `round ${round}: ${a.records.map((r) => r.msg).join(' | ')} ${a.stderr}`).toBe(1);
+    }
+  }, 120_000);
 
   it('the VXLAN port already taken: exits 1 and says why', async () => {
     const bed = fx.newBed('busy');
