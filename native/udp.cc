@@ -473,24 +473,19 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
         c = CMSG_NXTHDR(&h, c);
       }
       const bool v6 = alen == sizeof(struct sockaddr_in6);
-      if (ds >= 0 && c != nullptr) {
+      // an int-valued IP option as a control message (DS field, TTL / hop limit)
+      const auto addInt = [&](int type4, int type6, int value) {
+        if (c == nullptr) return;
         c->cmsg_level = v6 ? IPPROTO_IPV6 : IPPROTO_IP;
-        c->cmsg_type = v6 ? IPV6_TCLASS : IP_TOS;
+        c->cmsg_type = v6 ? type6 : type4;
         c->cmsg_len = CMSG_LEN(sizeof(int));
-        int v = ds;
-        memcpy(CMSG_DATA(c), &v, sizeof v);
+        memcpy(CMSG_DATA(c), &value, sizeof value);
         used += CMSG_SPACE(sizeof(int));
         c = CMSG_NXTHDR(&h, c);
-      }
-      if (ttl > 0 && c != nullptr) {
-        // ttl inherit: the inner packet's TTL / hop limit (IP_TTL and IPV6_HOPLIMIT as cmsgs)
-        c->cmsg_level = v6 ? IPPROTO_IPV6 : IPPROTO_IP;
-        c->cmsg_type = v6 ? IPV6_HOPLIMIT : IP_TTL;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        int v = ttl;
-        memcpy(CMSG_DATA(c), &v, sizeof v);
-        used += CMSG_SPACE(sizeof(int));
-      }
+      };
+      if (ds >= 0) addInt(IP_TOS, IPV6_TCLASS, ds);
+      // ttl inherit: the inner packet's TTL / hop limit
+      if (ttl > 0) addInt(IP_TTL, IPV6_HOPLIMIT, ttl);
       h.msg_controllen = used;
     }
   }

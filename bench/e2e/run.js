@@ -24,6 +24,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { sh, Testbed, testbedMissing, UvtepProcess } from '../../dist/testbed.js';
+import { writeSection } from '../docs.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const argv = process.argv.slice(2);
@@ -373,11 +374,7 @@ const md = `Run ${date} on ${machine.cores} cores (${machine.cpu}), Linux ${mach
 process.stdout.write('\n' + md);
 if (writeDocs) {
   writeFileSync(path.join(root, 'docs/bench-e2e.svg'), svg);
-  const doc = path.join(root, 'docs/benchmarks.md');
-  const text = existsSync(doc) ? readFileSync(doc, 'utf8') : '';
-  const begin = '<!-- e2e:begin -->';
-  const end = '<!-- e2e:end -->';
-  if (text.includes(begin)) writeFileSync(doc, text.slice(0, text.indexOf(begin) + begin.length) + '\n' + md + text.slice(text.indexOf(end)));
+  writeSection(path.join(root, 'docs/benchmarks.md'), 'e2e', md);
 }
 if (profile) {
   // A dedicated pass: uvtep <-> uvtep under a TCP stream h1 -> h2, each process profiled.
@@ -393,13 +390,7 @@ if (profile) {
   prof += `**h2, decapsulating the data stream** (recv -> decap -> TAP write; it also encapsulates the ACKs):\n\n${summariseProfile(profileDir, receiver)}\n`;
   writeFileSync(path.join(outDir, 'profile.md'), prof);
   process.stdout.write('\n' + prof);
-  if (writeDocs) {
-    const doc = path.join(root, 'docs/benchmarks.md');
-    const text = readFileSync(doc, 'utf8');
-    const begin = '<!-- profile:begin -->';
-    const end = '<!-- profile:end -->';
-    if (text.includes(begin)) writeFileSync(doc, text.slice(0, text.indexOf(begin) + begin.length) + '\n' + prof + text.slice(text.indexOf(end)));
-  }
+  if (writeDocs) writeSection(path.join(root, 'docs/benchmarks.md'), 'profile', prof);
 }
 
 function chart(names, m) {

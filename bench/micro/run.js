@@ -15,6 +15,7 @@ import os from 'node:os';
 import { createVtep, Endpoint, Fdb, FRAME_HEADROOM, newRxBatch, resolveConfig, TxBatch, Vtep, vxlan } from '../../dist/index.js';
 import { SourceFilter } from '../../dist/allow.js';
 import { checkAllowCidr } from '../../dist/config.js';
+import { writeSection } from '../docs.js';
 
 const BATCH = 64;
 const FRAME = 1400;
@@ -177,13 +178,7 @@ for (const r of rows) {
 }
 process.stdout.write(`\nMachine: ${machine}\n\n${md}`);
 if (args.includes('--docs')) {
-  const doc = new URL('../../docs/benchmarks.md', import.meta.url).pathname;
-  const { readFileSync } = await import('node:fs');
-  const text = readFileSync(doc, 'utf8');
-  const begin = '<!-- micro:begin -->';
-  const end = '<!-- micro:end -->';
-  const body = `Run ${new Date().toISOString()} on ${machine}: \`npm run bench:micro\`.\n\n${md}`;
-  if (text.includes(begin)) writeFileSync(doc, text.slice(0, text.indexOf(begin) + begin.length) + '\n' + body + text.slice(text.indexOf(end)));
+  writeSection(new URL('../../docs/benchmarks.md', import.meta.url).pathname, 'micro', `Run ${new Date().toISOString()} on ${machine}: \`npm run bench:micro\`.\n\n${md}`);
 }
 if (jsonOut) {
   mkdirSync(path.dirname(jsonOut), { recursive: true });

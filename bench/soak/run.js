@@ -21,6 +21,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
+import { writeSection } from '../docs.js';
 import { tcpTransfer, Testbed, testbedMissing, toolPath, uvtepBin, UvtepProcess } from '../../dist/testbed.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -253,11 +254,5 @@ for (const s of rows) md += `| ${s.t} | ${f(s.rssH1)} / ${f(s.rssH2)} | ${f(s.cp
 process.stdout.write(md);
 mkdirSync(outDir, { recursive: true });
 writeFileSync(path.join(outDir, 'soak.json'), JSON.stringify({ minutes: elapsed, failures, samples, udpRounds, tcpRuns, churnOps, hostileSent }, null, 2));
-if (writeDocs) {
-  const doc = path.join(root, 'docs/reliability.md');
-  const text = readFileSync(doc, 'utf8');
-  const begin = '<!-- soak:begin -->';
-  const end = '<!-- soak:end -->';
-  if (text.includes(begin)) writeFileSync(doc, text.slice(0, text.indexOf(begin) + begin.length) + '\n' + md + text.slice(text.indexOf(end)));
-}
+if (writeDocs) writeSection(path.join(root, 'docs/reliability.md'), 'soak', md);
 process.exit(failures.length === 0 ? 0 : 1);

@@ -8,6 +8,18 @@ import { sh, uvtepBin } from '../../src/testbed.js';
 
 const run = (...args: string[]) => sh(process.execPath, [uvtepBin(), ...args], { timeoutMs: 15_000 });
 
+/** `fn` with the path of a temporary config file holding `text` (removed after). */
+async function withConfig<T>(text: string, fn: (file: string) => Promise<T>): Promise<T> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'uvt-cfg-'));
+  try {
+    const f = path.join(dir, 'bad.yaml');
+    writeFileSync(f, text);
+    return await fn(f);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 describe('uvtep CLI errors', () => {
   const cases: Array<[string, string[], RegExp]> = [
     ['VNI too big', ['--vni', '16777216'], /option --vni: expected an integer from 0 to 16777215, got 16777216/],
@@ -47,16 +59,9 @@ describe('uvtep CLI errors', () => {
     ['vni: 1\nlearning: maybe\n', /option --no-learning: expected true or false in .*bad.yaml, got "maybe"/],
     ['vni: 1\ntransport: raw\n', /option --transport: expected native or dgram, got "raw"/],
   ])('a bad value in --config gets the same message as on the command line, and exit 2: %j', async (text, msg) => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'uvt-cfg-'));
-    try {
-      const f = path.join(dir, 'bad.yaml');
-      writeFileSync(f, text);
-      const r = await run('--config', f);
-      expect(r.code).toBe(2);
-      expect(r.stderr).toMatch(msg);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    const r = await withConfig(text, (f) => run('--config', f));
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(msg);
   });
 
   it.each([
@@ -68,29 +73,15 @@ describe('uvtep CLI errors', () => {
     ['vteps:\n  - {vni: 10, colour: red}\n', /unknown option "colour" in vteps\[0\]/],
     ['vteps: {vni: 10}\n', /vteps in .* must be a list of objects/],
   ])('a bad vteps: list in --config: exit 2 naming the entry and the option, nothing created: %j', async (text, msg) => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'uvt-cfg-'));
-    try {
-      const f = path.join(dir, 'bad.yaml');
-      writeFileSync(f, text);
-      const r = await run('--config', f);
-      expect(r.code).toBe(2);
-      expect(r.stderr).toMatch(msg);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    const r = await withConfig(text, (f) => run('--config', f));
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(msg);
   });
 
   it('--vni on the command line with a vteps: list is refused', async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'uvt-cfg-'));
-    try {
-      const f = path.join(dir, 'v.yaml');
-      writeFileSync(f, 'vteps:\n  - {vni: 10}\n');
-      const r = await run('--config', f, '--vni', '3');
-      expect(r.code).toBe(2);
-      expect(r.stderr).toMatch(/option --vni: .* has a vteps: list; add VTEPs to it, or at run time with uvtep vtep add/);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    const r = await withConfig('vteps:\n  - {vni: 10}\n', (f) => run('--config', f, '--vni', '3'));
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/option --vni: .* has a vteps: list; add VTEPs to it, or at run time with uvtep vtep add/);
   });
 
   it('vtep add: --vni is required; with no uvtep running, exit 1', async () => {
