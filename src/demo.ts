@@ -10,7 +10,7 @@
  * it created (also on Ctrl-C), unless --keep.
  */
 import type { Writable } from 'node:stream';
-import { ping, tcpTransfer, Testbed, testbedMissing, UvtepProcess, type Host, type LogRecord } from './testbed.js';
+import { ping, sh, tcpTransfer, Testbed, testbedMissing, UvtepProcess, type Host, type LogRecord } from './testbed.js';
 
 export interface DemoOptions {
   keep: boolean;
@@ -30,9 +30,11 @@ function fdbTable(final: LogRecord | undefined): string {
 
 export async function runDemo(o: DemoOptions): Promise<number> {
   const say = (s: string) => o.out.write(s + '\n');
+  // everything it needs, named up front with the package to install, before anything is built
   const missing = await testbedMissing();
+  if ((await sh('ping', ['-V'])).code !== 0) missing.push('ping (apt-get install iputils-ping)');
   if (missing.length > 0) {
-    say(`uvtep demo needs ${missing.join(', ')}.`);
+    say(`uvtep demo needs ${missing.join(', ')}; nothing was set up.`);
     return 1;
   }
   const bed = new Testbed(DEMO_SCOPE);

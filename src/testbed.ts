@@ -41,7 +41,7 @@ export async function testbedMissing(): Promise<string[]> {
   if (typeof process.getuid === 'function' && process.getuid() !== 0) missing.push('root (network namespaces and TAP devices need CAP_NET_ADMIN)');
   const { existsSync } = await import('node:fs');
   if (!existsSync('/dev/net/tun')) missing.push('/dev/net/tun');
-  if ((await sh('ip', ['-V'])).code !== 0) missing.push('iproute2 (the ip command)');
+  if ((await sh('ip', ['-V'])).code !== 0) missing.push('iproute2 (the ip command; apt-get install iproute2)');
   return missing;
 }
 

@@ -1,4 +1,8 @@
 // The README's first command: `uvtep demo` runs both seed experiments and leaves nothing behind.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { expect, it } from 'vitest';
 import { sh, uvtepBin } from '../../src/testbed.js';
 import { describeNs } from './setup.js';
@@ -16,6 +20,21 @@ describeNs('uvtep demo', () => {
     expect(r.stdout).toMatch(/Both experiments passed\.\nremoved the demo hosts\./);
     expect((await sh('ip', ['netns', 'list'])).stdout).not.toMatch(/uvt-demo-/);
   }, 150_000);
+
+  it('a machine without ping: the demo says what to install before it builds anything', async () => {
+    // a PATH with iproute2's ip and nothing else
+    const dir = mkdtempSync(path.join(tmpdir(), 'uvt-path-'));
+    try {
+      const ip = (await sh('sh', ['-c', 'command -v ip'])).stdout.trim();
+      symlinkSync(ip, path.join(dir, 'ip'));
+      const r = spawnSync(process.execPath, [uvtepBin(), 'demo'], { env: { ...process.env, PATH: dir }, encoding: 'utf8', timeout: 30_000 });
+      expect(r.status).toBe(1);
+      expect(r.stdout).toMatch(/uvtep demo needs ping \(apt-get install iputils-ping\); nothing was set up\./);
+      expect((await sh('ip', ['netns', 'list'])).stdout).not.toMatch(/uvt-demo-/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 
   it('--keep leaves the hosts, --cleanup removes them', async () => {
     const r = await sh(process.execPath, [uvtepBin(), 'demo', '--keep'], { timeoutMs: 120_000 });
