@@ -320,7 +320,7 @@ function specOf(o: RunOpts): VtepSpec {
     ageing: o.ageing as number,
     learning: o.learning,
     maxAddress: o.maxAddress as number,
-    reservedBits: o.reservedBits as VtepOptions['reservedBits'],
+    reservedBits: o.reservedBits as NonNullable<VtepOptions['reservedBits']>,
     ...(o.group !== undefined ? { group: o.group } : {}),
     ...(o.local !== undefined ? { local: o.local } : {}),
     ...(o.dev !== undefined ? { dev: o.dev } : {}),

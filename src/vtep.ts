@@ -364,12 +364,12 @@ export class Vtep extends EventEmitter<VtepEvents> {
       const last = batch.lasts[i]!;
       this.txFrames += segs;
       if (len < ETH_HLEN || last < ETH_HLEN) {
-        this.drops[DropReason.FrameTruncated] += segs;
+        this.drops[DropReason.FrameTruncated]! += segs;
         continue;
       }
       // a segment larger than the underlay carries (a bridge port with a larger MTU): never fragment
       if (len > maxFrame) {
-        this.drops[DropReason.TooBig] += segs;
+        this.drops[DropReason.TooBig]! += segs;
         continue;
       }
       const entry = fdb.lookup(ethDst(buf, off));
@@ -382,7 +382,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
       }
       const nr = remotes.length;
       if (nr === 0) {
-        this.drops[DropReason.NoRemote] += segs;
+        this.drops[DropReason.NoRemote]! += segs;
         continue;
       }
       const stride = len + VXLAN_HLEN;
@@ -456,7 +456,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
       if (total < 0) {
         // larger than the receive buffer: reassembled from fragments (RFC 7348 4.3: may discard)
         this.rxDatagrams++;
-        this.drops[DropReason.TooBig]++;
+        this.drops[DropReason.TooBig]!++;
         continue;
       }
       const stride = b.segs[m]! > 0 ? b.segs[m]! : total;
@@ -466,7 +466,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
       const ecn = tos > 0 && (tos & 3) !== 0;
       this.rxDatagrams += nd;
       if (allow !== undefined && !allow.allowed(src)) {
-        this.drops[DropReason.NotAllowed] += nd;
+        this.drops[DropReason.NotAllowed]! += nd;
         continue;
       }
       if (nOut + nd > outOffs.length) {
@@ -484,17 +484,17 @@ export class Vtep extends EventEmitter<VtepEvents> {
         const len = d === nd - 1 ? total - d * stride : stride;
         const c = checkVxlan(buf, off, off + len, strict);
         if (c !== VxlanCheck.Ok) {
-          this.drops[c === VxlanCheck.Truncated ? DropReason.Truncated : c === VxlanCheck.NoIFlag ? DropReason.InvalidHeader : DropReason.ReservedBits]++;
+          this.drops[c === VxlanCheck.Truncated ? DropReason.Truncated : c === VxlanCheck.NoIFlag ? DropReason.InvalidHeader : DropReason.ReservedBits]!++;
           continue;
         }
         if (vxlanVni(buf, off) !== myVni) {
-          this.drops[DropReason.UnknownVni]++;
+          this.drops[DropReason.UnknownVni]!++;
           continue;
         }
         const inner = off + VXLAN_HLEN;
         const ilen = len - VXLAN_HLEN;
         if (ilen < ETH_HLEN) {
-          this.drops[DropReason.InnerTruncated]++;
+          this.drops[DropReason.InnerTruncated]!++;
           continue;
         }
         // Larger than the underlay carries unfragmented: reassembled from IP fragments, which
@@ -503,19 +503,19 @@ export class Vtep extends EventEmitter<VtepEvents> {
         // tx checksum offload): the port writes that as a GSO frame, as the kernel would take it.
         if (ilen > maxFrame) {
           if (!isPartialTcp(buf, inner, ilen)) {
-            this.drops[DropReason.TooBig]++;
+            this.drops[DropReason.TooBig]!++;
             continue;
           }
           this.rxSuperFrames++;
         }
         const smac = ethSrc(buf, inner);
         if (smac === ownMac) {
-          this.drops[DropReason.LocalMac]++;
+          this.drops[DropReason.LocalMac]!++;
           continue;
         }
         // Zero or group (I/G bit) source: not a valid station; never learned, never delivered.
         if (smac === MAC_ZERO || (buf[inner + 6]! & 1) !== 0) {
-          this.drops[DropReason.InvalidSrcMac]++;
+          this.drops[DropReason.InvalidSrcMac]!++;
           continue;
         }
         if (learning) {
@@ -525,13 +525,13 @@ export class Vtep extends EventEmitter<VtepEvents> {
             lastSrc = src;
           }
           if (lastConflict) {
-            this.drops[DropReason.StaticConflict]++;
+            this.drops[DropReason.StaticConflict]!++;
             continue;
           }
         }
         // after learning, as the kernel's vxlan_rcv: the outer ECN mark onto the inner packet
         if (ecn && ecnDecapsulate(buf, inner, ilen, tos) === EcnDecap.Drop) {
-          this.drops[DropReason.EcnError]++;
+          this.drops[DropReason.EcnError]!++;
           continue;
         }
         outOffs[nOut] = inner;
@@ -543,7 +543,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
     if (nOut === 0) return;
     const lost = this.port.writeBatch(buf, outOffs, outLens, nOut);
     if (lost > 0) {
-      this.drops[DropReason.TapBusy] += lost;
+      this.drops[DropReason.TapBusy]! += lost;
       bytes -= this.port.lostBytes;
     }
     this.rxPackets += nOut - lost;
@@ -551,7 +551,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
   };
 
   private readonly onSendError = (err: SendError): void => {
-    this.drops[DropReason.TxError] += err.datagrams ?? 1;
+    this.drops[DropReason.TxError]! += err.datagrams ?? 1;
     const code = err.code ?? 'EUNKNOWN';
     const key = `${code}|${err.address ?? ''}|${err.port ?? ''}`;
     const now = Date.now();

@@ -86,7 +86,7 @@ describeNs('hostile datagrams', () => {
     expect(e.drops.InvalidHeader).toBe(2 * N); // random (I clear) + noIFlag
     expect(e.drops.Truncated).toBe(N);
     expect(e.drops.UnknownVni).toBe(N);
-    expect(s.drops.InvalidHeader + s.drops.Truncated + s.drops.UnknownVni).toBe(0);
+    expect(s.drops.InvalidHeader! + s.drops.Truncated! + s.drops.UnknownVni!).toBe(0);
     expect(s.drops.ReservedBits).toBe(N);
     expect(s.drops.InnerTruncated).toBe(N);
     expect(s.drops.TooBig).toBe(N);

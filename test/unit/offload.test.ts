@@ -144,7 +144,7 @@ describe('coalesce: received TCP segments into GSO writes', () => {
 
   it('a corrupted segment is never merged: written as it came, for the kernel to drop; counted', () => {
     const bad = seg(1);
-    bad[100] ^= 0xff;
+    bad[100]! ^= 0xff;
     const { writes, stats } = coalesce([seg(0), bad, seg(2)]);
     expect(writes).toHaveLength(3);
     expect(writes[1]!.frame.equals(bad)).toBe(true);

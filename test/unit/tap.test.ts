@@ -26,9 +26,9 @@ function scripted(opts: { openError?: Error; mtuError?: Error; lost?: number; of
     writeFrames: (_fd, _gro, _b, _o, lens, count, stats) => {
       for (let i = 0; i < count; i++) s.writes.push(lens[i]!);
       const lost = Math.min(opts.lost ?? 0, count);
-      stats[WriterStat.Writes] += count;
-      stats[WriterStat.LostFrames] += lost;
-      for (let i = 0; i < lost; i++) stats[WriterStat.LostBytes] += lens[i]!;
+      stats[WriterStat.Writes]! += count;
+      stats[WriterStat.LostFrames]! += lost;
+      for (let i = 0; i < lost; i++) stats[WriterStat.LostBytes]! += lens[i]!;
       return lost;
     },
     coalesce: () => 0,
