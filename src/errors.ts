@@ -1,5 +1,5 @@
 /**
- * Errors in three tiers (see docs/errors.md):
+ * Errors in three tiers (docs/library.md, "Errors"):
  *  1. per packet: counted drops (`DropReason` in vtep.ts), never thrown;
  *  2. misuse and bad configuration: `UvtepError` with a stable `code`, thrown at the boundary;
  *  3. system errors from the native addon: `Error` with `code` (errno name), `errno`, `syscall`.
