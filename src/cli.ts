@@ -462,7 +462,13 @@ async function serve(
     remove: (name) => instance.remove(name),
   };
 
-  const first = instance.list()[0]!;
+  const first = instance.list()[0];
+  if (first === undefined) {
+    // every VTEP failed while starting (its TAP deleted at once): nothing to serve
+    for (const [h, err] of early) log.fatal({ tap: h.name }, `${h.name} failed: ${err.message}`);
+    await instance.close();
+    return EXIT_SYSTEM;
+  }
   let control: ControlServer | undefined;
   let metrics: MetricsServer | undefined;
   try {
