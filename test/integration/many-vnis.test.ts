@@ -190,4 +190,44 @@ describeNs('many VNIs on one UDP port', () => {
     expect(finals.map((r) => r.tap).sort()).toEqual(['vx10', 'vx20', 'vx30']);
     for (const r of finals) expect((r.stats as Stats).rxPackets).toBeGreaterThan(0);
   });
+
+  it.each(['native', 'dgram'])('a multicast group per VTEP on one socket: groups joined as VTEPs are added, left as they go (%s transport)', async (transport) => {
+    const { h1, h2, u1, u2 } = await twoHosts(fx.newBed(`mvng${transport[0]}`));
+    await quietIpv6(h1);
+    await quietIpv6(h2);
+    // the kernel host: VNI 20 and 30 on their own groups, VNI 10 with a unicast remote
+    await kernelVtep(h2, { vni: 10, remote: u1, port: 4789, address: '10.10.0.2/24', mac: macOf(10, 2), name: 'vxlan10' });
+    for (const vni of [20, 30]) {
+      await h2.ip('link', 'add', `vxlan${vni}`, 'type', 'vxlan', 'id', String(vni), 'group', `239.1.1.${vni}`, 'dev', 'eth0', 'dstport', '4789');
+      await h2.ip('link', 'set', `vxlan${vni}`, 'address', macOf(vni, 2));
+      await h2.ip('addr', 'add', `10.${vni}.0.2/24`, 'dev', `vxlan${vni}`);
+      await h2.ip('link', 'set', `vxlan${vni}`, 'up');
+    }
+    // uvtep starts with VNI 10 only (unicast); the socket has no group yet
+    const a = fx.uvtep(h1, ['--vni', '10', '--name', 'vx10', '--remote', u2, '--dev', 'eth0', '--address', '10.10.0.1/24', '--mac', macOf(10, 1), '--transport', transport]);
+    await a.ready();
+    const groups = async () => (await h1.run(['ip', 'maddr', 'show', 'dev', 'eth0'])).match(/239\.1\.1\.\d+/g) ?? [];
+    expect(await groups()).toEqual([]);
+    for (const vni of [20, 30]) {
+      const r = await cli(h1, 'vtep', 'add', '--vni', String(vni), '--name', `vx${vni}`, '--group', `239.1.1.${vni}`, '--address', `10.${vni}.0.1/24`, '--mac', macOf(vni, 1));
+      expect(r.code, r.stderr).toBe(0);
+    }
+    expect((await groups()).sort()).toEqual(['239.1.1.20', '239.1.1.30']);
+    // ARP through each VNI's group, then unicast; and the unicast VNI as before
+    for (const vni of [10, 20, 30]) expect((await ping(h1, `10.${vni}.0.2`, 3, 0.1)).received, `VNI ${vni}`).toBe(3);
+    const cap = await fx.capture(h2, 'eth0', 'udp dst port 4789 and dst host 239.1.1.30', 'g30.pcap');
+    await h1.run(['ip', 'neigh', 'flush', 'dev', 'vx30']);
+    expect((await ping(h1, '10.30.0.2', 2, 0.1)).received).toBe(2);
+    await cap.stop();
+    // the ARP request went to VNI 30's group, from the one socket every VTEP shares
+    const { udpRecords } = await import('../helpers/pcap.js');
+    const sent = udpRecords(cap.file);
+    expect(sent.length).toBeGreaterThan(0);
+    expect(new Set(sent.map((r) => r.srcPort))).toEqual(new Set([4789]));
+    expect(sent.every((r) => r.payload.readUIntBE(4, 3) === 30)).toBe(true);
+    // a VTEP that goes leaves its group; the other group stays
+    expect((await cli(h1, 'vtep', 'del', 'vx20')).code).toBe(0);
+    expect(await groups()).toEqual(['239.1.1.30']);
+    expect((await ping(h1, '10.30.0.2', 2, 0.1)).received).toBe(2);
+  });
 });
