@@ -124,7 +124,7 @@ export function applyFdbChange(vtep: Vtep, op: FdbOp, c: FdbChange): { changed: 
   }
   if (op === 'del') return { changed: fdb.delete(mac, remote) };
   if (remote === undefined) throw new ConfigError(ErrorCode.InvalidAddress, 'dst', `dst: fdb ${op} needs "dst <ip>"`);
-  const opts = { static: c.static ?? true };
+  const opts = { static: c.static ?? true, origin: 'control' as const };
   if (op === 'add') fdb.add(mac, remote, opts);
   else if (op === 'append') fdb.append(mac, remote, opts);
   else fdb.replace(mac, remote, opts);

@@ -40,18 +40,38 @@ export interface Remote {
 /** Unused interned remotes tolerated before a prune (see `Fdb.remotes`). */
 const REMOTES_SLACK = 1024;
 
+/**
+ * Where a destination of an entry came from: the configuration (`--remote`, `--group`, the config
+ * file), a change through the control socket or the library, learning from the wire, or (later)
+ * an etcd control plane. A reconciler changes only the entries of its own origin.
+ */
+export type FdbOrigin = 'config' | 'control' | 'learned' | 'etcd';
+
 export class FdbEntry {
   readonly mac: number;
   remotes: Remote[];
+  /** The origin of each destination, aligned with `remotes`; undefined: learned (the common case, no array). */
+  origins: FdbOrigin[] | undefined;
   isStatic: boolean;
   /** Clock time (ms) when last learned or refreshed; static entries keep their creation time. */
   updated: number;
-  constructor(mac: number, remotes: Remote[], isStatic: boolean, updated: number) {
+  constructor(mac: number, remotes: Remote[], isStatic: boolean, updated: number, origins?: FdbOrigin[]) {
     this.mac = mac;
     this.remotes = remotes;
+    this.origins = origins;
     this.isStatic = isStatic;
     this.updated = updated;
   }
+  /** The origin of destination `i`. */
+  originOf(i: number): FdbOrigin {
+    return this.origins?.[i] ?? 'learned';
+  }
+}
+
+/** Options of a change: static (default true, as `bridge fdb`) and the origin (default `control`). */
+export interface FdbChangeOptions {
+  static?: boolean;
+  origin?: FdbOrigin;
 }
 
 /** Outcome of `Fdb.learn`, numeric for the data path. */
@@ -92,6 +112,8 @@ export interface FdbRow {
   static: boolean;
   /** Seconds since the entry was learned or refreshed. */
   ageS: number;
+  /** Where this destination came from. */
+  origin: FdbOrigin;
 }
 
 export interface FdbEvents {
@@ -186,6 +208,7 @@ export class Fdb extends EventEmitter<FdbEvents> {
       const to = this.remote(address);
       const from = cur ?? to;
       e.remotes = [to];
+      e.origins = undefined;
       e.updated = this.clock();
       this.emit('migrated', mac, from, to);
       return LearnResult.Migrated;
@@ -201,33 +224,39 @@ export class Fdb extends EventEmitter<FdbEvents> {
   }
 
   /** `bridge fdb add`: create an entry; fails if the MAC exists (EEXIST). Static by default. */
-  add(mac: number, remote: Remote, opts: { static?: boolean } = {}): void {
+  add(mac: number, remote: Remote, opts: FdbChangeOptions = {}): void {
     if (this.table.has(mac)) {
       throw new UvtepError(ErrorCode.FdbExists, `fdb entry ${formatMac(mac)} exists; use replace or append`);
     }
-    this.create(mac, [remote], opts.static ?? true);
+    this.create(mac, [remote], opts.static ?? true, opts.origin ?? 'control');
   }
 
   /** `bridge fdb append`: add a destination to an entry, creating it if needed. */
-  append(mac: number, remote: Remote, opts: { static?: boolean } = {}): void {
+  append(mac: number, remote: Remote, opts: FdbChangeOptions = {}): void {
+    const origin = opts.origin ?? 'control';
     const e = this.table.get(mac);
     if (e === undefined) {
-      this.create(mac, [remote], opts.static ?? true);
+      this.create(mac, [remote], opts.static ?? true, origin);
       return;
     }
-    if (!e.remotes.includes(remote)) e.remotes = [...e.remotes, remote];
+    if (!e.remotes.includes(remote)) {
+      e.origins = [...e.remotes.map((_, i) => e.originOf(i)), origin];
+      e.remotes = [...e.remotes, remote];
+    }
     if (opts.static ?? true) e.isStatic = true;
     if (mac === MAC_ZERO) this.flood = e.remotes;
   }
 
   /** `bridge fdb replace`: the entry's destinations become `[remote]`, creating it if needed. */
-  replace(mac: number, remote: Remote, opts: { static?: boolean } = {}): void {
+  replace(mac: number, remote: Remote, opts: FdbChangeOptions = {}): void {
+    const origin = opts.origin ?? 'control';
     const e = this.table.get(mac);
     if (e === undefined) {
-      this.create(mac, [remote], opts.static ?? true);
+      this.create(mac, [remote], opts.static ?? true, origin);
       return;
     }
     e.remotes = [remote];
+    e.origins = [origin];
     e.isStatic = opts.static ?? true;
     e.updated = this.clock();
     if (mac === MAC_ZERO) this.flood = e.remotes;
@@ -241,7 +270,9 @@ export class Fdb extends EventEmitter<FdbEvents> {
     const e = this.table.get(mac);
     if (e === undefined) return false;
     if (remote !== undefined) {
-      if (!e.remotes.includes(remote)) return false;
+      const at = e.remotes.indexOf(remote);
+      if (at < 0) return false;
+      if (e.origins !== undefined) e.origins = e.origins.filter((_, i) => i !== at);
       e.remotes = e.remotes.filter((r) => r !== remote);
       if (e.remotes.length > 0) {
         if (mac === MAC_ZERO) this.flood = e.remotes;
@@ -276,15 +307,16 @@ export class Fdb extends EventEmitter<FdbEvents> {
     const now = this.clock();
     const rows: FdbRow[] = [];
     for (const e of this.table.values()) {
-      for (const r of e.remotes) {
+      e.remotes.forEach((r, i) => {
         rows.push({
           mac: formatMac(e.mac),
           dst: r.address,
           port: r.port,
           static: e.isStatic,
           ageS: Math.max(0, Math.floor((now - e.updated) / 1000)),
+          origin: e.originOf(i),
         });
-      }
+      });
     }
     return rows;
   }
@@ -317,11 +349,11 @@ export class Fdb extends EventEmitter<FdbEvents> {
     this.timer = undefined;
   }
 
-  private create(mac: number, remotes: Remote[], isStatic: boolean): void {
+  private create(mac: number, remotes: Remote[], isStatic: boolean, origin: FdbOrigin): void {
     if (mac !== MAC_ZERO && this.maxAddress > 0 && this.size >= this.maxAddress) {
       throw new UvtepError(ErrorCode.FdbFull, `fdb is full (maxAddress ${this.maxAddress}); cannot add ${formatMac(mac)}`);
     }
-    this.table.set(mac, new FdbEntry(mac, remotes, isStatic, this.clock()));
+    this.table.set(mac, new FdbEntry(mac, remotes, isStatic, this.clock(), remotes.map(() => origin)));
     if (mac === MAC_ZERO) this.flood = remotes;
   }
 }

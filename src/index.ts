@@ -14,7 +14,7 @@ export type { VtepStats, VtepIo, VtepEvents, VtepDeps, DropReasonName, VtepSendE
 export { resolveConfig, DEFAULTS } from './config.js';
 export type { VtepOptions, VtepConfig, RemoteSpec } from './config.js';
 export { Fdb, FdbEntry, LearnResult, FDB_AGE_DEFAULT_S, FDB_AGE_INTERVAL_S, FDB_MAX_DEFAULT } from './fdb.js';
-export type { Remote, FdbRow, FdbOptions } from './fdb.js';
+export type { Remote, FdbRow, FdbOptions, FdbOrigin, FdbChangeOptions } from './fdb.js';
 export { MemoryPort } from './port/memory.js';
 export type { MemoryPortOptions } from './port/memory.js';
 export { TapPort } from './port/tap.js';

@@ -166,7 +166,7 @@ async function guard(io: Out, fn: () => Promise<void>): Promise<number> {
 /** `bridge fdb show` style lines. */
 export function formatFdb(rows: Array<FdbRow & { vni?: number }>, tap: string): string {
   return rows
-    .map((r) => `${r.mac} dev ${tap} dst ${r.dst} port ${r.port}${r.vni !== undefined ? ` vni ${r.vni}` : ''} self ${r.static ? 'permanent' : `dynamic age ${r.ageS}s`}`)
+    .map((r) => `${r.mac} dev ${tap} dst ${r.dst} port ${r.port}${r.vni !== undefined ? ` vni ${r.vni}` : ''} self ${r.static ? 'permanent' : `dynamic age ${r.ageS}s`}${r.origin !== undefined ? ` origin ${r.origin}` : ''}`)
     .join('\n');
 }
 

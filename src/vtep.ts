@@ -217,8 +217,8 @@ export class Vtep extends EventEmitter<VtepEvents> {
     this.fdb.on('learned', (m, r) => this.emit('learned', m, r));
     this.fdb.on('migrated', (m, f, t) => this.emit('migrated', m, f, t));
     this.fdb.on('aged', (m, r) => this.emit('aged', m, r));
-    for (const r of config.remotes) this.fdb.append(MAC_ZERO, this.fdb.remote(r.address, r.port));
-    if (config.group !== undefined) this.fdb.append(MAC_ZERO, this.fdb.remote(config.group, config.dstPort));
+    for (const r of config.remotes) this.fdb.append(MAC_ZERO, this.fdb.remote(r.address, r.port), { origin: 'config' });
+    if (config.group !== undefined) this.fdb.append(MAC_ZERO, this.fdb.remote(config.group, config.dstPort), { origin: 'config' });
   }
 
   get running(): boolean {
@@ -245,7 +245,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
     }
     for (const r of next.remotes) {
       if (!old.has(key(r))) {
-        this.fdb.append(MAC_ZERO, this.fdb.remote(r.address, r.port));
+        this.fdb.append(MAC_ZERO, this.fdb.remote(r.address, r.port), { origin: 'config' });
         changed.push(`remote ${r.address}:${r.port} added`);
       }
     }

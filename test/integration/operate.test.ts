@@ -47,13 +47,15 @@ describeNs('control socket and subcommands', () => {
     const show = await cli(h1, 'fdb', 'show');
     expect(show.code).toBe(0);
     expect(show.stdout).toContain(`${B_MAC} dev vxlan1 dst ${u2} port 4789 vni 1 self dynamic`);
-    expect(show.stdout).toContain(`00:00:00:00:00:00 dev vxlan1 dst ${u2} port 4789 vni 1 self permanent`);
+    expect(show.stdout).toContain(`00:00:00:00:00:00 dev vxlan1 dst ${u2} port 4789 vni 1 self permanent origin config`);
+    expect(show.stdout).toMatch(new RegExp(`${B_MAC} dev vxlan1 dst ${u2.replace(/\./g, '\\.')} port 4789 vni 1 self dynamic age \\d+s origin learned`));
     const json = JSON.parse((await cli(h1, 'fdb', 'show', '--json', '--name', 'vxlan1')).stdout) as Array<{ mac: string; static: boolean; ageS: number }>;
     expect(json).toContainEqual(expect.objectContaining({ mac: B_MAC, static: false, vni: 1 }));
 
     // append a flood destination: broadcasts now also go there
     await h2.ip('addr', 'add', '198.51.100.99/24', 'dev', 'eth0');
     expect((await cli(h1, 'fdb', 'append', '00:00:00:00:00:00', 'dst', '198.51.100.99')).code).toBe(0);
+    expect((await cli(h1, 'fdb', 'show')).stdout).toContain('00:00:00:00:00:00 dev vxlan1 dst 198.51.100.99 port 4789 vni 1 self permanent origin control');
     const stop = await capture(h2, 'eth0', 'udp and dst host 198.51.100.99', tmpFile('flood.pcap'));
     await h1.exec(['ping', '-b', '-c', '3', '-i', '0.1', '-W', '1', '10.0.0.255']);
     expect((await cli(h1, 'fdb', 'del', '00:00:00:00:00:00', 'dst', '198.51.100.99')).code).toBe(0);

@@ -41,9 +41,10 @@ describe('control protocol', () => {
     expect(await controlRequest(sock, 'info')).toMatchObject({ pid: process.pid, control: sock, vteps: [{ tap: 'vx', vni: 7 }] });
     transport.receive(datagram(7, frame('02:00:00:00:00:0a', '02:00:00:00:00:0b')), '198.51.100.5');
     expect(await controlRequest(sock, 'stats')).toMatchObject({ rxPackets: 1, fdbSize: 1 });
-    expect(await controlRequest(sock, 'fdb.show')).toContainEqual({ mac: '02:00:00:00:00:0b', dst: '198.51.100.5', port: 4789, static: false, ageS: 0, vni: 7 });
+    expect(await controlRequest(sock, 'fdb.show')).toContainEqual({ mac: '02:00:00:00:00:0b', dst: '198.51.100.5', port: 4789, static: false, ageS: 0, vni: 7, origin: 'learned' });
+    expect(await controlRequest(sock, 'fdb.show')).toContainEqual(expect.objectContaining({ mac: '00:00:00:00:00:00', dst: '198.51.100.2', origin: 'config' }));
     await controlRequest(sock, 'fdb.append', { mac: '00:00:00:00:00:00', dst: '198.51.100.3', port: 8472 });
-    expect(await controlRequest(sock, 'fdb.show')).toContainEqual(expect.objectContaining({ mac: '00:00:00:00:00:00', dst: '198.51.100.3', port: 8472, static: true }));
+    expect(await controlRequest(sock, 'fdb.show')).toContainEqual(expect.objectContaining({ mac: '00:00:00:00:00:00', dst: '198.51.100.3', port: 8472, static: true, origin: 'control' }));
     expect(await controlRequest(sock, 'fdb.flush', { dynamic: true })).toEqual({ removed: 1 });
     expect(await controlRequest(sock, 'fdb.del', { mac: '00:00:00:00:00:00', dst: '198.51.100.3', port: 8472 })).toEqual({ changed: true });
   });

@@ -232,13 +232,33 @@ describe('Fdb listing', () => {
     const c = clock();
     const fdb = new Fdb({ dstPort: 4789, clock: c.now });
     fdb.learn(A, '2001:db8::2');
-    fdb.append(MAC_ZERO, fdb.remote('2001:db8::3'));
+    fdb.append(MAC_ZERO, fdb.remote('2001:db8::3'), { origin: 'config' });
     fdb.append(MAC_ZERO, fdb.remote('2001:db8::4', 8472));
     c.advance(12_500);
     expect(fdb.list()).toEqual([
-      { mac: '02:00:00:00:00:0a', dst: '2001:db8::2', port: 4789, static: false, ageS: 12 },
-      { mac: '00:00:00:00:00:00', dst: '2001:db8::3', port: 4789, static: true, ageS: 12 },
-      { mac: '00:00:00:00:00:00', dst: '2001:db8::4', port: 8472, static: true, ageS: 12 },
+      { mac: '02:00:00:00:00:0a', dst: '2001:db8::2', port: 4789, static: false, ageS: 12, origin: 'learned' },
+      { mac: '00:00:00:00:00:00', dst: '2001:db8::3', port: 4789, static: true, ageS: 12, origin: 'config' },
+      { mac: '00:00:00:00:00:00', dst: '2001:db8::4', port: 8472, static: true, ageS: 12, origin: 'control' },
     ]);
+  });
+
+  it('each destination keeps its origin through append, delete, replace and migration', () => {
+    const fdb = new Fdb({ dstPort: 4789 });
+    fdb.append(MAC_ZERO, fdb.remote('198.51.100.2'), { origin: 'config' });
+    fdb.append(MAC_ZERO, fdb.remote('198.51.100.3'), { origin: 'etcd' });
+    fdb.append(MAC_ZERO, fdb.remote('198.51.100.4'));
+    fdb.append(MAC_ZERO, fdb.remote('198.51.100.2'), { origin: 'control' }); // already there: keeps its origin
+    fdb.delete(MAC_ZERO, fdb.remote('198.51.100.3'));
+    expect(fdb.list().map((r) => [r.dst, r.origin])).toEqual([
+      ['198.51.100.2', 'config'],
+      ['198.51.100.4', 'control'],
+    ]);
+    fdb.learn(B, '198.51.100.9');
+    fdb.replace(B, fdb.remote('198.51.100.8'), { static: false, origin: 'etcd' });
+    expect(fdb.list().find((r) => r.mac === '02:00:00:00:00:0b')).toMatchObject({ dst: '198.51.100.8', origin: 'etcd' });
+    fdb.flush();
+    fdb.learn(B, '198.51.100.9');
+    fdb.learn(B, '198.51.100.7'); // migrates: learned again
+    expect(fdb.list().find((r) => r.mac === '02:00:00:00:00:0b')).toMatchObject({ dst: '198.51.100.7', origin: 'learned' });
   });
 });
