@@ -12,7 +12,7 @@ import { LogSink } from './log-sink.js';
 import { DEFAULTS, resolveConfig, TAP_MTU_MAX, TAP_MTU_MIN, type VtepConfig, type VtepOptions } from './config.js';
 import { ConfigError, ErrorCode, isSystemError, UvtepError } from './errors.js';
 import type { TransportKind } from './create.js';
-import { checkSpecs, Instance, type HostedVtep, type VtepInfo, type VtepSpec } from './instance.js';
+import { checkSpecs, Instance, type HostedVtep, type VtepSpec } from './instance.js';
 import { checkDgramOptions } from './transport/dgram.js';
 import { loadBinding } from './native.js';
 import { formatMac } from './wire/ethernet.js';
@@ -371,13 +371,6 @@ function startError(e: unknown, log: Logger, where = ''): number {
   throw e;
 }
 
-function upLine(h: HostedVtep, info: VtepInfo, control: string | undefined): [Record<string, unknown>, string] {
-  return [
-    { tap: h.name, mtu: info.mtu, mac: info.mac, vni: info.vni, remotes: info.remotes, dstport: info.dstport, listen: info.listen, bridge: h.bridge, control },
-    `${h.name} up: vni ${info.vni}, mtu ${info.mtu}, mac ${info.mac}, remotes ${info.remotes.length ? info.remotes.join(', ') : 'none (learning and static entries only)'}, dstport ${info.dstport}, listening on ${info.listen}${h.bridge ? `, bridge ${h.bridge}` : ''}`,
-  ];
-}
-
 async function run(o: RunOpts, entries: Array<Record<string, unknown>> | undefined): Promise<number> {
   if (o.transport !== 'auto' && o.transport !== 'native' && o.transport !== 'dgram') {
     return usageError(`option --transport: expected native or dgram, got ${JSON.stringify(o.transport)}`);
@@ -514,10 +507,18 @@ async function serve(
       log.warn({ tap: h.name }, `${h.name}: accepting VXLAN datagrams from any underlay source and learning MACs from them, as the kernel VTEP does; restrict the sources with --allow-from <cidr> or --allow-from peers`);
     }
   };
-  const finalRecord = (h: HostedVtep, reason: string) => {
-    const s = h.vtep.stats;
-    log.info({ tap: h.name, vni: h.vtep.config.vni, stats: s, endpoint: h.endpoint.stats, fdb: h.vtep.fdb.list() }, `stopped (${reason}): ${h.name}: ${summary(s)}`);
+  /** The startup line of a VTEP (and its event logs from then on). */
+  const announce = (h: HostedVtep): void => {
+    watch(h);
+    const i = instance.info(h);
+    log.info(
+      { tap: h.name, mtu: i.mtu, mac: i.mac, vni: i.vni, remotes: i.remotes, dstport: i.dstport, listen: i.listen, bridge: h.bridge, control: control?.path },
+      `${h.name} up: vni ${i.vni}, mtu ${i.mtu}, mac ${i.mac}, remotes ${i.remotes.length ? i.remotes.join(', ') : 'none (learning and static entries only)'}, dstport ${i.dstport}, listening on ${i.listen}${h.bridge ? `, bridge ${h.bridge}` : ''}`,
+    );
   };
+  /** A VTEP's counters, its endpoint's and its FDB, for its last record. */
+  const snapshot = (h: HostedVtep) => ({ tap: h.name, vni: h.vtep.config.vni, stats: h.vtep.stats, endpoint: h.endpoint.stats, fdb: h.vtep.fdb.list() });
+  const finalRecord = (r: ReturnType<typeof snapshot>, reason: string) => log.info(r, `stopped (${reason}): ${r.tap}: ${summary(r.stats)}`);
 
   /**
    * SIGHUP: the command line and the config file read again. Applied while forwarding: VTEPs added
@@ -615,16 +616,14 @@ async function serve(
       }
       stopping = true;
       onStopping();
-      const last = instance.list().map((h) => ({ h, s: h.vtep.stats, endpoint: h.endpoint.stats, fdb: h.vtep.fdb.list() }));
+      const last = instance.list().map(snapshot);
       // bounded: whatever a client of the control socket or the metrics port does, the stop
       // completes (and the final counters are logged) within STOP_DEADLINE_MS
       const deadline = new Promise<void>((r) => setTimeout(r, STOP_DEADLINE_MS).unref());
       void Promise.race([Promise.all([instance.close(), closeServers()]), deadline]).then(() => {
-        for (const { h, s, endpoint, fdb } of last) log.info({ tap: h.name, vni: h.vtep.config.vni, stats: s, endpoint, fdb }, `stopped (${sig}): ${h.name}: ${summary(s)}`);
+        for (const r of last) finalRecord(r, sig);
         if (last.length === 0) log.info(`stopped (${sig}): no VTEP was running`);
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
-        process.off('SIGHUP', onHup);
+        detach();
         resolve(EXIT_OK);
       });
     };
@@ -634,38 +633,32 @@ async function serve(
       if (!stopping) void reload();
     };
     process.on('SIGHUP', onHup);
-    instance.on('added', (h) => {
-      watch(h);
-      const [fields, msg] = upLine(h, instance.info(h), control?.path);
-      log.info(fields, msg);
-    });
+    const detach = () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      process.off('SIGHUP', onHup);
+    };
+    instance.on('added', announce);
     instance.on('removed', (h) => {
-      const st = h.vtep.stats;
-      log.info({ tap: h.name, vni: h.vtep.config.vni, stats: st, fdb: h.vtep.fdb.list() }, `${h.name} removed (vni ${h.vtep.config.vni}): ${summary(st)}`);
+      const r = snapshot(h);
+      log.info(r, `${h.name} removed (vni ${r.vni}): ${summary(r.stats)}`);
     });
     const onFailed = (h: HostedVtep, err: Error) => {
       if (instance.list().length === 0) onStopping(); // the last one: its records are final
       const sys = err as NodeJS.ErrnoException;
       log.fatal({ tap: h.name, code: sys.code, syscall: sys.syscall }, `${h.name} failed: ${err.message}`);
-      finalRecord(h, 'error');
+      finalRecord(snapshot(h), 'error');
       // the others keep running; when none is left, uvtep exits so that its supervisor restarts it
       if (instance.list().length > 0 || stopping) return;
       stopping = true;
-      onStopping();
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-      process.off('SIGHUP', onHup);
+      detach();
       void Promise.all([instance.close(), closeServers()]).then(() => resolve(EXIT_SYSTEM));
     };
     instance.off('failed', onEarly);
     instance.on('failed', onFailed);
     for (const [h, err] of early) onFailed(h, err);
     // the startup lines last: once they are out, SIGTERM is handled and the control socket answers
-    for (const h of instance.list()) {
-      watch(h);
-      const [fields, msg] = upLine(h, instance.info(h), control?.path);
-      log.info(fields, msg);
-    }
+    for (const h of instance.list()) announce(h);
   });
 }
 

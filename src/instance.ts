@@ -123,7 +123,6 @@ export class Instance extends EventEmitter<InstanceEvents> {
   private readonly kind: TransportKind;
   private readonly vteps: Map<string, HostedVtep>;
   private readonly endpoints: Map<string, { ep: Endpoint; config: VtepConfig }>;
-  private readonly keyOf: Map<Endpoint, string>;
   /** Adds and removes run one at a time (control clients may race). */
   private serial: Promise<unknown>;
   private closed: boolean;
@@ -134,7 +133,6 @@ export class Instance extends EventEmitter<InstanceEvents> {
     this.kind = transportKind(opts.transport) as TransportKind;
     this.vteps = new Map();
     this.endpoints = new Map();
-    this.keyOf = new Map();
     this.serial = Promise.resolve();
     this.closed = false;
     this.anyPort = 0;
@@ -244,7 +242,6 @@ export class Instance extends EventEmitter<InstanceEvents> {
     const ep = shared?.ep ?? new Endpoint(udpTransport(config, this.kind, undefined));
     if (shared === undefined) {
       this.endpoints.set(key, { ep, config });
-      this.keyOf.set(ep, key);
     }
     let vtep: Vtep | undefined;
     try {
@@ -277,12 +274,10 @@ export class Instance extends EventEmitter<InstanceEvents> {
     await this.closeIfIdle(h.endpoint);
   }
 
+  /** Closes `ep` once no VTEP is attached to it (every hosted VTEP holds a lane while it runs). */
   private async closeIfIdle(ep: Endpoint): Promise<void> {
     if (ep.vnis.length > 0) return;
-    for (const h of this.vteps.values()) if (h.endpoint === ep) return;
-    const key = this.keyOf.get(ep);
-    if (key !== undefined) this.endpoints.delete(key);
-    this.keyOf.delete(ep);
+    for (const [key, e] of this.endpoints) if (e.ep === ep) this.endpoints.delete(key);
     await ep.close();
   }
 }

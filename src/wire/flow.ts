@@ -8,6 +8,7 @@
  * MACs and ethertype. Every read is bounds-checked against `len`.
  */
 import { ETH_HLEN } from './ethernet.js';
+import { encapEcn, innerDs } from './inet.js';
 
 const ETH_P_IP = 0x0800;
 const ETH_P_IPV6 = 0x86dd;
@@ -51,15 +52,11 @@ export function flowHash(b: Uint8Array, off: number, len: number): number {
 }
 
 /**
- * The inner DS field (IPv4 TOS, IPv6 traffic class) for `tos inherit`, with ECN encapsulated as
- * RFC 6040 normal mode: CE inside becomes ECT(0) outside. -1 when the frame is not IP.
+ * The outer DS field for `tos inherit`: the inner one (IPv4 TOS, IPv6 traffic class, past VLAN
+ * tags), with ECN encapsulated as RFC 6040 normal mode: CE inside becomes ECT(0) outside. -1 when
+ * the frame is not IP.
  */
 export function innerDsfield(b: Uint8Array, off: number, len: number): number {
-  if (len < ETH_HLEN + 2) return -1;
-  const type = (b[off + 12]! << 8) | b[off + 13]!;
-  let ds: number;
-  if (type === ETH_P_IP) ds = b[off + 15]!;
-  else if (type === ETH_P_IPV6) ds = ((b[off + 14]! & 0x0f) << 4) | (b[off + 15]! >>> 4);
-  else return -1;
-  return (ds & 0x03) === 0x03 ? (ds & 0xfc) | 0x02 : ds;
+  const ds = innerDs(b, off, len);
+  return ds < 0 ? -1 : (ds & 0xfc) | encapEcn(ds & 3);
 }

@@ -60,26 +60,40 @@ export function isPartialTcp(b: Uint8Array, off: number, len: number): boolean {
 // INET_ECN_decapsulate). ECN is the low two bits of the IPv4 TOS / IPv6 traffic class:
 // 00 not-ECT, 10 ECT(0), 01 ECT(1), 11 CE.
 
-/** The inner frame's L3 header: its ethertype and offset, past any 802.1Q / 802.1ad tags. */
-function innerL3(b: Uint8Array, off: number, len: number): { type: number; l3: number } | undefined {
+/**
+ * The offset of the inner frame's IP header, past any 802.1Q / 802.1ad tags, or -1 when the frame
+ * is not IPv4/IPv6 with a whole fixed header. The version nibble at that offset says which: no
+ * object per call (this runs per sent entry and per received ECN-marked datagram).
+ */
+function innerL3(b: Uint8Array, off: number, len: number): number {
   const end = off + len;
-  if (len < ETH_HLEN) return undefined;
+  if (len < ETH_HLEN) return -1;
   let type = (b[off + 12]! << 8) | b[off + 13]!;
   let l3 = off + ETH_HLEN;
   while ((type === 0x8100 || type === 0x88a8) && l3 + 4 <= end) {
     type = (b[l3 + 2]! << 8) | b[l3 + 3]!;
     l3 += 4;
   }
-  if (type === ETH_P_IP && l3 + 20 <= end && b[l3]! >> 4 === 4) return { type, l3 };
-  if (type === ETH_P_IPV6 && l3 + 40 <= end && b[l3]! >> 4 === 6) return { type, l3 };
-  return undefined;
+  if (type === ETH_P_IP && l3 + 20 <= end && b[l3]! >> 4 === 4) return l3;
+  if (type === ETH_P_IPV6 && l3 + 40 <= end && b[l3]! >> 4 === 6) return l3;
+  return -1;
+}
+
+/** The DS field (IPv4 TOS, IPv6 traffic class) of the IP header at `l3`. */
+function dsAt(b: Uint8Array, l3: number): number {
+  return b[l3]! >> 4 === 4 ? b[l3 + 1]! : ((b[l3]! & 0x0f) << 4) | (b[l3 + 1]! >> 4);
+}
+
+/** The inner IP packet's DS field, -1 for a frame that is not IP. */
+export function innerDs(b: Uint8Array, off: number, len: number): number {
+  const l3 = innerL3(b, off, len);
+  return l3 < 0 ? -1 : dsAt(b, l3);
 }
 
 /** The ECN bits of the inner IP packet (0 for a frame that is not IP). */
 export function innerEcn(b: Uint8Array, off: number, len: number): number {
-  const h = innerL3(b, off, len);
-  if (h === undefined) return 0;
-  return h.type === ETH_P_IP ? b[h.l3 + 1]! & 3 : (b[h.l3 + 1]! >> 4) & 3;
+  const ds = innerDs(b, off, len);
+  return ds < 0 ? 0 : ds & 3;
 }
 
 /**
@@ -87,9 +101,9 @@ export function innerEcn(b: Uint8Array, off: number, len: number): number {
  * -1 for a frame that is not IP (the socket's default TTL applies, as the route's for the kernel).
  */
 export function innerTtl(b: Uint8Array, off: number, len: number): number {
-  const h = innerL3(b, off, len);
-  if (h === undefined) return -1;
-  return h.type === ETH_P_IP ? b[h.l3 + 8]! : b[h.l3 + 7]!;
+  const l3 = innerL3(b, off, len);
+  if (l3 < 0) return -1;
+  return b[l3]! >> 4 === 4 ? b[l3 + 8]! : b[l3 + 7]!;
 }
 
 /** The outer ECN for an inner packet's (RFC 6040 encapsulation: CE inside becomes ECT(0) outside). */
@@ -116,11 +130,10 @@ export const EcnDecap = {
 export function ecnDecapsulate(b: Uint8Array, off: number, len: number, outer: number): number {
   const o = outer & 3;
   if (o === 0) return EcnDecap.Ok;
-  const h = innerL3(b, off, len);
-  if (h === undefined) return EcnDecap.Ok;
-  const l3 = h.l3;
-  const v4 = h.type === ETH_P_IP;
-  const inner = v4 ? b[l3 + 1]! & 3 : (b[l3 + 1]! >> 4) & 3;
+  const l3 = innerL3(b, off, len);
+  if (l3 < 0) return EcnDecap.Ok;
+  const v4 = b[l3]! >> 4 === 4;
+  const inner = dsAt(b, l3) & 3;
   if (inner === 0) return o === 3 ? EcnDecap.Drop : EcnDecap.NotEct;
   let want = inner;
   if (o === 3) want = 3;

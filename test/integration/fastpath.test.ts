@@ -5,6 +5,7 @@
 // never reach the wire; counters show the batching happened.
 import { expect, it } from 'vitest';
 import { ping, tcpTransfer, type Host, type LogRecord } from '../../src/testbed.js';
+import { udpExchange, udpSnmp } from '../helpers/udp.js';
 import { describeNs, kernelVtep, NsFixture, twoHosts } from './setup.js';
 
 const MB = 1024 * 1024;
@@ -104,22 +105,14 @@ describeNs('fast path: UDP datagrams through the batched receive path', () => {
   it('bursts of datagrams of several sizes arrive complete, in order, each with its own size and bytes', async () => {
     const { h1, h2, b } = await uvtepPair('fpudp', false);
     expect((await ping(h1, '10.0.0.107', 2, 0.1)).received).toBe(2); // ARP resolved and MACs learned first
-    const recv = h2.spawn([
-      process.execPath,
-      '-e',
-      // datagram i: 4-byte index, then bytes (i + j) & 255; sizes vary per burst
+    // datagram i: 4-byte index, then bytes (i + j) & 255; sizes vary per burst
+    const got = await udpExchange(
+      h2,
       `const s=require('dgram').createSocket({type:'udp4',recvBufferSize:8<<20});const got=[];let bad=0;s.on('message',(m)=>{const i=m.readUInt32BE(0);got.push(i);for(let j=4;j<m.length;j++)if(m[j]!==((i+j)&255)){bad++;break}if(m.length!==[1200,64,800,4][Math.floor(i/100)%4])bad++;if(got.length===2000)done()});const done=()=>{let order=0;for(let k=0;k<got.length;k++)if(got[k]!==k)order++;console.log(JSON.stringify({n:got.length,bad,order}));process.exit(0)};s.bind(6001,'10.0.0.107');setTimeout(done,20000);`,
-    ]);
-    let out = '';
-    recv.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-    await new Promise((r) => setTimeout(r, 300));
-    await h1.run([
-      process.execPath,
-      '-e',
+      h1,
       `const s=require('dgram').createSocket('udp4');let i=0;const burst=()=>{if(i===2000){s.close();return}for(let k=0;k<100;k++,i++){const len=[1200,64,800,4][Math.floor(i/100)%4];const b=Buffer.alloc(len);b.writeUInt32BE(i,0);for(let j=4;j<b.length;j++)b[j]=(i+j)&255;s.send(b,6001,'10.0.0.107')}setTimeout(burst,20)};burst();`,
-    ]);
-    await new Promise<void>((r) => (recv.exitCode !== null ? r() : recv.once('exit', () => r())));
-    expect(JSON.parse(out.trim())).toEqual({ n: 2000, bad: 0, order: 0 });
+    );
+    expect(got).toEqual({ n: 2000, bad: 0, order: 0 });
     const sb = statsOf((await b.stop()).final);
     expect(sb.io.recvMsgs / sb.io.recvCalls, 'several datagrams per receive syscall').toBeGreaterThan(1);
   }, 120_000);
@@ -163,26 +156,14 @@ describeNs('fast path: no partial checksum reaches the wire', () => {
     ['kernel tx checksum offload on', 'on'],
   ])('small UDP datagrams and a TCP stream uvtep -> kernel arrive intact (%s)', async (_n, tx) => {
     const { h1, h2 } = await kernelPair(`fpcs${tx}`, false, tx as 'on' | 'off');
-    const recv = h2.spawn([
-      process.execPath,
-      '-e',
+    const got = await udpExchange(
+      h2,
       `const s=require('dgram').createSocket('udp4');let n=0,bad=0;s.on('message',(m)=>{n++;for(let i=0;i<m.length;i++)if(m[i]!==((i+m.length)&255))bad++;if(n===200){console.log(JSON.stringify({n,bad}));process.exit(0)}});s.bind(6000,'10.0.0.107');setTimeout(()=>{console.log(JSON.stringify({n,bad}));process.exit(0)},15000);`,
-    ]);
-    let out = '';
-    recv.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-    await new Promise((r) => setTimeout(r, 300));
-    await h1.run([
-      process.execPath,
-      '-e',
+      h1,
       `const s=require('dgram').createSocket('udp4');let i=0;const next=()=>{if(i===200){s.close();return}const len=1+((i*37)%1400);const b=Buffer.alloc(len);for(let j=0;j<len;j++)b[j]=(j+len)&255;i++;s.send(b,6000,'10.0.0.107',()=>setTimeout(next,1))};next();`,
-    ]);
-    await new Promise<void>((r) => (recv.exitCode !== null ? r() : recv.once('exit', () => r())));
-    expect(JSON.parse(out.trim())).toEqual({ n: 200, bad: 0 });
-    const snmp = await h2.run(['cat', '/proc/net/snmp']);
-    const udp = snmp.split('\n').filter((l) => l.startsWith('Udp:'));
-    const cols = udp[0]!.split(/\s+/);
-    const vals = udp[1]!.split(/\s+/);
-    expect(Number(vals[cols.indexOf('InCsumErrors')])).toBe(0);
+    );
+    expect(got).toEqual({ n: 200, bad: 0 });
+    expect((await udpSnmp(h2)).InCsumErrors).toBe(0);
     // TCP uvtep -> kernel: TSO super-frames split with complete checksums (and, with tx on, the
     // kernel's ACKs arrive with partial checksums and are taken)
     expect((await tcpTransfer(h2, h1, '10.0.0.107', 5203, 32 * MB, 120_000)).ok).toBe(true);

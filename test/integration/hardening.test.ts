@@ -5,6 +5,7 @@ import { expect, it } from 'vitest';
 import { ping, tcpTransfer, toolPath, uvtepBin, UVTEP_NODE_FLAGS, type Host, type LogRecord } from '../../src/testbed.js';
 import { datagram, frame } from '../helpers/frames.js';
 import { udpRecords } from '../helpers/pcap.js';
+import { udpSnmp } from '../helpers/udp.js';
 import { waitFor } from '../helpers/wait.js';
 import { describeNs, kernelVtep, NsFixture, quietIpv6, twoHosts } from './setup.js';
 
@@ -329,16 +330,9 @@ describeNs('integrity under load', () => {
     // A rate-limited queue on the underlay holds the datagrams (and their socket memory) the way a
     // busy NIC does; a bare veth frees them at once and would never push back.
     await h1.run(['tc', 'qdisc', 'add', 'dev', 'eth0', 'root', 'tbf', 'rate', '100mbit', 'burst', '32kb', 'latency', '50ms']);
-    const snmp = async (h: Host) => {
-      const t = await h.run(['cat', '/proc/net/snmp']);
-      const [names, values] = t.split('\n').filter((l) => l.startsWith('Udp:'));
-      const k = names!.split(/\s+/).slice(1);
-      const v = values!.split(/\s+/).slice(1).map(Number);
-      return Object.fromEntries(k.map((x, i) => [x, v[i]!])) as Record<string, number>;
-    };
     const tapDropped = async (h: Host) => Number((await h.run(['cat', '/sys/class/net/vxlan1/statistics/tx_dropped'])).trim());
-    const s1 = await snmp(h1);
-    const s2 = await snmp(h2);
+    const s1 = await udpSnmp(h1);
+    const s2 = await udpSnmp(h2);
     const d1 = await tapDropped(h1);
     // 20,000 datagrams of 1,200 bytes, each with a sequence number and a SHA-256 of its bytes,
     // sent as fast as h1's stack takes them: far more than 100 Mbit/s, so uvtep's socket fills
@@ -355,8 +349,8 @@ describeNs('integrity under load', () => {
     // none that reached h2's stack with a bad UDP checksum
     expect(got.corrupt).toBe(0);
     expect(got.duplicates).toBe(0);
-    const e1 = await snmp(h1);
-    const e2 = await snmp(h2);
+    const e1 = await udpSnmp(h1);
+    const e2 = await udpSnmp(h2);
     expect(e2.InCsumErrors! - s2.InCsumErrors!).toBe(0);
     // every datagram is delivered or counted where it was lost: h1's UDP send queue or TAP queue
     // (the TAP paused), the underlay's rate limiter, h2's socket buffer, uvtep's drops
