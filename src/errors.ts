@@ -20,6 +20,8 @@ export const ErrorCode = {
   Exists: 'UVTEP_ERR_EXISTS',
   State: 'UVTEP_ERR_STATE',
   NoNative: 'UVTEP_ERR_NO_NATIVE',
+  /** Another node holds this VTEP's address in etcd. */
+  EtcdConflict: 'UVTEP_ERR_ETCD_CONFLICT',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

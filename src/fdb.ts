@@ -286,6 +286,18 @@ export class Fdb extends EventEmitter<FdbEvents> {
   }
 
   /**
+   * Removes destination `remote` of the entry only when it came from `origin` (a reconciler
+   * removes only what it added). Returns whether it was removed.
+   */
+  deleteOwn(mac: number, remote: Remote, origin: FdbOrigin): boolean {
+    const e = this.table.get(mac);
+    if (e === undefined) return false;
+    const at = e.remotes.indexOf(remote);
+    if (at < 0 || e.originOf(at) !== origin) return false;
+    return this.delete(mac, remote);
+  }
+
+  /**
    * `bridge fdb flush`: remove dynamic entries, or every entry when `dynamicOnly` is false. The
    * default destinations (the all-zero entry: `--remote`, `--group`, `fdb append 00:..:00`) stay,
    * as the kernel's flush keeps them; delete them with `delete(0, remote)`.

@@ -24,6 +24,7 @@ import { ETH_HLEN, ethDst, ethSrc, MAC_ZERO } from './wire/ethernet.js';
 import { checkVxlan, emitVxlan, VXLAN_HLEN, vxlanVni, VxlanCheck } from './wire/vxlan.js';
 import { flowHash, innerDsfield } from './wire/flow.js';
 import { EcnDecap, ecnDecapsulate, encapEcn, innerEcn, innerTtl, isPartialTcp } from './wire/inet.js';
+import { proxyReply, type LocalStations, type NeighTable } from './neigh.js';
 
 /** Why a frame or datagram was dropped. Numeric on the data path; names via `DROP_REASONS`. */
 export const DropReason = {
@@ -87,6 +88,8 @@ export interface VtepStats {
   txBytes: number;
   /** Datagrams sent to the flood list (broadcast, multicast, unknown unicast). */
   floodCopies: number;
+  /** ARP requests and neighbour solicitations answered on the TAP instead of flooded (`proxy`). */
+  proxyReplies: number;
   drops: Record<DropReasonName, number>;
   dropsTotal: number;
   fdbSize: number;
@@ -168,6 +171,16 @@ export class Vtep extends EventEmitter<VtepEvents> {
   private readonly sendErrors: Map<string, { last: number; count: number }>;
   /** The `allowFrom` prefixes, or undefined when everyone is accepted. */
   private allow: SourceFilter | undefined;
+  /** Underlay addresses of the members of a control plane (`setMembers`), accepted besides `allow`. */
+  private members: ReadonlySet<string> | undefined;
+  /** The stations behind the port, told of every frame read (`observeStations`). */
+  private stations: LocalStations | undefined;
+  /** ARP/ND suppression: the neighbours answered for on the port (`setProxy`). */
+  private neigh: NeighTable | undefined;
+  private readonly proxyOut: Buffer;
+  private readonly proxyOffs: Int32Array;
+  private readonly proxyLens: Int32Array;
+  private proxyReplies = 0;
   // counters
   private rxDatagrams = 0;
   private rxPackets = 0;
@@ -204,6 +217,12 @@ export class Vtep extends EventEmitter<VtepEvents> {
     this.paused = false;
     this.sendErrors = new Map();
     this.allow = config.allowFrom.length > 0 ? new SourceFilter(config.allowFrom) : undefined;
+    this.members = undefined;
+    this.stations = undefined;
+    this.neigh = undefined;
+    this.proxyOut = Buffer.alloc(128);
+    this.proxyOffs = new Int32Array(1);
+    this.proxyLens = new Int32Array(1);
     this.drops = new Float64Array(DROP_REASONS.length);
     this.rxOffs = new Int32Array(RX_FRAMES_CAP);
     this.rxLens = new Int32Array(RX_FRAMES_CAP);
@@ -257,6 +276,29 @@ export class Vtep extends EventEmitter<VtepEvents> {
     }
     this.config = { ...this.config, remotes: next.remotes.map((r) => ({ ...r })), allowFrom: next.allowFrom };
     return changed;
+  }
+
+  /**
+   * Accept datagrams from these underlay addresses (canonical IP literals) besides `allowFrom`: a
+   * control plane's members (`--etcd-allow`). Undefined: no member list (only `allowFrom` applies,
+   * and with no `allowFrom` everyone is accepted). An empty set with no `allowFrom` accepts no one.
+   */
+  setMembers(addresses: ReadonlySet<string> | undefined): void {
+    this.members = addresses;
+  }
+
+  /** Tell `stations` of every frame read from the port (what a control plane publishes), or stop. */
+  observeStations(stations: LocalStations | undefined): void {
+    this.stations = stations;
+  }
+
+  /**
+   * ARP/ND suppression, as `ip link ... proxy`: ARP requests and neighbour solicitations from the
+   * port for an address `neigh` knows are answered on the port and not flooded; unknown ones are
+   * flooded as before. Undefined turns it off.
+   */
+  setProxy(neigh: NeighTable | undefined): void {
+    this.neigh = neigh;
   }
 
   /** Binds the transport and starts both directions. */
@@ -314,6 +356,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
       txPackets: this.txPackets,
       txBytes: this.txBytes,
       floodCopies: this.floodCopies,
+      proxyReplies: this.proxyReplies,
       drops,
       dropsTotal: total,
       fdbSize: this.fdb.size,
@@ -372,6 +415,9 @@ export class Vtep extends EventEmitter<VtepEvents> {
         this.drops[DropReason.TooBig]! += segs;
         continue;
       }
+      if (this.stations !== undefined) this.stations.see(buf, off, len);
+      // a broadcast ARP request or a (multicast) neighbour solicitation: answered here if known
+      if (this.neigh !== undefined && (buf[off]! & 1) !== 0 && segs === 1 && this.answer(buf, off, len)) continue;
       const entry = fdb.lookup(ethDst(buf, off));
       let remotes: Remote[];
       if (entry !== undefined) {
@@ -418,6 +464,17 @@ export class Vtep extends EventEmitter<VtepEvents> {
     }
   };
 
+  /** Writes the proxy's reply to the request at `buf[off, off+len)` to the port; false if there is none. */
+  private answer(buf: Buffer, off: number, len: number): boolean {
+    const n = proxyReply(buf, off, len, this.neigh!, this.proxyOut);
+    if (n === 0) return false;
+    this.proxyOffs[0] = 0;
+    this.proxyLens[0] = n;
+    if (this.port.writeBatch(this.proxyOut, this.proxyOffs, this.proxyLens, 1) > 0) this.drops[DropReason.TapBusy]!++;
+    else this.proxyReplies++;
+    return true;
+  }
+
   private flushTx(): void {
     if (this.tx.count === 0) return;
     this.transport.send(this.tx);
@@ -442,6 +499,8 @@ export class Vtep extends EventEmitter<VtepEvents> {
     const ownMac = this.ownMac;
     const learning = this.learning;
     const allow = this.allow;
+    const members = this.members;
+    const filtered = allow !== undefined || members !== undefined;
     let outOffs = this.rxOffs;
     let outLens = this.rxLens;
     let nOut = 0;
@@ -465,7 +524,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
       const tos = b.tos[m]!;
       const ecn = tos > 0 && (tos & 3) !== 0;
       this.rxDatagrams += nd;
-      if (allow !== undefined && !allow.allowed(src)) {
+      if (filtered && members?.has(src) !== true && allow?.allowed(src) !== true) {
         this.drops[DropReason.NotAllowed]! += nd;
         continue;
       }

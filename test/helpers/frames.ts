@@ -1,5 +1,7 @@
 // Frame builders and gVisor-style composable checkers for VXLAN datagrams.
 import { expect } from 'vitest';
+import { Address6 } from 'ip-address';
+import { icmpv6Checksum } from '../../src/neigh.js';
 import { ethDst, ethSrc, parseMac, writeMac } from '../../src/wire/ethernet.js';
 import { checkVxlan, VXLAN_HLEN, vxlanVni, VxlanCheck } from '../../src/wire/vxlan.js';
 
@@ -48,4 +50,58 @@ export function expectVxlan(d: Buffer, ...checks: Checker[]): void {
   expect(checkVxlan(d, 0, d.length, true), 'checkVxlan strict').toBe(VxlanCheck.Ok);
   cleanHeader(d);
   for (const c of checks) c(d);
+}
+
+function ip4(text: string): number[] {
+  return text.split('.').map(Number);
+}
+
+function padded6(text: string): number[] {
+  const b = new Address6(text).toUnsignedByteArray();
+  return [...Array(16 - b.length).fill(0), ...b];
+}
+
+/** An ARP request (who-has `target`, tell `senderIp`), broadcast, as a host sends it. */
+export function arpRequest(senderMac: string, senderIp: string, target: string): Buffer {
+  const f = Buffer.alloc(42);
+  writeMac(f, 0, 0xffff_ffff_ffff);
+  writeMac(f, 6, mac(senderMac));
+  f.writeUInt16BE(0x0806, 12);
+  f.set([0, 1, 8, 0, 6, 4, 0, 1], 14);
+  writeMac(f, 22, mac(senderMac));
+  f.set(ip4(senderIp), 28);
+  f.set(ip4(target), 38);
+  return f;
+}
+
+/** An IPv6 neighbour solicitation for `target` from `senderIp`, to its solicited-node group. */
+export function neighborSolicit(senderMac: string, senderIp: string, target: string): Buffer {
+  const t = padded6(target);
+  const f = Buffer.alloc(14 + 40 + 32);
+  f.set([0x33, 0x33, 0xff, t[13]!, t[14]!, t[15]!], 0);
+  writeMac(f, 6, mac(senderMac));
+  f.writeUInt16BE(0x86dd, 12);
+  f.set([0x60, 0, 0, 0, 0, 32, 58, 255], 14);
+  f.set(padded6(senderIp), 22);
+  f.set([0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, t[13]!, t[14]!, t[15]!], 38);
+  f[54] = 135;
+  f.set(t, 62);
+  f[78] = 1; // source link-layer address option
+  f[79] = 1;
+  writeMac(f, 80, mac(senderMac));
+  const sum = icmpv6Checksum(f, 22, 38, 54, 32);
+  f.writeUInt16BE(sum, 56);
+  return f;
+}
+
+/** An IPv4 packet frame (UDP, no payload checks) from `srcIp`. */
+export function ipv4Frame(dst: string, src: string, srcIp: string, dstIp: string): Buffer {
+  const f = Buffer.alloc(14 + 28);
+  writeMac(f, 0, mac(dst));
+  writeMac(f, 6, mac(src));
+  f.writeUInt16BE(0x0800, 12);
+  f.set([0x45, 0, 0, 28, 0, 0, 0x40, 0, 64, 17, 0, 0], 14);
+  f.set(ip4(srcIp), 26);
+  f.set(ip4(dstIp), 30);
+  return f;
 }

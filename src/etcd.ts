@@ -1,0 +1,753 @@
+/**
+ * The etcd v3 control plane: VTEPs find each other through etcd instead of `--remote` lists.
+ *
+ * Key layout (values JSON, every key bound to the process's one lease):
+ *
+ *   <prefix>/v1/vni/<vni>/vteps/<addr>:<port>    a member: {address, port, mac, node, vni, version}
+ *   <prefix>/v1/vni/<vni>/macs/<mac>             a MAC route: {mac, address, port, ips, node}
+ *
+ * (IPv6 members are `[addr]:port`.) One `EtcdAgent` per process holds the client (one gRPC
+ * connection) and the lease, whatever the number of VTEPs; each VTEP that joins is a
+ * `Membership`:
+ *
+ * - claim: its member key is created only if absent (a transaction); a key of another node is a
+ *   conflict (`EtcdConflictError`), a key of this node (a restart within the TTL) is taken over.
+ * - reconcile: it lists its VNI's directory, then watches from the next revision. The other
+ *   members are its flood list (FDB destinations of origin `etcd`, and with `allow` its accepted
+ *   sources); the MAC routes of others are static FDB entries (origin `etcd`), and their addresses
+ *   fill the neighbour table `proxy` answers from. Entries of other origins are never touched.
+ * - publish (`macs`): the stations seen behind its TAP are put as MAC routes, and deleted when
+ *   they age out.
+ * - faults: a lost watch, a compaction or a reconnect lists again and reconciles; a lost lease
+ *   (etcd away longer than the TTL) is granted anew, and everything is put again. While etcd is
+ *   away nothing is flushed: forwarding goes on with the last known state.
+ * - stop: `close()` revokes the lease, so the keys go at once; a crashed process's keys expire
+ *   after the TTL.
+ */
+import { EventEmitter } from 'node:events';
+import { hostname } from 'node:os';
+import { ConstantBackoff, ExponentialBackoff, handleWhen, noop, retry } from 'cockatiel';
+import { Etcd3, isRecoverableError, type IKeyValue, type IOptions, type Lease, type Watcher } from 'etcd3';
+import { ErrorCode, StateError, UvtepError } from './errors.js';
+import type { Remote } from './fdb.js';
+import { LocalStations, NeighTable, type Station } from './neigh.js';
+import type { Vtep } from './vtep.js';
+import { formatMac, MAC_ZERO, parseMac } from './wire/ethernet.js';
+
+export const ETCD_PREFIX_DEFAULT = '/uvtep';
+export const ETCD_TTL_DEFAULT_S = 10;
+/** The layout version in every key. */
+export const ETCD_LAYOUT = 'v1';
+const VERSION = '0.1.0';
+/** Deadline of one etcd request (streams excepted). */
+const CALL_DEADLINE_MS = 3000;
+/** Local MAC changes are put together after this long (one transaction for a burst). */
+const PUBLISH_DELAY_MS = 20;
+/** Puts per transaction (etcd's default limit is 128 operations). */
+const TXN_OPS_MAX = 64;
+/** Warnings about etcd being away: at most one per this interval (the count says how many more). */
+const WARN_INTERVAL_MS = 10_000;
+
+export class EtcdConflictError extends UvtepError {
+  constructor(message: string) {
+    super(ErrorCode.EtcdConflict, message);
+    this.name = 'EtcdConflictError';
+  }
+}
+
+/** What the agent logs through (pino's signature). */
+export interface EtcdLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+  debug(obj: object, msg: string): void;
+}
+
+export interface EtcdSettings {
+  /** Client URLs, `http://host:2379` or `https://...`. */
+  endpoints: readonly string[];
+  /** Key prefix (default `/uvtep`). */
+  prefix?: string;
+  /** Lease TTL in seconds (default 10). */
+  ttlS?: number;
+  /** This node's name in member and MAC records (default: the host name). */
+  node?: string;
+  /** TLS: the CA that signed the servers' certificates, and a client certificate and key. */
+  tls?: { ca: Buffer; cert?: Buffer; key?: Buffer };
+  /** Password authentication. */
+  auth?: { username: string; password: string };
+  log?: EtcdLogger;
+}
+
+/** How one VTEP takes part. */
+export interface MemberSpec {
+  /** The underlay address and port the other VTEPs send to. */
+  advertise: { address: string; port: number };
+  /** Its TAP's name (for logs) and MAC (in its record). */
+  name?: string;
+  mac?: string;
+  /** Accept datagrams only from members (and `allowFrom`). */
+  allow?: boolean;
+  /** Publish the stations behind the TAP and install the others' as static FDB entries. */
+  macs?: boolean;
+  /** Answer ARP/ND for addresses of the MAC routes on the TAP (needs `macs`). */
+  proxy?: boolean;
+}
+
+export interface MemberRecord {
+  address: string;
+  port: number;
+  mac?: string;
+  node: string;
+  vni: number;
+  version: string;
+}
+
+export interface MacRoute {
+  mac: string;
+  address: string;
+  port: number;
+  ips: string[];
+  node: string;
+}
+
+export interface EtcdStats {
+  up: boolean;
+  /** Requests sent to etcd (ranges, puts, transactions, deletes, lease grants, watch creations). */
+  requests: number;
+  /** Failed requests and broken watches or keepalives. */
+  errors: number;
+  /** Leases granted (1 + one per recovery after a lost lease). */
+  leases: number;
+  /** Lists of a VNI's directory (1 per join + one per lost watch or recovery). */
+  resyncs: number;
+  /** Watch events applied. */
+  events: number;
+  members: number;
+}
+
+export interface EtcdAgentEvents {
+  up: [];
+  down: [reason: string];
+  /** A VTEP's claim was refused after a recovery (another node holds its address): it stays out. */
+  conflict: [vtep: Vtep, err: EtcdConflictError];
+}
+
+/** `<addr>:<port>`, `[v6]:<port>`. */
+export function hostPort(a: { address: string; port: number }): string {
+  return a.address.includes(':') ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+}
+
+export function vniDir(prefix: string, vni: number): string {
+  return `${prefix}/${ETCD_LAYOUT}/vni/${vni}/`;
+}
+
+export function memberKey(prefix: string, vni: number, a: { address: string; port: number }): string {
+  return `${vniDir(prefix, vni)}vteps/${hostPort(a)}`;
+}
+
+export function macKey(prefix: string, vni: number, mac: number): string {
+  return `${vniDir(prefix, vni)}macs/${formatMac(mac)}`;
+}
+
+function parseJson(v: Buffer | string): Record<string, unknown> | undefined {
+  try {
+    const o: unknown = JSON.parse(v.toString());
+    return o !== null && typeof o === 'object' && !Array.isArray(o) ? (o as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const IP_RE = /^[0-9a-fA-F.:]+$/;
+
+/** A member record as found in etcd; undefined when it is not one (ignored, never trusted). */
+export function readMember(v: Buffer | string): MemberRecord | undefined {
+  const o = parseJson(v);
+  if (o === undefined || typeof o.address !== 'string' || !IP_RE.test(o.address) || !Number.isInteger(o.port) || (o.port as number) < 1 || (o.port as number) > 65535) return undefined;
+  return { address: o.address, port: o.port as number, node: String(o.node ?? ''), vni: Number(o.vni), version: String(o.version ?? ''), ...(typeof o.mac === 'string' ? { mac: o.mac } : {}) };
+}
+
+export function readMacRoute(v: Buffer | string): MacRoute | undefined {
+  const o = parseJson(v);
+  if (o === undefined || typeof o.mac !== 'string' || parseMac(o.mac) === undefined) return undefined;
+  if (typeof o.address !== 'string' || !IP_RE.test(o.address) || !Number.isInteger(o.port) || (o.port as number) < 1 || (o.port as number) > 65535) return undefined;
+  const ips = Array.isArray(o.ips) ? o.ips.filter((x): x is string => typeof x === 'string' && IP_RE.test(x)).slice(0, 64) : [];
+  return { mac: o.mac, address: o.address, port: o.port as number, ips, node: String(o.node ?? '') };
+}
+
+/** One VTEP's part in the control plane. */
+class Membership {
+  readonly vtep: Vtep;
+  readonly spec: MemberSpec;
+  readonly vni: number;
+  readonly selfKey: string;
+  readonly self: string;
+  readonly dir: string;
+  /** Members (not this one) installed as flood destinations, by key. */
+  readonly peers: Map<string, Remote>;
+  /** Member addresses accepted with `allow` (the set the Vtep reads). */
+  readonly allowed: Set<string>;
+  /** MAC routes of others installed, by MAC. */
+  readonly routes: Map<number, { remote: Remote; ips: string[] }>;
+  readonly neigh: NeighTable | undefined;
+  readonly stations: LocalStations | undefined;
+  /** Stations to put, and MACs to delete, at the next publish. */
+  readonly dirty: Set<number>;
+  readonly gone: Set<number>;
+  watcher: Watcher | undefined;
+  /** Set when the watch broke: the next `connected` lists again. */
+  stale: boolean;
+  claimed: boolean;
+  publishTimer: NodeJS.Timeout | undefined;
+
+  constructor(agent: EtcdAgent, vtep: Vtep, spec: MemberSpec) {
+    this.vtep = vtep;
+    this.spec = spec;
+    this.vni = vtep.config.vni;
+    this.dir = vniDir(agent.prefix, this.vni);
+    this.selfKey = memberKey(agent.prefix, this.vni, spec.advertise);
+    this.self = hostPort(spec.advertise);
+    this.peers = new Map();
+    this.allowed = new Set();
+    this.routes = new Map();
+    this.neigh = spec.proxy === true ? new NeighTable() : undefined;
+    this.dirty = new Set();
+    this.gone = new Set();
+    this.stations =
+      spec.macs === true
+        ? new LocalStations(
+            {
+              changed: (s) => {
+                this.gone.delete(s.mac);
+                this.dirty.add(s.mac);
+                agent.schedulePublish(this);
+              },
+              expired: (s) => {
+                this.dirty.delete(s.mac);
+                this.gone.add(s.mac);
+                agent.schedulePublish(this);
+              },
+            },
+            { ageingS: vtep.config.ageingS },
+          )
+        : undefined;
+    this.watcher = undefined;
+    this.stale = false;
+    this.claimed = false;
+    this.publishTimer = undefined;
+  }
+
+  record(node: string): MemberRecord {
+    return { address: this.spec.advertise.address, port: this.spec.advertise.port, ...(this.spec.mac !== undefined ? { mac: this.spec.mac } : {}), node, vni: this.vni, version: VERSION };
+  }
+
+  routeOf(s: Station, node: string): MacRoute {
+    return { mac: formatMac(s.mac), address: this.spec.advertise.address, port: this.spec.advertise.port, ips: [...s.ips], node };
+  }
+
+  /** A member key appeared or changed. */
+  putMember(key: string, v: Buffer): void {
+    if (key === this.selfKey) return;
+    const m = readMember(v);
+    if (m === undefined) {
+      this.deleteMember(key);
+      return;
+    }
+    const fdb = this.vtep.fdb;
+    const remote = fdb.remote(m.address, m.port);
+    const had = this.peers.get(key);
+    if (had === remote) return;
+    if (had !== undefined) this.deleteMember(key);
+    fdb.append(MAC_ZERO, remote, { origin: 'etcd' });
+    this.peers.set(key, remote);
+    this.allowed.add(remote.address);
+  }
+
+  deleteMember(key: string): void {
+    const remote = this.peers.get(key);
+    if (remote === undefined) return;
+    this.peers.delete(key);
+    this.vtep.fdb.deleteOwn(MAC_ZERO, remote, 'etcd');
+    if (![...this.peers.values()].some((r) => r.address === remote.address)) this.allowed.delete(remote.address);
+  }
+
+  putRoute(mac: number, v: Buffer): void {
+    const r = readMacRoute(v);
+    if (r === undefined || parseMac(r.mac) !== mac) {
+      this.deleteRoute(mac);
+      return;
+    }
+    if (r.address === this.spec.advertise.address && r.port === this.spec.advertise.port) {
+      // our own route (published by this VTEP): what another member had for it goes
+      this.deleteRoute(mac);
+      return;
+    }
+    const fdb = this.vtep.fdb;
+    const remote = fdb.remote(r.address, r.port);
+    const old = this.routes.get(mac);
+    if (old !== undefined && this.neigh !== undefined) for (const ip of old.ips) this.neigh.delete(ip, mac);
+    const e = fdb.lookup(mac);
+    // an entry of the configuration or the control socket stays as it is
+    const foreign = e !== undefined && e.remotes.some((_, i) => e.originOf(i) !== 'etcd' && e.originOf(i) !== 'learned');
+    if (!foreign) {
+      try {
+        fdb.replace(mac, remote, { static: true, origin: 'etcd' });
+      } catch {
+        return; // the FDB is full (maxAddress): known unicast to it floods, as before
+      }
+    }
+    this.routes.set(mac, { remote, ips: r.ips });
+    if (this.neigh !== undefined) for (const ip of r.ips) this.neigh.set(ip, mac);
+  }
+
+  deleteRoute(mac: number): void {
+    const old = this.routes.get(mac);
+    if (old === undefined) return;
+    this.routes.delete(mac);
+    if (this.neigh !== undefined) for (const ip of old.ips) this.neigh.delete(ip, mac);
+    const e = this.vtep.fdb.lookup(mac);
+    if (e !== undefined && e.remotes.every((_, i) => e.originOf(i) === 'etcd')) this.vtep.fdb.delete(mac);
+  }
+
+  apply(kind: 'put' | 'delete', kv: IKeyValue): void {
+    const key = kv.key.toString();
+    if (!key.startsWith(this.dir)) return;
+    const rest = key.slice(this.dir.length);
+    if (rest.startsWith('vteps/')) {
+      if (kind === 'put') this.putMember(key, kv.value);
+      else this.deleteMember(key);
+    } else if (rest.startsWith('macs/')) {
+      const mac = parseMac(rest.slice(5));
+      if (mac === undefined) return;
+      if (kind === 'put') this.putRoute(mac, kv.value);
+      else this.deleteRoute(mac);
+    }
+  }
+
+  /** The state after a full list: what is installed and no longer listed goes, the rest is put. */
+  reconcile(kvs: IKeyValue[]): void {
+    const members = new Set<string>();
+    const macs = new Set<number>();
+    for (const kv of kvs) {
+      const key = kv.key.toString();
+      const rest = key.slice(this.dir.length);
+      if (rest.startsWith('vteps/')) members.add(key);
+      else if (rest.startsWith('macs/')) {
+        const mac = parseMac(rest.slice(5));
+        if (mac !== undefined) macs.add(mac);
+      }
+      this.apply('put', kv);
+    }
+    for (const key of [...this.peers.keys()]) if (!members.has(key)) this.deleteMember(key);
+    for (const mac of [...this.routes.keys()]) if (!macs.has(mac)) this.deleteRoute(mac);
+  }
+
+  /** Stops observing and answering (the VTEP leaves; its FDB goes with it or stays as it is). */
+  detach(): void {
+    if (this.publishTimer !== undefined) clearTimeout(this.publishTimer);
+    this.publishTimer = undefined;
+    this.vtep.observeStations(undefined);
+    this.vtep.setProxy(undefined);
+    if (this.spec.allow === true) this.vtep.setMembers(undefined);
+  }
+}
+
+/**
+ * The process's etcd client and lease, and the memberships of its VTEPs. `start()` once, `join()`
+ * each VTEP, `leave()` it when it stops, `close()` at the end (revokes the lease).
+ */
+export class EtcdAgent extends EventEmitter<EtcdAgentEvents> {
+  readonly prefix: string;
+  readonly ttlS: number;
+  readonly node: string;
+  readonly endpoints: readonly string[];
+  private readonly client: Etcd3;
+  private readonly log: EtcdLogger | undefined;
+  private readonly members: Map<Vtep, Membership>;
+  private lease: Lease | undefined;
+  private leaseId: string | undefined;
+  private isUp: boolean;
+  private closed: boolean;
+  private recovering: boolean;
+  private recoverTimer: NodeJS.Timeout | undefined;
+  private tickTimer: NodeJS.Timeout | undefined;
+  private lastWarn: number;
+  private warnsSuppressed: number;
+  private readonly counts: { requests: number; errors: number; leases: number; resyncs: number; events: number };
+
+  constructor(settings: EtcdSettings) {
+    super();
+    this.prefix = (settings.prefix ?? ETCD_PREFIX_DEFAULT).replace(/\/+$/, '');
+    this.ttlS = settings.ttlS ?? ETCD_TTL_DEFAULT_S;
+    this.node = settings.node ?? hostname();
+    this.endpoints = [...settings.endpoints];
+    this.log = settings.log;
+    const options: IOptions = {
+      hosts: [...settings.endpoints],
+      dialTimeout: CALL_DEADLINE_MS,
+      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + CALL_DEADLINE_MS }),
+      // uvtep backs off itself (recover, resync): no circuit breaker that would hold a recovered
+      // etcd closed for seconds, one quick retry for a request that met a reconnecting channel
+      faultHandling: {
+        host: () => noop,
+        global: retry(handleWhen(isRecoverableError), { maxAttempts: 1, backoff: new ConstantBackoff(100) }),
+        // a factory, as the watch manager uses it (etcd3's declared type says a backoff)
+        watchBackoff: new ExponentialBackoff({ initialDelay: 200, maxDelay: 2000 }) as unknown as NonNullable<NonNullable<IOptions['faultHandling']>['watchBackoff']>,
+      },
+      grpcOptions: { 'grpc.initial_reconnect_backoff_ms': 200, 'grpc.max_reconnect_backoff_ms': 2000, 'grpc.keepalive_time_ms': 10_000, 'grpc.keepalive_timeout_ms': 5000 },
+      ...(settings.tls !== undefined
+        ? { credentials: { rootCertificate: settings.tls.ca, ...(settings.tls.key !== undefined ? { privateKey: settings.tls.key } : {}), ...(settings.tls.cert !== undefined ? { certChain: settings.tls.cert } : {}) } }
+        : {}),
+      ...(settings.auth !== undefined ? { auth: { username: settings.auth.username, password: settings.auth.password } } : {}),
+    };
+    this.client = new Etcd3(options);
+    this.members = new Map();
+    this.lease = undefined;
+    this.leaseId = undefined;
+    this.isUp = false;
+    this.closed = false;
+    this.recovering = false;
+    this.recoverTimer = undefined;
+    this.tickTimer = undefined;
+    this.lastWarn = 0;
+    this.warnsSuppressed = 0;
+    this.counts = { requests: 0, errors: 0, leases: 0, resyncs: 0, events: 0 };
+  }
+
+  /** Whether etcd answers and the lease is alive (`uvtep_etcd_up`). */
+  get up(): boolean {
+    return this.isUp;
+  }
+
+  get stats(): EtcdStats {
+    return { up: this.isUp, ...this.counts, members: [...this.members.values()].reduce((n, m) => n + m.peers.size, 0) };
+  }
+
+  /** The members a VTEP has now (not itself), as `addr:port`. */
+  peersOf(vtep: Vtep): string[] {
+    const m = this.members.get(vtep);
+    return m === undefined ? [] : [...m.peers.values()].map(hostPort);
+  }
+
+  /** The MAC routes a VTEP installed, MAC -> `addr:port`. */
+  routesOf(vtep: Vtep): Map<string, string> {
+    const m = this.members.get(vtep);
+    return new Map(m === undefined ? [] : [...m.routes].map(([mac, r]) => [formatMac(mac), hostPort(r.remote)]));
+  }
+
+  /**
+   * Connects and grants the lease. Resolves true when etcd answered; false when it did not (the
+   * agent keeps trying in the background and VTEPs forward with what they have meanwhile).
+   */
+  async start(): Promise<boolean> {
+    this.tickTimer = setInterval(() => {
+      for (const m of this.members.values()) m.stations?.tick();
+    }, 1000);
+    this.tickTimer.unref();
+    try {
+      await this.grantLease();
+      this.markUp();
+      return true;
+    } catch (e) {
+      this.markDown(`cannot reach etcd at ${this.endpoints.join(', ')}: ${(e as Error).message}`);
+      this.scheduleRecover();
+      return false;
+    }
+  }
+
+  /**
+   * A VTEP joins its VNI: claims its key, lists and watches. Throws `EtcdConflictError` when
+   * another node holds its address (nothing of the VTEP changed). When etcd is away it joins in
+   * the background, as soon as etcd answers.
+   */
+  async join(vtep: Vtep, spec: MemberSpec): Promise<void> {
+    if (this.closed) throw new StateError('the etcd agent is closed');
+    const m = new Membership(this, vtep, spec);
+    this.members.set(vtep, m);
+    if (spec.allow === true) vtep.setMembers(m.allowed);
+    if (m.neigh !== undefined) vtep.setProxy(m.neigh);
+    if (m.stations !== undefined) vtep.observeStations(m.stations);
+    if (this.leaseId === undefined) return;
+    try {
+      await this.claim(m);
+      await this.resync(m);
+    } catch (e) {
+      if (e instanceof EtcdConflictError) {
+        this.members.delete(vtep);
+        m.detach();
+        throw e;
+      }
+      this.fault(`VNI ${m.vni}: ${(e as Error).message}`);
+    }
+  }
+
+  /** A VTEP leaves: its keys are deleted (when etcd answers) and its watch ends. */
+  async leave(vtep: Vtep): Promise<void> {
+    const m = this.members.get(vtep);
+    if (m === undefined) return;
+    this.members.delete(vtep);
+    m.detach();
+    const w = m.watcher;
+    m.watcher = undefined;
+    await w?.cancel().catch(() => undefined);
+    if (!m.claimed || this.leaseId === undefined) return;
+    const keys = [m.selfKey, ...(m.stations?.list() ?? []).map((s) => macKey(this.prefix, m.vni, s.mac))];
+    try {
+      for (let i = 0; i < keys.length; i += TXN_OPS_MAX) {
+        this.counts.requests++;
+        const txn = this.client.if(m.selfKey, 'Lease', '==', this.leaseId);
+        await txn.then(...keys.slice(i, i + TXN_OPS_MAX).map((k) => this.client.delete().key(k))).commit();
+      }
+    } catch (e) {
+      this.counts.errors++;
+      this.log?.debug({ vni: m.vni, err: (e as Error).message }, 'etcd: leaving: keys left to expire with the lease');
+    }
+  }
+
+  /** Revokes the lease (every key of this process goes at once) and closes the client. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.recoverTimer !== undefined) clearTimeout(this.recoverTimer);
+    if (this.tickTimer !== undefined) clearInterval(this.tickTimer);
+    for (const m of this.members.values()) {
+      m.detach();
+      void m.watcher?.cancel().catch(() => undefined);
+    }
+    this.members.clear();
+    const lease = this.lease;
+    this.lease = undefined;
+    if (lease !== undefined && this.leaseId !== undefined) {
+      this.counts.requests++;
+      await lease.revoke({ deadline: Date.now() + 1000 }).catch(() => undefined);
+    }
+    this.client.close();
+  }
+
+  // --- inside ---
+
+  private async grantLease(): Promise<void> {
+    const lease = this.client.lease(this.ttlS, { autoKeepAlive: true });
+    lease.on('lost', (err: Error) => {
+      if (this.lease !== lease || this.closed) return;
+      this.lease = undefined;
+      this.leaseId = undefined;
+      this.markDown(`the etcd lease was lost: ${err.message}`);
+      this.scheduleRecover();
+    });
+    lease.on('keepaliveFailed', (err: unknown) => {
+      if (this.lease !== lease || this.closed) return;
+      this.counts.errors++;
+      this.markDown(`etcd keepalive failed: ${(err as Error).message ?? String(err)}`);
+    });
+    lease.on('keepaliveSucceeded', () => {
+      if (this.lease !== lease || this.closed || this.isUp || this.recovering) return;
+      if ([...this.members.values()].every((m) => !m.stale && m.claimed)) this.markUp();
+    });
+    this.counts.requests++;
+    try {
+      const id = await lease.grant();
+      this.lease = lease;
+      this.leaseId = id;
+      this.counts.leases++;
+    } catch (e) {
+      lease.release();
+      throw e;
+    }
+  }
+
+  /** Creates the member key if absent; takes it over if this node held it; else a conflict. */
+  private async claim(m: Membership): Promise<void> {
+    const id = this.leaseId!;
+    const value = JSON.stringify(m.record(this.node));
+    this.counts.requests++;
+    const r = await this.client.if(m.selfKey, 'Create', '==', 0).then(this.client.put(m.selfKey).value(value).lease(id)).else(this.client.get(m.selfKey)).commit();
+    if (!r.succeeded) {
+      const kv = r.responses[0]?.response_range.kvs[0];
+      const held = kv !== undefined ? readMember(kv.value) : undefined;
+      if (kv !== undefined && held?.node !== this.node) {
+        throw new EtcdConflictError(
+          `etcd: ${m.self} is the address of another VTEP of VNI ${m.vni} (node ${JSON.stringify(held?.node ?? '?')}, key ${m.selfKey}); ` +
+            `each VTEP advertises its own underlay address: give this one --local <its address>, or stop the other`,
+        );
+      }
+      // ours from before (a restart within the TTL, or a lease lost and granted anew): take it over
+      this.counts.requests++;
+      await this.client.put(m.selfKey).value(value).lease(id);
+    }
+    m.claimed = true;
+    // the stations known so far: put again with this lease
+    if (m.stations !== undefined) for (const s of m.stations.list()) m.dirty.add(s.mac);
+    if (m.dirty.size > 0) await this.publish(m);
+  }
+
+  /** Lists the VNI's directory, reconciles, and watches from the next revision. */
+  private async resync(m: Membership): Promise<void> {
+    const old = m.watcher;
+    m.watcher = undefined;
+    await old?.cancel().catch(() => undefined);
+    this.counts.requests++;
+    this.counts.resyncs++;
+    const res = await this.client.getAll().prefix(m.dir).exec();
+    if (this.members.get(m.vtep) !== m) return;
+    m.reconcile(res.kvs);
+    m.stale = false;
+    const next = (BigInt(res.header.revision) + 1n).toString();
+    this.counts.requests++;
+    const w = await this.client.watch().prefix(m.dir).startRevision(next).create();
+    if (this.members.get(m.vtep) !== m || this.closed) {
+      await w.cancel().catch(() => undefined);
+      return;
+    }
+    m.watcher = w;
+    w.on('put', (kv) => {
+      this.counts.events++;
+      m.apply('put', kv);
+    });
+    w.on('delete', (kv) => {
+      this.counts.events++;
+      m.apply('delete', kv);
+    });
+    w.on('disconnected', (err: Error) => {
+      if (m.watcher !== w) return;
+      m.stale = true;
+      this.counts.errors++;
+      this.markDown(`etcd watch of VNI ${m.vni} lost: ${err.message}`);
+    });
+    w.on('connected', () => {
+      // back: what happened meanwhile may be compacted away, so list again rather than replay
+      if (m.watcher !== w || !m.stale) return;
+      this.resyncSoon(m);
+    });
+    w.on('error', (err: Error) => {
+      // canceled by etcd (compaction past our revision): list again
+      if (m.watcher !== w) return;
+      m.stale = true;
+      this.counts.errors++;
+      this.warn(`etcd watch of VNI ${m.vni} canceled: ${err.message}; listing again`);
+      this.resyncSoon(m);
+    });
+  }
+
+  private resyncSoon(m: Membership): void {
+    if (this.closed || this.members.get(m.vtep) !== m) return;
+    this.resync(m).then(
+      () => {
+        if (this.leaseId !== undefined && !this.recovering && [...this.members.values()].every((x) => !x.stale)) this.markUp();
+      },
+      (e: Error) => {
+        this.fault(`VNI ${m.vni}: listing again failed: ${e.message}`);
+        setTimeout(() => this.resyncSoon(m), 1000).unref();
+      },
+    );
+  }
+
+  /** Called by a membership's stations: puts the changes after a short delay, together. */
+  schedulePublish(m: Membership): void {
+    if (m.publishTimer !== undefined || this.closed) return;
+    m.publishTimer = setTimeout(() => {
+      m.publishTimer = undefined;
+      if (this.leaseId === undefined || !m.claimed || this.members.get(m.vtep) !== m) return;
+      this.publish(m).catch((e: Error) => this.fault(`VNI ${m.vni}: publishing MAC routes failed: ${e.message}`));
+    }, PUBLISH_DELAY_MS);
+    m.publishTimer.unref();
+  }
+
+  private async publish(m: Membership): Promise<void> {
+    const id = this.leaseId!;
+    const puts = [...m.dirty].flatMap((mac) => {
+      const s = m.stations?.get(mac);
+      return s === undefined ? [] : [this.client.put(macKey(this.prefix, m.vni, mac)).value(JSON.stringify(m.routeOf(s, this.node))).lease(id)];
+    });
+    const dels = [...m.gone].map((mac) => macKey(this.prefix, m.vni, mac));
+    m.dirty.clear();
+    m.gone.clear();
+    for (let i = 0; i < puts.length; i += TXN_OPS_MAX) {
+      this.counts.requests++;
+      await this.client
+        .if(m.selfKey, 'Create', '>', 0)
+        .then(...puts.slice(i, i + TXN_OPS_MAX))
+        .commit();
+    }
+    for (const key of dels) {
+      // deleted only while it is still ours (another VTEP may have the MAC now)
+      this.counts.requests++;
+      await this.client.if(key, 'Lease', '==', id).then(this.client.delete().key(key)).commit();
+    }
+  }
+
+  private scheduleRecover(delayMs = 500): void {
+    if (this.closed || this.recoverTimer !== undefined) return;
+    this.recoverTimer = setTimeout(() => {
+      this.recoverTimer = undefined;
+      void this.recover(delayMs);
+    }, delayMs);
+    this.recoverTimer.unref();
+  }
+
+  /** A new lease, every key put again, every VNI listed again. */
+  private async recover(delayMs: number): Promise<void> {
+    if (this.closed || this.recovering) return;
+    this.recovering = true;
+    try {
+      if (this.leaseId === undefined) await this.grantLease();
+      for (const m of [...this.members.values()]) {
+        try {
+          await this.claim(m);
+        } catch (e) {
+          if (!(e instanceof EtcdConflictError)) throw e;
+          this.members.delete(m.vtep);
+          m.detach();
+          this.log?.error({ vni: m.vni, err: e.message }, e.message);
+          this.emit('conflict', m.vtep, e);
+          continue;
+        }
+        await this.resync(m);
+      }
+      this.recovering = false;
+      this.markUp();
+    } catch (e) {
+      this.recovering = false;
+      this.fault((e as Error).message);
+      this.scheduleRecover(Math.min(delayMs * 2, 5000));
+    }
+  }
+
+  private markUp(): void {
+    if (this.isUp || this.closed) return;
+    this.isUp = true;
+    if (this.warnsSuppressed > 0 || this.lastWarn > 0) this.log?.info({ etcd: this.endpoints }, `etcd: connected again (${this.endpoints.join(', ')})`);
+    this.lastWarn = 0;
+    this.warnsSuppressed = 0;
+    this.emit('up');
+  }
+
+  private markDown(reason: string): void {
+    if (this.closed) return;
+    if (this.isUp) {
+      this.isUp = false;
+      this.emit('down', reason);
+    }
+    this.warn(`${reason}; forwarding goes on with the last known members`);
+  }
+
+  /** A failed request: counted, logged (rate-limited), recovered from in the background. */
+  private fault(reason: string): void {
+    this.counts.errors++;
+    this.markDown(reason);
+    if (this.leaseId === undefined) this.scheduleRecover();
+    else for (const m of this.members.values()) if (!m.claimed || m.stale) this.scheduleRecover();
+  }
+
+  private warn(msg: string): void {
+    const now = Date.now();
+    if (now - this.lastWarn < WARN_INTERVAL_MS) {
+      this.warnsSuppressed++;
+      return;
+    }
+    this.log?.warn({ etcd: this.endpoints, since_last_report: this.warnsSuppressed }, `etcd: ${msg}`);
+    this.lastWarn = now;
+    this.warnsSuppressed = 0;
+  }
+}
