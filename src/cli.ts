@@ -24,6 +24,7 @@ import { metricsRegistry, MetricsServer, parseMetricsAddress } from './metrics.j
 import * as ops from './ops.js';
 import { configMessage, EXIT_OK, EXIT_SYSTEM, EXIT_USAGE, FLAG } from './ops.js';
 import { loadConfigFile, optionValues } from './config-file.js';
+import { advertiseAddress, ETCD_PASSWORD_ENV, ETCD_PREFIX_DEFAULT, ETCD_TTL_DEFAULT_S, EtcdAgent, etcdPlane, resolveEtcdSettings, type EtcdSettings } from './etcd.js';
 
 /** A stop (SIGTERM/SIGINT) completes within this, whatever clients hold open. */
 const STOP_DEADLINE_MS = 2000;
@@ -72,6 +73,18 @@ interface RunOpts {
   metrics?: string;
   config?: string;
   logLevel: string;
+  etcd?: string[];
+  etcdPrefix: string;
+  etcdTtl: number | string;
+  etcdCacert?: string;
+  etcdCert?: string;
+  etcdKey?: string;
+  etcdUser?: string;
+  etcdPasswordFile?: string;
+  etcdNode?: string;
+  etcdAllow?: boolean;
+  etcdMacs?: boolean;
+  proxy?: boolean;
 }
 
 /** A number, or the word `inherit` (--tos, --ttl). */
@@ -114,6 +127,9 @@ function vtepOptionList(defaults: boolean): Option[] {
     new Option('--address <cidr>', 'address for the TAP, e.g. 10.0.0.106/24 or 2001:db8:1::1/64; repeatable').argParser(collect),
     new Option('--bridge <name>', 'add the TAP as a port of this existing Linux bridge (like brctl addif)'),
     new Option('--persist', 'keep the TAP device after the VTEP stops'),
+    new Option('--etcd-allow', 'with --etcd: accept datagrams only from the members of this VNI (and --allow-from)'),
+    new Option('--etcd-macs', 'with --etcd: publish the MACs (and their IPs) behind the TAP, and install the other members\' as static FDB entries: known unicast is never flooded'),
+    new Option('--proxy', 'with --etcd-macs: answer ARP requests and IPv6 neighbour solicitations for known addresses on the TAP instead of flooding them (as ip link ... proxy)'),
   ];
 }
 
@@ -154,6 +170,15 @@ export function buildProgram(hook: RunHook = { run: (o, e) => run(o, e), usage: 
     .addOption(new Option('--metrics <[host:]port>', 'serve Prometheus metrics at http://host:port/metrics (a bare port binds 127.0.0.1)'))
     .addOption(new Option('--config <file>', 'read options from a JSON or YAML file (keys are the long option names; a vteps: list for several VTEPs); command-line options win'))
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
+    .addOption(new Option('--etcd <url>', 'etcd v3 endpoints (http://host:2379 or https://...; repeat or comma-separate): VTEPs of a VNI find each other there and --remote becomes optional; each advertises --local (or the address of --dev)').argParser(collect))
+    .addOption(new Option('--etcd-prefix <prefix>', 'etcd key prefix').default(ETCD_PREFIX_DEFAULT))
+    .addOption(new Option('--etcd-ttl <s>', 'etcd lease TTL: a crashed host leaves the others this long after its last keepalive').default(ETCD_TTL_DEFAULT_S).argParser(int))
+    .addOption(new Option('--etcd-cacert <file>', 'etcd TLS: CA certificate of the servers (as etcdctl --cacert)'))
+    .addOption(new Option('--etcd-cert <file>', 'etcd TLS: client certificate (with --etcd-key)'))
+    .addOption(new Option('--etcd-key <file>', 'etcd TLS: client key'))
+    .addOption(new Option('--etcd-user <name>', `etcd user; the password from the environment variable ${ETCD_PASSWORD_ENV} or --etcd-password-file, never the command line`))
+    .addOption(new Option('--etcd-password-file <file>', 'etcd password, in a file (first line)'))
+    .addOption(new Option('--etcd-node <name>', 'this host\'s node name in etcd (default: the host name); a restart of the same node takes its keys over, another node claiming its address is refused'))
     .enablePositionalOptions()
     .action(async (opts: RunOpts, cmd: Command) => {
       let entries: Array<Record<string, unknown>> | undefined;
@@ -338,8 +363,15 @@ function specOf(o: RunOpts): VtepSpec {
     busyPoll: o.busyPoll as number,
   };
   const config = resolveConfig(vtep); // every option error before the system is touched
+  const withEtcd = (o.etcd ?? []).length > 0;
+  for (const [k, flag] of [['etcdAllow', 'etcd-allow'], ['etcdMacs', 'etcd-macs'], ['proxy', 'proxy']] as const) {
+    if (o[k] === true && !withEtcd) throw new ConfigError(ErrorCode.InvalidOption, flag, `${flag}: needs --etcd <url>: it works from what the members publish there`);
+  }
+  if (o.proxy === true && o.etcdMacs !== true) throw new ConfigError(ErrorCode.InvalidOption, 'proxy', 'proxy: answers from the MAC routes of --etcd-macs; give --etcd-macs too');
+  if (withEtcd) advertiseAddress(config);
   return {
     vtep,
+    ...(withEtcd ? { plane: { ...(o.etcdAllow === true ? { allow: true } : {}), ...(o.etcdMacs === true ? { macs: true } : {}), ...(o.proxy === true ? { proxy: true } : {}) } } : {}),
     tap: {
       mtu: (o.mtu as number | undefined) ?? config.tapMtu,
       ...(o.name !== undefined ? { name: o.name } : {}),
@@ -379,8 +411,10 @@ async function run(o: RunOpts, entries: Array<Record<string, unknown>> | undefin
   const perVtep: RunOpts[] = entries === undefined ? [o] : entries.map((e) => ({ ...o, ...e }) as RunOpts);
   const specs: VtepSpec[] = [];
   let metricsAt: ReturnType<typeof parseMetricsAddress> | undefined;
+  let etcd: Omit<EtcdSettings, 'log'> | undefined;
   try {
     if (o.metrics !== undefined) metricsAt = parseMetricsAddress(o.metrics, 'metrics');
+    etcd = resolveEtcdSettings(o);
     for (let i = 0; i < perVtep.length; i++) {
       try {
         specs.push(specOf(perVtep[i]!));
@@ -396,7 +430,7 @@ async function run(o: RunOpts, entries: Array<Record<string, unknown>> | undefin
     throw e;
   }
   const { log, sink } = makeLogger(o.logLevel);
-  const code = await serve(o, entries, specs, metricsAt, log, () => sink?.stopping());
+  const code = await serve(o, entries, specs, metricsAt, etcd, log, () => sink?.stopping());
   // the final records: written if the reader reads within a second, else dropped (never a hang)
   await sink?.close(1000);
   return code;
@@ -407,11 +441,23 @@ async function serve(
   entries: Array<Record<string, unknown>> | undefined,
   specs: VtepSpec[],
   metricsAt: ReturnType<typeof parseMetricsAddress> | undefined,
+  etcdSettings: Omit<EtcdSettings, 'log'> | undefined,
   log: Logger,
   /** Called when the stop begins: the log keeps the final records whatever its queue. */
   onStopping: () => void,
 ): Promise<number> {
-  const instance = new Instance(o.transport === 'auto' ? {} : { transport: o.transport as TransportKind });
+  // the etcd client and lease first: the VTEPs join as they start
+  let agent: EtcdAgent | undefined;
+  if (etcdSettings !== undefined) {
+    agent = new EtcdAgent({ ...etcdSettings, log: log.child({ etcd: etcdSettings.endpoints }) });
+    if (await agent.start()) log.info({ etcd: agent.endpoints, node: agent.node, ttl: agent.ttlS }, `etcd: connected to ${agent.endpoints.join(', ')} as node ${agent.node} (lease TTL ${agent.ttlS} s)`);
+  }
+  const instance = new Instance({ ...(o.transport === 'auto' ? {} : { transport: o.transport as TransportKind }), ...(agent !== undefined ? { plane: etcdPlane(agent) } : {}) });
+  /** The lease revoked first (the other hosts see these VTEPs leave at once), then the VTEPs stopped. */
+  const closeInstance = async () => {
+    await agent?.close();
+    await instance.close();
+  };
   // a VTEP that fails while the others start is handled like one that fails later (never lost)
   const early: Array<[HostedVtep, Error]> = [];
   const onEarly = (h: HostedVtep, err: Error) => early.push([h, err]);
@@ -420,7 +466,7 @@ async function serve(
     try {
       await instance.add(specs[i]!);
     } catch (e) {
-      await instance.close();
+      await closeInstance();
       return startError(e, log, entries !== undefined ? `vteps[${i}]: ` : '');
     }
   }
@@ -459,7 +505,7 @@ async function serve(
   if (first === undefined) {
     // every VTEP failed while starting (its TAP deleted at once): nothing to serve
     for (const [h, err] of early) log.fatal({ tap: h.name }, `${h.name} failed: ${err.message}`);
-    await instance.close();
+    await closeInstance();
     return EXIT_SYSTEM;
   }
   let control: ControlServer | undefined;
@@ -471,13 +517,13 @@ async function serve(
       log.debug({ control: control.path }, `control socket ${control.path}`);
     }
     if (metricsAt !== undefined) {
-      metrics = new MetricsServer(metricsRegistry(target));
+      metrics = new MetricsServer(metricsRegistry({ list: target.list, etcd: () => agent?.stats }));
       const at = await metrics.listen(metricsAt);
       log.info({ metrics: `${at.address}:${at.port}` }, `metrics at http://${at.address.includes(':') ? `[${at.address}]` : at.address}:${at.port}/metrics`);
     }
   } catch (e) {
     await control?.close();
-    await instance.close();
+    await closeInstance();
     log.fatal({ code: (e as NodeJS.ErrnoException).code }, `cannot start: ${(e as Error).message}`);
     return EXIT_SYSTEM;
   }
@@ -502,7 +548,7 @@ async function serve(
       }
     });
     v.on('sendError', (info) => log.warn({ tap: h.name, ...info }, `${h.name}: sending to ${info.address ?? '?'} failed: ${info.code}${info.count > 1 ? ` (${info.count} times)` : ''}`));
-    if (v.config.learning && v.config.allowFrom.length === 0) {
+    if (v.config.learning && v.config.allowFrom.length === 0 && h.spec.plane?.allow !== true) {
       // open by default, like the kernel, but not silently
       log.warn({ tap: h.name }, `${h.name}: accepting VXLAN datagrams from any underlay source and learning MACs from them, as the kernel VTEP does; restrict the sources with --allow-from <cidr> or --allow-from peers`);
     }
@@ -620,7 +666,7 @@ async function serve(
       // bounded: whatever a client of the control socket or the metrics port does, the stop
       // completes (and the final counters are logged) within STOP_DEADLINE_MS
       const deadline = new Promise<void>((r) => setTimeout(r, STOP_DEADLINE_MS).unref());
-      void Promise.race([Promise.all([instance.close(), closeServers()]), deadline]).then(() => {
+      void Promise.race([Promise.all([closeInstance(), closeServers()]), deadline]).then(() => {
         for (const r of last) finalRecord(r, sig);
         if (last.length === 0) log.info(`stopped (${sig}): no VTEP was running`);
         detach();
@@ -652,7 +698,7 @@ async function serve(
       if (instance.list().length > 0 || stopping) return;
       stopping = true;
       detach();
-      void Promise.all([instance.close(), closeServers()]).then(() => resolve(EXIT_SYSTEM));
+      void Promise.all([closeInstance(), closeServers()]).then(() => resolve(EXIT_SYSTEM));
     };
     instance.off('failed', onEarly);
     instance.on('failed', onFailed);

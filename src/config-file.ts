@@ -12,10 +12,28 @@ import { ConfigError, ErrorCode } from './errors.js';
 
 const camel = (k: string) => k.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 
-const REPEATABLE = new Set(['remote', 'address', 'allowFrom']);
+const REPEATABLE = new Set(['remote', 'address', 'allowFrom', 'etcd']);
 
 /** Options of the process, not of one VTEP: never in a `vteps:` entry or `uvtep vtep add`. */
-export const PROCESS_OPTIONS = new Set(['control', 'metrics', 'logLevel', 'config', 'transport', 'busyPoll', 'version']);
+export const PROCESS_OPTIONS = new Set([
+  'control',
+  'metrics',
+  'logLevel',
+  'config',
+  'transport',
+  'busyPoll',
+  'version',
+  // one etcd client and lease per process
+  'etcd',
+  'etcdPrefix',
+  'etcdTtl',
+  'etcdCacert',
+  'etcdCert',
+  'etcdKey',
+  'etcdUser',
+  'etcdPasswordFile',
+  'etcdNode',
+]);
 
 /** An option that takes no value (`--persist`, `--no-learning`). */
 const flagOnly = (o: Option): boolean => !o.required && !o.optional;

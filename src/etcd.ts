@@ -25,10 +25,13 @@
  *   after the TTL.
  */
 import { EventEmitter } from 'node:events';
-import { hostname } from 'node:os';
+import { readFileSync } from 'node:fs';
+import { hostname, networkInterfaces } from 'node:os';
 import { ConstantBackoff, ExponentialBackoff, handleWhen, noop, retry } from 'cockatiel';
 import { Etcd3, isRecoverableError, type IKeyValue, type IOptions, type Lease, type Watcher } from 'etcd3';
-import { ErrorCode, StateError, UvtepError } from './errors.js';
+import type { VtepConfig } from './config.js';
+import { ConfigError, ErrorCode, StateError, UvtepError } from './errors.js';
+import type { ControlPlane, HostedVtep } from './instance.js';
 import type { Remote } from './fdb.js';
 import { LocalStations, NeighTable, type Station } from './neigh.js';
 import type { Vtep } from './vtep.js';
@@ -750,4 +753,127 @@ export class EtcdAgent extends EventEmitter<EtcdAgentEvents> {
     this.lastWarn = now;
     this.warnsSuppressed = 0;
   }
+}
+
+/** The etcd options as the command line and the config file give them. */
+export interface EtcdOptionValues {
+  etcd?: readonly string[];
+  etcdPrefix?: string;
+  etcdTtl?: number | string;
+  etcdCacert?: string;
+  etcdCert?: string;
+  etcdKey?: string;
+  etcdUser?: string;
+  etcdPasswordFile?: string;
+  etcdNode?: string;
+}
+
+/** The environment variable the etcd password is read from (never the command line). */
+export const ETCD_PASSWORD_ENV = 'UVTEP_ETCD_PASSWORD';
+
+function bad(option: string, what: string): never {
+  throw new ConfigError(ErrorCode.InvalidOption, option, `${option}: ${what}`);
+}
+
+function readFile(option: string, file: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (e) {
+    bad(option, `cannot read ${file}: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * Checks the etcd options and reads their files: undefined without `--etcd`. Throws a
+ * ConfigError naming the option. The password comes from `--etcd-password-file` or the
+ * environment variable UVTEP_ETCD_PASSWORD.
+ */
+export function resolveEtcdSettings(o: EtcdOptionValues, env: NodeJS.ProcessEnv = process.env): Omit<EtcdSettings, 'log'> | undefined {
+  const urls = (o.etcd ?? []).flatMap((u) => u.split(',')).map((u) => u.trim()).filter((u) => u.length > 0);
+  if (urls.length === 0) {
+    for (const [k, flag] of [['etcdCacert', 'etcd-cacert'], ['etcdCert', 'etcd-cert'], ['etcdKey', 'etcd-key'], ['etcdUser', 'etcd-user'], ['etcdPasswordFile', 'etcd-password-file']] as const) {
+      if (o[k] !== undefined) bad(flag, 'needs --etcd <url>: the etcd endpoints to use');
+    }
+    return undefined;
+  }
+  for (const u of urls) {
+    let url: URL | undefined;
+    try {
+      url = new URL(u);
+    } catch {
+      url = undefined;
+    }
+    if (url === undefined || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.hostname === '' || url.pathname.length > 1) {
+      bad('etcd', `expected a client URL such as http://198.51.100.10:2379 or https://etcd1:2379, got ${JSON.stringify(u)}`);
+    }
+  }
+  const prefix = o.etcdPrefix ?? ETCD_PREFIX_DEFAULT;
+  if (typeof prefix !== 'string' || !/^\/[A-Za-z0-9._\-/]*$/.test(prefix) || prefix.includes('//')) {
+    bad('etcd-prefix', `expected a key prefix starting with / (letters, digits, . _ - /), got ${JSON.stringify(prefix)}`);
+  }
+  const ttl = typeof o.etcdTtl === 'string' && /^\d+$/.test(o.etcdTtl) ? Number(o.etcdTtl) : (o.etcdTtl ?? ETCD_TTL_DEFAULT_S);
+  if (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl < 2 || ttl > 86400) bad('etcd-ttl', `expected whole seconds from 2 to 86400, got ${JSON.stringify(o.etcdTtl)}`);
+  const https = urls.some((u) => u.startsWith('https:'));
+  if ((o.etcdCert === undefined) !== (o.etcdKey === undefined)) bad(o.etcdCert === undefined ? 'etcd-cert' : 'etcd-key', 'a client certificate needs both --etcd-cert and --etcd-key');
+  if (o.etcdCacert === undefined && (https || o.etcdCert !== undefined)) bad('etcd-cacert', 'https endpoints need the CA that signed the etcd servers\' certificates (as etcdctl --cacert)');
+  if (o.etcdCacert !== undefined && !https) bad('etcd-cacert', 'TLS needs https:// endpoints in --etcd');
+  const tls =
+    o.etcdCacert !== undefined
+      ? { ca: readFile('etcd-cacert', o.etcdCacert), ...(o.etcdCert !== undefined ? { cert: readFile('etcd-cert', o.etcdCert), key: readFile('etcd-key', o.etcdKey!) } : {}) }
+      : undefined;
+  let auth: EtcdSettings['auth'];
+  if (o.etcdUser !== undefined) {
+    if (o.etcdUser.includes(':')) bad('etcd-user', `expected a user name; the password never goes on the command line: put it in ${ETCD_PASSWORD_ENV} or a file for --etcd-password-file`);
+    const password = o.etcdPasswordFile !== undefined ? readFile('etcd-password-file', o.etcdPasswordFile).toString().replace(/\r?\n$/, '') : env[ETCD_PASSWORD_ENV];
+    if (password === undefined || password === '') bad('etcd-user', `needs a password: in the environment variable ${ETCD_PASSWORD_ENV}, or in a file given with --etcd-password-file`);
+    auth = { username: o.etcdUser, password };
+  } else if (o.etcdPasswordFile !== undefined) {
+    bad('etcd-password-file', 'needs --etcd-user <name>');
+  }
+  const node = o.etcdNode ?? hostname();
+  if (typeof node !== 'string' || !/^[A-Za-z0-9._-]{1,253}$/.test(node)) bad('etcd-node', `expected a node name (letters, digits, . _ -), got ${JSON.stringify(node)}`);
+  return { endpoints: urls, prefix, ttlS: ttl, node, ...(tls !== undefined ? { tls } : {}), ...(auth !== undefined ? { auth } : {}) };
+}
+
+/** The address of interface `dev` of `family` in this network namespace, if it has one. */
+export function deviceAddress(dev: string, family: 4 | 6): string | undefined {
+  const list = networkInterfaces()[dev] ?? [];
+  const want = family === 6 ? 'IPv6' : 'IPv4';
+  // a global address before a link-local one
+  const ok = list.filter((a) => a.family === want && !a.internal);
+  return (ok.find((a) => !a.address.startsWith('fe80:')) ?? ok[0])?.address;
+}
+
+/**
+ * The underlay address a VTEP advertises: `advertise`, else `--local` (not a wildcard), else the
+ * address of `--dev`. Throws a ConfigError saying what to give.
+ */
+export function advertiseAddress(c: Pick<VtepConfig, 'local' | 'dev' | 'family' | 'vni'>, advertise?: string): string {
+  if (advertise !== undefined) return advertise;
+  if (c.local !== '0.0.0.0' && c.local !== '::') return c.local;
+  if (c.dev !== undefined) {
+    const a = deviceAddress(c.dev, c.family);
+    if (a !== undefined) return a;
+    bad('local', `VNI ${c.vni}: --dev ${c.dev} has no IPv${c.family} address to advertise in etcd; give --local <this host's underlay address>`);
+  }
+  bad('local', `VNI ${c.vni}: with --etcd, give --local <this host's underlay address> (or --dev <ifname>): it is the address the other VTEPs send to`);
+}
+
+/** The Instance's control plane over `agent`: each VTEP with plane options joins its VNI. */
+export function etcdPlane(agent: EtcdAgent): ControlPlane {
+  return {
+    join: async (h: HostedVtep) => {
+      const p = h.spec.plane ?? {};
+      const address = advertiseAddress(h.vtep.config, p.advertise);
+      await agent.join(h.vtep, {
+        advertise: { address, port: h.endpoint.address().port },
+        name: h.name,
+        mac: formatMac(h.tap.mac),
+        ...(p.allow === true ? { allow: true } : {}),
+        ...(p.macs === true ? { macs: true } : {}),
+        ...(p.proxy === true ? { proxy: true } : {}),
+      });
+    },
+    leave: (h: HostedVtep) => agent.leave(h.vtep),
+  };
 }

@@ -21,6 +21,29 @@ import { formatMac } from './wire/ethernet.js';
 export interface VtepSpec {
   vtep: VtepOptions;
   tap: TapOptions;
+  /** How it takes part in the instance's control plane (etcd), when the instance has one. */
+  plane?: PlaneOptions;
+}
+
+/** A VTEP's part in a control plane (`--etcd-allow`, `--etcd-macs`, `--proxy`). */
+export interface PlaneOptions {
+  /** Accept datagrams only from the members (besides `allowFrom`). */
+  allow?: boolean;
+  /** Publish the stations behind the TAP as MAC routes; install the others' as static entries. */
+  macs?: boolean;
+  /** Answer ARP/ND on the TAP from the MAC routes' addresses. */
+  proxy?: boolean;
+  /** The underlay address the others reach it at (default: its `local`, which must not be a wildcard). */
+  advertise?: string;
+}
+
+/**
+ * A control plane the Instance's VTEPs join when they start and leave when they stop (etcd:
+ * `etcdPlane` in etcd.ts). A `join` that throws fails the add; nothing is left behind.
+ */
+export interface ControlPlane {
+  join(h: HostedVtep): Promise<void>;
+  leave(h: HostedVtep): Promise<void>;
 }
 
 export interface HostedVtep {
@@ -127,9 +150,11 @@ export class Instance extends EventEmitter<InstanceEvents> {
   private serial: Promise<unknown>;
   private closed: boolean;
   private anyPort: number;
+  private readonly plane: ControlPlane | undefined;
 
-  constructor(opts: { transport?: TransportKind } = {}) {
+  constructor(opts: { transport?: TransportKind; plane?: ControlPlane } = {}) {
     super();
+    this.plane = opts.plane;
     this.kind = transportKind(opts.transport) as TransportKind;
     this.vteps = new Map();
     this.endpoints = new Map();
@@ -215,6 +240,7 @@ export class Instance extends EventEmitter<InstanceEvents> {
   async close(): Promise<void> {
     this.closed = true;
     await this.serial;
+    if (this.plane !== undefined) await Promise.allSettled([...this.vteps.values()].map((h) => this.plane!.leave(h)));
     await Promise.allSettled([...this.vteps.values()].map((h) => h.vtep.close()));
     this.vteps.clear();
     await Promise.allSettled([...this.endpoints.values()].map((e) => e.ep.close()));
@@ -249,6 +275,7 @@ export class Instance extends EventEmitter<InstanceEvents> {
       vtep = createVtep({ ...spec.vtep, framePort: tap, endpoint: ep });
       await vtep.start();
       const h: HostedVtep = { name: tap.name, vtep, tap, endpoint: ep, bridge: spec.tap.bridge, startedAt: new Date().toISOString(), spec };
+      if (this.plane !== undefined) await this.plane.join(h);
       this.vteps.set(h.name, h);
       vtep.on('error', (err) => {
         if (this.vteps.get(h.name) !== h) return;
@@ -270,6 +297,7 @@ export class Instance extends EventEmitter<InstanceEvents> {
 
   private async release(h: HostedVtep): Promise<void> {
     this.vteps.delete(h.name);
+    await this.plane?.leave(h).catch(() => undefined);
     await h.vtep.close();
     await this.closeIfIdle(h.endpoint);
   }

@@ -9,6 +9,7 @@ import { ConfigError, ErrorCode } from './errors.js';
 import { DROP_REASONS, type Vtep, type VtepStats } from './vtep.js';
 import { ENDPOINT_DROPS, type Endpoint } from './endpoint.js';
 import type { TransportCounters } from './transport/transport.js';
+import type { EtcdStats } from './etcd.js';
 
 export interface MetricsAddress {
   host: string;
@@ -31,6 +32,8 @@ export function parseMetricsAddress(v: unknown, option = 'metrics'): MetricsAddr
 /** What the metrics read: the VTEPs served, each maybe on a shared endpoint. */
 export interface MetricsSource {
   list(): Array<{ name: string; vtep: Vtep; endpoint?: Endpoint }>;
+  /** The etcd control plane's state, when the process has one (`uvtep_etcd_*`). */
+  etcd?(): EtcdStats | undefined;
 }
 
 /** A registry with the metrics of one Vtep (labels `tap` and `vni`; its UDP counters `listen`). */
@@ -95,6 +98,7 @@ export function metricsRegistry(source: MetricsSource, opts: { processMetrics?: 
   perVtep('uvtep_tx_packets_total', 'Datagrams sent (flood copies included)', (s) => s.txPackets);
   perVtep('uvtep_tx_bytes_total', 'Inner bytes of datagrams sent', (s) => s.txBytes);
   perVtep('uvtep_flood_copies_total', 'Datagrams sent to the flood list', (s) => s.floodCopies);
+  perVtep('uvtep_proxy_replies_total', 'ARP requests and neighbour solicitations answered on the TAP instead of flooded (--proxy)', (s) => s.proxyReplies);
   perVtep('uvtep_fdb_learn_refused_total', 'New MACs not learned because the FDB was full', (s) => s.learnRefused);
   perVtep('uvtep_rx_gro_writes_total', 'TAP writes carrying several coalesced TCP segments', (s) => s.rxGroWrites);
   perVtep('uvtep_rx_gro_segments_total', 'Frames delivered inside coalesced TAP writes', (s) => s.rxGroSegments);
@@ -147,6 +151,26 @@ export function metricsRegistry(source: MetricsSource, opts: { processMetrics?: 
   });
   perVtep('uvtep_fdb_entries', 'FDB entries (the all-zero flood entry not counted)', (_s, v) => v.fdb.size, true);
   perVtep('uvtep_fdb_flood_destinations', 'Default destinations (flood list)', (_s, v) => v.fdb.flood.length, true);
+  if (source.etcd !== undefined) {
+    const etcd = source.etcd.bind(source);
+    const one = (name: string, help: string, read: (e: EtcdStats) => number, gauge: boolean) => {
+      const collect = function (this: Counter | Gauge) {
+        this.reset();
+        const e = etcd();
+        if (e === undefined) return;
+        if (this instanceof Gauge) this.set(read(e));
+        else this.inc(read(e));
+      };
+      if (gauge) new Gauge({ name, help, registers: [reg], collect });
+      else new Counter({ name, help, registers: [reg], collect });
+    };
+    one('uvtep_etcd_up', '1 while etcd answers and the lease is alive, else 0 (forwarding goes on with the last known members)', (e) => (e.up ? 1 : 0), true);
+    one('uvtep_etcd_members', 'Members of the VNIs of this process, itself not counted (summed over its VTEPs)', (e) => e.members, true);
+    one('uvtep_etcd_requests_total', 'Requests sent to etcd', (e) => e.requests, false);
+    one('uvtep_etcd_errors_total', 'Failed etcd requests, broken watches and keepalives', (e) => e.errors, false);
+    one('uvtep_etcd_leases_total', 'Leases granted (one more per recovery after a lost lease)', (e) => e.leases, false);
+    one('uvtep_etcd_resyncs_total', 'Full lists of a VNI (join, lost watch, recovery)', (e) => e.resyncs, false);
+  }
   if (opts.processMetrics ?? true) collectDefaultMetrics({ register: reg });
   return reg;
 }

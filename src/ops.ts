@@ -224,7 +224,7 @@ function statsText(tap: string, s: Stats, rate?: { rxPps: number; txPps: number;
   const lines = [
     `${tap}:`,
     `  rx: ${s.rxPackets} frames, ${s.rxBytes} bytes (${s.rxDatagrams} datagrams)${rate ? `   ${rate.rxPps.toFixed(0)} frames/s, ${((rate.rxBps * 8) / 1e6).toFixed(1)} Mbit/s` : ''}`,
-    `  tx: ${s.txPackets} datagrams, ${s.txBytes} bytes (${s.txFrames} frames, ${s.floodCopies} flood copies)${rate ? `   ${rate.txPps.toFixed(0)} datagrams/s, ${((rate.txBps * 8) / 1e6).toFixed(1)} Mbit/s` : ''}`,
+    `  tx: ${s.txPackets} datagrams, ${s.txBytes} bytes (${s.txFrames} frames, ${s.floodCopies} flood copies${s.proxyReplies > 0 ? `, ${s.proxyReplies} ARP/ND answered locally` : ''})${rate ? `   ${rate.txPps.toFixed(0)} datagrams/s, ${((rate.txBps * 8) / 1e6).toFixed(1)} Mbit/s` : ''}`,
     `  drops: ${s.dropsTotal}${drops ? ` (${drops})` : ''}${rate ? `   ${rate.dropPps.toFixed(0)}/s` : ''}`,
     `  fdb: ${s.fdbSize} entries, ${s.learnRefused} learns refused; backpressure pauses ${s.txPauses}`,
     `  offloads: ${s.txGsoDatagrams} datagrams in ${s.txGsoSends} GSO sends, ${s.rxGroSegments} frames in ${s.rxGroWrites} coalesced TAP writes`,
