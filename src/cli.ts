@@ -604,7 +604,7 @@ async function serve(
         changes.push(`log-level ${next.o.logLevel} (was ${log.level})`);
         log.level = next.o.logLevel;
       }
-      for (const k of ['transport', 'busyPoll', 'control', 'metrics'] as const) {
+      for (const k of ['transport', 'busyPoll', 'control', 'metrics', 'etcd', 'etcdPrefix', 'etcdTtl', 'etcdNode', 'etcdCacert', 'etcdCert', 'etcdKey', 'etcdUser', 'etcdPasswordFile'] as const) {
         if (JSON.stringify(next.o[k]) !== JSON.stringify(o[k])) fixed.push(`${FLAG[k] ?? k} (process)`);
       }
       // which running VTEP each entry is: by TAP name, else by VNI
@@ -629,6 +629,9 @@ async function serve(
         }
         for (const k of Object.keys({ ...sp.tap, ...h.spec.tap }) as Array<keyof typeof sp.tap>) {
           if (JSON.stringify(sp.tap[k]) !== JSON.stringify(h.spec.tap[k])) fixed.push(`${h.name}: ${FLAG[k === 'addresses' ? 'address' : k] ?? k}`);
+        }
+        for (const k of ['allow', 'macs', 'proxy'] as const) {
+          if ((sp.plane?.[k] ?? false) !== (h.spec.plane?.[k] ?? false)) fixed.push(`${h.name}: ${k === 'proxy' ? '--proxy' : `--etcd-${k}`}`);
         }
         for (const ch of h.vtep.update(c)) changes.push(`${h.name}: ${ch}`);
       }

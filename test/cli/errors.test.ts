@@ -44,6 +44,17 @@ describe('uvtep CLI errors', () => {
     ['log level', ['--vni', '1', '--log-level', 'loud'], /Allowed choices are fatal, error, warn, info, debug, trace, silent/],
     ['transport', ['--vni', '1', '--transport', 'raw'], /option --transport: expected native or dgram, got "raw"/],
     ['busy-poll', ['--vni', '1', '--busy-poll', '5ms'], /option --busy-poll: expected microseconds from 0 to 1000000, got "5ms"/],
+    ['etcd URL malformed', ['--vni', '1', '--local', '198.51.100.1', '--etcd', '198.51.100.10:2379'], /option --etcd: expected a client URL such as http:\/\/198\.51\.100\.10:2379 .*got "198\.51\.100\.10:2379"/],
+    ['etcd without an address to advertise', ['--vni', '1', '--etcd', 'http://198.51.100.10:2379'], /option --local: VNI 1: with --etcd, give --local <this host's underlay address>/],
+    ['etcd-allow without etcd', ['--vni', '1', '--etcd-allow'], /option --etcd-allow: needs --etcd <url>/],
+    ['proxy without etcd-macs', ['--vni', '1', '--local', '198.51.100.1', '--etcd', 'http://198.51.100.10:2379', '--proxy'], /option --proxy: answers from the MAC routes of --etcd-macs/],
+    ['etcd-ttl too short', ['--vni', '1', '--local', '198.51.100.1', '--etcd', 'http://198.51.100.10:2379', '--etcd-ttl', '1'], /option --etcd-ttl: expected whole seconds from 2 to 86400, got 1/],
+    ['etcd-user with a password', ['--vni', '1', '--local', '198.51.100.1', '--etcd', 'http://198.51.100.10:2379', '--etcd-user', 'root:secret'], /option --etcd-user: expected a user name; the password never goes on the command line/],
+    ['etcd-user without a password', ['--vni', '1', '--local', '198.51.100.1', '--etcd', 'http://198.51.100.10:2379', '--etcd-user', 'root'], /option --etcd-user: needs a password: in the environment variable UVTEP_ETCD_PASSWORD/],
+    ['etcd https without a CA', ['--vni', '1', '--local', '198.51.100.1', '--etcd', 'https://198.51.100.10:2379'], /option --etcd-cacert: https endpoints need the CA/],
+    ['etcd-cert without etcd-key', ['--vni', '1', '--local', '198.51.100.1', '--etcd', 'https://198.51.100.10:2379', '--etcd-cacert', '/dev/null', '--etcd-cert', '/dev/null'], /option --etcd-key: a client certificate needs both --etcd-cert and --etcd-key/],
+    ['etcd-cacert unreadable', ['--vni', '1', '--local', '198.51.100.1', '--etcd', 'https://198.51.100.10:2379', '--etcd-cacert', '/nonexistent/ca.pem'], /option --etcd-cacert: cannot read \/nonexistent\/ca\.pem/],
+    ['etcd-prefix relative', ['--vni', '1', '--local', '198.51.100.1', '--etcd', 'http://198.51.100.10:2379', '--etcd-prefix', 'uvtep'], /option --etcd-prefix: expected a key prefix starting with \//],
     ['tos with the dgram fallback', ['--vni', '1', '--transport', 'dgram', '--tos', '16', '--no-control'], /option --tos: the outer TOS needs the native transport/],
   ];
   it.each(cases)('%s: exit 2 with the option and what it accepts', async (_n, args, msg) => {
@@ -71,6 +82,8 @@ describe('uvtep CLI errors', () => {
     ['vteps:\n  - {vni: 10}\n  - {vni: 16777216}\n', /vteps\[1\]: option --vni: expected an integer from 0 to 16777215/],
     ['vteps:\n  - {vni: 10, metrics: 9100}\n', /"metrics" in vteps\[0\] of .*an option of the whole process/],
     ['vteps:\n  - {vni: 10, colour: red}\n', /unknown option "colour" in vteps\[0\]/],
+    ['vteps:\n  - {vni: 10, etcd: "http://198.51.100.10:2379"}\n', /"etcd" in vteps\[0\] of .*an option of the whole process/],
+    ['etcd: ["http://198.51.100.10:2379"]\nlocal: 198.51.100.1\nvteps:\n  - {vni: 10, proxy: true}\n', /vteps\[0\]: option --proxy: answers from the MAC routes of --etcd-macs/],
     ['vteps: {vni: 10}\n', /vteps in .* must be a list of objects/],
   ])('a bad vteps: list in --config: exit 2 naming the entry and the option, nothing created: %j', async (text, msg) => {
     const r = await withConfig(text, (f) => run('--config', f));

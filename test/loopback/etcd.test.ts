@@ -180,6 +180,34 @@ describeEtcd('etcd control plane (library, loopback)', () => {
     await waitFor(() => !b.vtep.fdb.list().some((r) => r.mac === X), 'route for X gone');
   });
 
+  it('one process, several VNIs: one lease; each VNI sees only its own members', async () => {
+    const a = await member(91); // VNI 7, its own agent
+    // one agent hosting VNI 7 and VNI 8
+    const agent = new EtcdAgent({ endpoints: [etcd.url], prefix: PREFIX, ttlS: 3, node: 'multi' });
+    expect(await agent.start()).toBe(true);
+    const mk = async (vni: number, n: number) => {
+      const port = new MemoryPort();
+      const vtep = createVtep({ vni, local: `127.0.0.${n}`, listenPort: 0, framePort: port });
+      await vtep.start();
+      const m: Member = { vtep, port, agent, got: [], at: { address: `127.0.0.${n}`, port: vtep.address().port } };
+      open.push(m);
+      await agent.join(vtep, { advertise: m.at });
+      return m;
+    };
+    const m7 = await mk(7, 92);
+    const m8 = await mk(8, 93);
+    await waitFor(() => flood(a).length === 1 && flood(m7).length === 1, 'VNI 7 members');
+    expect(flood(a)).toEqual([`127.0.0.92:${m7.at.port} etcd`]);
+    expect(flood(m8)).toEqual([]);
+    expect(agent.stats.leases).toBe(1);
+    const leases = (await etcd.ctl('lease', 'list')).trim().split('\n').slice(1);
+    expect(leases).toHaveLength(2); // a's agent and the shared one
+    // the keys of both VNIs hang on the one lease
+    const ttlOut = await Promise.all(leases.map((l) => etcd.ctl('lease', 'timetolive', '--keys', l.trim())));
+    const shared = ttlOut.find((t) => t.includes('vni/8/vteps'))!;
+    expect(shared).toMatch(/vni\/7\/vteps\/127\.0\.0\.92/);
+  });
+
   it('malformed records in etcd are ignored, never installed, never fatal', async () => {
     const a = await member(71, { macs: true });
     await etcd.ctl('put', `${PREFIX}/v1/vni/7/vteps/junk`, 'not json');
