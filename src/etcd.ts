@@ -239,6 +239,17 @@ class Membership {
     this.stale = false;
     this.claimed = false;
     this.publishTimer = undefined;
+    // entries of origin etcd already in the FDB (an earlier agent's, on a VTEP that joins again)
+    // are adopted, so the first reconcile removes those no longer listed
+    for (const row of vtep.fdb.list()) {
+      if (row.origin !== 'etcd') continue;
+      const mac = parseMac(row.mac)!;
+      const remote = vtep.fdb.remote(row.dst, row.port);
+      if (mac === MAC_ZERO) {
+        this.peers.set(memberKey(agent.prefix, this.vni, remote), remote);
+        this.allowed.add(remote.address);
+      } else this.routes.set(mac, { remote, ips: [] });
+    }
   }
 
   record(node: string): MemberRecord {
@@ -508,8 +519,11 @@ export class EtcdAgent extends EventEmitter<EtcdAgentEvents> {
     }
   }
 
-  /** Revokes the lease (every key of this process goes at once) and closes the client. */
-  async close(): Promise<void> {
+  /**
+   * Revokes the lease (every key of this process goes at once) and closes the client. With
+   * `revoke: false` the keys are left to expire after the TTL, as a crash leaves them.
+   */
+  async close(opts: { revoke?: boolean } = {}): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     if (this.recoverTimer !== undefined) clearTimeout(this.recoverTimer);
@@ -521,7 +535,8 @@ export class EtcdAgent extends EventEmitter<EtcdAgentEvents> {
     this.members.clear();
     const lease = this.lease;
     this.lease = undefined;
-    if (lease !== undefined && this.leaseId !== undefined) {
+    if (lease !== undefined && opts.revoke === false) lease.release();
+    else if (lease !== undefined && this.leaseId !== undefined) {
       this.counts.requests++;
       await lease.revoke({ deadline: Date.now() + 1000 }).catch(() => undefined);
     }
