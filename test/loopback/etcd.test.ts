@@ -208,6 +208,20 @@ describeEtcd('etcd control plane (library, loopback)', () => {
     expect(shared).toMatch(/vni\/7\/vteps\/127\.0\.0\.92/);
   });
 
+  it('a VTEP that joins again through a new agent drops the members that left while it was away', async () => {
+    const a = await member(101);
+    const b = await member(102);
+    await waitFor(() => flood(a).length === 1, 'a knows b');
+    await a.agent.close();
+    await b.agent.close(); // b leaves while a is away; a's FDB still holds b from the first agent
+    expect(flood(a)).toEqual([`127.0.0.102:${b.at.port} etcd`]);
+    const again = new EtcdAgent({ endpoints: [etcd.url], prefix: PREFIX, ttlS: 3, node: 'node101' });
+    open.push({ ...a, agent: again });
+    await again.start();
+    await again.join(a.vtep, { advertise: a.at });
+    expect(flood(a)).toEqual([]);
+  });
+
   it('malformed records in etcd are ignored, never installed, never fatal', async () => {
     const a = await member(71, { macs: true });
     await etcd.ctl('put', `${PREFIX}/v1/vni/7/vteps/junk`, 'not json');
