@@ -179,8 +179,28 @@ export function readMacRoute(v: Buffer | string): MacRoute | undefined {
   return { mac: o.mac, address: o.address, port: o.port as number, ips, node: String(o.node ?? '') };
 }
 
+/** What a mirrored directory (`EtcdAgent.watchDir`) tells its owner. */
+export interface DirHandlers {
+  /** A full list: the directory holds exactly these keys now. */
+  reset(kvs: IKeyValue[]): void;
+  put(kv: IKeyValue): void;
+  delete(kv: IKeyValue): void;
+}
+
+/** A directory mirrored by `EtcdAgent.watchDir`. */
+export interface DirWatch {
+  readonly dir: string;
+  /** For messages: `VNI 42`, `flannel subnets`. */
+  readonly what: string;
+  readonly handlers: DirHandlers;
+  watcher: Watcher | undefined;
+  /** The watch broke: the next `connected` lists again. */
+  stale: boolean;
+  closed: boolean;
+}
+
 /** One VTEP's part in the control plane. */
-class Membership {
+class Membership implements DirHandlers {
   readonly vtep: Vtep;
   readonly spec: MemberSpec;
   readonly vni: number;
@@ -198,9 +218,8 @@ class Membership {
   /** Stations to put, and MACs to delete, at the next publish. */
   readonly dirty: Set<number>;
   readonly gone: Set<number>;
-  watcher: Watcher | undefined;
-  /** Set when the watch broke: the next `connected` lists again. */
-  stale: boolean;
+  /** Its VNI's directory, mirrored once claimed. */
+  dirWatch: DirWatch | undefined;
   claimed: boolean;
   publishTimer: NodeJS.Timeout | undefined;
 
@@ -235,8 +254,7 @@ class Membership {
             { ageingS: vtep.config.ageingS },
           )
         : undefined;
-    this.watcher = undefined;
-    this.stale = false;
+    this.dirWatch = undefined;
     this.claimed = false;
     this.publishTimer = undefined;
     // entries of origin etcd already in the FDB (an earlier agent's, on a VTEP that joins again)
@@ -324,6 +342,18 @@ class Membership {
     if (e !== undefined && e.remotes.every((_, i) => e.originOf(i) === 'etcd')) this.vtep.fdb.delete(mac);
   }
 
+  put(kv: IKeyValue): void {
+    this.apply('put', kv);
+  }
+
+  delete(kv: IKeyValue): void {
+    this.apply('delete', kv);
+  }
+
+  reset(kvs: IKeyValue[]): void {
+    this.reconcile(kvs);
+  }
+
   apply(kind: 'put' | 'delete', kv: IKeyValue): void {
     const key = kv.key.toString();
     if (!key.startsWith(this.dir)) return;
@@ -379,8 +409,10 @@ export class EtcdAgent extends EventEmitter<EtcdAgentEvents> {
   private readonly client: Etcd3;
   private readonly log: EtcdLogger | undefined;
   private readonly members: Map<Vtep, Membership>;
+  private readonly dirs: Set<DirWatch>;
+  private readonly leaseHooks: Array<(leaseId: string) => Promise<void>>;
   private lease: Lease | undefined;
-  private leaseId: string | undefined;
+  private currentLease: string | undefined;
   private isUp: boolean;
   private closed: boolean;
   private recovering: boolean;
@@ -417,8 +449,10 @@ export class EtcdAgent extends EventEmitter<EtcdAgentEvents> {
     };
     this.client = new Etcd3(options);
     this.members = new Map();
+    this.dirs = new Set();
+    this.leaseHooks = [];
     this.lease = undefined;
-    this.leaseId = undefined;
+    this.currentLease = undefined;
     this.isUp = false;
     this.closed = false;
     this.recovering = false;
@@ -427,6 +461,26 @@ export class EtcdAgent extends EventEmitter<EtcdAgentEvents> {
     this.lastWarn = 0;
     this.warnsSuppressed = 0;
     this.counts = { requests: 0, errors: 0, leases: 0, resyncs: 0, events: 0 };
+  }
+
+  /** The etcd client (one gRPC connection), for other control planes of the process. */
+  get etcd(): Etcd3 {
+    return this.client;
+  }
+
+  /** The lease every key of this process is bound to (undefined while etcd is away). */
+  get leaseId(): string | undefined {
+    return this.currentLease;
+  }
+
+  /** Counts a request made through `etcd` in `stats.requests`. */
+  counted(n = 1): void {
+    this.counts.requests += n;
+  }
+
+  /** Runs `hook` with the new lease after every recovery (a control plane puts its keys again). */
+  onNewLease(hook: (leaseId: string) => Promise<void>): void {
+    this.leaseHooks.push(hook);
   }
 
   /** Whether etcd answers and the lease is alive (`uvtep_etcd_up`). */
@@ -485,7 +539,7 @@ export class EtcdAgent extends EventEmitter<EtcdAgentEvents> {
     if (this.leaseId === undefined) return;
     try {
       await this.claim(m);
-      await this.resync(m);
+      m.dirWatch = await this.watchDir(m.dir, `VNI ${m.vni}`, m);
     } catch (e) {
       if (e instanceof EtcdConflictError) {
         this.members.delete(vtep);
@@ -502,9 +556,7 @@ export class EtcdAgent extends EventEmitter<EtcdAgentEvents> {
     if (m === undefined) return;
     this.members.delete(vtep);
     m.detach();
-    const w = m.watcher;
-    m.watcher = undefined;
-    await w?.cancel().catch(() => undefined);
+    if (m.dirWatch !== undefined) await this.unwatchDir(m.dirWatch);
     if (!m.claimed || this.leaseId === undefined) return;
     const keys = [m.selfKey, ...(m.stations?.list() ?? []).map((s) => macKey(this.prefix, m.vni, s.mac))];
     try {
@@ -528,11 +580,9 @@ export class EtcdAgent extends EventEmitter<EtcdAgentEvents> {
     this.closed = true;
     if (this.recoverTimer !== undefined) clearTimeout(this.recoverTimer);
     if (this.tickTimer !== undefined) clearInterval(this.tickTimer);
-    for (const m of this.members.values()) {
-      m.detach();
-      void m.watcher?.cancel().catch(() => undefined);
-    }
+    for (const m of this.members.values()) m.detach();
     this.members.clear();
+    for (const d of this.dirs) void this.unwatchDir(d);
     const lease = this.lease;
     this.lease = undefined;
     if (lease !== undefined && opts.revoke === false) lease.release();
@@ -550,7 +600,7 @@ export class EtcdAgent extends EventEmitter<EtcdAgentEvents> {
     lease.on('lost', (err: Error) => {
       if (this.lease !== lease || this.closed) return;
       this.lease = undefined;
-      this.leaseId = undefined;
+      this.currentLease = undefined;
       this.markDown(`the etcd lease was lost: ${err.message}`);
       this.scheduleRecover();
     });
@@ -561,13 +611,13 @@ export class EtcdAgent extends EventEmitter<EtcdAgentEvents> {
     });
     lease.on('keepaliveSucceeded', () => {
       if (this.lease !== lease || this.closed || this.isUp || this.recovering) return;
-      if ([...this.members.values()].every((m) => !m.stale && m.claimed)) this.markUp();
+      if ([...this.dirs].every((d) => !d.stale) && [...this.members.values()].every((m) => m.claimed)) this.markUp();
     });
     this.counts.requests++;
     try {
       const id = await lease.grant();
       this.lease = lease;
-      this.leaseId = id;
+      this.currentLease = id;
       this.counts.leases++;
     } catch (e) {
       lease.release();
@@ -600,65 +650,93 @@ export class EtcdAgent extends EventEmitter<EtcdAgentEvents> {
     if (m.dirty.size > 0) await this.publish(m);
   }
 
-  /** Lists the VNI's directory, reconciles, and watches from the next revision. */
-  private async resync(m: Membership): Promise<void> {
-    const old = m.watcher;
-    m.watcher = undefined;
+  /**
+   * Mirrors a directory of keys: lists it, hands the whole state to `handlers.reset`, then watches
+   * it from the list's revision + 1 (so nothing between the two is missed) and hands each change
+   * over. A broken watch (etcd away, compaction) is listed again when etcd answers. This is the
+   * reconciler's engine, for the memberships here and for other control planes (flannel.ts).
+   */
+  async watchDir(dir: string, what: string, handlers: DirHandlers): Promise<DirWatch> {
+    const d: DirWatch = { dir, what, handlers, watcher: undefined, stale: true, closed: false };
+    this.dirs.add(d);
+    try {
+      await this.resyncDir(d);
+    } catch (e) {
+      this.fault(`${what}: ${(e as Error).message}`);
+      this.resyncDirLater(d);
+    }
+    return d;
+  }
+
+  async unwatchDir(d: DirWatch): Promise<void> {
+    d.closed = true;
+    this.dirs.delete(d);
+    const w = d.watcher;
+    d.watcher = undefined;
+    await w?.cancel().catch(() => undefined);
+  }
+
+  private async resyncDir(d: DirWatch): Promise<void> {
+    const old = d.watcher;
+    d.watcher = undefined;
     await old?.cancel().catch(() => undefined);
     this.counts.requests++;
     this.counts.resyncs++;
-    const res = await this.client.getAll().prefix(m.dir).exec();
-    if (this.members.get(m.vtep) !== m) return;
-    m.reconcile(res.kvs);
-    m.stale = false;
+    const res = await this.client.getAll().prefix(d.dir).exec();
+    if (d.closed) return;
+    d.handlers.reset(res.kvs);
+    d.stale = false;
     const next = (BigInt(res.header.revision) + 1n).toString();
     this.counts.requests++;
-    const w = await this.client.watch().prefix(m.dir).startRevision(next).create();
-    if (this.members.get(m.vtep) !== m || this.closed) {
+    const w = await this.client.watch().prefix(d.dir).startRevision(next).create();
+    if (d.closed || this.closed) {
       await w.cancel().catch(() => undefined);
       return;
     }
-    m.watcher = w;
+    d.watcher = w;
     w.on('put', (kv) => {
       this.counts.events++;
-      m.apply('put', kv);
+      d.handlers.put(kv);
     });
     w.on('delete', (kv) => {
       this.counts.events++;
-      m.apply('delete', kv);
+      d.handlers.delete(kv);
     });
     w.on('disconnected', (err: Error) => {
-      if (m.watcher !== w) return;
-      m.stale = true;
+      if (d.watcher !== w) return;
+      d.stale = true;
       this.counts.errors++;
-      this.markDown(`etcd watch of VNI ${m.vni} lost: ${err.message}`);
+      this.markDown(`etcd watch of ${d.what} lost: ${err.message}`);
     });
     w.on('connected', () => {
       // back: what happened meanwhile may be compacted away, so list again rather than replay
-      if (m.watcher !== w || !m.stale) return;
-      this.resyncSoon(m);
+      if (d.watcher !== w || !d.stale) return;
+      this.resyncDirLater(d, 0);
     });
     w.on('error', (err: Error) => {
       // canceled by etcd (compaction past our revision): list again
-      if (m.watcher !== w) return;
-      m.stale = true;
+      if (d.watcher !== w) return;
+      d.stale = true;
       this.counts.errors++;
-      this.warn(`etcd watch of VNI ${m.vni} canceled: ${err.message}; listing again`);
-      this.resyncSoon(m);
+      this.warn(`etcd watch of ${d.what} canceled: ${err.message}; listing again`);
+      this.resyncDirLater(d, 0);
     });
   }
 
-  private resyncSoon(m: Membership): void {
-    if (this.closed || this.members.get(m.vtep) !== m) return;
-    this.resync(m).then(
-      () => {
-        if (this.leaseId !== undefined && !this.recovering && [...this.members.values()].every((x) => !x.stale)) this.markUp();
-      },
-      (e: Error) => {
-        this.fault(`VNI ${m.vni}: listing again failed: ${e.message}`);
-        setTimeout(() => this.resyncSoon(m), 1000).unref();
-      },
-    );
+  private resyncDirLater(d: DirWatch, delayMs = 1000): void {
+    if (this.closed || d.closed) return;
+    setTimeout(() => {
+      if (this.closed || d.closed || this.recovering) return;
+      this.resyncDir(d).then(
+        () => {
+          if (this.leaseId !== undefined && !this.recovering && [...this.dirs].every((x) => !x.stale)) this.markUp();
+        },
+        (e: Error) => {
+          this.fault(`${d.what}: listing again failed: ${e.message}`);
+          this.resyncDirLater(d);
+        },
+      );
+    }, delayMs).unref();
   }
 
   /** Called by a membership's stations: puts the changes after a short delay, together. */
@@ -717,12 +795,15 @@ export class EtcdAgent extends EventEmitter<EtcdAgentEvents> {
           if (!(e instanceof EtcdConflictError)) throw e;
           this.members.delete(m.vtep);
           m.detach();
+          if (m.dirWatch !== undefined) await this.unwatchDir(m.dirWatch);
           this.log?.error({ vni: m.vni, err: e.message }, e.message);
           this.emit('conflict', m.vtep, e);
           continue;
         }
-        await this.resync(m);
+        if (m.dirWatch === undefined) m.dirWatch = await this.watchDir(m.dir, `VNI ${m.vni}`, m);
       }
+      for (const hook of this.leaseHooks) await hook(this.leaseId!);
+      for (const d of [...this.dirs]) if (!d.closed) await this.resyncDir(d);
       this.recovering = false;
       this.markUp();
     } catch (e) {
@@ -755,7 +836,7 @@ export class EtcdAgent extends EventEmitter<EtcdAgentEvents> {
     this.counts.errors++;
     this.markDown(reason);
     if (this.leaseId === undefined) this.scheduleRecover();
-    else for (const m of this.members.values()) if (!m.claimed || m.stale) this.scheduleRecover();
+    else if ([...this.members.values()].some((m) => !m.claimed)) this.scheduleRecover();
   }
 
   private warn(msg: string): void {

@@ -15,6 +15,11 @@ export interface EtcdServerOptions {
   host?: Host;
   /** Address to listen on (default 127.0.0.1). */
   address?: string;
+  /**
+   * TLS for clients (https): the server's certificate and key (PEM files), and the CA whose
+   * client certificates it accepts (client certificate auth on) and that etcdctl trusts.
+   */
+  tls?: { cert: string; key: string; ca: string; clientCert: string; clientKey: string };
 }
 
 async function freePort(address: string): Promise<number> {
@@ -51,7 +56,7 @@ export class EtcdServer {
     const h = a.includes(':') ? `[${a}]` : a;
     this.clientPort = clientPort;
     this.peerPort = peerPort;
-    this.url = `http://${h}:${clientPort}`;
+    this.url = `${opts.tls !== undefined ? 'https' : 'http'}://${h}:${clientPort}`;
     this.dataDir = mkdtempSync(path.join(tmpdir(), 'uvt-etcd-'));
     this.child = undefined;
     this.log = '';
@@ -89,6 +94,7 @@ export class EtcdServer {
       '--initial-cluster', `uvt-etcd=${peer}`,
       '--log-level', 'error',
       '--logger', 'zap',
+      ...(this.opts.tls !== undefined ? ['--cert-file', this.opts.tls.cert, '--key-file', this.opts.tls.key, '--trusted-ca-file', this.opts.tls.ca, '--client-cert-auth'] : []),
     ];
     const cmd = this.opts.host !== undefined ? ['ip', 'netns', 'exec', this.opts.host.name, ...args] : args;
     const child = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -110,17 +116,22 @@ export class EtcdServer {
 
   /** `etcdctl endpoint health`, where the server is. */
   async healthy(): Promise<boolean> {
-    const args = ['etcdctl', '--endpoints', this.url, '--dial-timeout', '1s', '--command-timeout', '1s', 'endpoint', 'health'];
+    const args = ['etcdctl', ...this.tlsArgs(), '--endpoints', this.url, '--dial-timeout', '1s', '--command-timeout', '1s', 'endpoint', 'health'];
     const r = this.opts.host !== undefined ? await this.opts.host.exec(args, { timeoutMs: 3000 }) : await sh(args[0]!, args.slice(1), { timeoutMs: 3000 });
     return r.code === 0;
   }
 
   /** `etcdctl <args>` against this server (ETCDCTL_API 3), where the server is; its stdout. */
   async ctl(...args: string[]): Promise<string> {
-    const full = ['env', 'ETCDCTL_API=3', 'etcdctl', '--endpoints', this.url, ...args];
+    const full = ['env', 'ETCDCTL_API=3', 'etcdctl', ...this.tlsArgs(), '--endpoints', this.url, ...args];
     const r = this.opts.host !== undefined ? await this.opts.host.exec(full, { timeoutMs: 10_000 }) : await sh(full[0]!, full.slice(1), { timeoutMs: 10_000 });
     if (r.code !== 0) throw new Error(`etcdctl ${args.join(' ')}: ${r.stderr.trim()}`);
     return r.stdout;
+  }
+
+  private tlsArgs(): string[] {
+    const t = this.opts.tls;
+    return t === undefined ? [] : ['--cacert', t.ca, '--cert', t.clientCert, '--key', t.clientKey];
   }
 
   /** Ends the server by PID (SIGKILL by default) and waits for it; the data stays. */

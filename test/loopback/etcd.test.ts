@@ -1,9 +1,13 @@
 // The etcd control plane with library Vteps on loopback addresses and a real etcd (Debian's
 // etcd-server on a free 127.0.0.1 port, temporary data, ended by PID). Needs no privileges.
 import dgram from 'node:dgram';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createVtep, MemoryPort, type Vtep } from '../../src/index.js';
-import { EtcdAgent, EtcdConflictError, memberKey, type MemberSpec } from '../../src/etcd.js';
+import { EtcdAgent, EtcdConflictError, memberKey, resolveEtcdSettings, type MemberSpec } from '../../src/etcd.js';
+import { makeTls } from '../helpers/etcd-tls.js';
 import { EtcdServer, etcdMissing } from '../../src/lab/etcd.js';
 import { MAC_ZERO } from '../../src/wire/ethernet.js';
 import { arpRequest, datagram, frame, ipv4Frame, mac } from '../helpers/frames.js';
@@ -254,4 +258,69 @@ describeEtcd('etcd control plane (library, loopback)', () => {
     expect(flood(c)).toHaveLength(2);
     expect(a.agent.stats.leases).toBeGreaterThanOrEqual(1);
   }, 60_000);
+});
+
+describeEtcd('etcd with TLS and with password auth', () => {
+  it('TLS with a client certificate, as --etcd-cacert/--etcd-cert/--etcd-key give it; refused without', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'uvt-tls-'));
+    const tls = makeTls(dir);
+    const server = await EtcdServer.start({ tls });
+    try {
+      const settings = resolveEtcdSettings({ etcd: [server.url], etcdCacert: tls.ca, etcdCert: tls.clientCert, etcdKey: tls.clientKey, etcdTtl: 3, etcdNode: 'tls1' })!;
+      const agent = new EtcdAgent(settings);
+      const port = new MemoryPort();
+      const vtep = createVtep({ vni: 9, local: '127.0.0.111', listenPort: 0, framePort: port });
+      await vtep.start();
+      try {
+        expect(await agent.start()).toBe(true);
+        await agent.join(vtep, { advertise: { address: '127.0.0.111', port: vtep.address().port } });
+        expect(await server.ctl('get', '--prefix', '/uvtep/v1/vni/9/vteps/', '--keys-only')).toMatch(/127\.0\.0\.111:\d+/);
+      } finally {
+        await agent.close();
+      }
+      // the CA alone (no client certificate): the server refuses the handshake
+      const anon = new EtcdAgent({ ...resolveEtcdSettings({ etcd: [server.url], etcdCacert: tls.ca, etcdTtl: 3 })! });
+      try {
+        expect(await anon.start()).toBe(false);
+        expect(anon.up).toBe(false);
+      } finally {
+        await anon.close();
+        await vtep.close();
+      }
+    } finally {
+      await server.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
+
+  it('password auth: --etcd-user with the password from UVTEP_ETCD_PASSWORD or a file; a wrong one is refused', async () => {
+    const server = await EtcdServer.start();
+    const dir = mkdtempSync(path.join(tmpdir(), 'uvt-auth-'));
+    try {
+      await server.ctl('user', 'add', 'root', '--new-user-password', 's3cret');
+      await server.ctl('auth', 'enable');
+      const pwFile = path.join(dir, 'pw');
+      writeFileSync(pwFile, 's3cret\n');
+      for (const settings of [
+        resolveEtcdSettings({ etcd: [server.url], etcdUser: 'root', etcdTtl: 3 }, { UVTEP_ETCD_PASSWORD: 's3cret' })!,
+        resolveEtcdSettings({ etcd: [server.url], etcdUser: 'root', etcdPasswordFile: pwFile, etcdTtl: 3 }, {})!,
+      ]) {
+        const agent = new EtcdAgent(settings);
+        try {
+          expect(await agent.start()).toBe(true);
+        } finally {
+          await agent.close();
+        }
+      }
+      const wrong = new EtcdAgent(resolveEtcdSettings({ etcd: [server.url], etcdUser: 'root', etcdTtl: 3 }, { UVTEP_ETCD_PASSWORD: 'nope' })!);
+      try {
+        expect(await wrong.start()).toBe(false);
+      } finally {
+        await wrong.close();
+      }
+    } finally {
+      await server.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
 });
