@@ -4,6 +4,7 @@
 #include <net/if_arp.h>
 #include <netinet/in.h>
 #include <linux/if_link.h>
+#include <linux/neighbour.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <linux/sockios.h>
@@ -70,8 +71,9 @@ void AddAttr(struct nlmsghdr* nh, unsigned short type, const void* data, size_t 
   nh->nlmsg_len = NLMSG_ALIGN(nh->nlmsg_len) + RTA_ALIGN(rta->rta_len);
 }
 
-// Sends one rtnetlink request and waits for its ACK; throws the kernel's error.
-void NetlinkTalk(Napi::Env env, struct nlmsghdr* req, const char* what, const std::string& name) {
+// Sends one rtnetlink request and waits for its ACK; throws the kernel's error (with `missingOk`,
+// a delete of something already gone is no error).
+void NetlinkTalk(Napi::Env env, struct nlmsghdr* req, const char* what, const std::string& name, bool missingOk = false) {
   int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
   if (s < 0) throw SystemError(env, errno, "socket(AF_NETLINK)");
   Fd guard(s);
@@ -93,6 +95,7 @@ void NetlinkTalk(Napi::Env env, struct nlmsghdr* req, const char* what, const st
         struct nlmsgerr* e = static_cast<struct nlmsgerr*>(NLMSG_DATA(h));
         if (e->error == 0) return;
         int err = -e->error;
+        if (missingOk && (err == ENOENT || err == ESRCH)) return;
         throw SystemError(env, err, nl.c_str(), err == EEXIST ? "the address is already assigned" : NoDeviceHint(err, name));
       }
     }
@@ -278,7 +281,86 @@ static Napi::Value SetGsoMaxSegs(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// The interface index of `name`, or a SystemError naming it.
+static unsigned IndexOf(Napi::Env env, const std::string& name) {
+  unsigned idx = if_nametoindex(name.c_str());
+  if (idx == 0) throw SystemError(env, errno, "if_nametoindex", NoDeviceHint(errno, name));
+  return idx;
+}
+
+// setNeigh(name, add, family 4|6, ip, mac): `ip neigh replace IP lladdr MAC dev NAME nud permanent`,
+// or with add false `ip neigh del IP dev NAME` (already gone: no error). RTM_NEWNEIGH/RTM_DELNEIGH.
+static Napi::Value SetNeigh(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ExpectArgs(info, "setNeigh", "sonbb");
+  std::string name = NameArg(info, 0);
+  bool add = info[1].As<Napi::Boolean>().Value();
+  int family = info[2].As<Napi::Number>().Int32Value() == 6 ? AF_INET6 : AF_INET;
+  Napi::Uint8Array ip = info[3].As<Napi::Uint8Array>();
+  Napi::Uint8Array mac = info[4].As<Napi::Uint8Array>();
+  size_t alen = family == AF_INET6 ? 16 : 4;
+  if (ip.ByteLength() != alen || mac.ByteLength() != 6) throw Napi::RangeError::New(env, "setNeigh: wrong address length");
+  unsigned idx = IndexOf(env, name);
+  struct {
+    struct nlmsghdr nh;
+    struct ndmsg nd;
+    char attrs[64];
+  } req;
+  memset(&req, 0, sizeof req);
+  req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(struct ndmsg));
+  req.nh.nlmsg_type = add ? RTM_NEWNEIGH : RTM_DELNEIGH;
+  req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | (add ? NLM_F_CREATE | NLM_F_REPLACE : 0);
+  req.nh.nlmsg_seq = 1;
+  req.nd.ndm_family = static_cast<unsigned char>(family);
+  req.nd.ndm_ifindex = static_cast<int>(idx);
+  req.nd.ndm_state = NUD_PERMANENT;
+  AddAttr(&req.nh, NDA_DST, ip.Data(), alen);
+  if (add) AddAttr(&req.nh, NDA_LLADDR, mac.Data(), 6);
+  NetlinkTalk(env, &req.nh, add ? "RTM_NEWNEIGH" : "RTM_DELNEIGH", name, !add);
+  return env.Undefined();
+}
+
+// setRoute(name, add, family 4|6, dst, prefixLen, gateway): `ip route replace DST/LEN via GW dev
+// NAME onlink`, or with add false `ip route del DST/LEN via GW dev NAME` (already gone: no error).
+static Napi::Value SetRoute(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ExpectArgs(info, "setRoute", "sonbnb");
+  std::string name = NameArg(info, 0);
+  bool add = info[1].As<Napi::Boolean>().Value();
+  int family = info[2].As<Napi::Number>().Int32Value() == 6 ? AF_INET6 : AF_INET;
+  Napi::Uint8Array dst = info[3].As<Napi::Uint8Array>();
+  int prefix = info[4].As<Napi::Number>().Int32Value();
+  Napi::Uint8Array gw = info[5].As<Napi::Uint8Array>();
+  size_t alen = family == AF_INET6 ? 16 : 4;
+  if (dst.ByteLength() != alen || gw.ByteLength() != alen || prefix < 0 || prefix > static_cast<int>(alen * 8)) throw Napi::RangeError::New(env, "setRoute: wrong address or prefix length");
+  uint32_t idx = IndexOf(env, name);
+  struct {
+    struct nlmsghdr nh;
+    struct rtmsg rt;
+    char attrs[128];
+  } req;
+  memset(&req, 0, sizeof req);
+  req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(struct rtmsg));
+  req.nh.nlmsg_type = add ? RTM_NEWROUTE : RTM_DELROUTE;
+  req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | (add ? NLM_F_CREATE | NLM_F_REPLACE : 0);
+  req.nh.nlmsg_seq = 1;
+  req.rt.rtm_family = static_cast<unsigned char>(family);
+  req.rt.rtm_dst_len = static_cast<unsigned char>(prefix);
+  req.rt.rtm_table = RT_TABLE_MAIN;
+  req.rt.rtm_protocol = RTPROT_BOOT;
+  req.rt.rtm_scope = add ? RT_SCOPE_UNIVERSE : RT_SCOPE_NOWHERE;
+  req.rt.rtm_type = RTN_UNICAST;
+  req.rt.rtm_flags = RTNH_F_ONLINK;
+  AddAttr(&req.nh, RTA_DST, dst.Data(), alen);
+  AddAttr(&req.nh, RTA_GATEWAY, gw.Data(), alen);
+  AddAttr(&req.nh, RTA_OIF, &idx, sizeof idx);
+  NetlinkTalk(env, &req.nh, add ? "RTM_NEWROUTE" : "RTM_DELROUTE", name, !add);
+  return env.Undefined();
+}
+
 void InitLink(Napi::Env env, Napi::Object exports) {
+  exports.Set("setNeigh", Napi::Function::New(env, SetNeigh, "setNeigh"));
+  exports.Set("setRoute", Napi::Function::New(env, SetRoute, "setRoute"));
   exports.Set("ifindex", Napi::Function::New(env, IfIndex, "ifindex"));
   exports.Set("getMtu", Napi::Function::New(env, GetMtu, "getMtu"));
   exports.Set("setMtu", Napi::Function::New(env, SetMtu, "setMtu"));

@@ -24,6 +24,7 @@ import { metricsRegistry, MetricsServer, parseMetricsAddress } from './metrics.j
 import * as ops from './ops.js';
 import { configMessage, EXIT_OK, EXIT_SYSTEM, EXIT_USAGE, FLAG } from './ops.js';
 import { loadConfigFile, optionValues } from './config-file.js';
+import { FLANNEL_LEASE_TTL_S, FLANNEL_PREFIX_DEFAULT, FLANNEL_SUBNET_FILE_DEFAULT, FlannelMember, type FlannelNetwork } from './flannel.js';
 import { advertiseAddress, ETCD_PASSWORD_ENV, ETCD_PREFIX_DEFAULT, ETCD_TTL_DEFAULT_S, EtcdAgent, etcdPlane, resolveEtcdSettings, type EtcdSettings } from './etcd.js';
 
 /** A stop (SIGTERM/SIGINT) completes within this, whatever clients hold open. */
@@ -85,6 +86,10 @@ interface RunOpts {
   etcdAllow?: boolean;
   etcdMacs?: boolean;
   proxy?: boolean;
+  flannel?: boolean;
+  flannelPrefix: string;
+  subnetFile: string;
+  ipMasq?: boolean;
 }
 
 /** A number, or the word `inherit` (--tos, --ttl). */
@@ -178,6 +183,10 @@ export function buildProgram(hook: RunHook = { run: (o, e) => run(o, e), usage: 
     .addOption(new Option('--etcd-key <file>', 'etcd TLS: client key'))
     .addOption(new Option('--etcd-user <name>', `etcd user; the password from the environment variable ${ETCD_PASSWORD_ENV} or --etcd-password-file, never the command line`))
     .addOption(new Option('--etcd-password-file <file>', 'etcd password, in a file (first line)'))
+    .addOption(new Option('--flannel', 'join a flannel network (etcd v3, vxlan backend) as flanneld would: lease a subnet, TAP flannel.<VNI> with VNI and port from the network config, FDB, neighbour and route per other host; needs --etcd and --local (or --dev)'))
+    .addOption(new Option('--flannel-prefix <prefix>', 'with --flannel: the network\'s etcd prefix (flanneld\'s --etcd-prefix)').default(FLANNEL_PREFIX_DEFAULT))
+    .addOption(new Option('--subnet-file <file>', 'with --flannel: where the leased subnet is written for flannel\'s CNI plugin').default(FLANNEL_SUBNET_FILE_DEFAULT))
+    .addOption(new Option('--ip-masq', 'with --flannel: FLANNEL_IPMASQ=true in the subnet file (uvtep installs no masquerade rule: add it as for flanneld --ip-masq)'))
     .addOption(new Option('--etcd-node <name>', 'this host\'s node name in etcd (default: the host name); a restart of the same node takes its keys over, another node claiming its address is refused'))
     .enablePositionalOptions()
     .action(async (opts: RunOpts, cmd: Command) => {
@@ -403,10 +412,53 @@ function startError(e: unknown, log: Logger, where = ''): number {
   throw e;
 }
 
+/**
+ * `--flannel`: one VTEP, whose VNI, port and MTU come from the flannel network config in etcd.
+ * The options that would contradict it are refused before anything is touched.
+ */
+async function runFlannel(o: RunOpts, entries: Array<Record<string, unknown>> | undefined): Promise<number> {
+  if (entries !== undefined) return usageError('option --flannel: one flannel member per process; --config must not hold a vteps: list');
+  if ((o.etcd ?? []).length === 0) return usageError('option --flannel: needs --etcd <url>: the etcd of the flannel network');
+  for (const [k, flag] of [['vni', 'vni'], ['remote', 'remote'], ['group', 'group'], ['name', 'name'], ['listenPort', 'listen-port'], ['etcdMacs', 'etcd-macs'], ['proxy', 'proxy'], ['etcdAllow', 'etcd-allow'], ['bridge', 'bridge'], ['address', 'address']] as const) {
+    if (o[k] !== undefined && o[k] !== false) return usageError(`option --${flag}: not with --flannel: ${k === 'vni' || k === 'listenPort' ? 'the VNI and port come from the network config' : k === 'name' ? 'the TAP is flannel.<VNI>, as flanneld names it' : k === 'address' || k === 'bridge' ? 'the TAP gets <subnet>.0/32; pods go on a bridge of their own (flannel\'s CNI plugin)' : 'the members come from the subnet leases'}`);
+  }
+  let etcd: Omit<EtcdSettings, 'log'>;
+  let publicIp: string;
+  let metricsAt: ReturnType<typeof parseMetricsAddress> | undefined;
+  try {
+    if (o.metrics !== undefined) metricsAt = parseMetricsAddress(o.metrics, 'metrics');
+    etcd = { ...resolveEtcdSettings(o)!, ttlS: FLANNEL_LEASE_TTL_S };
+    if (!/^\/[A-Za-z0-9._\-/]*$/.test(o.flannelPrefix)) throw new ConfigError(ErrorCode.InvalidOption, 'flannel-prefix', `flannel-prefix: expected a key prefix starting with /, got ${JSON.stringify(o.flannelPrefix)}`);
+    // the lease's PublicIP: an IPv4 underlay address (the checks of a VTEP's options, VNI aside)
+    const c = resolveConfig({ vni: 1, ...(o.local !== undefined ? { local: o.local } : {}), ...(o.dev !== undefined ? { dev: o.dev } : {}) });
+    if (c.family !== 4) throw new ConfigError(ErrorCode.InvalidOption, 'local', 'local: flannel\'s PublicIP is IPv4; give an IPv4 --local');
+    publicIp = advertiseAddress(c);
+  } catch (e) {
+    if (e instanceof ConfigError) return usageError(configMessage(e).replace('VNI 1: with --etcd', 'with --flannel'));
+    throw e;
+  }
+  const spec = (net: FlannelNetwork): VtepSpec =>
+    specOf({ ...o, vni: net.vni, dstport: net.port, listenPort: net.port, learning: false, name: `flannel.${net.vni}`, ...(net.mtu !== undefined ? { mtu: net.mtu } : {}) });
+  const { log, sink } = makeLogger(o.logLevel);
+  const code = await serve(
+    o,
+    undefined,
+    [],
+    metricsAt,
+    etcd,
+    { member: (agent, l) => new FlannelMember({ agent, prefix: o.flannelPrefix, publicIp, subnetFile: o.subnetFile, ipMasq: o.ipMasq === true, log: l.child({ flannel: o.flannelPrefix }) }), spec },
+    log,
+    () => sink?.stopping(),
+  );
+  await sink?.close(1000);
+  return code;
+}
+
 async function run(o: RunOpts, entries: Array<Record<string, unknown>> | undefined): Promise<number> {
   if (o.transport !== 'auto' && o.transport !== 'native' && o.transport !== 'dgram') {
     return usageError(`option --transport: expected native or dgram, got ${JSON.stringify(o.transport)}`);
   }
+  if (o.flannel === true) return runFlannel(o, entries);
   // every VTEP's options, checked before anything is created
   const perVtep: RunOpts[] = entries === undefined ? [o] : entries.map((e) => ({ ...o, ...e }) as RunOpts);
   const specs: VtepSpec[] = [];
@@ -430,7 +482,7 @@ async function run(o: RunOpts, entries: Array<Record<string, unknown>> | undefin
     throw e;
   }
   const { log, sink } = makeLogger(o.logLevel);
-  const code = await serve(o, entries, specs, metricsAt, etcd, log, () => sink?.stopping());
+  const code = await serve(o, entries, specs, metricsAt, etcd, undefined, log, () => sink?.stopping());
   // the final records: written if the reader reads within a second, else dropped (never a hang)
   await sink?.close(1000);
   return code;
@@ -439,23 +491,42 @@ async function run(o: RunOpts, entries: Array<Record<string, unknown>> | undefin
 async function serve(
   o: RunOpts,
   entries: Array<Record<string, unknown>> | undefined,
-  specs: VtepSpec[],
+  specsGiven: VtepSpec[],
   metricsAt: ReturnType<typeof parseMetricsAddress> | undefined,
   etcdSettings: Omit<EtcdSettings, 'log'> | undefined,
+  /** `--flannel`: the member, and the VTEP's spec from the network config (read once etcd answers). */
+  flannelMode: { member: (agent: EtcdAgent, log: Logger) => FlannelMember; spec: (net: FlannelNetwork) => VtepSpec } | undefined,
   log: Logger,
   /** Called when the stop begins: the log keeps the final records whatever its queue. */
   onStopping: () => void,
 ): Promise<number> {
+  let specs = specsGiven;
   // the etcd client and lease first: the VTEPs join as they start
   let agent: EtcdAgent | undefined;
   if (etcdSettings !== undefined) {
     agent = new EtcdAgent({ ...etcdSettings, log: log.child({ etcd: etcdSettings.endpoints }) });
     if (await agent.start()) log.info({ etcd: agent.endpoints, node: agent.node, ttl: agent.ttlS }, `etcd: connected to ${agent.endpoints.join(', ')} as node ${agent.node} (lease TTL ${agent.ttlS} s)`);
   }
-  const instance = new Instance({ ...(o.transport === 'auto' ? {} : { transport: o.transport as TransportKind }), ...(agent !== undefined ? { plane: etcdPlane(agent) } : {}) });
-  /** The lease revoked first (the other hosts see these VTEPs leave at once), then the VTEPs stopped. */
+  // flannel: the network config decides the VTEP (VNI, port, MTU)
+  let flannel: FlannelMember | undefined;
+  if (flannelMode !== undefined && agent !== undefined) {
+    flannel = flannelMode.member(agent, log);
+    try {
+      if (agent.leaseId === undefined) throw new UvtepError(ErrorCode.State, `flannel: etcd at ${agent.endpoints.join(', ')} does not answer`);
+      specs = [flannelMode.spec(await flannel.readConfig())];
+    } catch (e) {
+      await agent.close({ revoke: false });
+      return startError(e, log);
+    }
+  }
+  const instance = new Instance({ ...(o.transport === 'auto' ? {} : { transport: o.transport as TransportKind }), ...(agent !== undefined && flannel === undefined ? { plane: etcdPlane(agent) } : {}) });
+  /**
+   * The lease revoked first (the other hosts see these VTEPs leave at once), then the VTEPs
+   * stopped. A flannel lease is kept, as flanneld keeps it: a restart reuses the subnet.
+   */
   const closeInstance = async () => {
-    await agent?.close();
+    await flannel?.leave();
+    await agent?.close(flannel !== undefined ? { revoke: false } : {});
     await instance.close();
   };
   // a VTEP that fails while the others start is handled like one that fails later (never lost)
@@ -500,6 +571,22 @@ async function serve(
     },
     remove: (name) => instance.remove(name),
   };
+
+  // flannel: a subnet for the TAP, and the other hosts mirrored
+  let flannelLost: ((reason: string) => void) | undefined;
+  let lostEarly: string | undefined;
+  if (flannel !== undefined) {
+    const h = instance.list()[0];
+    if (h !== undefined) {
+      try {
+        const subnet = await flannel.join(h.vtep, h.name, h.tap.mac, (reason) => (flannelLost !== undefined ? flannelLost(reason) : (lostEarly = reason)));
+        log.info({ tap: h.name, subnet, subnetFile: flannel.subnetFile }, `flannel: ${h.name} holds ${subnet}; ${flannel.subnetFile} written`);
+      } catch (e) {
+        await closeInstance();
+        return startError(e, log);
+      }
+    }
+  }
 
   const first = instance.list()[0];
   if (first === undefined) {
@@ -703,6 +790,20 @@ async function serve(
       detach();
       void Promise.all([closeInstance(), closeServers()]).then(() => resolve(EXIT_SYSTEM));
     };
+    // flannel: this host's own lease deleted from etcd: stop, as flanneld does
+    flannelLost = (reason) => {
+      if (stopping) return;
+      stopping = true;
+      onStopping();
+      log.fatal({ reason }, `flannel: ${reason}; stopping, as flanneld does`);
+      const last = instance.list().map(snapshot);
+      detach();
+      void Promise.all([closeInstance(), closeServers()]).then(() => {
+        for (const r of last) finalRecord(r, 'flannel lease lost');
+        resolve(EXIT_SYSTEM);
+      });
+    };
+    if (lostEarly !== undefined) flannelLost(lostEarly);
     instance.off('failed', onEarly);
     instance.on('failed', onFailed);
     for (const [h, err] of early) onFailed(h, err);

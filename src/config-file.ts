@@ -33,6 +33,11 @@ export const PROCESS_OPTIONS = new Set([
   'etcdUser',
   'etcdPasswordFile',
   'etcdNode',
+  // flannel mode: one member per process
+  'flannel',
+  'flannelPrefix',
+  'subnetFile',
+  'ipMasq',
 ]);
 
 /** An option that takes no value (`--persist`, `--no-learning`). */

@@ -97,6 +97,10 @@ export interface NativeBinding {
   isUp(name: string): boolean;
   bridgePort(bridge: string, port: string, add: boolean): void;
   addAddress(name: string, family: 4 | 6, bytes: Uint8Array, prefixLen: number): void;
+  /** `ip neigh replace IP lladdr MAC dev NAME nud permanent` (add) or `ip neigh del IP dev NAME`. */
+  setNeigh(name: string, add: boolean, family: 4 | 6, ip: Uint8Array, mac: Uint8Array): void;
+  /** `ip route replace DST/LEN via GW dev NAME onlink` (add) or `ip route del ...`. */
+  setRoute(name: string, add: boolean, family: 4 | 6, dst: Uint8Array, prefixLen: number, gateway: Uint8Array): void;
   /** `ip link set dev NAME gso_max_segs N`. */
   setGsoMaxSegs(name: string, segs: number): void;
   /** The interface's IPv4 address (4 bytes), whatever its carrier state. */

@@ -55,6 +55,11 @@ describe('uvtep CLI errors', () => {
     ['etcd-cert without etcd-key', ['--vni', '1', '--local', '198.51.100.1', '--etcd', 'https://198.51.100.10:2379', '--etcd-cacert', '/dev/null', '--etcd-cert', '/dev/null'], /option --etcd-key: a client certificate needs both --etcd-cert and --etcd-key/],
     ['etcd-cacert unreadable', ['--vni', '1', '--local', '198.51.100.1', '--etcd', 'https://198.51.100.10:2379', '--etcd-cacert', '/nonexistent/ca.pem'], /option --etcd-cacert: cannot read \/nonexistent\/ca\.pem/],
     ['etcd-prefix relative', ['--vni', '1', '--local', '198.51.100.1', '--etcd', 'http://198.51.100.10:2379', '--etcd-prefix', 'uvtep'], /option --etcd-prefix: expected a key prefix starting with \//],
+    ['flannel without etcd', ['--flannel', '--local', '198.51.100.1'], /option --flannel: needs --etcd <url>/],
+    ['flannel with a VNI', ['--flannel', '--etcd', 'http://198.51.100.10:2379', '--local', '198.51.100.1', '--vni', '5'], /option --vni: not with --flannel: the VNI and port come from the network config/],
+    ['flannel with a remote', ['--flannel', '--etcd', 'http://198.51.100.10:2379', '--local', '198.51.100.1', '--remote', '198.51.100.2'], /option --remote: not with --flannel: the members come from the subnet leases/],
+    ['flannel without a PublicIP', ['--flannel', '--etcd', 'http://198.51.100.10:2379'], /option --local: with --flannel, give --local <this host's underlay address>/],
+    ['flannel over IPv6', ['--flannel', '--etcd', 'http://198.51.100.10:2379', '--local', '2001:db8::1'], /option --local: flannel's PublicIP is IPv4/],
     ['tos with the dgram fallback', ['--vni', '1', '--transport', 'dgram', '--tos', '16', '--no-control'], /option --tos: the outer TOS needs the native transport/],
   ];
   it.each(cases)('%s: exit 2 with the option and what it accepts', async (_n, args, msg) => {

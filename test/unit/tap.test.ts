@@ -67,6 +67,8 @@ function scripted(opts: { openError?: Error; mtuError?: Error; lost?: number; of
     bridgePort: (br, p, add) => void s.calls.push(`bridge ${br} ${p} ${add}`),
     addAddress: (_n, fam, bytes, len) => void s.calls.push(`addr ${fam} ${Buffer.from(bytes).toString('hex')}/${len}`),
     getIpv4: () => Buffer.from([198, 51, 100, 1]),
+    setNeigh: () => undefined,
+    setRoute: () => undefined,
   };
   return s;
 }
