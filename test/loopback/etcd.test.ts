@@ -8,6 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createVtep, MemoryPort, type Vtep } from '../../src/index.js';
 import { EtcdAgent, EtcdConflictError, memberKey, resolveEtcdSettings, type MemberSpec } from '../../src/etcd.js';
 import { makeTls } from '../helpers/etcd-tls.js';
+import { sh, uvtepBin } from '../../src/testbed.js';
 import { EtcdServer, etcdMissing } from '../../src/lab/etcd.js';
 import { MAC_ZERO } from '../../src/wire/ethernet.js';
 import { arpRequest, datagram, frame, ipv4Frame, mac } from '../helpers/frames.js';
@@ -224,6 +225,18 @@ describeEtcd('etcd control plane (library, loopback)', () => {
     await again.start();
     await again.join(a.vtep, { advertise: a.at });
     expect(flood(a)).toEqual([]);
+  });
+
+  it('uvtep --flannel refuses a network config it does not support: exit 2, nothing created', async () => {
+    await etcd.ctl('put', '/uvt-fl/config', '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","GBP":true}}');
+    try {
+      const r = await sh(process.execPath, [uvtepBin(), '--flannel', '--flannel-prefix', '/uvt-fl', '--etcd', etcd.url, '--local', '127.0.0.1', '--no-control'], { timeoutMs: 20_000 });
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(/option --flannel: the network uses VXLAN GBP \(group policy\); uvtep does not support it/);
+      expect(await etcd.ctl('get', '--prefix', '/uvt-fl/subnets/', '--keys-only')).toBe('');
+    } finally {
+      await etcd.ctl('del', '--prefix', '/uvt-fl');
+    }
   });
 
   it('malformed records in etcd are ignored, never installed, never fatal', async () => {
