@@ -2,6 +2,7 @@
 // own namespace on the underlay switch), leave when killed (TTL) or stopped (at once), rejoin,
 // survive an etcd outage, refuse a second claim of one address; with --etcd-macs --proxy the
 // underlay carries no flooded ARP requests after the first ping.
+import { writeFileSync } from 'node:fs';
 import { afterEach, expect, it } from 'vitest';
 import { ping, sh, uvtepBin, type Host, type Testbed } from '../../src/testbed.js';
 import { EtcdServer, etcdMissing } from '../../src/lab/etcd.js';
@@ -54,7 +55,7 @@ function vtep(h: Host, i: number, extra: string[] = []) {
 
 /** The flood destinations of the uvtep in h, from `uvtep fdb show --json`, as `dst origin`. */
 async function flood(h: Host): Promise<string[]> {
-  const out = await h.run([process.execPath, uvtepBin(), 'fdb', 'show', '--json']);
+  const out = await h.run([process.execPath, uvtepBin(), 'fdb', 'show', '--json', '--name', 'vx42']);
   const rows = JSON.parse(out) as Array<{ mac: string; dst: string; origin: string }>;
   return rows.filter((r) => r.mac === '00:00:00:00:00:00').map((r) => `${r.dst} ${r.origin}`).sort();
 }
@@ -95,11 +96,19 @@ describeNs('many hosts with etcd', () => {
     await waitFor(async () => (await flood(h1)).length === 0, 'h2 gone at once', 3000, 50);
     expect(Date.now() - t1).toBeLessThan(3000);
 
-    // h2 restarts and rejoins
-    b = vtep(h2, 2);
+    // h2 restarts and rejoins, now from a config file hosting two VNIs on one lease
+    const cfg = fx.tmpFile('h2.yaml');
+    writeFileSync(
+      cfg,
+      `etcd: ["http://${ETCD_AT}:2379"]\netcd-ttl: ${TTL}\netcd-node: host2\netcd-prefix: /uvt-lab\nlocal: 198.51.100.2\n` +
+        'vteps:\n  - {vni: 42, name: vx42, address: [10.0.0.2/24], mac: "02:00:00:00:00:02"}\n  - {vni: 43, name: vx43, address: [10.43.0.2/24], etcd-allow: true}\n',
+    );
+    b = fx.uvtep(h2, ['--config', cfg]);
     await b.ready();
     await waitFor(async () => (await flood(h1)).includes('198.51.100.2 etcd'), 'h2 rejoined', 10_000);
     expect((await ping(h1, '10.0.0.2', 2)).received).toBe(2);
+    expect(await etcd!.ctl('get', '--prefix', '--keys-only', '/uvt-lab/v1/vni/43/vteps/')).toContain('/uvt-lab/v1/vni/43/vteps/198.51.100.2:4789');
+    expect((await etcd!.ctl('lease', 'list')).match(/^[0-9a-f]+$/gm)).toHaveLength(2); // h1's and h2's: one per process
 
     // etcd dies: the overlay keeps working, uvtep_etcd_up goes 0
     await etcd!.kill();
@@ -112,7 +121,8 @@ describeNs('many hosts with etcd', () => {
     // etcd back: a new host joins and everyone reaches it
     await etcd!.restart();
     await waitFor(async () => (await metric(h1, 'uvtep_etcd_up')) === 1, 'etcd_up 1', 20_000, 200);
-    const d = vtep(h4, 4);
+    // h4 advertises the address of --dev (no --local)
+    const d = fx.uvtep(h4, ['--vni', '42', '--name', 'vx42', '--address', '10.0.0.4/24', '--dev', 'eth0', '--etcd', `http://${ETCD_AT}:2379`, '--etcd-ttl', String(TTL), '--etcd-node', 'host4', '--etcd-prefix', '/uvt-lab']);
     await d.ready();
     await waitFor(async () => (await flood(h1)).includes('198.51.100.4 etcd') && (await flood(h2)).includes('198.51.100.4 etcd'), 'h4 seen after the outage', 15_000);
     expect((await ping(h1, '10.0.0.4', 2)).received).toBe(2);
