@@ -18,7 +18,7 @@ import { loadBinding } from './native.js';
 import { formatMac } from './wire/ethernet.js';
 import { VXLAN_PORT_IANA, VXLAN_PORT_LINUX, VXLAN_VNI_MAX } from './wire/vxlan.js';
 import type { VtepStats } from './vtep.js';
-import { runDemo } from './demo.js';
+import { runDemo } from './lab/demo.js';
 import { ControlServer, controlPath, type ControlTarget } from './control.js';
 import { metricsRegistry, MetricsServer, parseMetricsAddress } from './metrics.js';
 import * as ops from './ops.js';
@@ -294,7 +294,17 @@ export function buildProgram(hook: RunHook = { run: (o, e) => run(o, e), usage: 
     .option('--keep', 'leave the namespaces in place for inspection (remove them with: uvtep demo --cleanup)')
     .option('--cleanup', 'only remove what an earlier demo left behind')
     .action(async (o: { keep?: boolean; cleanup?: boolean }) => {
-      process.exitCode = await runDemo({ keep: o.keep ?? false, cleanupOnly: o.cleanup ?? false, out: process.stdout });
+      // Ctrl-C or SIGTERM: the demo removes its hosts and resolves with 130
+      const stop = new AbortController();
+      const onSignal = () => stop.abort();
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+      try {
+        process.exitCode = await runDemo({ keep: o.keep ?? false, cleanupOnly: o.cleanup ?? false, out: process.stdout, signal: stop.signal });
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
     });
   return program;
 }

@@ -23,7 +23,7 @@ import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSyn
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { sh, Testbed, testbedMissing, UvtepProcess } from '../../dist/testbed.js';
+import { sh, Testbed, testbedMissing, UvtepProcess } from '../../dist/lab/testbed.js';
 import { writeSection } from '../docs.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');

@@ -22,7 +22,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { writeSection } from '../docs.js';
-import { tcpTransfer, Testbed, testbedMissing, toolPath, uvtepBin, UvtepProcess } from '../../dist/testbed.js';
+import { tcpTransfer, Testbed, testbedMissing, toolPath, uvtepBin, UvtepProcess } from '../../dist/lab/testbed.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const argv = process.argv.slice(2);

@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { sh, type Host } from '../testbed.js';
+import { sh, type Host } from './testbed.js';
 
 export interface EtcdServerOptions {
   /** Run inside this test host's namespace (default: the current one, on 127.0.0.1). */

@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { expect, it } from 'vitest';
-import { sh } from '../../src/testbed.js';
+import { sh } from '../../src/lab/testbed.js';
 import { describeNs } from '../integration/setup.js';
 
 describeNs('e2e benchmark, smoke mode', () => {

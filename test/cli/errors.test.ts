@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { sh, uvtepBin } from '../../src/testbed.js';
+import { sh, uvtepBin } from '../../src/lab/testbed.js';
 
 const run = (...args: string[]) => sh(process.execPath, [uvtepBin(), ...args], { timeoutMs: 15_000 });
 

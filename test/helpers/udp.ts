@@ -1,6 +1,6 @@
 // UDP helpers of the namespace tests: a node receiver and sender script pair, and the kernel's
 // UDP counters.
-import type { Host } from '../../src/testbed.js';
+import type { Host } from '../../src/lab/testbed.js';
 
 /**
  * Starts the node script `receiver` in `rx`, runs `sender` in `tx` once the receiver had time to

@@ -1,10 +1,10 @@
 // The README's first command: `uvtep demo` runs both seed experiments and leaves nothing behind.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { expect, it } from 'vitest';
-import { sh, uvtepBin } from '../../src/testbed.js';
+import { sh, uvtepBin } from '../../src/lab/testbed.js';
 import { describeNs } from './setup.js';
 
 describeNs('uvtep demo', () => {
@@ -35,6 +35,21 @@ describeNs('uvtep demo', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it('Ctrl-C during the demo: the hosts are removed and the exit code is 130', async () => {
+    const child = spawn(process.execPath, [uvtepBin(), 'demo'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    const deadline = Date.now() + 60_000;
+    while (!/h2: .* up: /.test(out) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(out).toMatch(/h2: .* up: /);
+    child.kill('SIGINT');
+    expect(await exited).toBe(130);
+    expect(out).toMatch(/interrupted: removing the demo hosts\.\.\.\n[\s\S]*removed the demo hosts\./);
+    expect(out).not.toMatch(/demo failed/);
+    expect((await sh('ip', ['netns', 'list'])).stdout).not.toMatch(/uvt-demo-/);
+  }, 90_000);
 
   it('--keep leaves the hosts, --cleanup removes them', async () => {
     const r = await sh(process.execPath, [uvtepBin(), 'demo', '--keep'], { timeoutMs: 120_000 });

@@ -4,7 +4,7 @@
 // underlay carries no flooded ARP requests after the first ping.
 import { writeFileSync } from 'node:fs';
 import { afterEach, expect, it } from 'vitest';
-import { ping, sh, uvtepBin, type Host, type Testbed } from '../../src/testbed.js';
+import { ping, sh, uvtepBin, type Host, type Testbed } from '../../src/lab/testbed.js';
 import { EtcdServer, etcdMissing } from '../../src/lab/etcd.js';
 import { readPcapFrames } from '../helpers/pcap.js';
 import { waitFor } from '../helpers/wait.js';

@@ -4,7 +4,7 @@
 // inner checksums and tunnel-GSO super-frames over veth) and off; partial checksums from the TAP
 // never reach the wire; counters show the batching happened.
 import { expect, it } from 'vitest';
-import { ping, tcpTransfer, type Host, type LogRecord } from '../../src/testbed.js';
+import { ping, tcpTransfer, type Host, type LogRecord } from '../../src/lab/testbed.js';
 import { udpExchange, udpSnmp } from '../helpers/udp.js';
 import { describeNs, kernelVtep, NsFixture, twoHosts } from './setup.js';
 

@@ -1,9 +1,9 @@
 // Joining a flannel network: a host programmed exactly as flanneld does (the stand-in in
-// src/tools/flanneld-standin.ts, with the kernel VTEP) next to uvtep hosts in --flannel mode, one
+// src/lab/tools/flanneld-standin.ts, with the kernel VTEP) next to uvtep hosts in --flannel mode, one
 // real etcd. Pods on a bridge on each host, addressed from FLANNEL_SUBNET, reach each other.
 import { readFileSync } from 'node:fs';
 import { afterEach, expect, it } from 'vitest';
-import { ping, tcpTransfer, toolPath, uvtepBin, type Host, type Testbed } from '../../src/testbed.js';
+import { ping, tcpTransfer, toolPath, uvtepBin, type Host, type Testbed } from '../../src/lab/testbed.js';
 import { EtcdServer, etcdMissing } from '../../src/lab/etcd.js';
 import { udpRecords } from '../helpers/pcap.js';
 import { waitFor } from '../helpers/wait.js';

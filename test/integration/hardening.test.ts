@@ -2,7 +2,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { expect, it } from 'vitest';
-import { ping, tcpTransfer, toolPath, uvtepBin, UVTEP_NODE_FLAGS, type Host, type LogRecord } from '../../src/testbed.js';
+import { ping, tcpTransfer, toolPath, uvtepBin, UVTEP_NODE_FLAGS, type Host, type LogRecord } from '../../src/lab/testbed.js';
 import { datagram, frame } from '../helpers/frames.js';
 import { udpRecords } from '../helpers/pcap.js';
 import { udpSnmp } from '../helpers/udp.js';

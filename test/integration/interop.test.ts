@@ -1,6 +1,6 @@
 // Experiment 1 and interop with the kernel VTEP, over namespaces joined by veth.
 import { expect, it } from 'vitest';
-import { ping, tcpTransfer, type Host } from '../../src/testbed.js';
+import { ping, tcpTransfer, type Host } from '../../src/lab/testbed.js';
 import { describeNs, kernelVtep, NsFixture, twoHosts } from './setup.js';
 
 const MB = 1024 * 1024;

@@ -2,7 +2,7 @@
 // has three vxlan devices on port 4789, as `ip link add vxlanN type vxlan id N dstport 4789` makes.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { expect, it } from 'vitest';
-import { ping, tcpTransfer, uvtepBin, type Host, type UvtepProcess } from '../../src/testbed.js';
+import { ping, tcpTransfer, uvtepBin, type Host, type UvtepProcess } from '../../src/lab/testbed.js';
 import { readPcapFrames } from '../helpers/pcap.js';
 import { describeNs, kernelVtep, NsFixture, quietIpv6, twoHosts } from './setup.js';
 

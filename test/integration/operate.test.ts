@@ -1,7 +1,7 @@
 // Operating a running uvtep: control socket subcommands, metrics, source ports, TOS/DF, --config.
 import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { expect, it } from 'vitest';
-import { ping, sh, uvtepBin, type Host } from '../../src/testbed.js';
+import { ping, sh, uvtepBin, type Host } from '../../src/lab/testbed.js';
 import { udpRecords } from '../helpers/pcap.js';
 import { waitFor } from '../helpers/wait.js';
 import { describeNs, NsFixture, quietIpv6, twoHosts } from './setup.js';

@@ -1,7 +1,7 @@
 // Experiment 2 (containers across hosts), three hosts flooding and learning, VNI isolation,
 // and the bytes on the wire.
 import { expect, it } from 'vitest';
-import { ping, sh, tcpTransfer, uvtepBin, type Host } from '../../src/testbed.js';
+import { ping, sh, tcpTransfer, uvtepBin, type Host } from '../../src/lab/testbed.js';
 import { expectVxlan, innerFrame, vni } from '../helpers/frames.js';
 import { udpRecords } from '../helpers/pcap.js';
 import { describeNs, kernelVtep, NsFixture, quietIpv6, twoHosts } from './setup.js';

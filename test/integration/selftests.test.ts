@@ -4,7 +4,7 @@
 // VTEP in the same place (which proves the check) and then against uvtep: both must pass.
 import { writeFileSync } from 'node:fs';
 import { expect, it } from 'vitest';
-import type { Host } from '../../src/testbed.js';
+import type { Host } from '../../src/lab/testbed.js';
 import { udpRecords } from '../helpers/pcap.js';
 import { describeNs, NsFixture, quietIpv6, twoHosts } from './setup.js';
 
@@ -43,7 +43,7 @@ async function vtepUnderTest(
     proc: p,
     dev: 'vxlan1',
     errors: async () => {
-      const r = await h1.exec([process.execPath, (await import('../../src/testbed.js')).uvtepBin(), 'stats', '--json']);
+      const r = await h1.exec([process.execPath, (await import('../../src/lab/testbed.js')).uvtepBin(), 'stats', '--json']);
       return (JSON.parse(r.stdout) as { drops: Record<string, number> }).drops.EcnError!;
     },
   };
@@ -234,12 +234,12 @@ describeNs('kernel selftest vxlan_bridge_1d.sh, ported: the VTEP under test is t
     const { h1 } = await hosts(`chl${kind[0]}`);
     const count = async (): Promise<number> => {
       if (kind === 'kernel') return (await h1.run(['bridge', 'fdb', 'show', 'dev', 'vxlan1'])).split('\n').filter((l) => l.startsWith('00:00:00:00:00:00')).length;
-      const r = await h1.exec([process.execPath, (await import('../../src/testbed.js')).uvtepBin(), 'fdb', 'show']);
+      const r = await h1.exec([process.execPath, (await import('../../src/lab/testbed.js')).uvtepBin(), 'fdb', 'show']);
       return r.stdout.split('\n').filter((l) => l.startsWith('00:00:00:00:00:00')).length;
     };
     const fdb = async (...args: string[]) => {
       if (kind === 'kernel') await h1.run(['bridge', 'fdb', ...args.slice(0, 1), 'dev', 'vxlan1', ...args.slice(1), 'self', 'permanent']);
-      else expect((await h1.exec([process.execPath, (await import('../../src/testbed.js')).uvtepBin(), 'fdb', ...args])).code).toBe(0);
+      else expect((await h1.exec([process.execPath, (await import('../../src/lab/testbed.js')).uvtepBin(), 'fdb', ...args])).code).toBe(0);
     };
     const conf = fx.tmpFile('chl.yaml');
     writeFileSync(conf, 'vni: 1\n');
@@ -262,7 +262,7 @@ describeNs('kernel selftest vxlan_bridge_1d.sh, ported: the VTEP under test is t
     const { h1, h2, u1, u2 } = await hosts(`age${kind[0]}`);
     await vtepUnderTest(kind, h1, u2, { ageing: 3 });
     const learned = async (): Promise<boolean> => {
-      const out = kind === 'kernel' ? await h1.run(['bridge', 'fdb', 'show', 'dev', 'vxlan1']) : (await h1.exec([process.execPath, (await import('../../src/testbed.js')).uvtepBin(), 'fdb', 'show'])).stdout;
+      const out = kind === 'kernel' ? await h1.run(['bridge', 'fdb', 'show', 'dev', 'vxlan1']) : (await h1.exec([process.execPath, (await import('../../src/lab/testbed.js')).uvtepBin(), 'fdb', 'show'])).stdout;
       return out.split('\n').some((l) => l.startsWith('02:00:00:00:00:77') && l.includes(`dst ${u2}`));
     };
     await sendWithTos(h2, u1, [[0, vxlanFrame(0, 4000, '0800000000000100', '02:00:00:00:00:77')]]);
@@ -281,7 +281,7 @@ describeNs('kernel selftest vxlan_bridge_1d.sh, ported: the VTEP under test is t
     const second = v6 ? '2001:db8::3' : '198.51.100.3';
     await h2.ip('addr', 'add', `${second}/${v6 ? 64 : 24}`, 'dev', 'eth0', ...(v6 ? ['nodad'] : []));
     const v = await vtepUnderTest(kind, h1, u2, { port });
-    const bin = (await import('../../src/testbed.js')).uvtepBin();
+    const bin = (await import('../../src/lab/testbed.js')).uvtepBin();
     const fdb = async (...args: string[]) => {
       if (kind === 'kernel') await h1.run(['bridge', 'fdb', args[0]!, args[1]!, 'dev', 'vxlan1', ...args.slice(2), 'self', 'permanent']);
       else expect((await h1.exec([process.execPath, bin, 'fdb', ...args])).code).toBe(0);
@@ -320,7 +320,7 @@ describeNs('kernel selftest vxlan_bridge_1d.sh, ported: the VTEP under test is t
     await cap.stop();
     // delivered, and not learned
     expect(udpRecords(cap.file).map((r) => r.frame.readUInt16BE(18))).toEqual([4100]);
-    const out = kind === 'kernel' ? await h1.run(['bridge', 'fdb', 'show', 'dev', 'vxlan1']) : (await h1.exec([process.execPath, (await import('../../src/testbed.js')).uvtepBin(), 'fdb', 'show'])).stdout;
+    const out = kind === 'kernel' ? await h1.run(['bridge', 'fdb', 'show', 'dev', 'vxlan1']) : (await h1.exec([process.execPath, (await import('../../src/lab/testbed.js')).uvtepBin(), 'fdb', 'show'])).stdout;
     expect(out).not.toContain('02:00:00:00:00:78');
   });
 });

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe } from 'vitest';
-import { Testbed, testbedMissing, UvtepProcess, type Host } from '../../src/testbed.js';
+import { Testbed, testbedMissing, UvtepProcess, type Host } from '../../src/lab/testbed.js';
 
 export const missing = await testbedMissing();
 

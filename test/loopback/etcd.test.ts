@@ -8,7 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createVtep, MemoryPort, type Vtep } from '../../src/index.js';
 import { EtcdAgent, EtcdConflictError, memberKey, resolveEtcdSettings, type MemberSpec } from '../../src/etcd.js';
 import { makeTls } from '../helpers/etcd-tls.js';
-import { sh, uvtepBin } from '../../src/testbed.js';
+import { sh, uvtepBin } from '../../src/lab/testbed.js';
 import { EtcdServer, etcdMissing } from '../../src/lab/etcd.js';
 import { MAC_ZERO } from '../../src/wire/ethernet.js';
 import { arpRequest, datagram, frame, ipv4Frame, mac } from '../helpers/frames.js';

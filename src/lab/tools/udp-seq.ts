@@ -4,9 +4,9 @@
  * corrupt (or as a duplicate), not as a loss TCP would repair. Used by the backpressure and soak
  * tests (run inside namespaces with `ip netns exec`).
  *
- *   node dist/tools/udp-seq.js recv <port> <idleMs>            -> prints {"received","corrupt","duplicates","maxSeq"} when
+ *   node dist/lab/tools/udp-seq.js recv <port> <idleMs>            -> prints {"received","corrupt","duplicates","maxSeq"} when
  *                                                                  nothing arrived for idleMs after the first datagram (or on SIGTERM)
- *   node dist/tools/udp-seq.js send <host> <port> <count> <size> [pps] -> sends count datagrams of size bytes, as fast as
+ *   node dist/lab/tools/udp-seq.js send <host> <port> <count> <size> [pps] -> sends count datagrams of size bytes, as fast as
  *                                                                  the socket takes them or at pps a second; prints {"sent"}
  */
 import { createHash, randomFillSync } from 'node:crypto';

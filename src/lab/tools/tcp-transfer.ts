@@ -3,8 +3,8 @@
  * their SHA-256, the server reports the SHA-256 and count of what arrived. Used by the demo and
  * the namespace tests (run inside namespaces with `ip netns exec`).
  *
- *   node dist/tools/tcp-transfer.js server <port>              -> prints {"bytes","sha256","seconds"} per connection, exits after one
- *   node dist/tools/tcp-transfer.js client <host> <port> <bytes> -> prints {"bytes","sha256","seconds"}
+ *   node dist/lab/tools/tcp-transfer.js server <port>              -> prints {"bytes","sha256","seconds"} per connection, exits after one
+ *   node dist/lab/tools/tcp-transfer.js client <host> <port> <bytes> -> prints {"bytes","sha256","seconds"}
  */
 import { createHash, randomFillSync } from 'node:crypto';
 import net from 'node:net';

@@ -203,12 +203,12 @@ export class Testbed {
 export const UVTEP_NODE_FLAGS: readonly string[] = ['--no-memory-reducer'];
 
 export function uvtepBin(): string {
-  return new URL('../bin/uvtep.js', import.meta.url).pathname;
+  return new URL('../../bin/uvtep.js', import.meta.url).pathname;
 }
 
-/** Path of a compiled tool in dist/tools (this module runs from src/ under vitest, from dist/ otherwise). */
+/** Path of a compiled tool in dist/lab/tools (this module runs from src/lab/ under vitest, from dist/lab/ otherwise). */
 export function toolPath(name: string): string {
-  return new URL(`../dist/tools/${name}.js`, import.meta.url).pathname;
+  return new URL(`../../dist/lab/tools/${name}.js`, import.meta.url).pathname;
 }
 
 export interface LogRecord {

@@ -7,7 +7,8 @@
  *      uvtep's TAP as one more port, VNI 200; 172.18.0.2 <-> 172.18.0.3
  *
  * Prints ping RTTs, a verified TCP transfer rate and the learned FDB, then removes everything
- * it created (also on Ctrl-C), unless --keep.
+ * it created (also when `signal` aborts: the CLI aborts it on Ctrl-C), unless --keep. It installs
+ * no signal handler and never exits the process: it resolves with the exit code.
  */
 import type { Writable } from 'node:stream';
 import { ping, sh, tcpTransfer, Testbed, testbedMissing, UvtepProcess, type Host, type LogRecord } from './testbed.js';
@@ -18,6 +19,8 @@ export interface DemoOptions {
   out: Writable;
   /** Bytes for the transfer (default 32 MiB). */
   transferBytes?: number;
+  /** Aborted: stop, remove the hosts, resolve with 130. */
+  signal?: AbortSignal;
 }
 
 const DEMO_SCOPE = 'demo';
@@ -44,14 +47,14 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     return 0;
   }
   let interrupted = false;
-  const onSignal = () => {
+  let cleaning: Promise<void> | undefined;
+  const onAbort = () => {
     if (interrupted) return;
     interrupted = true;
     say('\ninterrupted: removing the demo hosts...');
-    void bed.cleanup().then(() => process.exit(130));
+    cleaning = bed.cleanup();
   };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  o.signal?.addEventListener('abort', onAbort, { once: true });
   const bytes = o.transferBytes ?? 32 * 1024 * 1024;
   try {
     say('uvtep demo: two hosts (network namespaces uvt-demo-h1, uvt-demo-h2) joined by a veth underlay 198.51.100.0/24\n');
@@ -94,15 +97,19 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     say(`  h1 FDB (container MACs learned behind h2):\n${fdbTable(fx.final)}  h2 FDB:\n${fdbTable(fy.final)}`);
     say(`  h1 ${fx.final?.msg ?? ''}`);
     say(`  h2 ${fy.final?.msg ?? ''}\n`);
+    if (interrupted) return 130;
     say('Both experiments passed.');
     return 0;
   } catch (e) {
+    if (interrupted) return 130;
     say(`demo failed: ${(e as Error).message}`);
     return 1;
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    if (o.keep) {
+    o.signal?.removeEventListener('abort', onAbort);
+    if (interrupted) {
+      await cleaning;
+      say('removed the demo hosts.');
+    } else if (o.keep) {
       say('--keep: hosts left in place (ip netns list); remove them with: uvtep demo --cleanup');
     } else if (!interrupted) {
       await bed.cleanup();

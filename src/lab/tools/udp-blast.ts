@@ -2,7 +2,7 @@
  * Sends a bounded list of UDP datagrams, for hostile-input and flood tests (run inside a
  * namespace). Paced: each send waits for the previous one, so nothing is lost locally.
  *
- *   node dist/tools/udp-blast.js <spec.json>
+ *   node dist/lab/tools/udp-blast.js <spec.json>
  *   spec: { "to": "198.51.100.1", "port": 4789, "from"?: "198.51.100.99",
  *           "datagrams": ["hex", ...], "repeat"?: 1, "macFlood"?: { "count": n, "vni": v, "dst": "02:..." } }
  * Prints {"sent": n} when done.
