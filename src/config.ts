@@ -6,7 +6,7 @@
 import { Address4, Address6 } from 'ip-address';
 import { ConfigError, ErrorCode } from './errors.js';
 import { FDB_AGE_DEFAULT_S, FDB_MAX_DEFAULT } from './fdb.js';
-import { isMulticastMac, isZeroMac, parseMac } from './wire/ethernet.js';
+import { isValidUnicastMac, parseMac } from './wire/ethernet.js';
 import {
   isValidVni,
   ReservedBitsPolicy,
@@ -236,7 +236,7 @@ export function checkMac(v: unknown, option = 'mac'): number {
 
 export function checkUnicastMac(v: unknown, option = 'mac'): number {
   const key = checkMac(v, option);
-  if (isZeroMac(key) || isMulticastMac(key)) {
+  if (!isValidUnicastMac(key)) {
     fail(option, ErrorCode.InvalidMac, `expected a unicast MAC (not zero, group bit clear), got ${show(v)}`);
   }
   return key;

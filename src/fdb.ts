@@ -14,7 +14,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { ErrorCode, UvtepError } from './errors.js';
-import { formatMac, isMulticastMac, MAC_ZERO } from './wire/ethernet.js';
+import { formatMac, isValidUnicastMac, MAC_ZERO } from './wire/ethernet.js';
 
 /** Default ageing of learned entries, as the kernel's FDB_AGE_DEFAULT (300 s). */
 export const FDB_AGE_DEFAULT_S = 300;
@@ -196,7 +196,7 @@ export class Fdb extends EventEmitter<FdbEvents> {
    * Call only with learning enabled; the caller drops the frame on `StaticConflict`.
    */
   learn(mac: number, address: string): LearnResult {
-    if (mac === MAC_ZERO || isMulticastMac(mac)) return LearnResult.Invalid;
+    if (!isValidUnicastMac(mac)) return LearnResult.Invalid;
     const e = this.table.get(mac);
     if (e !== undefined) {
       const cur = e.remotes[0];

@@ -12,17 +12,7 @@
  */
 import { Address6 } from 'ip-address';
 import { ethSrc, ethType, isValidUnicastMac } from './wire/ethernet.js';
-
-const ETH_P_ARP = 0x0806;
-const ETH_P_IP = 0x0800;
-const ETH_P_IPV6 = 0x86dd;
-const IPPROTO_ICMPV6 = 58;
-const ND_NEIGHBOR_SOLICIT = 135;
-const ND_NEIGHBOR_ADVERT = 136;
-/** Frame length of an ARP request/reply for IPv4 over Ethernet (no padding). */
-const ARP_FRAME_LEN = 42;
-/** Ethernet + IPv6 + ICMPv6 NA (24) + target link-layer address option (8). */
-const NA_FRAME_LEN = 14 + 40 + 32;
+import { ARP_SPA, ARP_TPA, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, isArpIpv4, isArpQuestion, isNeighborQuestion, ND_TARGET, writeArpReply, writeNeighborAdvert } from './wire/nd.js';
 
 /** Addresses kept per station: a router's MAC forwards many sources; the most recent ones stay. */
 export const STATION_IPS_MAX = 8;
@@ -37,11 +27,6 @@ export function ipv6Text(buf: Uint8Array, off: number): string {
   return Address6.fromByteArray(Array.from(buf.subarray(off, off + 16))).correctForm();
 }
 
-function isZero(buf: Uint8Array, off: number, n: number): boolean {
-  for (let i = 0; i < n; i++) if (buf[off + i] !== 0) return false;
-  return true;
-}
-
 /** A unicast IPv4 source worth publishing: not 0.0.0.0, not multicast/broadcast, not loopback. */
 function usableV4(buf: Uint8Array, off: number): boolean {
   const a = buf[off]!;
@@ -51,8 +36,8 @@ function usableV4(buf: Uint8Array, off: number): boolean {
 /** A unicast IPv6 source worth publishing: not ::, not multicast (ff00::/8), not loopback. */
 function usableV6(buf: Uint8Array, off: number): boolean {
   if (buf[off] === 0xff) return false;
-  if (isZero(buf, off, 15)) return buf[off + 15]! > 1;
-  return true;
+  for (let i = 0; i < 15; i++) if (buf[off + i] !== 0) return true;
+  return buf[off + 15]! > 1;
 }
 
 export interface Station {
@@ -145,8 +130,8 @@ export function sourceIp(buf: Uint8Array, off: number, len: number): string | un
   const type = ethType(buf, off);
   const l3 = off + 14;
   if (type === ETH_P_ARP) {
-    if (len < ARP_FRAME_LEN || !isArpIpv4(buf, l3)) return undefined;
-    return usableV4(buf, l3 + 14) ? ipv4Text(buf, l3 + 14) : undefined;
+    if (!isArpIpv4(buf, off, len)) return undefined;
+    return usableV4(buf, off + ARP_SPA) ? ipv4Text(buf, off + ARP_SPA) : undefined;
   }
   if (type === ETH_P_IP) {
     if (len < 34 || buf[l3]! >> 4 !== 4) return undefined;
@@ -157,11 +142,6 @@ export function sourceIp(buf: Uint8Array, off: number, len: number): string | un
     return usableV6(buf, l3 + 8) ? ipv6Text(buf, l3 + 8) : undefined;
   }
   return undefined;
-}
-
-function isArpIpv4(buf: Uint8Array, a: number): boolean {
-  // htype 1 (Ethernet), ptype 0x0800, hlen 6, plen 4
-  return buf[a] === 0 && buf[a + 1] === 1 && buf[a + 2] === 8 && buf[a + 3] === 0 && buf[a + 4] === 6 && buf[a + 5] === 4;
 }
 
 /** Overlay IP (canonical text) -> MAC, as a vxlan device's neighbour table. */
@@ -194,17 +174,6 @@ export class NeighTable {
   }
 }
 
-function putMac(out: Uint8Array, at: number, mac: number): void {
-  const hi = Math.floor(mac / 0x1_0000_0000);
-  const lo = mac >>> 0;
-  out[at] = hi >> 8;
-  out[at + 1] = hi & 0xff;
-  out[at + 2] = lo >>> 24;
-  out[at + 3] = (lo >>> 16) & 0xff;
-  out[at + 4] = (lo >>> 8) & 0xff;
-  out[at + 5] = lo & 0xff;
-}
-
 /**
  * The answer to an ARP request or an IPv6 neighbour solicitation in `buf[off, off+len)` whose
  * target `neigh` knows, written to `out` (at least 86 bytes); returns its length, or 0 when the
@@ -213,74 +182,13 @@ function putMac(out: Uint8Array, at: number, mac: number): void {
  * answered: they must reach the real owner.
  */
 export function proxyReply(buf: Uint8Array, off: number, len: number, neigh: NeighTable, out: Uint8Array): number {
-  const type = ethType(buf, off);
-  const l3 = off + 14;
-  if (type === ETH_P_ARP) {
-    if (len < ARP_FRAME_LEN || !isArpIpv4(buf, l3) || buf[l3 + 6] !== 0 || buf[l3 + 7] !== 1) return 0;
-    const spa = l3 + 14;
-    const tpa = l3 + 24;
-    // probes (sender 0.0.0.0) and gratuitous requests (sender = target) are not questions
-    if (isZero(buf, spa, 4) || (buf[spa] === buf[tpa] && buf[spa + 1] === buf[tpa + 1] && buf[spa + 2] === buf[tpa + 2] && buf[spa + 3] === buf[tpa + 3])) return 0;
-    const mac = neigh.lookup(ipv4Text(buf, tpa));
-    if (mac === undefined) return 0;
-    // Ethernet: to the asker, from the owner
-    out.set(buf.subarray(off + 6, off + 12), 0);
-    putMac(out, 6, mac);
-    out[12] = 0x08;
-    out[13] = 0x06;
-    out.set([0, 1, 8, 0, 6, 4, 0, 2], 14);
-    putMac(out, 22, mac); // sender: the owner
-    out.set(buf.subarray(tpa, tpa + 4), 28);
-    out.set(buf.subarray(l3 + 8, l3 + 14), 32); // target: the asker
-    out.set(buf.subarray(spa, spa + 4), 38);
-    return ARP_FRAME_LEN;
+  if (isArpQuestion(buf, off, len)) {
+    const mac = neigh.lookup(ipv4Text(buf, off + ARP_TPA));
+    return mac === undefined ? 0 : writeArpReply(out, buf, off, mac);
   }
-  if (type === ETH_P_IPV6) {
-    // IPv6 + ICMPv6 NS with its 16-byte target, no extension headers (NS carries none)
-    if (len < 14 + 40 + 24 || buf[l3]! >> 4 !== 6 || buf[l3 + 6] !== IPPROTO_ICMPV6 || buf[l3 + 7] !== 255) return 0;
-    const icmp = l3 + 40;
-    if (buf[icmp] !== ND_NEIGHBOR_SOLICIT || buf[icmp + 1] !== 0) return 0;
-    const src = l3 + 8;
-    if (isZero(buf, src, 16)) return 0; // duplicate address detection
-    const target = icmp + 8;
-    if (buf[target] === 0xff) return 0;
-    const mac = neigh.lookup(ipv6Text(buf, target));
-    if (mac === undefined) return 0;
-    out.set(buf.subarray(off + 6, off + 12), 0);
-    putMac(out, 6, mac);
-    out[12] = 0x86;
-    out[13] = 0xdd;
-    const ip = 14;
-    out.set([0x60, 0, 0, 0, 0, 32, IPPROTO_ICMPV6, 255], ip);
-    out.set(buf.subarray(target, target + 16), ip + 8); // from the target
-    out.set(buf.subarray(src, src + 16), ip + 24); // to the asker
-    const na = ip + 40;
-    out[na] = ND_NEIGHBOR_ADVERT;
-    out[na + 1] = 0;
-    out[na + 2] = 0;
-    out[na + 3] = 0;
-    out[na + 4] = 0x60; // solicited, override: the answer is the owner's own MAC
-    out[na + 5] = 0;
-    out[na + 6] = 0;
-    out[na + 7] = 0;
-    out.set(buf.subarray(target, target + 16), na + 8);
-    out[na + 24] = 2; // target link-layer address option, 8 bytes
-    out[na + 25] = 1;
-    putMac(out, na + 26, mac);
-    const sum = icmpv6Checksum(out, ip + 8, ip + 24, na, 32);
-    out[na + 2] = sum >> 8;
-    out[na + 3] = sum & 0xff;
-    return NA_FRAME_LEN;
+  if (isNeighborQuestion(buf, off, len)) {
+    const mac = neigh.lookup(ipv6Text(buf, off + ND_TARGET));
+    return mac === undefined ? 0 : writeNeighborAdvert(out, buf, off, mac);
   }
   return 0;
-}
-
-/** The ICMPv6 checksum (RFC 4443 2.3) over the pseudo-header and `len` bytes at `msg`. */
-export function icmpv6Checksum(b: Uint8Array, src: number, dst: number, msg: number, len: number): number {
-  let s = 0;
-  for (let i = 0; i < 16; i += 2) s += ((b[src + i]! << 8) | b[src + i + 1]!) + ((b[dst + i]! << 8) | b[dst + i + 1]!);
-  s += len + IPPROTO_ICMPV6;
-  for (let i = 0; i < len; i += 2) s += (b[msg + i]! << 8) | (i + 1 < len ? b[msg + i + 1]! : 0);
-  while (s > 0xffff) s = (s & 0xffff) + Math.floor(s / 0x10000);
-  return ~s & 0xffff;
 }

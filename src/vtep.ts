@@ -20,7 +20,7 @@ import { FRAME_HEADROOM } from './port/port.js';
 import type { RxBatch, SendError, Transport, TransportCounters } from './transport/transport.js';
 import type { PortCounters } from './port/port.js';
 import { TxBatch } from './transport/transport.js';
-import { ETH_HLEN, ethDst, ethSrc, MAC_ZERO } from './wire/ethernet.js';
+import { ETH_HLEN, ethDst, ethSrc, isValidUnicastMac, MAC_ZERO } from './wire/ethernet.js';
 import { checkVxlan, emitVxlan, VXLAN_HLEN, vxlanVni, VxlanCheck } from './wire/vxlan.js';
 import { flowHash, innerDsfield } from './wire/flow.js';
 import { EcnDecap, ecnDecapsulate, encapEcn, innerEcn, innerTtl, isPartialTcp } from './wire/inet.js';
@@ -73,6 +73,8 @@ export const DropReason = {
 } as const;
 export type DropReason = (typeof DropReason)[keyof typeof DropReason];
 export type DropReasonName = keyof typeof DropReason;
+/** The drop reason of each failed `checkVxlan` result, indexed by `VxlanCheck` (0, `Ok`, is never looked up). */
+export const VXLAN_CHECK_DROP: readonly DropReason[] = [DropReason.Truncated, DropReason.Truncated, DropReason.InvalidHeader, DropReason.ReservedBits];
 export const DROP_REASONS = Object.keys(DropReason) as DropReasonName[];
 
 export interface VtepStats {
@@ -543,7 +545,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
         const len = d === nd - 1 ? total - d * stride : stride;
         const c = checkVxlan(buf, off, off + len, strict);
         if (c !== VxlanCheck.Ok) {
-          this.drops[c === VxlanCheck.Truncated ? DropReason.Truncated : c === VxlanCheck.NoIFlag ? DropReason.InvalidHeader : DropReason.ReservedBits]!++;
+          this.drops[VXLAN_CHECK_DROP[c]!]!++;
           continue;
         }
         if (vxlanVni(buf, off) !== myVni) {
@@ -573,7 +575,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
           continue;
         }
         // Zero or group (I/G bit) source: not a valid station; never learned, never delivered.
-        if (smac === MAC_ZERO || (buf[inner + 6]! & 1) !== 0) {
+        if (!isValidUnicastMac(smac)) {
           this.drops[DropReason.InvalidSrcMac]!++;
           continue;
         }

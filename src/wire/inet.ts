@@ -13,12 +13,15 @@ const ETH_P_IPV6 = 0x86dd;
 const IPPROTO_TCP = 6;
 const TCP_CSUM_OFF = 16;
 
-function sum16(b: Uint8Array, off: number, len: number, sum: number): number {
+/** Adds the 16-bit big-endian words of `b[off, off+len)` to `sum` (an odd last byte is padded with zero). */
+export function sum16(b: Uint8Array, off: number, len: number, sum: number): number {
   for (let i = 0; i + 1 < len; i += 2) sum += (b[off + i]! << 8) | b[off + i + 1]!;
+  if ((len & 1) !== 0) sum += b[off + len - 1]! << 8;
   return sum;
 }
 
-function fold(sum: number): number {
+/** Folds a one's-complement sum to 16 bits (the Internet checksum is its complement, RFC 1071). */
+export function fold(sum: number): number {
   while (sum > 0xffff) sum = (sum & 0xffff) + Math.floor(sum / 0x10000);
   return sum;
 }

@@ -1,7 +1,7 @@
 // Frame builders and gVisor-style composable checkers for VXLAN datagrams.
 import { expect } from 'vitest';
 import { Address6 } from 'ip-address';
-import { icmpv6Checksum } from '../../src/neigh.js';
+import { icmpv6Checksum } from '../../src/wire/nd.js';
 import { ethDst, ethSrc, parseMac, writeMac } from '../../src/wire/ethernet.js';
 import { checkVxlan, VXLAN_HLEN, vxlanVni, VxlanCheck } from '../../src/wire/vxlan.js';
 

@@ -1,6 +1,7 @@
 // The stations behind a TAP (what --etcd-macs publishes) and ARP/ND suppression (--proxy).
 import { describe, expect, it } from 'vitest';
-import { icmpv6Checksum, LocalStations, NeighTable, proxyReply, sourceIp, STATION_IPS_MAX, type Station } from '../../src/neigh.js';
+import { LocalStations, NeighTable, proxyReply, sourceIp, STATION_IPS_MAX, type Station } from '../../src/neigh.js';
+import { icmpv6Checksum } from '../../src/wire/nd.js';
 import { ethDst, ethSrc, formatMac } from '../../src/wire/ethernet.js';
 import { arpRequest, frame, ipv4Frame, mac, neighborSolicit } from '../helpers/frames.js';
 
