@@ -1,6 +1,7 @@
 // The etcd control plane with library Vteps on loopback addresses and a real etcd (Debian's
 // etcd-server on a free 127.0.0.1 port, temporary data, ended by PID). Needs no privileges.
 import dgram from 'node:dgram';
+import net from 'node:net';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -29,9 +30,9 @@ interface Member {
   at: { address: string; port: number };
 }
 
-const open: Member[] = [];
+const openMembers: Member[] = [];
 afterEach(async () => {
-  for (const m of open.splice(0)) {
+  for (const m of openMembers.splice(0)) {
     await m.agent.close();
     await m.vtep.close();
   }
@@ -46,7 +47,7 @@ async function member(n: number, o: Partial<MemberSpec> & { node?: string; vni?:
   await vtep.start();
   const agent = new EtcdAgent({ endpoints: [etcd.url], prefix: PREFIX, ttlS: o.ttlS ?? 3, node: o.node ?? `node${n}` });
   const m: Member = { vtep, port, agent, got: [], at: { address: `127.0.0.${n}`, port: vtep.address().port } };
-  open.push(m);
+  openMembers.push(m);
   port.on('frame', (f) => m.got.push(f));
   expect(await agent.start()).toBe(true);
   await agent.join(vtep, { advertise: m.at, mac: tapMac, ...o });
@@ -105,7 +106,7 @@ describeEtcd('etcd control plane (library, loopback)', () => {
     const v2 = createVtep({ vni: 7, local: '127.0.0.32', listenPort: 0, framePort: port });
     await v2.start();
     const intruder = new EtcdAgent({ endpoints: [etcd.url], prefix: PREFIX, ttlS: 3, node: 'other' });
-    open.push({ vtep: v2, port, agent: intruder, got: [], at: a.at });
+    openMembers.push({ vtep: v2, port, agent: intruder, got: [], at: a.at });
     await intruder.start();
     const err = await intruder.join(v2, { advertise: a.at }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(EtcdConflictError);
@@ -114,7 +115,7 @@ describeEtcd('etcd control plane (library, loopback)', () => {
     expect(await etcd.ctl('get', '--prefix', '--keys-only', `${PREFIX}/v1/vni/7/vteps/`)).toMatch(/^\S+31:\d+\s*$/);
     // the same node name (a restart before the TTL ran out) takes the key over
     const again = new EtcdAgent({ endpoints: [etcd.url], prefix: PREFIX, ttlS: 3, node: 'node31' });
-    open.push({ vtep: v2, port, agent: again, got: [], at: a.at });
+    openMembers.push({ vtep: v2, port, agent: again, got: [], at: a.at });
     await again.start();
     await again.join(v2, { advertise: a.at });
   });
@@ -195,7 +196,7 @@ describeEtcd('etcd control plane (library, loopback)', () => {
       const vtep = createVtep({ vni, local: `127.0.0.${n}`, listenPort: 0, framePort: port });
       await vtep.start();
       const m: Member = { vtep, port, agent, got: [], at: { address: `127.0.0.${n}`, port: vtep.address().port } };
-      open.push(m);
+      openMembers.push(m);
       await agent.join(vtep, { advertise: m.at });
       return m;
     };
@@ -221,7 +222,7 @@ describeEtcd('etcd control plane (library, loopback)', () => {
     await b.agent.close(); // b leaves while a is away; a's FDB still holds b from the first agent
     expect(flood(a)).toEqual([`127.0.0.102:${b.at.port} etcd`]);
     const again = new EtcdAgent({ endpoints: [etcd.url], prefix: PREFIX, ttlS: 3, node: 'node101' });
-    open.push({ ...a, agent: again });
+    openMembers.push({ ...a, agent: again });
     await again.start();
     await again.join(a.vtep, { advertise: a.at });
     expect(flood(a)).toEqual([]);
@@ -238,6 +239,60 @@ describeEtcd('etcd control plane (library, loopback)', () => {
       await etcd.ctl('del', '--prefix', '/uvt-fl');
     }
   });
+
+  it('a watch cut off while etcd compacts past its revision: the VTEP lists again and reconciles (never a replay)', async () => {
+    // the agent reaches etcd through a TCP relay this test can cut, as a network partition would
+    const up = new URL(etcd.url);
+    let open = true;
+    const conns = new Set<net.Socket>();
+    const relay = net.createServer((c) => {
+      if (!open) return c.destroy();
+      const u = net.connect(Number(up.port), up.hostname);
+      conns.add(c).add(u);
+      c.pipe(u).pipe(c);
+      const end = () => {
+        c.destroy();
+        u.destroy();
+        conns.delete(c);
+        conns.delete(u);
+      };
+      c.on('error', end).on('close', end);
+      u.on('error', end).on('close', end);
+    });
+    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', () => r()));
+    const relayUrl = `http://127.0.0.1:${(relay.address() as net.AddressInfo).port}`;
+    try {
+      const port = new MemoryPort();
+      const vtep = createVtep({ vni: 7, local: '127.0.0.121', listenPort: 0, framePort: port });
+      await vtep.start();
+      const agent = new EtcdAgent({ endpoints: [relayUrl], prefix: PREFIX, ttlS: 10, node: 'cut' });
+      const m: Member = { vtep, port, agent, got: [], at: { address: '127.0.0.121', port: vtep.address().port } };
+      openMembers.push(m);
+      expect(await agent.start()).toBe(true);
+      await agent.join(vtep, { advertise: m.at });
+      const b = await member(122);
+      await waitFor(() => flood(m).length === 1, 'the first member seen');
+      const resyncs = agent.stats.resyncs;
+      // cut: while the agent is away, b leaves, c arrives, and etcd compacts past all of it
+      open = false;
+      for (const c of conns) c.destroy();
+      await b.agent.close();
+      const cKey = memberKey(PREFIX, 7, { address: '127.0.0.123', port: 4789 });
+      await etcd.ctl('put', cKey, JSON.stringify({ address: '127.0.0.123', port: 4789, node: 'c', vni: 7, version: 'x' }));
+      const rev = /"revision":(\d+)/.exec(await etcd.ctl('get', cKey, '-w', 'json'))![1]!;
+      await etcd.ctl('compact', rev);
+      await waitFor(() => !agent.up, 'the agent notices', 10_000);
+      open = true;
+      // the events in between are compacted away: the agent lists again (b gone, c there)
+      await waitFor(() => JSON.stringify(flood(m)) === JSON.stringify(['127.0.0.123:4789 etcd']), 'reconciled after the compaction', 15_000);
+      expect(agent.stats.resyncs).toBeGreaterThan(resyncs);
+      await waitFor(() => agent.up, 'up again', 10_000);
+    } finally {
+      open = false;
+      for (const c of conns) c.destroy();
+      relay.close();
+    }
+  }, 40_000);
 
   it('malformed records in etcd are ignored, never installed, never fatal', async () => {
     const a = await member(71, { macs: true });
