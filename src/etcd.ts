@@ -387,13 +387,16 @@ class Membership implements DirHandlers {
     for (const mac of [...this.routes.keys()]) if (!macs.has(mac)) this.deleteRoute(mac);
   }
 
-  /** Stops observing and answering (the VTEP leaves; its FDB goes with it or stays as it is). */
+  /**
+   * Stops observing and answering (the VTEP leaves; its FDB goes with it or stays as it is). The
+   * accepted sources of `allow` stay the last members known: a VTEP that drops out of the control
+   * plane (a refused claim after a recovery) fails closed, not open.
+   */
   detach(): void {
     if (this.publishTimer !== undefined) clearTimeout(this.publishTimer);
     this.publishTimer = undefined;
     this.vtep.observeStations(undefined);
     this.vtep.setProxy(undefined);
-    if (this.spec.allow === true) this.vtep.setMembers(undefined);
   }
 }
 
