@@ -161,7 +161,8 @@ export function buildProgram(hook: RunHook = { run: (o, e) => run(o, e), usage: 
     .description(
       'Userspace VXLAN tunnel endpoint (RFC 7348): a TAP device whose frames travel to remote VTEPs in UDP.\n' +
         'Interoperates with the Linux kernel VTEP (ip link add ... type vxlan). One process hosts any\n' +
-        'number of VTEPs (a vteps: list in --config, or uvtep vtep add); VTEPs on one UDP port share its socket.\n\n' +
+        'number of VTEPs (a vteps: list in --config, or uvtep vtep add); VTEPs on one UDP port share its socket.\n' +
+        'VTEPs can find each other through etcd (--etcd) instead of --remote lists, or join a flannel network (--flannel).\n\n' +
         'Example: uvtep --vni 1 --remote 172.31.0.107 --address 10.0.0.106/24',
     )
     .version('0.1.0')
