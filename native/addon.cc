@@ -39,7 +39,7 @@ void CallJs(Napi::Env env, const Napi::FunctionReference& fn, napi_value recv, c
 }
 
 void ExpectArgs(const Napi::CallbackInfo& info, const char* fn, const char* types) {
-  // types: one letter per argument: s string, n number, b buffer/typed array, f function, o boolean
+  // types: one letter per argument: s string, n number, b buffer/typed array, f function, o boolean, x object
   for (size_t i = 0; types[i] != '\0'; i++) {
     Napi::Value v = info[i];
     bool ok = false;
@@ -49,6 +49,7 @@ void ExpectArgs(const Napi::CallbackInfo& info, const char* fn, const char* type
       case 'b': ok = v.IsTypedArray() || v.IsBuffer(); break;
       case 'f': ok = v.IsFunction(); break;
       case 'o': ok = v.IsBoolean(); break;
+      case 'x': ok = v.IsObject(); break;
     }
     if (!ok) {
       Napi::TypeError e = Napi::TypeError::New(info.Env(), std::string(fn) + ": argument " + std::to_string(i) + " has the wrong type");

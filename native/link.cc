@@ -12,8 +12,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include "errors.h"
+#include "fd.h"
 #include "uvtep.h"
 
 #ifndef SIOCBRADDIF
@@ -24,18 +26,6 @@
 namespace uvtep {
 
 namespace {
-
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 std::string NameArg(const Napi::CallbackInfo& info, size_t i) {
   std::string name = info[i].As<Napi::String>().Utf8Value();
@@ -62,9 +52,12 @@ void LinkIoctl(Napi::Env env, unsigned long req, struct ifreq& ifr, const char* 
   if (ioctl(s, req, &ifr) < 0) throw SystemError(env, errno, syscall, NoDeviceHint(errno, name));
 }
 
-// Appends one attribute to a request (the caller's buffer has room for it).
-void AddAttr(struct nlmsghdr* nh, unsigned short type, const void* data, size_t len) {
-  struct rtattr* rta = reinterpret_cast<struct rtattr*>(reinterpret_cast<char*>(nh) + NLMSG_ALIGN(nh->nlmsg_len));
+// Appends one attribute to a request of `cap` bytes (a fixed struct the caller sized for its
+// attributes; one that does not fit is a programming error, caught here rather than overrun).
+void AddAttr(struct nlmsghdr* nh, size_t cap, unsigned short type, const void* data, size_t len) {
+  if (NLMSG_ALIGN(nh->nlmsg_len) + RTA_SPACE(len) > cap) abort();
+  char* base = reinterpret_cast<char*>(nh);
+  struct rtattr* rta = reinterpret_cast<struct rtattr*>(base + NLMSG_ALIGN(nh->nlmsg_len));
   rta->rta_type = type;
   rta->rta_len = static_cast<unsigned short>(RTA_LENGTH(len));
   memcpy(RTA_DATA(rta), data, len);
@@ -248,7 +241,7 @@ static Napi::Value AddAddress(const Napi::CallbackInfo& info) {
   req.ifa.ifa_index = idx;
   const unsigned short types[2] = {IFA_LOCAL, IFA_ADDRESS};
   for (unsigned short type : types) {
-    AddAttr(&req.nh, type, addr.Data(), alen);
+    AddAttr(&req.nh, sizeof req, type, addr.Data(), alen);
   }
 
   NetlinkTalk(env, &req.nh, "RTM_NEWADDR", name);
@@ -276,7 +269,7 @@ static Napi::Value SetGsoMaxSegs(const Napi::CallbackInfo& info) {
   req.nh.nlmsg_seq = 1;
   req.ifi.ifi_family = AF_UNSPEC;
   req.ifi.ifi_index = static_cast<int>(idx);
-  AddAttr(&req.nh, IFLA_GSO_MAX_SEGS, &segs, sizeof segs);
+  AddAttr(&req.nh, sizeof req, IFLA_GSO_MAX_SEGS, &segs, sizeof segs);
   NetlinkTalk(env, &req.nh, "RTM_NEWLINK", name);
   return env.Undefined();
 }
@@ -314,8 +307,8 @@ static Napi::Value SetNeigh(const Napi::CallbackInfo& info) {
   req.nd.ndm_family = static_cast<unsigned char>(family);
   req.nd.ndm_ifindex = static_cast<int>(idx);
   req.nd.ndm_state = NUD_PERMANENT;
-  AddAttr(&req.nh, NDA_DST, ip.Data(), alen);
-  if (add) AddAttr(&req.nh, NDA_LLADDR, mac.Data(), 6);
+  AddAttr(&req.nh, sizeof req, NDA_DST, ip.Data(), alen);
+  if (add) AddAttr(&req.nh, sizeof req, NDA_LLADDR, mac.Data(), 6);
   NetlinkTalk(env, &req.nh, add ? "RTM_NEWNEIGH" : "RTM_DELNEIGH", name, !add);
   return env.Undefined();
 }
@@ -351,9 +344,9 @@ static Napi::Value SetRoute(const Napi::CallbackInfo& info) {
   req.rt.rtm_scope = add ? RT_SCOPE_UNIVERSE : RT_SCOPE_NOWHERE;
   req.rt.rtm_type = RTN_UNICAST;
   req.rt.rtm_flags = RTNH_F_ONLINK;
-  AddAttr(&req.nh, RTA_DST, dst.Data(), alen);
-  AddAttr(&req.nh, RTA_GATEWAY, gw.Data(), alen);
-  AddAttr(&req.nh, RTA_OIF, &idx, sizeof idx);
+  AddAttr(&req.nh, sizeof req, RTA_DST, dst.Data(), alen);
+  AddAttr(&req.nh, sizeof req, RTA_GATEWAY, gw.Data(), alen);
+  AddAttr(&req.nh, sizeof req, RTA_OIF, &idx, sizeof idx);
   NetlinkTalk(env, &req.nh, add ? "RTM_NEWROUTE" : "RTM_DELROUTE", name, !add);
   return env.Undefined();
 }

@@ -28,11 +28,13 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
                         InstanceMethod("close", &TapReader::Close)});
   }
 
-  // new TapReader(fd, slab, slotSize, headroom, offs, lens, segs, lasts, stats, onBatch(count), onError(err), vnet)
+  // new TapReader(tap, slab, slotSize, headroom, offs, lens, segs, lasts, stats, onBatch(count), onError(err), vnet):
+  // reads the fd of `tap` (a Tap object, kept alive by the reader; JS closes the reader first)
   explicit TapReader(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TapReader>(info), ctx_(info.Env(), "uvtep:TapReader") {
     Napi::Env env = info.Env();
-    ExpectArgs(info, "TapReader", "nbnnbbbbbffo");
-    fd_ = info[0].As<Napi::Number>().Int32Value();
+    ExpectArgs(info, "TapReader", "xbnnbbbbbffo");
+    fd_ = TapFd(env, info[0]);
+    if (fd_ < 0) throw SystemError(env, EBADF, "TapReader", "the TAP is closed");
     Napi::Uint8Array slab = info[1].As<Napi::Uint8Array>();
     slot_ = info[2].As<Napi::Number>().Int32Value();
     headroom_ = info[3].As<Napi::Number>().Int32Value();
@@ -55,7 +57,7 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
     lasts_ = lasts.Data();
     stats_ = stats.Data();
     int k = 0;
-    for (int i : {1, 4, 5, 6, 7, 8}) refs_[k++] = Napi::Persistent(info[i].As<Napi::Object>());
+    for (int i : {0, 1, 4, 5, 6, 7, 8}) refs_[k++] = Napi::Persistent(info[i].As<Napi::Object>());
     onBatch_ = Napi::Persistent(info[9].As<Napi::Function>());
     onError_ = Napi::Persistent(info[10].As<Napi::Function>());
 
@@ -199,7 +201,7 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
   int32_t* segs_ = nullptr;
   int32_t* lasts_ = nullptr;
   double* stats_ = nullptr;
-  Napi::ObjectReference refs_[6];
+  Napi::ObjectReference refs_[7];
   Napi::FunctionReference onBatch_, onError_;
   uv_poll_t* poll_ = nullptr;
   bool active_ = false;

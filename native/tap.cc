@@ -1,6 +1,7 @@
-// TAP device: open /dev/net/tun non-blocking with TUNSETIFF (IFF_TAP | IFF_NO_PI, IFF_VNET_HDR and
-// TUNSETOFFLOAD for the fast path), write batches of frames (coalescing TCP segments into GSO
-// frames), close. Every error path closes the fd it opened.
+// TAP device: a Tap object opens /dev/net/tun non-blocking with TUNSETIFF (IFF_TAP | IFF_NO_PI,
+// IFF_VNET_HDR and TUNSETOFFLOAD for the fast path), owns the fd, writes batches of frames
+// (coalescing TCP segments into GSO frames) and closes it once. Every error path closes the fd it
+// opened; the fd number never reaches JS.
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
@@ -10,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include "errors.h"
+#include "fd.h"
 #include "offload.h"
 #include "uvtep.h"
 
@@ -20,70 +22,92 @@
 
 namespace uvtep {
 
-// openTap(name, persist, vnetHdr, offloads) -> { fd, name, offloads }. name "" lets the kernel pick
-// uvtep%d. With vnetHdr every read and write carries a 10-byte virtio_net_hdr, and `offloads`
-// (TUN_F_* bits) is offered with TUNSETOFFLOAD; the USO bits are dropped on kernels without them
-// (before 6.2). `offloads` in the result is what the kernel accepted.
-static Napi::Value OpenTap(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  ExpectArgs(info, "openTap", "soon");
-  std::string name = info[0].As<Napi::String>().Utf8Value();
-  bool persist = info[1].As<Napi::Boolean>().Value();
-  bool vnet = info[2].As<Napi::Boolean>().Value();
-  unsigned offloads = info[3].As<Napi::Number>().Uint32Value();
-  if (name.size() >= IFNAMSIZ) throw Napi::RangeError::New(env, "openTap: name too long");
+// A TAP device that owns its fd: `new Tap(name, persist, vnetHdr, offloads)` opens it (name ""
+// lets the kernel pick uvtep%d). With vnetHdr every read and write carries a 10-byte
+// virtio_net_hdr, and `offloads` (TUN_F_* bits) is offered with TUNSETOFFLOAD; the USO bits are
+// dropped on kernels without them (before 6.2). `name` and `offloads` (what the kernel accepted)
+// are properties. The fd never reaches JS: `writeFrames` writes through it, `close()` closes it
+// once (a non-persistent device goes with it), and after that a write is EBADF, never another fd.
+static const napi_type_tag kTapTag = {0x7576746570544150ULL, 0x6f776e7366640001ULL};
 
-  int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) {
-    int err = errno;
-    const char* hint = err == ENOENT ? "/dev/net/tun does not exist (load the tun module, or give the container the device)"
-                     : (err == EACCES || err == EPERM) ? "no permission to open /dev/net/tun (run as root or with CAP_NET_ADMIN)"
-                     : "";
-    throw SystemError(env, err, "open(/dev/net/tun)", hint);
+class Tap : public Napi::ObjectWrap<Tap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Tap",
+                       {InstanceAccessor("name", &Tap::Name, nullptr), InstanceAccessor("offloads", &Tap::Offloads, nullptr),
+                        InstanceMethod("writeFrames", &Tap::WriteFrames), InstanceMethod("close", &Tap::Close)});
   }
-  struct ifreq ifr;
-  memset(&ifr, 0, sizeof ifr);
-  ifr.ifr_flags = IFF_TAP | IFF_NO_PI | (vnet ? IFF_VNET_HDR : 0);
-  strncpy(ifr.ifr_name, name.empty() ? "uvtep%d" : name.c_str(), IFNAMSIZ - 1);
-  if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
-    int err = errno;
-    close(fd);
-    const char* hint = err == EPERM ? "creating a TAP device needs root or CAP_NET_ADMIN"
-                     : err == EBUSY ? "the interface name is in use by another device or process"
-                     : err == EINVAL ? "the name is in use by a device that is not a TAP, or is invalid"
-                     : "";
-    throw SystemError(env, err, "ioctl(TUNSETIFF)", hint);
-  }
-  if (persist && ioctl(fd, TUNSETPERSIST, 1) < 0) {
-    int err = errno;
-    close(fd);
-    throw SystemError(env, err, "ioctl(TUNSETPERSIST)");
-  }
-  unsigned accepted = 0;
-  if (vnet && offloads != 0) {
-    accepted = offloads;
-    if (ioctl(fd, TUNSETOFFLOAD, accepted) < 0 && errno == EINVAL) {
-      accepted &= ~static_cast<unsigned>(TUN_F_USO4 | TUN_F_USO6);
-      if (ioctl(fd, TUNSETOFFLOAD, accepted) < 0) accepted = 0;
+
+  explicit Tap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tap>(info) {
+    Napi::Env env = info.Env();
+    ExpectArgs(info, "Tap", "soon");
+    std::string name = info[0].As<Napi::String>().Utf8Value();
+    bool persist = info[1].As<Napi::Boolean>().Value();
+    bool vnet = info[2].As<Napi::Boolean>().Value();
+    unsigned offloads = info[3].As<Napi::Number>().Uint32Value();
+    if (name.size() >= IFNAMSIZ) throw Napi::RangeError::New(env, "Tap: name too long");
+    int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+      int err = errno;
+      const char* hint = err == ENOENT ? "/dev/net/tun does not exist (load the tun module, or give the container the device)"
+                       : (err == EACCES || err == EPERM) ? "no permission to open /dev/net/tun (run as root or with CAP_NET_ADMIN)"
+                       : "";
+      throw SystemError(env, err, "open(/dev/net/tun)", hint);
     }
+    Fd guard(fd);
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | (vnet ? IFF_VNET_HDR : 0);
+    strncpy(ifr.ifr_name, name.empty() ? "uvtep%d" : name.c_str(), IFNAMSIZ - 1);
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+      int err = errno;
+      const char* hint = err == EPERM ? "creating a TAP device needs root or CAP_NET_ADMIN"
+                       : err == EBUSY ? "the interface name is in use by another device or process"
+                       : err == EINVAL ? "the name is in use by a device that is not a TAP, or is invalid"
+                       : "";
+      throw SystemError(env, err, "ioctl(TUNSETIFF)", hint);
+    }
+    if (persist && ioctl(fd, TUNSETPERSIST, 1) < 0) throw SystemError(env, errno, "ioctl(TUNSETPERSIST)");
+    unsigned accepted = 0;
+    if (vnet && offloads != 0) {
+      accepted = offloads;
+      if (ioctl(fd, TUNSETOFFLOAD, accepted) < 0 && errno == EINVAL) {
+        accepted &= ~static_cast<unsigned>(TUN_F_USO4 | TUN_F_USO6);
+        if (ioctl(fd, TUNSETOFFLOAD, accepted) < 0) accepted = 0;
+      }
+    }
+    fd_ = guard.Release();
+    name_ = ifr.ifr_name;
+    offloads_ = accepted;
+    info.This().As<Napi::Object>().TypeTag(&kTapTag);
   }
-  Napi::Object out = Napi::Object::New(env);
-  out.Set("fd", Napi::Number::New(env, fd));
-  out.Set("name", Napi::String::New(env, ifr.ifr_name));
-  out.Set("offloads", Napi::Number::New(env, accepted));
-  return out;
-}
 
-// setPersist(fd, on): keep (or stop keeping) the device after the fd closes.
-static Napi::Value SetPersist(const Napi::CallbackInfo& info) {
-  ExpectArgs(info, "setPersist", "no");
-  int fd = info[0].As<Napi::Number>().Int32Value();
-  if (ioctl(fd, TUNSETPERSIST, info[1].As<Napi::Boolean>().Value() ? 1 : 0) < 0) {
-    throw SystemError(info.Env(), errno, "ioctl(TUNSETPERSIST)");
+  ~Tap() override {
+    if (fd_ >= 0) close(fd_);
   }
-  return info.Env().Undefined();
-}
 
+  int fd() const { return fd_; }
+
+ private:
+  Napi::Value Name(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), name_); }
+  Napi::Value Offloads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), offloads_); }
+
+  // close(): idempotent; the device is removed unless it was opened persistent.
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    if (fd_ >= 0) {
+      int fd = fd_;
+      fd_ = -1;
+      if (close(fd) < 0 && errno != EINTR) throw SystemError(info.Env(), errno, "close");
+    }
+    return info.Env().Undefined();
+  }
+
+  Napi::Value WriteFrames(const Napi::CallbackInfo& info);
+
+  int fd_ = -1;
+  std::string name_;
+  unsigned offloads_ = 0;
+};
 namespace {
 
 int WritevFd(void* ctx, struct iovec* iov, int iovcnt) {
@@ -143,30 +167,30 @@ void AddStats(double* st, const GroStats& g) {
 
 }  // namespace
 
-// writeFrames(fd, gro, buf, offs, lens, count, stats, mtu) -> frames lost (write errors).
+// tap.writeFrames(gro, buf, offs, lens, count, stats, mtu) -> frames lost (write errors).
 // Frames i < count are buf[offs[i], offs[i] + lens[i]), each written behind a virtio_net_hdr (the
 // TAP is opened with IFF_VNET_HDR): consecutive TCP segments of one flow are merged (gro) and
 // written with one gather writev each; a TCP frame larger than mtu (a local kernel peer's tunnel
 // GSO) as a GSO frame; everything else as it is. stats (Float64Array(8)) accumulates: writes,
 // merged writes, merged segments, lost frames, lost bytes, TCP checksum failures, partial
-// checksums passed on, super-frames written as GSO frames. Never throws on the data path.
-static Napi::Value WriteFrames(const Napi::CallbackInfo& info) {
+// checksums passed on, super-frames written as GSO frames. Never throws on the data path; after
+// close() every frame is lost (EBADF).
+Napi::Value Tap::WriteFrames(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int fd = info[0].As<Napi::Number>().Int32Value();
-  bool gro = info[1].As<Napi::Boolean>().Value();
+  bool gro = info[0].As<Napi::Boolean>().Value();
   Napi::Uint8Array buf;
   Napi::Int32Array offs, lens;
   int count;
-  if (!FramesArgs(info, 2, &buf, &offs, &lens, &count)) return Napi::Number::New(env, -EFAULT);
-  Napi::Float64Array st = info[6].As<Napi::Float64Array>();
+  if (!FramesArgs(info, 1, &buf, &offs, &lens, &count)) return Napi::Number::New(env, -EFAULT);
+  Napi::Float64Array st = info[5].As<Napi::Float64Array>();
   if (st.ElementLength() < 8) return Napi::Number::New(env, -EINVAL);
-  Coalescer c(WritevFd, &fd, gro, info[7].As<Napi::Number>().Uint32Value());
+  int fd = fd_;
+  Coalescer c(WritevFd, &fd, gro, info[6].As<Napi::Number>().Uint32Value());
   for (int i = 0; i < count; i++) c.Add(buf.Data() + offs[i], static_cast<uint32_t>(lens[i]));
   c.Flush();
   AddStats(st.Data(), c.stats);
   return Napi::Number::New(env, c.stats.lostFrames);
 }
-
 // coalesce(buf, offs, lens, count, gro, out, stats, mtu) -> bytes used in out: what writeFrames would
 // write, recorded as [u32 LE length][virtio_net_hdr + packet] each (tests compare it byte for byte).
 static Napi::Value Coalesce(const Napi::CallbackInfo& info) {
@@ -213,20 +237,15 @@ static Napi::Value SegmentFrame(const Napi::CallbackInfo& info) {
   return a;
 }
 
-static Napi::Value CloseFd(const Napi::CallbackInfo& info) {
-  ExpectArgs(info, "close", "n");
-  int fd = info[0].As<Napi::Number>().Int32Value();
-  if (close(fd) < 0 && errno != EINTR) throw SystemError(info.Env(), errno, "close");
-  return info.Env().Undefined();
-}
-
 void InitTap(Napi::Env env, Napi::Object exports) {
-  exports.Set("openTap", Napi::Function::New(env, OpenTap, "openTap"));
-  exports.Set("setPersist", Napi::Function::New(env, SetPersist, "setPersist"));
-  exports.Set("writeFrames", Napi::Function::New(env, WriteFrames, "writeFrames"));
+  exports.Set("Tap", Tap::Define(env));
   exports.Set("coalesce", Napi::Function::New(env, Coalesce, "coalesce"));
   exports.Set("segment", Napi::Function::New(env, SegmentFrame, "segment"));
-  exports.Set("close", Napi::Function::New(env, CloseFd, "close"));
+}
+
+int TapFd(Napi::Env env, Napi::Value v) {
+  if (!v.IsObject() || !v.As<Napi::Object>().CheckTypeTag(&kTapTag)) throw Napi::TypeError::New(env, "expected a Tap");
+  return Tap::Unwrap(v.As<Napi::Object>())->fd();
 }
 
 }  // namespace uvtep

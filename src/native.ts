@@ -56,23 +56,33 @@ export interface UdpSocketHandle {
   close(): void;
 }
 
-export interface NativeBinding {
-  /** Opens a TAP; `offloads` (TunOffload bits) is offered with TUNSETOFFLOAD, the result says what was accepted. */
-  openTap(name: string, persist: boolean, vnetHdr: boolean, offloads: number): { fd: number; name: string; offloads: number };
-  setPersist(fd: number, on: boolean): void;
+/** A TAP device the addon holds open (its fd never reaches JS). */
+export interface TapDevice {
+  readonly name: string;
+  readonly offloads: number;
   /**
    * Writes frames i < count (buf[offs[i], +lens[i])) to the TAP, each behind a virtio_net_hdr:
    * TCP segments of one flow merge into one GSO write when `gro`; a TCP frame larger than `mtu`
-   * (0: none) is written as a GSO frame. Returns the frames lost to write errors.
+   * (0: none) is written as a GSO frame. Returns the frames lost to write errors (all of them
+   * after `close`).
    */
-  writeFrames(fd: number, gro: boolean, buf: Uint8Array, offs: Int32Array, lens: Int32Array, count: number, stats: Float64Array, mtu: number): number;
+  writeFrames(gro: boolean, buf: Uint8Array, offs: Int32Array, lens: Int32Array, count: number, stats: Float64Array, mtu: number): number;
+  /** Closes the fd once: the device is removed unless it was opened persistent. */
+  close(): void;
+}
+
+export interface NativeBinding {
+  /**
+   * Opens (creates) a TAP that owns its fd; `offloads` (TunOffload bits) is offered with
+   * TUNSETOFFLOAD, `offloads` of the result says what was accepted.
+   */
+  Tap: new (name: string, persist: boolean, vnetHdr: boolean, offloads: number) => TapDevice;
   /** What writeFrames would write, recorded into `out` as [u32 LE length][vnet header + packet]; returns bytes used. */
   coalesce(buf: Uint8Array, offs: Int32Array, lens: Int32Array, count: number, gro: boolean, out: Uint8Array, stats: Float64Array, mtu: number): number;
   /** The TAP reader's per-read work on one frame at buf[off, off+len) with room up to off+cap: [segs, segLen, lastLen] or [negative reason]. */
   segment(vnetHdr: Uint8Array, buf: Uint8Array, off: number, len: number, cap: number): number[];
-  close(fd: number): void;
   TapReader: new (
-    fd: number,
+    tap: TapDevice,
     slab: Uint8Array,
     slotSize: number,
     headroom: number,

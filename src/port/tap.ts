@@ -12,7 +12,7 @@
 import { ConfigError, ErrorCode } from '../errors.js';
 import { checkInt, checkUnicastMac, TAP_MTU_MAX, TAP_MTU_MIN } from '../config.js';
 import { Link, parseCidr, type CidrAddress } from '../link.js';
-import { loadBinding, READER_STATS, ReaderStat, TunOffload, WRITER_STATS, WriterStat, type NativeBinding, type TapReaderHandle } from '../native.js';
+import { loadBinding, READER_STATS, ReaderStat, TunOffload, WRITER_STATS, WriterStat, type NativeBinding, type TapDevice, type TapReaderHandle } from '../native.js';
 import { newFrameBatch, type FrameBatch, type FramePort, type FramesHandler, type PortCounters, type PortErrorHandler } from './port.js';
 
 export interface TapOptions {
@@ -63,7 +63,7 @@ export class TapPort implements FramePort {
   readonly offloads: number;
   lostBytes: number;
   private readonly native: NativeBinding;
-  private readonly fd: number;
+  private readonly dev: TapDevice;
   private readonly batch: FrameBatch;
   private readonly slotSize: number;
   private readonly gro: boolean;
@@ -87,8 +87,10 @@ export class TapPort implements FramePort {
     this.native = opts.native ?? loadBinding();
     const tso = opts.tso ?? true;
     const want = tso ? TunOffload.Csum | TunOffload.Tso4 | TunOffload.Tso6 | TunOffload.TsoEcn | TunOffload.Uso4 | TunOffload.Uso6 : 0;
-    const { fd, name: actual, offloads } = this.native.openTap(name, opts.persist ?? false, true, want);
-    this.fd = fd;
+    const dev = new this.native.Tap(name, opts.persist ?? false, true, want);
+    const actual = dev.name;
+    const offloads = dev.offloads;
+    this.dev = dev;
     this.name = actual;
     this.offloads = offloads;
     this.link = new Link(actual, this.native);
@@ -103,7 +105,7 @@ export class TapPort implements FramePort {
       this.mac = this.link.mac;
       this.mtu = this.link.mtu;
     } catch (e) {
-      this.native.close(fd); // a non-persistent device disappears with its fd
+      dev.close(); // a non-persistent device disappears with its fd
       throw e;
     }
     this.gro = opts.gro ?? true;
@@ -121,7 +123,7 @@ export class TapPort implements FramePort {
     if (this.reader !== undefined || this.closed) return;
     const b = this.batch;
     this.reader = new this.native.TapReader(
-      this.fd,
+      this.dev,
       b.buf,
       this.slotSize,
       HEADROOM,
@@ -164,7 +166,7 @@ export class TapPort implements FramePort {
     }
     const st = this.writeStats;
     const before = st[WriterStat.LostBytes]!;
-    const lost = this.native.writeFrames(this.fd, this.gro, buf, offs, lens, count, st, this.mtu);
+    const lost = this.dev.writeFrames(this.gro, buf, offs, lens, count, st, this.mtu);
     this.lostBytes = st[WriterStat.LostBytes]! - before;
     return lost;
   }
@@ -194,7 +196,7 @@ export class TapPort implements FramePort {
     this.reader?.close();
     this.reader = undefined;
     try {
-      this.native.close(this.fd);
+      this.dev.close();
     } catch {
       // already gone (device removed under us): nothing left to release
     }

@@ -231,6 +231,44 @@ describeNs('faults', () => {
   });
 });
 
+describeNs('the native TAP owns its fd', () => {
+  it('no fd number in JS; after close a write loses every frame (never another fd), a reader refuses it, the device is gone', async () => {
+    const bed = fx.newBed('fd');
+    await bed.removeLeftovers();
+    const h = await bed.host('h');
+    const native = new URL('../../dist/native.js', import.meta.url).pathname;
+    const js = `
+      const { loadBinding } = await import(${JSON.stringify(native)});
+      const b = loadBinding();
+      const out = {};
+      const tap = new b.Tap('uvt-fd0', false, true, 0);
+      out.fdVisible = 'fd' in tap;
+      const fs = await import('node:fs');
+      out.before = fs.existsSync('/sys/class/net/uvt-fd0');
+      tap.close();
+      tap.close();
+      out.after = fs.existsSync('/sys/class/net/uvt-fd0');
+      const st = new Float64Array(8);
+      const buf = Buffer.alloc(64);
+      out.lost = tap.writeFrames(false, buf, Int32Array.of(0), Int32Array.of(60), 1, st, 0);
+      out.lostStat = st[3];
+      const args = [buf, 64, 8, new Int32Array(1), new Int32Array(1), new Int32Array(1), new Int32Array(1), new Float64Array(8), () => {}, () => {}, true];
+      try { new b.TapReader(tap, ...args); } catch (e) { out.closedReader = e.code; }
+      try { new b.TapReader({}, ...args); } catch (e) { out.notATap = e.constructor.name + ': ' + e.message; }
+      try { new b.TapReader(3, ...args); } catch (e) { out.fdNumber = e.message; }
+      console.log(JSON.stringify(out));`;
+    const r = JSON.parse(await h.run([process.execPath, '--input-type=module', '-e', js])) as Record<string, unknown>;
+    expect(r.fdVisible).toBe(false);
+    expect(r.before).toBe(true);
+    expect(r.after).toBe(false);
+    expect(r.lost).toBe(1);
+    expect(r.lostStat).toBe(1);
+    expect(r.closedReader).toBe('EBADF');
+    expect(r.notATap).toBe('TypeError: expected a Tap');
+    expect(r.fdNumber).toBe('TapReader: argument 0 has the wrong type');
+  });
+});
+
 describeNs('logging never stalls forwarding', () => {
   it('a log reader that stops reading loses log lines (counted and reported), never frames', async () => {
     const { h1, h2, u1, u2 } = await twoHosts(fx.newBed('logstall'));

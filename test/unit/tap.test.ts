@@ -1,6 +1,6 @@
 // TapPort over a scripted native binding: no device needed.
 import { describe, expect, it, vi } from 'vitest';
-import { ReaderStat, WriterStat, type NativeBinding, type TapReaderHandle } from '../../src/native.js';
+import { ReaderStat, WriterStat, type NativeBinding, type TapDevice, type TapReaderHandle } from '../../src/native.js';
 import { TapPort } from '../../src/port/tap.js';
 import { FRAME_HEADROOM, type FrameBatch } from '../../src/port/port.js';
 
@@ -16,28 +16,34 @@ function scripted(opts: { openError?: Error; mtuError?: Error; lost?: number; of
   let mac = Buffer.from('020000000099', 'hex');
   let mtu = 1500;
   s.binding = {
-    openTap: (name, persist, vnet, offloads) => {
-      s.calls.push(`open ${name} ${persist}${vnet ? '' : ' plain'}${offloads ? ' offloads' : ''}`);
-      if (opts.openError) throw opts.openError;
-      return { fd: 42, name: name || 'uvtep0', offloads: opts.offloads ?? offloads };
+    Tap: class implements TapDevice {
+      readonly name: string;
+      readonly offloads: number;
+      constructor(name: string, persist: boolean, vnet: boolean, offloads: number) {
+        s.calls.push(`open ${name} ${persist}${vnet ? '' : ' plain'}${offloads ? ' offloads' : ''}`);
+        if (opts.openError) throw opts.openError;
+        this.name = name || 'uvtep0';
+        this.offloads = opts.offloads ?? offloads;
+      }
+      writeFrames(_gro: boolean, _b: Uint8Array, _o: Int32Array, lens: Int32Array, count: number, stats: Float64Array): number {
+        for (let i = 0; i < count; i++) s.writes.push(lens[i]!);
+        const lost = Math.min(opts.lost ?? 0, count);
+        stats[WriterStat.Writes]! += count;
+        stats[WriterStat.LostFrames]! += lost;
+        for (let i = 0; i < lost; i++) stats[WriterStat.LostBytes]! += lens[i]!;
+        return lost;
+      }
+      close(): void {
+        s.calls.push(`close ${this.name}`);
+      }
     },
-    setPersist: () => undefined,
     setGsoMaxSegs: (_n, segs) => void s.calls.push(`gso_max_segs ${segs}`),
-    writeFrames: (_fd, _gro, _b, _o, lens, count, stats) => {
-      for (let i = 0; i < count; i++) s.writes.push(lens[i]!);
-      const lost = Math.min(opts.lost ?? 0, count);
-      stats[WriterStat.Writes]! += count;
-      stats[WriterStat.LostFrames]! += lost;
-      for (let i = 0; i < lost; i++) stats[WriterStat.LostBytes]! += lens[i]!;
-      return lost;
-    },
     coalesce: () => 0,
     segment: () => [1, 0, 0],
     setBusyPoll: () => undefined,
     UdpSocket: class {} as unknown as NativeBinding['UdpSocket'],
-    close: (fd) => void s.calls.push(`close ${fd}`),
     TapReader: class implements TapReaderHandle {
-      constructor(_fd: number, slab: Uint8Array, slot: number, _h: number, offs: Int32Array, lens: Int32Array, segs: Int32Array, lasts: Int32Array, stats: Float64Array, onBatch: (n: number) => void, onError: (e: Error) => void) {
+      constructor(_tap: TapDevice, slab: Uint8Array, slot: number, _h: number, offs: Int32Array, lens: Int32Array, segs: Int32Array, lasts: Int32Array, stats: Float64Array, onBatch: (n: number) => void, onError: (e: Error) => void) {
         s.reader = { onBatch, onError, slab, slot, offs, lens, segs, lasts, stats };
       }
       start() {
@@ -95,7 +101,7 @@ describe('TapPort', () => {
     const err = Object.assign(new Error('ioctl(SIOCSIFMTU) failed: EINVAL'), { code: 'EINVAL', errno: -22, syscall: 'ioctl(SIOCSIFMTU)' });
     const s = scripted({ mtuError: err });
     expect(() => new TapPort({ mtu: 9000, native: s.binding })).toThrow(err);
-    expect(s.calls).toEqual(['open  false offloads', 'gso_max_segs 64', 'close 42']);
+    expect(s.calls).toEqual(['open  false offloads', 'gso_max_segs 64', 'close uvtep0']);
   });
 
   it('system errors from open pass through with code, errno and syscall', () => {
@@ -188,6 +194,6 @@ describe('TapPort', () => {
     p.start(vi.fn(), vi.fn());
     await p.close();
     await p.close();
-    expect(s.calls.filter((c) => c === 'reader-close' || c === 'close 42')).toEqual(['reader-close', 'close 42']);
+    expect(s.calls.filter((c) => c === 'reader-close' || c === 'close vxlan1' || c === 'close uvtep0')).toEqual(['reader-close', 'close uvtep0']);
   });
 });
