@@ -4,6 +4,7 @@
       "target_name": "uvtep",
       "sources": [
         "native/addon.cc",
+        "native/errors.cc",
         "native/tap.cc",
         "native/reader.cc",
         "native/link.cc",

@@ -5,7 +5,35 @@
  * arrays the filter owns: no allocation per datagram);
  * IPv4-mapped IPv6 sources (`::ffff:a.b.c.d`) match IPv4 prefixes.
  */
-import type { AllowCidr } from './config.js';
+import { Address4, Address6 } from 'ip-address';
+import { fail, show } from './check.js';
+import { ErrorCode } from './errors.js';
+
+/** An underlay source filter entry. */
+export interface AllowCidr {
+  family: 4 | 6;
+  /** Canonical text, e.g. `198.51.100.0/24`. */
+  text: string;
+  /** Network bits as a bigint and the prefix length. */
+  network: bigint;
+  prefixLen: number;
+}
+
+/** Parses an underlay source filter: `198.51.100.0/24`, `2001:db8::/32`, or a single address. */
+export function checkAllowCidr(v: unknown, option = 'allowFrom'): AllowCidr {
+  if (typeof v === 'string' && !v.includes('%')) {
+    const text = v.includes('/') ? v : v.includes(':') ? `${v}/128` : `${v}/32`;
+    if (Address4.isValid(text)) {
+      const a = new Address4(text);
+      return { family: 4, text: `${a.startAddress().correctForm()}/${a.subnetMask}`, network: a.startAddress().bigInt(), prefixLen: a.subnetMask };
+    }
+    if (Address6.isValid(text)) {
+      const a = new Address6(text);
+      return { family: 6, text: `${a.startAddress().correctForm()}/${a.subnetMask}`, network: a.startAddress().bigInt(), prefixLen: a.subnetMask };
+    }
+  }
+  fail(option, ErrorCode.InvalidAddress, `expected an address or CIDR such as 198.51.100.0/24 or 2001:db8::/32, or "peers", got ${show(v)}`);
+}
 
 interface Prefix {
   v6: boolean;

@@ -3,19 +3,17 @@
  * `ConfigError` naming the option, what was given and what is accepted, before any socket or
  * device is touched.
  */
-import { Address4, Address6 } from 'ip-address';
-import { ConfigError, ErrorCode } from './errors.js';
+import { checkAllowCidr, type AllowCidr } from './allow.js';
+import { checkBool, checkInt, checkIp, checkPort, checkRemote, checkUnicastMac, checkVni, fail, isMulticastIp, show, type RemoteSpec } from './check.js';
+import { ErrorCode } from './errors.js';
 import { FDB_AGE_DEFAULT_S, FDB_MAX_DEFAULT } from './fdb.js';
-import { isValidUnicastMac, parseMac } from './wire/ethernet.js';
 import {
-  isValidVni,
   ReservedBitsPolicy,
   VXLAN_MTU_HEADROOM_V4,
   VXLAN_MTU_HEADROOM_V6,
   VXLAN_OVERHEAD_V4,
   VXLAN_OVERHEAD_V6,
   VXLAN_PORT_IANA,
-  VXLAN_VNI_MAX,
 } from './wire/vxlan.js';
 
 export const DEFAULTS = {
@@ -35,9 +33,6 @@ export const DEFAULTS = {
 /** Smallest underlay MTU: IPv4's minimum (RFC 791 section 3.2: 68), raised to fit a minimal frame. */
 export const UNDERLAY_MTU_MIN = 68 + VXLAN_MTU_HEADROOM_V6;
 export const UNDERLAY_MTU_MAX = 65535;
-/** TAP MTU bounds: IPv4 minimum 68 (RFC 791), and what a 64 KiB underlay datagram can carry. */
-export const TAP_MTU_MIN = 68;
-export const TAP_MTU_MAX = 65535 - VXLAN_MTU_HEADROOM_V6;
 
 export interface VtepOptions {
   /** VXLAN Network Identifier, 0..16777215. */
@@ -107,20 +102,8 @@ export interface VtepOptions {
   busyPoll?: number;
 }
 
-/** An underlay source filter entry. */
-export interface AllowCidr {
-  family: 4 | 6;
-  /** Canonical text, e.g. `198.51.100.0/24`. */
-  text: string;
-  /** Network bits as a bigint and the prefix length. */
-  network: bigint;
-  prefixLen: number;
-}
-
-export interface RemoteSpec {
-  address: string;
-  port: number;
-}
+export type { AllowCidr } from './allow.js';
+export type { RemoteSpec } from './check.js';
 
 export interface VtepConfig {
   vni: number;
@@ -153,98 +136,6 @@ export interface VtepConfig {
   gso: boolean;
   gro: boolean;
   busyPoll: number;
-}
-
-function fail(option: string, code: (typeof ErrorCode)[keyof typeof ErrorCode], what: string): never {
-  throw new ConfigError(code, option, `${option}: ${what}`);
-}
-
-function show(v: unknown): string {
-  return typeof v === 'string' ? JSON.stringify(v) : String(v);
-}
-
-export function checkVni(v: unknown, option = 'vni'): number {
-  if (!isValidVni(v)) fail(option, ErrorCode.InvalidVni, `expected an integer from 0 to ${VXLAN_VNI_MAX}, got ${show(v)}`);
-  return v;
-}
-
-export function checkInt(v: unknown, option: string, min: number, max: number, what = 'an integer'): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
-    fail(option, ErrorCode.InvalidOption, `expected ${what} from ${min} to ${max}, got ${show(v)}`);
-  }
-  return v;
-}
-
-export function checkPort(v: unknown, option = 'dstPort', min = 1): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > 65535) {
-    fail(option, ErrorCode.InvalidPort, `expected a UDP port from ${min} to 65535, got ${show(v)}`);
-  }
-  return v;
-}
-
-/** A canonical IP literal (no prefix, no zone) and its family, or a ConfigError. */
-export function checkIp(v: unknown, option: string): { address: string; family: 4 | 6 } {
-  if (typeof v === 'string' && !v.includes('/') && !v.includes('%')) {
-    if (Address4.isValid(v)) return { address: new Address4(v).correctForm(), family: 4 };
-    if (Address6.isValid(v)) return { address: new Address6(v).correctForm(), family: 6 };
-  }
-  fail(option, ErrorCode.InvalidAddress, `expected an IPv4 or IPv6 address such as 198.51.100.2 or 2001:db8::2, got ${show(v)}`);
-}
-
-/** `ip`, `ip:port` or `[ip6]:port`. */
-export function checkRemote(v: unknown, option: string, defaultPort: number): RemoteSpec & { family: 4 | 6 } {
-  if (typeof v === 'string') {
-    const bracket = /^\[([^\]]+)\](?::(\d+))?$/.exec(v);
-    const v4port = /^([0-9.]+):(\d+)$/.exec(v);
-    const m = bracket ?? v4port;
-    if (m !== null) {
-      const ip = checkIp(m[1], option);
-      const port = m[2] === undefined ? defaultPort : checkPort(Number(m[2]), option);
-      return { address: ip.address, port, family: ip.family };
-    }
-  }
-  const ip = checkIp(v, option);
-  return { address: ip.address, port: defaultPort, family: ip.family };
-}
-
-/** Parses an underlay source filter: `198.51.100.0/24`, `2001:db8::/32`, or a single address. */
-export function checkAllowCidr(v: unknown, option = 'allowFrom'): AllowCidr {
-  if (typeof v === 'string' && !v.includes('%')) {
-    const text = v.includes('/') ? v : v.includes(':') ? `${v}/128` : `${v}/32`;
-    if (Address4.isValid(text)) {
-      const a = new Address4(text);
-      return { family: 4, text: `${a.startAddress().correctForm()}/${a.subnetMask}`, network: a.startAddress().bigInt(), prefixLen: a.subnetMask };
-    }
-    if (Address6.isValid(text)) {
-      const a = new Address6(text);
-      return { family: 6, text: `${a.startAddress().correctForm()}/${a.subnetMask}`, network: a.startAddress().bigInt(), prefixLen: a.subnetMask };
-    }
-  }
-  fail(option, ErrorCode.InvalidAddress, `expected an address or CIDR such as 198.51.100.0/24 or 2001:db8::/32, or "peers", got ${show(v)}`);
-}
-
-export function isMulticastIp(address: string, family: 4 | 6): boolean {
-  return family === 4 ? new Address4(address).isMulticast() : new Address6(address).isMulticast();
-}
-
-/** A unicast MAC `aa:bb:cc:dd:ee:ff` as a key, or a ConfigError. */
-export function checkMac(v: unknown, option = 'mac'): number {
-  const key = typeof v === 'string' ? parseMac(v) : undefined;
-  if (key === undefined) fail(option, ErrorCode.InvalidMac, `expected a MAC address like 02:00:00:00:00:0a, got ${show(v)}`);
-  return key;
-}
-
-export function checkUnicastMac(v: unknown, option = 'mac'): number {
-  const key = checkMac(v, option);
-  if (!isValidUnicastMac(key)) {
-    fail(option, ErrorCode.InvalidMac, `expected a unicast MAC (not zero, group bit clear), got ${show(v)}`);
-  }
-  return key;
-}
-
-function checkBool(v: unknown, option: string): boolean {
-  if (typeof v !== 'boolean') fail(option, ErrorCode.InvalidOption, `expected true or false, got ${show(v)}`);
-  return v;
 }
 
 export function resolveConfig(o: VtepOptions): VtepConfig {

@@ -9,7 +9,7 @@
 import { chmodSync, lstatSync, mkdirSync, readdirSync, statSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { checkIp, checkMac, checkPort } from './config.js';
+import { checkIp, checkMac, checkPort } from './check.js';
 import { ConfigError, ErrorCode, UvtepError } from './errors.js';
 import type { Endpoint } from './endpoint.js';
 import type { Vtep } from './vtep.js';

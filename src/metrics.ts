@@ -4,7 +4,7 @@
  */
 import http from 'node:http';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
-import { checkIp, checkPort } from './config.js';
+import { checkIp, checkPort } from './check.js';
 import { ConfigError, ErrorCode } from './errors.js';
 import { DROP_REASONS, type Vtep, type VtepStats } from './vtep.js';
 import { ENDPOINT_DROPS, type Endpoint } from './endpoint.js';

@@ -2,7 +2,7 @@
  * `uvtep fdb ...`, `uvtep stats`, `uvtep list`: clients of a running instance's control socket.
  * Each returns an exit code (0 ok, 1 system/instance error, 2 bad input); cli.ts exits.
  */
-import { checkIp, checkMac, checkPort } from './config.js';
+import { checkIp, checkMac, checkPort } from './check.js';
 import { ConfigError } from './errors.js';
 import { ControlError, controlDir, controlPath, controlRequest, isLive, listControlSockets, type ControlInfo, type FdbOp } from './control.js';
 import type { FdbRow } from './fdb.js';

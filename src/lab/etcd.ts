@@ -45,7 +45,6 @@ export class EtcdServer {
   readonly url: string;
   readonly dataDir: string;
   private readonly opts: EtcdServerOptions;
-  private readonly clientPort: number;
   private readonly peerPort: number;
   private child: ChildProcess | undefined;
   log: string;
@@ -54,7 +53,6 @@ export class EtcdServer {
     this.opts = opts;
     const a = opts.address ?? '127.0.0.1';
     const h = a.includes(':') ? `[${a}]` : a;
-    this.clientPort = clientPort;
     this.peerPort = peerPort;
     this.url = `${opts.tls !== undefined ? 'https' : 'http'}://${h}:${clientPort}`;
     this.dataDir = mkdtempSync(path.join(tmpdir(), 'uvt-etcd-'));

@@ -7,7 +7,7 @@
  *   port.inject(frame);                  // a frame "sent" by the host: the Vtep encapsulates it
  */
 import { EventEmitter } from 'node:events';
-import { checkUnicastMac } from '../config.js';
+import { checkUnicastMac } from '../check.js';
 import { ETH_HLEN } from '../wire/ethernet.js';
 import { FRAME_HEADROOM, newFrameBatch, type FrameBatch, type FramePort, type FramesHandler, type PortErrorHandler } from './port.js';
 

@@ -10,10 +10,15 @@
  * verified first) and writes each merged packet with one gather writev.
  */
 import { ConfigError, ErrorCode } from '../errors.js';
-import { checkInt, checkUnicastMac, TAP_MTU_MAX, TAP_MTU_MIN } from '../config.js';
+import { checkInt, checkUnicastMac } from '../check.js';
+import { VXLAN_MTU_HEADROOM_V6 } from '../wire/vxlan.js';
 import { Link, parseCidr, type CidrAddress } from '../link.js';
 import { loadBinding, READER_STATS, ReaderStat, TunOffload, WRITER_STATS, WriterStat, type NativeBinding, type TapDevice, type TapReaderHandle } from '../native.js';
 import { newFrameBatch, type FrameBatch, type FramePort, type FramesHandler, type PortCounters, type PortErrorHandler } from './port.js';
+
+/** TAP MTU bounds: IPv4 minimum 68 (RFC 791), and what a 64 KiB underlay datagram can carry. */
+export const TAP_MTU_MIN = 68;
+export const TAP_MTU_MAX = 65535 - VXLAN_MTU_HEADROOM_V6;
 
 export interface TapOptions {
   /** Interface name; default: the kernel picks `uvtep0`, `uvtep1`... */

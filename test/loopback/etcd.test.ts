@@ -11,7 +11,6 @@ import { EtcdAgent, EtcdConflictError, memberKey, resolveEtcdSettings, type Memb
 import { makeTls } from '../helpers/etcd-tls.js';
 import { sh, uvtepBin } from '../../src/lab/testbed.js';
 import { EtcdServer, etcdMissing } from '../../src/lab/etcd.js';
-import { MAC_ZERO } from '../../src/wire/ethernet.js';
 import { arpRequest, datagram, frame, ipv4Frame, mac } from '../helpers/frames.js';
 import { waitFor } from '../helpers/wait.js';
 

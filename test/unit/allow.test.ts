@@ -1,7 +1,8 @@
 // The underlay source filter: prefix matches, no cache (a spoofed flood can evict nothing).
 import { describe, expect, it } from 'vitest';
 import { SourceFilter } from '../../src/allow.js';
-import { checkAllowCidr, resolveConfig } from '../../src/config.js';
+import { checkAllowCidr } from '../../src/allow.js';
+import { resolveConfig } from '../../src/config.js';
 
 const filter = (...cidrs: string[]) => new SourceFilter(cidrs.map((c) => checkAllowCidr(c)));
 
