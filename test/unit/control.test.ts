@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Command, Option } from 'commander';
 import { resolveConfig } from '../../src/config.js';
 import { ControlServer, controlRequest, singleVtep, type ControlTarget, type ControlVtep } from '../../src/control.js';
-import { loadConfigFile } from '../../src/config-file.js';
+import { loadConfigFile } from '../../src/cli/config-file.js';
 import { parseMetricsAddress, vtepRegistry } from '../../src/metrics.js';
 import { MemoryPort } from '../../src/port/memory.js';
 import { Vtep } from '../../src/vtep.js';

@@ -1,13 +1,13 @@
 /**
  * `uvtep fdb ...`, `uvtep stats`, `uvtep list`: clients of a running instance's control socket.
- * Each returns an exit code (0 ok, 1 system/instance error, 2 bad input); cli.ts exits.
+ * Each returns an exit code (0 ok, 1 system/instance error, 2 bad input); main.ts sets the exit code.
  */
-import { checkIp, checkMac, checkPort } from './check.js';
-import { ConfigError } from './errors.js';
-import { ControlError, controlDir, controlPath, controlRequest, isLive, listControlSockets, type ControlInfo, type FdbOp } from './control.js';
-import type { FdbRow } from './fdb.js';
-import type { VtepStats } from './vtep.js';
-import type { EndpointStats } from './endpoint.js';
+import { checkIp, checkMac, checkPort } from '../check.js';
+import { ConfigError } from '../errors.js';
+import { ControlError, controlDir, controlPath, controlRequest, isLive, listControlSockets, type ControlInfo, type FdbOp } from '../control.js';
+import type { FdbRow } from '../fdb.js';
+import type { VtepStats } from '../vtep.js';
+import type { EndpointStats } from '../endpoint.js';
 
 export interface Out {
   out: (s: string) => void;
@@ -297,4 +297,10 @@ export function vtepDel(io: Out, t: Target, name: string): Promise<number> {
     await request({ name, ...(t.socket !== undefined ? { socket: t.socket } : {}) }, 'vtep.del', { name });
     io.out(`${name} removed`);
   });
+}
+
+/** A bad option: the message (without `uvtep: error: `) on stderr, exit code 2. */
+export function usageError(message: string): number {
+  process.stderr.write(`uvtep: error: ${message}\n(run uvtep --help for every option)\n`);
+  return EXIT_USAGE;
 }

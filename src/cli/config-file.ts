@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import type { Command, Option } from 'commander';
 import { parse as parseYaml } from 'yaml';
-import { ConfigError, ErrorCode } from './errors.js';
+import { ConfigError, ErrorCode } from '../errors.js';
 
 const camel = (k: string) => k.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 
