@@ -9,7 +9,7 @@ import { ConfigError, ErrorCode, isSystemError } from '../errors.js';
 import type { VtepSpec } from '../instance.js';
 import { loadBinding } from '../native.js';
 import { VXLAN_PORT_IANA, VXLAN_PORT_LINUX, VXLAN_VNI_MAX } from '../wire/vxlan.js';
-import { advertiseAddress } from '../etcd.js';
+import { advertiseAddress, type EtcdOptionValues } from '../etcd.js';
 
 /** Integers: digits only; anything else goes on as text so the range check can quote it. */
 export function int(value: string): number | string {
@@ -20,7 +20,8 @@ export function collect(value: string, prev: string[] = []): string[] {
   return [...prev, value];
 }
 
-export interface RunOpts {
+/** What commander gives the main command (the etcd connection options as `EtcdOptionValues` names them). */
+export interface RunOpts extends EtcdOptionValues {
   vni?: number | string;
   remote?: string[];
   group?: string;
@@ -58,12 +59,6 @@ export interface RunOpts {
   etcd?: string[];
   etcdPrefix: string;
   etcdTtl: number | string;
-  etcdCacert?: string;
-  etcdCert?: string;
-  etcdKey?: string;
-  etcdUser?: string;
-  etcdPasswordFile?: string;
-  etcdNode?: string;
   etcdAllow?: boolean;
   etcdMacs?: boolean;
   proxy?: boolean;
