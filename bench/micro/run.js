@@ -13,8 +13,7 @@ import { writeFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import os from 'node:os';
 import { createVtep, Endpoint, Fdb, FRAME_HEADROOM, newRxBatch, resolveConfig, TxBatch, Vtep, vxlan } from '../../dist/index.js';
-import { SourceFilter } from '../../dist/allow.js';
-import { checkAllowCidr } from '../../dist/config.js';
+import { checkAllowCidr, SourceFilter } from '../../dist/allow.js';
 import { writeSection } from '../docs.js';
 
 const BATCH = 64;
