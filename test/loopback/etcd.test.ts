@@ -53,6 +53,43 @@ async function member(n: number, o: Partial<MemberSpec> & { node?: string; vni?:
   return m;
 }
 
+/** A TCP relay to etcd that a test can cut (every connection dropped, new ones refused) and restore, as a partition would. */
+async function cuttableRelay(): Promise<{ url: string; cut: () => void; restore: () => void; close: () => void }> {
+  const up = new URL(etcd.url);
+  let open = true;
+  const conns = new Set<net.Socket>();
+  const server = net.createServer((c) => {
+    if (!open) return c.destroy();
+    const u = net.connect(Number(up.port), up.hostname);
+    conns.add(c).add(u);
+    c.pipe(u).pipe(c);
+    const end = () => {
+      c.destroy();
+      u.destroy();
+      conns.delete(c);
+      conns.delete(u);
+    };
+    c.on('error', end).on('close', end);
+    u.on('error', end).on('close', end);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const cut = () => {
+    open = false;
+    for (const c of conns) c.destroy();
+  };
+  return {
+    url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    cut,
+    restore: () => {
+      open = true;
+    },
+    close: () => {
+      cut();
+      server.close();
+    },
+  };
+}
+
 const flood = (m: Member) => m.vtep.fdb.list().filter((r) => r.mac === '00:00:00:00:00:00').map((r) => `${r.dst}:${r.port} ${r.origin}`).sort();
 
 describeEtcd('etcd control plane (library, loopback)', () => {
@@ -240,26 +277,8 @@ describeEtcd('etcd control plane (library, loopback)', () => {
   });
 
   it('a watch cut off while etcd compacts past its revision: the VTEP lists again and reconciles (never a replay)', async () => {
-    // the agent reaches etcd through a TCP relay this test can cut, as a network partition would
-    const up = new URL(etcd.url);
-    let open = true;
-    const conns = new Set<net.Socket>();
-    const relay = net.createServer((c) => {
-      if (!open) return c.destroy();
-      const u = net.connect(Number(up.port), up.hostname);
-      conns.add(c).add(u);
-      c.pipe(u).pipe(c);
-      const end = () => {
-        c.destroy();
-        u.destroy();
-        conns.delete(c);
-        conns.delete(u);
-      };
-      c.on('error', end).on('close', end);
-      u.on('error', end).on('close', end);
-    });
-    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', () => r()));
-    const relayUrl = `http://127.0.0.1:${(relay.address() as net.AddressInfo).port}`;
+    const relay = await cuttableRelay();
+    const relayUrl = relay.url;
     try {
       const port = new MemoryPort();
       const vtep = createVtep({ vni: 7, local: '127.0.0.121', listenPort: 0, framePort: port });
@@ -273,22 +292,61 @@ describeEtcd('etcd control plane (library, loopback)', () => {
       await waitFor(() => flood(m).length === 1, 'the first member seen');
       const resyncs = agent.stats.resyncs;
       // cut: while the agent is away, b leaves, c arrives, and etcd compacts past all of it
-      open = false;
-      for (const c of conns) c.destroy();
+      relay.cut();
       await b.agent.close();
       const cKey = memberKey(PREFIX, 7, { address: '127.0.0.123', port: 4789 });
       await etcd.ctl('put', cKey, JSON.stringify({ address: '127.0.0.123', port: 4789, node: 'c', vni: 7, version: 'x' }));
       const rev = /"revision":(\d+)/.exec(await etcd.ctl('get', cKey, '-w', 'json'))![1]!;
       await etcd.ctl('compact', rev);
       await waitFor(() => !agent.up, 'the agent notices', 10_000);
-      open = true;
+      relay.restore();
       // the events in between are compacted away: the agent lists again (b gone, c there)
       await waitFor(() => JSON.stringify(flood(m)) === JSON.stringify(['127.0.0.123:4789 etcd']), 'reconciled after the compaction', 15_000);
       expect(agent.stats.resyncs).toBeGreaterThan(resyncs);
       await waitFor(() => agent.up, 'up again', 10_000);
     } finally {
-      open = false;
-      for (const c of conns) c.destroy();
+      relay.close();
+    }
+  }, 40_000);
+
+  it('a claim refused after a recovery (another node took the address while this one was cut off): conflict reported, the VTEP fails closed', async () => {
+    const relay = await cuttableRelay();
+    try {
+      const port = new MemoryPort();
+      const vtep = createVtep({ vni: 7, local: '127.0.0.131', listenPort: 0, framePort: port });
+      await vtep.start();
+      const agent = new EtcdAgent({ endpoints: [relay.url], prefix: PREFIX, ttlS: 2, node: 'first' });
+      const at = { address: '127.0.0.131', port: vtep.address().port };
+      openMembers.push({ vtep, port, agent, got: [], at });
+      expect(await agent.start()).toBe(true);
+      await agent.join(vtep, { advertise: at, allow: true });
+      const peer = await member(132);
+      await waitFor(() => agent.peersOf(vtep).length === 1, 'the peer seen');
+      const conflicts: string[] = [];
+      agent.on('conflict', (_v, e) => conflicts.push(e.message));
+      // cut off longer than the TTL: etcd expires the lease and its key; another node claims the address
+      relay.cut();
+      const key = memberKey(PREFIX, 7, at);
+      await waitFor(async () => (await etcd.ctl('get', key, '--keys-only')).trim() === '', 'the first lease expired', 10_000, 200);
+      const port2 = new MemoryPort();
+      const v2 = createVtep({ vni: 7, local: '127.0.0.133', listenPort: 0, framePort: port2 });
+      await v2.start();
+      const other = new EtcdAgent({ endpoints: [etcd.url], prefix: PREFIX, ttlS: 5, node: 'second' });
+      openMembers.push({ vtep: v2, port: port2, agent: other, got: [], at });
+      await other.start();
+      await other.join(v2, { advertise: at });
+      relay.restore();
+      await waitFor(() => conflicts.length === 1, 'the conflict reported after the recovery', 20_000, 100);
+      expect(conflicts[0]).toMatch(/127\.0\.0\.131:\d+ is the address of another VTEP of VNI 7 \(node "second"/);
+      expect(agent.peersOf(vtep)).toEqual([]);
+      // fails closed: the last members are still the only accepted sources
+      const s = dgram.createSocket('udp4');
+      await new Promise<void>((r) => s.bind(0, '127.0.0.134', () => r()));
+      await new Promise<void>((r) => s.send(datagram(7, frame('02:00:00:00:01:83', '02:00:00:00:00:dd')), at.port, at.address, () => r()));
+      s.close();
+      await waitFor(() => vtep.stats.drops.NotAllowed === 1, 'a non-member refused');
+      void peer;
+    } finally {
       relay.close();
     }
   }, 40_000);
