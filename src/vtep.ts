@@ -122,6 +122,8 @@ export interface VtepSendErrorInfo {
   port: number | undefined;
   /** Errors like this one since the last report (reports are limited to one per second per remote and code). */
   count: number;
+  /** When the report was made (ms since the epoch): reports for one remote and code are at least a second apart by this clock. */
+  at: number;
 }
 
 export interface VtepEvents {
@@ -624,7 +626,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
     }
     s.count++;
     if (now - s.last >= SEND_ERROR_REPORT_MS) {
-      const info = { code, address: err.address, port: err.port, count: s.count };
+      const info = { code, address: err.address, port: err.port, count: s.count, at: now };
       s.last = now;
       s.count = 0;
       this.emit('sendError', info);

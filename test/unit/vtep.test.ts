@@ -229,7 +229,7 @@ describe('send errors', () => {
     for (let i = 0; i < 100; i++) t.transport.handlers!.onSendError(err);
     expect(t.vtep.stats.drops.TxError).toBe(100);
     expect(reports).toHaveBeenCalledTimes(1);
-    expect(reports.mock.calls[0]![0]).toMatchObject({ code: 'EHOSTUNREACH', address: '198.51.100.2', count: 1 });
+    expect(reports.mock.calls[0]![0]).toMatchObject({ code: 'EHOSTUNREACH', address: '198.51.100.2', count: 1, at: expect.any(Number) });
   });
 });
 
