@@ -95,14 +95,37 @@ void NetlinkTalk(Napi::Env env, struct nlmsghdr* req, const char* what, const st
   }
 }
 
+// The interface index of `name`, or a SystemError naming it.
+unsigned IndexOf(Napi::Env env, const std::string& name) {
+  unsigned idx = if_nametoindex(name.c_str());
+  if (idx == 0) throw SystemError(env, errno, "if_nametoindex", NoDeviceHint(errno, name));
+  return idx;
+}
+
+// One rtnetlink request: the header, the message (`msg`), room for attributes; zeroed, asking
+// for an ACK. `Add` appends an attribute (bounds-checked), `Talk` sends it and waits.
+template <typename Msg, size_t Room>
+struct NlRequest {
+  struct nlmsghdr nh;
+  Msg msg;
+  char attrs[Room];
+
+  NlRequest(unsigned short type, unsigned short flags) {
+    memset(this, 0, sizeof *this);
+    nh.nlmsg_len = NLMSG_LENGTH(sizeof(Msg));
+    nh.nlmsg_type = type;
+    nh.nlmsg_flags = static_cast<unsigned short>(NLM_F_REQUEST | NLM_F_ACK | flags);
+    nh.nlmsg_seq = 1;
+  }
+  void Add(unsigned short type, const void* data, size_t len) { AddAttr(&nh, sizeof *this, type, data, len); }
+  void Talk(Napi::Env env, const char* what, const std::string& name, bool missingOk = false) { NetlinkTalk(env, &nh, what, name, missingOk); }
+};
+
 }  // namespace
 
 static Napi::Value IfIndex(const Napi::CallbackInfo& info) {
   ExpectArgs(info, "ifindex", "s");
-  std::string name = NameArg(info, 0);
-  unsigned idx = if_nametoindex(name.c_str());
-  if (idx == 0) throw SystemError(info.Env(), errno, "if_nametoindex", NoDeviceHint(errno, name));
-  return Napi::Number::New(info.Env(), idx);
+  return Napi::Number::New(info.Env(), IndexOf(info.Env(), NameArg(info, 0)));
 }
 
 static Napi::Value GetMtu(const Napi::CallbackInfo& info) {
@@ -194,8 +217,7 @@ static Napi::Value BridgePort(const Napi::CallbackInfo& info) {
   std::string bridge = NameArg(info, 0);
   std::string port = NameArg(info, 1);
   bool add = info[2].As<Napi::Boolean>().Value();
-  unsigned idx = if_nametoindex(port.c_str());
-  if (idx == 0) throw SystemError(info.Env(), errno, "if_nametoindex", NoDeviceHint(errno, port));
+  unsigned idx = IndexOf(info.Env(), port);
   struct ifreq ifr;
   FillName(ifr, bridge);
   ifr.ifr_ifindex = static_cast<int>(idx);
@@ -223,28 +245,13 @@ static Napi::Value AddAddress(const Napi::CallbackInfo& info) {
   int prefix = info[3].As<Napi::Number>().Int32Value();
   size_t alen = family == AF_INET6 ? 16 : 4;
   if (addr.ByteLength() != alen) throw Napi::RangeError::New(env, "addAddress: wrong address length");
-  unsigned idx = if_nametoindex(name.c_str());
-  if (idx == 0) throw SystemError(env, errno, "if_nametoindex", NoDeviceHint(errno, name));
-
-  struct {
-    struct nlmsghdr nh;
-    struct ifaddrmsg ifa;
-    char attrs[64];
-  } req;
-  memset(&req, 0, sizeof req);
-  req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifaddrmsg));
-  req.nh.nlmsg_type = RTM_NEWADDR;
-  req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
-  req.nh.nlmsg_seq = 1;
-  req.ifa.ifa_family = static_cast<unsigned char>(family);
-  req.ifa.ifa_prefixlen = static_cast<unsigned char>(prefix);
-  req.ifa.ifa_index = idx;
-  const unsigned short types[2] = {IFA_LOCAL, IFA_ADDRESS};
-  for (unsigned short type : types) {
-    AddAttr(&req.nh, sizeof req, type, addr.Data(), alen);
-  }
-
-  NetlinkTalk(env, &req.nh, "RTM_NEWADDR", name);
+  NlRequest<struct ifaddrmsg, 64> req(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL);
+  req.msg.ifa_family = static_cast<unsigned char>(family);
+  req.msg.ifa_prefixlen = static_cast<unsigned char>(prefix);
+  req.msg.ifa_index = IndexOf(env, name);
+  req.Add(IFA_LOCAL, addr.Data(), alen);
+  req.Add(IFA_ADDRESS, addr.Data(), alen);
+  req.Talk(env, "RTM_NEWADDR", name);
   return env.Undefined();
 }
 
@@ -255,30 +262,12 @@ static Napi::Value SetGsoMaxSegs(const Napi::CallbackInfo& info) {
   ExpectArgs(info, "setGsoMaxSegs", "sn");
   std::string name = NameArg(info, 0);
   uint32_t segs = info[1].As<Napi::Number>().Uint32Value();
-  unsigned idx = if_nametoindex(name.c_str());
-  if (idx == 0) throw SystemError(env, errno, "if_nametoindex", NoDeviceHint(errno, name));
-  struct {
-    struct nlmsghdr nh;
-    struct ifinfomsg ifi;
-    char attrs[16];
-  } req;
-  memset(&req, 0, sizeof req);
-  req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifinfomsg));
-  req.nh.nlmsg_type = RTM_NEWLINK;
-  req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
-  req.nh.nlmsg_seq = 1;
-  req.ifi.ifi_family = AF_UNSPEC;
-  req.ifi.ifi_index = static_cast<int>(idx);
-  AddAttr(&req.nh, sizeof req, IFLA_GSO_MAX_SEGS, &segs, sizeof segs);
-  NetlinkTalk(env, &req.nh, "RTM_NEWLINK", name);
+  NlRequest<struct ifinfomsg, 16> req(RTM_NEWLINK, 0);
+  req.msg.ifi_family = AF_UNSPEC;
+  req.msg.ifi_index = static_cast<int>(IndexOf(env, name));
+  req.Add(IFLA_GSO_MAX_SEGS, &segs, sizeof segs);
+  req.Talk(env, "RTM_NEWLINK", name);
   return env.Undefined();
-}
-
-// The interface index of `name`, or a SystemError naming it.
-static unsigned IndexOf(Napi::Env env, const std::string& name) {
-  unsigned idx = if_nametoindex(name.c_str());
-  if (idx == 0) throw SystemError(env, errno, "if_nametoindex", NoDeviceHint(errno, name));
-  return idx;
 }
 
 // setNeigh(name, add, family 4|6, ip, mac): `ip neigh replace IP lladdr MAC dev NAME nud permanent`,
@@ -293,23 +282,13 @@ static Napi::Value SetNeigh(const Napi::CallbackInfo& info) {
   Napi::Uint8Array mac = info[4].As<Napi::Uint8Array>();
   size_t alen = family == AF_INET6 ? 16 : 4;
   if (ip.ByteLength() != alen || mac.ByteLength() != 6) throw Napi::RangeError::New(env, "setNeigh: wrong address length");
-  unsigned idx = IndexOf(env, name);
-  struct {
-    struct nlmsghdr nh;
-    struct ndmsg nd;
-    char attrs[64];
-  } req;
-  memset(&req, 0, sizeof req);
-  req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(struct ndmsg));
-  req.nh.nlmsg_type = add ? RTM_NEWNEIGH : RTM_DELNEIGH;
-  req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | (add ? NLM_F_CREATE | NLM_F_REPLACE : 0);
-  req.nh.nlmsg_seq = 1;
-  req.nd.ndm_family = static_cast<unsigned char>(family);
-  req.nd.ndm_ifindex = static_cast<int>(idx);
-  req.nd.ndm_state = NUD_PERMANENT;
-  AddAttr(&req.nh, sizeof req, NDA_DST, ip.Data(), alen);
-  if (add) AddAttr(&req.nh, sizeof req, NDA_LLADDR, mac.Data(), 6);
-  NetlinkTalk(env, &req.nh, add ? "RTM_NEWNEIGH" : "RTM_DELNEIGH", name, !add);
+  NlRequest<struct ndmsg, 64> req(add ? RTM_NEWNEIGH : RTM_DELNEIGH, add ? NLM_F_CREATE | NLM_F_REPLACE : 0);
+  req.msg.ndm_family = static_cast<unsigned char>(family);
+  req.msg.ndm_ifindex = static_cast<int>(IndexOf(env, name));
+  req.msg.ndm_state = NUD_PERMANENT;
+  req.Add(NDA_DST, ip.Data(), alen);
+  if (add) req.Add(NDA_LLADDR, mac.Data(), 6);
+  req.Talk(env, add ? "RTM_NEWNEIGH" : "RTM_DELNEIGH", name, !add);
   return env.Undefined();
 }
 
@@ -327,27 +306,18 @@ static Napi::Value SetRoute(const Napi::CallbackInfo& info) {
   size_t alen = family == AF_INET6 ? 16 : 4;
   if (dst.ByteLength() != alen || gw.ByteLength() != alen || prefix < 0 || prefix > static_cast<int>(alen * 8)) throw Napi::RangeError::New(env, "setRoute: wrong address or prefix length");
   uint32_t idx = IndexOf(env, name);
-  struct {
-    struct nlmsghdr nh;
-    struct rtmsg rt;
-    char attrs[128];
-  } req;
-  memset(&req, 0, sizeof req);
-  req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(struct rtmsg));
-  req.nh.nlmsg_type = add ? RTM_NEWROUTE : RTM_DELROUTE;
-  req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | (add ? NLM_F_CREATE | NLM_F_REPLACE : 0);
-  req.nh.nlmsg_seq = 1;
-  req.rt.rtm_family = static_cast<unsigned char>(family);
-  req.rt.rtm_dst_len = static_cast<unsigned char>(prefix);
-  req.rt.rtm_table = RT_TABLE_MAIN;
-  req.rt.rtm_protocol = RTPROT_BOOT;
-  req.rt.rtm_scope = add ? RT_SCOPE_UNIVERSE : RT_SCOPE_NOWHERE;
-  req.rt.rtm_type = RTN_UNICAST;
-  req.rt.rtm_flags = RTNH_F_ONLINK;
-  AddAttr(&req.nh, sizeof req, RTA_DST, dst.Data(), alen);
-  AddAttr(&req.nh, sizeof req, RTA_GATEWAY, gw.Data(), alen);
-  AddAttr(&req.nh, sizeof req, RTA_OIF, &idx, sizeof idx);
-  NetlinkTalk(env, &req.nh, add ? "RTM_NEWROUTE" : "RTM_DELROUTE", name, !add);
+  NlRequest<struct rtmsg, 128> req(add ? RTM_NEWROUTE : RTM_DELROUTE, add ? NLM_F_CREATE | NLM_F_REPLACE : 0);
+  req.msg.rtm_family = static_cast<unsigned char>(family);
+  req.msg.rtm_dst_len = static_cast<unsigned char>(prefix);
+  req.msg.rtm_table = RT_TABLE_MAIN;
+  req.msg.rtm_protocol = RTPROT_BOOT;
+  req.msg.rtm_scope = add ? RT_SCOPE_UNIVERSE : RT_SCOPE_NOWHERE;
+  req.msg.rtm_type = RTN_UNICAST;
+  req.msg.rtm_flags = RTNH_F_ONLINK;
+  req.Add(RTA_DST, dst.Data(), alen);
+  req.Add(RTA_GATEWAY, gw.Data(), alen);
+  req.Add(RTA_OIF, &idx, sizeof idx);
+  req.Talk(env, add ? "RTM_NEWROUTE" : "RTM_DELROUTE", name, !add);
   return env.Undefined();
 }
 

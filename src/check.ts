@@ -21,6 +21,14 @@ export function show(v: unknown): string {
   return typeof v === 'string' ? JSON.stringify(v) : String(v);
 }
 
+/** An etcd key prefix: `/` then letters, digits, `. _ - /`, no empty segment. */
+export function checkKeyPrefix(v: unknown, option: string): string {
+  if (typeof v !== 'string' || !/^\/[A-Za-z0-9._\-/]*$/.test(v) || v.includes('//')) {
+    fail(option, ErrorCode.InvalidOption, `expected a key prefix starting with / (letters, digits, . _ - /), got ${show(v)}`);
+  }
+  return v;
+}
+
 export function checkVni(v: unknown, option = 'vni'): number {
   if (!isValidVni(v)) fail(option, ErrorCode.InvalidVni, `expected an integer from 0 to ${VXLAN_VNI_MAX}, got ${show(v)}`);
   return v;

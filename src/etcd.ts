@@ -30,8 +30,9 @@ import { hostname, networkInterfaces } from 'node:os';
 import { ConstantBackoff, ExponentialBackoff, handleWhen, noop, retry } from 'cockatiel';
 import { Etcd3, isRecoverableError, type IKeyValue, type IOptions, type Lease, type Watcher } from 'etcd3';
 import type { VtepConfig } from './config.js';
+import { checkIp, checkKeyPrefix } from './check.js';
 import { ConfigError, ErrorCode, StateError, UvtepError } from './errors.js';
-import type { ControlPlane, HostedVtep } from './instance.js';
+import { formatListen, type ControlPlane, type HostedVtep } from './instance.js';
 import type { Remote } from './fdb.js';
 import { LocalStations, NeighTable, type Station } from './neigh.js';
 import type { Vtep } from './vtep.js';
@@ -136,17 +137,12 @@ export interface EtcdAgentEvents {
   conflict: [vtep: Vtep, err: EtcdConflictError];
 }
 
-/** `<addr>:<port>`, `[v6]:<port>`. */
-export function hostPort(a: { address: string; port: number }): string {
-  return a.address.includes(':') ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
-}
-
 export function vniDir(prefix: string, vni: number): string {
   return `${prefix}/${ETCD_LAYOUT}/vni/${vni}/`;
 }
 
 export function memberKey(prefix: string, vni: number, a: { address: string; port: number }): string {
-  return `${vniDir(prefix, vni)}vteps/${hostPort(a)}`;
+  return `${vniDir(prefix, vni)}vteps/${formatListen(a)}`;
 }
 
 export function macKey(prefix: string, vni: number, mac: number): string {
@@ -162,21 +158,38 @@ function parseJson(v: Buffer | string): Record<string, unknown> | undefined {
   }
 }
 
-const IP_RE = /^[0-9a-fA-F.:]+$/;
+/** The canonical form of an IP literal (as the transport reports sources), or undefined. */
+function canonicalIp(v: unknown): string | undefined {
+  try {
+    return checkIp(v, 'address').address;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The underlay address and port of a record, canonical, or undefined when they are not valid. */
+function underlayOf(o: Record<string, unknown>): { address: string; port: number } | undefined {
+  const address = canonicalIp(o.address);
+  const port = o.port;
+  if (address === undefined || typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) return undefined;
+  return { address, port };
+}
 
 /** A member record as found in etcd; undefined when it is not one (ignored, never trusted). */
 export function readMember(v: Buffer | string): MemberRecord | undefined {
   const o = parseJson(v);
-  if (o === undefined || typeof o.address !== 'string' || !IP_RE.test(o.address) || !Number.isInteger(o.port) || (o.port as number) < 1 || (o.port as number) > 65535) return undefined;
-  return { address: o.address, port: o.port as number, node: String(o.node ?? ''), vni: Number(o.vni), version: String(o.version ?? ''), ...(typeof o.mac === 'string' ? { mac: o.mac } : {}) };
+  const at = o === undefined ? undefined : underlayOf(o);
+  if (o === undefined || at === undefined) return undefined;
+  return { ...at, node: String(o.node ?? ''), vni: Number(o.vni), version: String(o.version ?? ''), ...(typeof o.mac === 'string' ? { mac: o.mac } : {}) };
 }
 
 export function readMacRoute(v: Buffer | string): MacRoute | undefined {
   const o = parseJson(v);
   if (o === undefined || typeof o.mac !== 'string' || parseMac(o.mac) === undefined) return undefined;
-  if (typeof o.address !== 'string' || !IP_RE.test(o.address) || !Number.isInteger(o.port) || (o.port as number) < 1 || (o.port as number) > 65535) return undefined;
-  const ips = Array.isArray(o.ips) ? o.ips.filter((x): x is string => typeof x === 'string' && IP_RE.test(x)).slice(0, 64) : [];
-  return { mac: o.mac, address: o.address, port: o.port as number, ips, node: String(o.node ?? '') };
+  const at = underlayOf(o);
+  if (at === undefined) return undefined;
+  const ips = Array.isArray(o.ips) ? o.ips.slice(0, 64).flatMap((x) => canonicalIp(x) ?? []) : [];
+  return { mac: o.mac, ...at, ips, node: String(o.node ?? '') };
 }
 
 /** What a mirrored directory (`EtcdAgent.watchDir`) tells its owner. */
@@ -229,7 +242,7 @@ class Membership implements DirHandlers {
     this.vni = vtep.config.vni;
     this.dir = vniDir(agent.prefix, this.vni);
     this.selfKey = memberKey(agent.prefix, this.vni, spec.advertise);
-    this.self = hostPort(spec.advertise);
+    this.self = formatListen(spec.advertise);
     this.peers = new Map();
     this.allowed = new Set();
     this.routes = new Map();
@@ -319,16 +332,9 @@ class Membership implements DirHandlers {
     const remote = fdb.remote(r.address, r.port);
     const old = this.routes.get(mac);
     if (old !== undefined && this.neigh !== undefined) for (const ip of old.ips) this.neigh.delete(ip, mac);
-    const e = fdb.lookup(mac);
-    // an entry of the configuration or the control socket stays as it is
-    const foreign = e !== undefined && e.remotes.some((_, i) => e.originOf(i) !== 'etcd' && e.originOf(i) !== 'learned');
-    if (!foreign) {
-      try {
-        fdb.replace(mac, remote, { static: true, origin: 'etcd' });
-      } catch {
-        return; // the FDB is full (maxAddress): known unicast to it floods, as before
-      }
-    }
+    // an entry of the configuration or the control socket stays as it is (the route is still
+    // remembered, for its addresses)
+    fdb.replaceOwn(mac, remote, 'etcd');
     this.routes.set(mac, { remote, ips: r.ips });
     if (this.neigh !== undefined) for (const ip of r.ips) this.neigh.set(ip, mac);
   }
@@ -338,8 +344,7 @@ class Membership implements DirHandlers {
     if (old === undefined) return;
     this.routes.delete(mac);
     if (this.neigh !== undefined) for (const ip of old.ips) this.neigh.delete(ip, mac);
-    const e = this.vtep.fdb.lookup(mac);
-    if (e !== undefined && e.remotes.every((_, i) => e.originOf(i) === 'etcd')) this.vtep.fdb.delete(mac);
+    this.vtep.fdb.deleteOwn(mac, undefined, 'etcd');
   }
 
   put(kv: IKeyValue): void {
@@ -498,13 +503,7 @@ export class EtcdAgent extends EventEmitter<EtcdAgentEvents> {
   /** The members a VTEP has now (not itself), as `addr:port`. */
   peersOf(vtep: Vtep): string[] {
     const m = this.members.get(vtep);
-    return m === undefined ? [] : [...m.peers.values()].map(hostPort);
-  }
-
-  /** The MAC routes a VTEP installed, MAC -> `addr:port`. */
-  routesOf(vtep: Vtep): Map<string, string> {
-    const m = this.members.get(vtep);
-    return new Map(m === undefined ? [] : [...m.routes].map(([mac, r]) => [formatMac(mac), hostPort(r.remote)]));
+    return m === undefined ? [] : [...m.peers.values()].map((r) => formatListen(r));
   }
 
   /**
@@ -613,8 +612,7 @@ export class EtcdAgent extends EventEmitter<EtcdAgentEvents> {
       this.markDown(`etcd keepalive failed: ${(err as Error).message ?? String(err)}`);
     });
     lease.on('keepaliveSucceeded', () => {
-      if (this.lease !== lease || this.closed || this.isUp || this.recovering) return;
-      if ([...this.dirs].every((d) => !d.stale) && [...this.members.values()].every((m) => m.claimed)) this.markUp();
+      if (this.lease === lease) this.maybeUp();
     });
     this.counts.requests++;
     try {
@@ -731,9 +729,7 @@ export class EtcdAgent extends EventEmitter<EtcdAgentEvents> {
     setTimeout(() => {
       if (this.closed || d.closed || this.recovering) return;
       this.resyncDir(d).then(
-        () => {
-          if (this.leaseId !== undefined && !this.recovering && [...this.dirs].every((x) => !x.stale)) this.markUp();
-        },
+        () => this.maybeUp(),
         (e: Error) => {
           this.fault(`${d.what}: listing again failed: ${e.message}`);
           this.resyncDirLater(d);
@@ -789,6 +785,8 @@ export class EtcdAgent extends EventEmitter<EtcdAgentEvents> {
   private async recover(delayMs: number): Promise<void> {
     if (this.closed || this.recovering) return;
     this.recovering = true;
+    // the directories mirrored before: listed again at the end (those a claim below creates are fresh)
+    const before = [...this.dirs];
     try {
       if (this.leaseId === undefined) await this.grantLease();
       for (const m of [...this.members.values()]) {
@@ -806,14 +804,22 @@ export class EtcdAgent extends EventEmitter<EtcdAgentEvents> {
         if (m.dirWatch === undefined) m.dirWatch = await this.watchDir(m.dir, `VNI ${m.vni}`, m);
       }
       for (const hook of this.leaseHooks) await hook(this.leaseId!);
-      for (const d of [...this.dirs]) if (!d.closed) await this.resyncDir(d);
+      for (const d of before) if (!d.closed) await this.resyncDir(d);
       this.recovering = false;
-      this.markUp();
+      this.maybeUp();
     } catch (e) {
       this.recovering = false;
       this.fault((e as Error).message);
       this.scheduleRecover(Math.min(delayMs * 2, 5000));
     }
+  }
+
+  /** Up again once the lease lives, every directory is mirrored and every VTEP has its key. */
+  private maybeUp(): void {
+    if (this.leaseId === undefined || this.recovering || this.closed) return;
+    for (const d of this.dirs) if (d.stale) return;
+    for (const m of this.members.values()) if (!m.claimed) return;
+    this.markUp();
   }
 
   private markUp(): void {
@@ -906,10 +912,7 @@ export function resolveEtcdSettings(o: EtcdOptionValues, env: NodeJS.ProcessEnv 
       bad('etcd', `expected a client URL such as http://198.51.100.10:2379 or https://etcd1:2379, got ${JSON.stringify(u)}`);
     }
   }
-  const prefix = o.etcdPrefix ?? ETCD_PREFIX_DEFAULT;
-  if (typeof prefix !== 'string' || !/^\/[A-Za-z0-9._\-/]*$/.test(prefix) || prefix.includes('//')) {
-    bad('etcd-prefix', `expected a key prefix starting with / (letters, digits, . _ - /), got ${JSON.stringify(prefix)}`);
-  }
+  const prefix = checkKeyPrefix(o.etcdPrefix ?? ETCD_PREFIX_DEFAULT, 'etcd-prefix');
   const ttl = typeof o.etcdTtl === 'string' && /^\d+$/.test(o.etcdTtl) ? Number(o.etcdTtl) : (o.etcdTtl ?? ETCD_TTL_DEFAULT_S);
   if (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl < 2 || ttl > 86400) bad('etcd-ttl', `expected whole seconds from 2 to 86400, got ${JSON.stringify(o.etcdTtl)}`);
   const https = urls.some((u) => u.startsWith('https:'));
@@ -944,18 +947,18 @@ export function deviceAddress(dev: string, family: 4 | 6): string | undefined {
 }
 
 /**
- * The underlay address a VTEP advertises: `advertise`, else `--local` (not a wildcard), else the
- * address of `--dev`. Throws a ConfigError saying what to give.
+ * The underlay address a host advertises in etcd: `--local` (not a wildcard), else the address
+ * of `--dev`. Throws a ConfigError saying what to give; `who` prefixes it (`VNI 42: `) and
+ * `mode` names the option that needs it (`--etcd`, `--flannel`).
  */
-export function advertiseAddress(c: Pick<VtepConfig, 'local' | 'dev' | 'family' | 'vni'>, advertise?: string): string {
-  if (advertise !== undefined) return advertise;
+export function advertiseAddress(c: Pick<VtepConfig, 'local' | 'dev' | 'family'>, who: string, mode: string): string {
   if (c.local !== '0.0.0.0' && c.local !== '::') return c.local;
   if (c.dev !== undefined) {
     const a = deviceAddress(c.dev, c.family);
     if (a !== undefined) return a;
-    bad('local', `VNI ${c.vni}: --dev ${c.dev} has no IPv${c.family} address to advertise in etcd; give --local <this host's underlay address>`);
+    bad('local', `${who}--dev ${c.dev} has no IPv${c.family} address to advertise in etcd; give --local <this host's underlay address>`);
   }
-  bad('local', `VNI ${c.vni}: with --etcd, give --local <this host's underlay address> (or --dev <ifname>): it is the address the other VTEPs send to`);
+  bad('local', `${who}with ${mode}, give --local <this host's underlay address> (or --dev <ifname>): it is the address the other hosts send to`);
 }
 
 /** The Instance's control plane over `agent`: each VTEP with plane options joins its VNI. */
@@ -963,7 +966,7 @@ export function etcdPlane(agent: EtcdAgent): ControlPlane {
   return {
     join: async (h: HostedVtep) => {
       const p = h.spec.plane ?? {};
-      const address = advertiseAddress(h.vtep.config, p.advertise);
+      const address = p.advertise ?? advertiseAddress(h.vtep.config, `VNI ${h.vtep.config.vni}: `, '--etcd');
       await agent.join(h.vtep, {
         advertise: { address, port: h.endpoint.address().port },
         name: h.name,

@@ -286,15 +286,34 @@ export class Fdb extends EventEmitter<FdbEvents> {
   }
 
   /**
-   * Removes destination `remote` of the entry only when it came from `origin` (a reconciler
-   * removes only what it added). Returns whether it was removed.
+   * What a reconciler of `origin` may remove: destination `remote` of the entry when it came from
+   * `origin`, or without `remote` the whole entry when every destination did. Returns whether
+   * something was removed.
    */
-  deleteOwn(mac: number, remote: Remote, origin: FdbOrigin): boolean {
+  deleteOwn(mac: number, remote: Remote | undefined, origin: FdbOrigin): boolean {
     const e = this.table.get(mac);
     if (e === undefined) return false;
+    if (remote === undefined) return e.remotes.every((_, i) => e.originOf(i) === origin) && this.delete(mac);
     const at = e.remotes.indexOf(remote);
     if (at < 0 || e.originOf(at) !== origin) return false;
     return this.delete(mac, remote);
+  }
+
+  /**
+   * What a reconciler of `origin` may install: the entry becomes the static destination `remote`
+   * of `origin`, unless the configuration or the control socket holds it (those stay as they
+   * are; learned and `origin`'s own entries are replaced). Returns false when it was left, or
+   * the table is full.
+   */
+  replaceOwn(mac: number, remote: Remote, origin: FdbOrigin): boolean {
+    const e = this.table.get(mac);
+    if (e !== undefined && e.remotes.some((_, i) => e.originOf(i) !== origin && e.originOf(i) !== 'learned')) return false;
+    try {
+      this.replace(mac, remote, { static: true, origin });
+    } catch {
+      return false; // full (maxAddress): known unicast to it floods, as before
+    }
+    return true;
   }
 
   /**

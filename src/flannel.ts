@@ -224,16 +224,6 @@ export class FlannelMember {
     this.onLost = undefined;
   }
 
-  /** The subnet this host holds, once joined (`10.244.3.0/24`). */
-  get subnet(): string | undefined {
-    return this.ownKey === undefined ? undefined : /\/subnets\/(.+)-(\d+)$/.exec(this.ownKey)!.slice(1, 3).join('/');
-  }
-
-  /** The other hosts' leases installed now: subnet -> PublicIP. */
-  installed(): Map<string, string> {
-    return new Map([...this.peers.values()].map((p) => [cidr(p.lease.subnet, p.lease.subnetLen), p.lease.publicIp]));
-  }
-
   /**
    * Reads `<prefix>/config`, waiting for it (as flanneld does) up to `waitMs`; throws a
    * ConfigError for what uvtep does not support, a UvtepError when there is none by then.
@@ -256,8 +246,9 @@ export class FlannelMember {
   }
 
   /**
-   * Claims a subnet for the TAP `tap` of `vtep` and mirrors the others. `onLost` is called when
-   * this host's own lease key is deleted (flanneld stops then).
+   * Claims a subnet for the TAP `tap` of `vtep` and mirrors the others; resolves with the subnet
+   * (`10.244.3.0/24`). `onLost` is called when this host's own lease key is deleted (flanneld
+   * stops then).
    */
   async join(vtep: Vtep, tap: string, tapMac: number, onLost: (reason: string) => void): Promise<string> {
     const net = this.network;
@@ -268,9 +259,8 @@ export class FlannelMember {
     this.onLost = onLost;
     const id = this.agent.leaseId;
     if (id === undefined) throw new UvtepError(ErrorCode.State, `flannel: etcd at ${this.agent.endpoints.join(', ')} does not answer`);
-    const key = await this.claim(id);
+    const { key, subnet } = await this.claim(id);
     this.ownKey = key;
-    const { net: subnet } = parseCidr4(this.subnet!)!;
     // the device: <subnet>.0/32, as flanneld configures flannel.<VNI>
     this.native.addAddress(tap, 4, bytes4(subnet), 32);
     this.writeSubnetFile(subnet);
@@ -284,7 +274,7 @@ export class FlannelMember {
       put: (kv) => this.put(kv),
       delete: (kv) => this.delete(kv),
     });
-    return this.subnet!;
+    return cidr(subnet, net.subnetLen);
   }
 
   /** Stops mirroring and removes what it installed (routes, neighbours, FDB entries). */
@@ -295,7 +285,7 @@ export class FlannelMember {
   }
 
   /** Reuse a lease with our PublicIP; else the subnet file's subnet if free; else a random free one. */
-  private async claim(id: string): Promise<string> {
+  private async claim(id: string): Promise<{ key: string; subnet: number }> {
     const net = this.network!;
     const client = this.agent.etcd;
     const value = leaseValue(this.publicIp, net.vni, this.tapMac);
@@ -312,7 +302,7 @@ export class FlannelMember {
         const r = await client.if(kv.key.toString(), 'Mod', '==', Number(kv.mod_revision)).then(client.put(kv.key.toString()).value(value).lease(id)).commit();
         if (r.succeeded) {
           this.log?.info({ subnet: cidr(l.subnet, l.subnetLen) }, `flannel: reusing the lease of ${this.publicIp}: ${cidr(l.subnet, l.subnetLen)}`);
-          return kv.key.toString();
+          return { key: kv.key.toString(), subnet: l.subnet };
         }
       }
     }
@@ -333,7 +323,7 @@ export class FlannelMember {
       const r = await client.if(key, 'Create', '==', 0).then(client.put(key).value(value).lease(id)).commit();
       if (r.succeeded) {
         this.log?.info({ subnet: cidr(s, net.subnetLen) }, `flannel: leased ${cidr(s, net.subnetLen)} for ${this.publicIp}`);
-        return key;
+        return { key, subnet: s };
       }
     }
     throw new UvtepError(ErrorCode.InvalidOption, `flannel: no free subnet of /${net.subnetLen} left in ${cidr(net.network, net.networkLen)} (${taken.size} leased)`);
@@ -377,7 +367,7 @@ export class FlannelMember {
     const fdb = this.vtep!.fdb;
     const remote = fdb.remote(l.publicIp, this.network!.port);
     try {
-      fdb.replace(l.vtepMac, remote, { static: true, origin: 'etcd' });
+      if (!fdb.replaceOwn(l.vtepMac, remote, 'etcd')) throw new Error(`the FDB is full, or holds ${formatMac(l.vtepMac)} from the configuration or the control socket`);
       const mac = Buffer.alloc(6);
       writeMac(mac, 0, l.vtepMac);
       this.native.setNeigh(this.tap, true, 4, bytes4(l.subnet), mac);
@@ -410,8 +400,7 @@ export class FlannelMember {
       // the TAP is gone (uvtep stopping): its routes and neighbours went with it
       this.log?.debug({ err: (e as Error).message }, 'flannel: removing');
     }
-    const e = this.vtep!.fdb.lookup(l.vtepMac);
-    if (e !== undefined && e.remotes.every((_, i) => e.originOf(i) === 'etcd')) this.vtep!.fdb.delete(l.vtepMac);
+    this.vtep!.fdb.deleteOwn(l.vtepMac, undefined, 'etcd');
     this.log?.info({ subnet: cidr(l.subnet, l.subnetLen) }, `flannel: ${cidr(l.subnet, l.subnetLen)} (${l.publicIp}) left`);
   }
 

@@ -173,7 +173,7 @@ export function specOf(o: RunOpts): VtepSpec {
     if (o[k] === true && !withEtcd) throw new ConfigError(ErrorCode.InvalidOption, flag, `${flag}: needs --etcd <url>: it works from what the members publish there`);
   }
   if (o.proxy === true && o.etcdMacs !== true) throw new ConfigError(ErrorCode.InvalidOption, 'proxy', 'proxy: answers from the MAC routes of --etcd-macs; give --etcd-macs too');
-  if (withEtcd) advertiseAddress(config);
+  if (withEtcd) advertiseAddress(config, `VNI ${config.vni}: `, '--etcd');
   return {
     vtep,
     ...(withEtcd ? { plane: { ...(o.etcdAllow === true ? { allow: true } : {}), ...(o.etcdMacs === true ? { macs: true } : {}), ...(o.proxy === true ? { proxy: true } : {}) } } : {}),

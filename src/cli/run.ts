@@ -19,6 +19,7 @@ import { IDENTITY, specOf, type RunOpts, vtepOptionsCommand } from './options.js
 import { configMessage, EXIT_OK, EXIT_SYSTEM, FLAG, usageError } from './ops.js';
 import { optionValues } from './config-file.js';
 import { FLANNEL_LEASE_TTL_S, FlannelMember, type FlannelNetwork } from '../flannel.js';
+import { checkKeyPrefix } from '../check.js';
 import { advertiseAddress, EtcdAgent, etcdPlane, resolveEtcdSettings, type EtcdSettings } from '../etcd.js';
 
 /** The command line and the config file read again, as at start; throws with the message of a bad option. */
@@ -82,13 +83,13 @@ export async function runFlannel(o: RunOpts, entries: Array<Record<string, unkno
   try {
     if (o.metrics !== undefined) metricsAt = parseMetricsAddress(o.metrics, 'metrics');
     etcd = { ...resolveEtcdSettings(o)!, ttlS: FLANNEL_LEASE_TTL_S };
-    if (!/^\/[A-Za-z0-9._\-/]*$/.test(o.flannelPrefix)) throw new ConfigError(ErrorCode.InvalidOption, 'flannel-prefix', `flannel-prefix: expected a key prefix starting with /, got ${JSON.stringify(o.flannelPrefix)}`);
+    checkKeyPrefix(o.flannelPrefix, 'flannel-prefix');
     // the lease's PublicIP: an IPv4 underlay address (the checks of a VTEP's options, VNI aside)
     const c = resolveConfig({ vni: 1, ...(o.local !== undefined ? { local: o.local } : {}), ...(o.dev !== undefined ? { dev: o.dev } : {}) });
     if (c.family !== 4) throw new ConfigError(ErrorCode.InvalidOption, 'local', 'local: flannel\'s PublicIP is IPv4; give an IPv4 --local');
-    publicIp = advertiseAddress(c);
+    publicIp = advertiseAddress(c, '', '--flannel');
   } catch (e) {
-    if (e instanceof ConfigError) return usageError(configMessage(e).replace('VNI 1: with --etcd', 'with --flannel'));
+    if (e instanceof ConfigError) return usageError(configMessage(e));
     throw e;
   }
   const spec = (net: FlannelNetwork): VtepSpec =>

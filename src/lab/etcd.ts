@@ -114,22 +114,22 @@ export class EtcdServer {
 
   /** `etcdctl endpoint health`, where the server is. */
   async healthy(): Promise<boolean> {
-    const args = ['etcdctl', ...this.tlsArgs(), '--endpoints', this.url, '--dial-timeout', '1s', '--command-timeout', '1s', 'endpoint', 'health'];
-    const r = this.opts.host !== undefined ? await this.opts.host.exec(args, { timeoutMs: 3000 }) : await sh(args[0]!, args.slice(1), { timeoutMs: 3000 });
-    return r.code === 0;
+    return (await this.etcdctl(['--dial-timeout', '1s', '--command-timeout', '1s', 'endpoint', 'health'], 3000)).code === 0;
   }
 
   /** `etcdctl <args>` against this server (ETCDCTL_API 3), where the server is; its stdout. */
   async ctl(...args: string[]): Promise<string> {
-    const full = ['env', 'ETCDCTL_API=3', 'etcdctl', ...this.tlsArgs(), '--endpoints', this.url, ...args];
-    const r = this.opts.host !== undefined ? await this.opts.host.exec(full, { timeoutMs: 10_000 }) : await sh(full[0]!, full.slice(1), { timeoutMs: 10_000 });
+    const r = await this.etcdctl(args, 10_000);
     if (r.code !== 0) throw new Error(`etcdctl ${args.join(' ')}: ${r.stderr.trim()}`);
     return r.stdout;
   }
 
-  private tlsArgs(): string[] {
+  /** etcdctl with this server's endpoint and TLS, in its namespace when it has one. */
+  private etcdctl(args: string[], timeoutMs: number): ReturnType<typeof sh> {
     const t = this.opts.tls;
-    return t === undefined ? [] : ['--cacert', t.ca, '--cert', t.clientCert, '--key', t.clientKey];
+    const tls = t === undefined ? [] : ['--cacert', t.ca, '--cert', t.clientCert, '--key', t.clientKey];
+    const full = ['env', 'ETCDCTL_API=3', 'etcdctl', ...tls, '--endpoints', this.url, ...args];
+    return this.opts.host !== undefined ? this.opts.host.exec(full, { timeoutMs }) : sh(full[0]!, full.slice(1), { timeoutMs });
   }
 
   /** Ends the server by PID (SIGKILL by default) and waits for it; the data stays. */

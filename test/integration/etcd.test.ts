@@ -3,46 +3,14 @@
 // survive an etcd outage, refuse a second claim of one address; with --etcd-macs --proxy the
 // underlay carries no flooded ARP requests after the first ping.
 import { writeFileSync } from 'node:fs';
-import { afterEach, expect, it } from 'vitest';
-import { ping, sh, uvtepBin, type Host, type Testbed } from '../../src/lab/testbed.js';
-import { EtcdServer, etcdMissing } from '../../src/lab/etcd.js';
+import { expect, it } from 'vitest';
+import { ping, uvtepBin, type Host } from '../../src/lab/testbed.js';
 import { readPcapFrames } from '../helpers/pcap.js';
 import { waitFor } from '../helpers/wait.js';
-import { describeNs, NsFixture, quietIpv6 } from './setup.js';
+import { describeNs, ETCD_AT, etcdLab, NsFixture } from './setup.js';
 
 const fx = new NsFixture();
-let etcd: EtcdServer | undefined;
-afterEach(async () => {
-  await etcd?.stop();
-  etcd = undefined;
-});
-
-const ETCD_AT = '198.51.100.10';
 const TTL = 3;
-
-/** A switch with an etcd host (198.51.100.10) and uvtep hosts h1..hn (198.51.100.i). */
-async function lab(bed: Testbed, n: number): Promise<{ hosts: Host[]; sw: Host; e: Host }> {
-  await bed.removeLeftovers();
-  const missing = await etcdMissing();
-  if (missing.length > 0) throw new Error(`needs ${missing.join(', ')}`);
-  const sw = await bed.host('sw');
-  await bed.bridge(sw, 'br0');
-  const attach = async (short: string, addr: string, port: string): Promise<Host> => {
-    const h = await bed.host(short);
-    await bed.veth(h, 'eth0', [`${addr}/24`], sw, port, []);
-    await sw.ip('link', 'set', port, 'master', 'br0');
-    return h;
-  };
-  const e = await attach('etcd', ETCD_AT, 'pe');
-  const hosts: Host[] = [];
-  for (let i = 1; i <= n; i++) {
-    const h = await attach(`h${i}`, `198.51.100.${i}`, `p${i}`);
-    await quietIpv6(h);
-    hosts.push(h);
-  }
-  etcd = await EtcdServer.start({ host: e, address: ETCD_AT });
-  return { hosts, sw, e };
-}
 
 /** uvtep on host i: VNI 42, no --remote, overlay 10.0.0.i. */
 function vtep(h: Host, i: number, extra: string[] = []) {
@@ -68,7 +36,7 @@ async function metric(h: Host, name: string): Promise<number> {
 describeNs('many hosts with etcd', () => {
   it('three hosts assemble with no --remote; leave on kill -9 (TTL) and SIGTERM (at once); rejoin; etcd outage; a second claim refused', async () => {
     const bed = fx.newBed('etcd');
-    const { hosts } = await lab(bed, 4);
+    const { hosts, etcd } = await etcdLab(fx, bed, ['h1', 'h2', 'h3', 'h4']);
     const [h1, h2, h3, h4] = hosts as [Host, Host, Host, Host];
     const a = vtep(h1, 1, ['--metrics', '9642']);
     let b = vtep(h2, 2);
@@ -107,11 +75,11 @@ describeNs('many hosts with etcd', () => {
     await b.ready();
     await waitFor(async () => (await flood(h1)).includes('198.51.100.2 etcd'), 'h2 rejoined', 10_000);
     expect((await ping(h1, '10.0.0.2', 2)).received).toBe(2);
-    expect(await etcd!.ctl('get', '--prefix', '--keys-only', '/uvt-lab/v1/vni/43/vteps/')).toContain('/uvt-lab/v1/vni/43/vteps/198.51.100.2:4789');
-    expect((await etcd!.ctl('lease', 'list')).match(/^[0-9a-f]+$/gm)).toHaveLength(2); // h1's and h2's: one per process
+    expect(await etcd.ctl('get', '--prefix', '--keys-only', '/uvt-lab/v1/vni/43/vteps/')).toContain('/uvt-lab/v1/vni/43/vteps/198.51.100.2:4789');
+    expect((await etcd.ctl('lease', 'list')).match(/^[0-9a-f]+$/gm)).toHaveLength(2); // h1's and h2's: one per process
 
     // etcd dies: the overlay keeps working, uvtep_etcd_up goes 0
-    await etcd!.kill();
+    await etcd.kill();
     await waitFor(async () => (await metric(h1, 'uvtep_etcd_up')) === 0, 'etcd_up 0', 15_000, 200);
     expect((await ping(h1, '10.0.0.2', 3)).received).toBe(3);
     expect((await ping(h2, '10.0.0.1', 3)).received).toBe(3);
@@ -119,7 +87,7 @@ describeNs('many hosts with etcd', () => {
     expect(a.records.some((r) => /etcd: /.test(r.msg) && r.level === 40)).toBe(true);
 
     // etcd back: a new host joins and everyone reaches it
-    await etcd!.restart();
+    await etcd.restart();
     await waitFor(async () => (await metric(h1, 'uvtep_etcd_up')) === 1, 'etcd_up 1', 20_000, 200);
     // h4 advertises the address of --dev (no --local)
     const d = fx.uvtep(h4, ['--vni', '42', '--name', 'vx42', '--address', '10.0.0.4/24', '--dev', 'eth0', '--etcd', `http://${ETCD_AT}:2379`, '--etcd-ttl', String(TTL), '--etcd-node', 'host4', '--etcd-prefix', '/uvt-lab']);
@@ -141,7 +109,7 @@ describeNs('many hosts with etcd', () => {
 
   it('--etcd-macs --proxy: after the first ping, no ARP request is flooded across the underlay', async () => {
     const bed = fx.newBed('etcdp');
-    const { hosts, sw } = await lab(bed, 3);
+    const { hosts, sw, etcd } = await etcdLab(fx, bed, ['h1', 'h2', 'h3']);
     const [h1, h2, h3] = hosts as [Host, Host, Host];
     const ps = [vtep(h1, 1, ['--etcd-macs', '--proxy']), vtep(h2, 2, ['--etcd-macs', '--proxy']), vtep(h3, 3, ['--etcd-macs', '--proxy'])];
     for (const p of ps) await p.ready();
@@ -151,7 +119,7 @@ describeNs('many hosts with etcd', () => {
     expect((await ping(h1, '10.0.0.3', 1)).received).toBe(1);
     expect((await ping(h2, '10.0.0.3', 1)).received).toBe(1);
     await waitFor(async () => {
-      const out = await etcd!.ctl('get', '--prefix', '/uvt-lab/v1/vni/42/macs/', '--print-value-only');
+      const out = await etcd.ctl('get', '--prefix', '/uvt-lab/v1/vni/42/macs/', '--print-value-only');
       return ['10.0.0.1', '10.0.0.2', '10.0.0.3'].every((ip) => out.includes(`"${ip}"`));
     }, 'the MAC routes of the three TAPs', 5000);
     // routes are static entries of origin etcd at h1
@@ -172,6 +140,5 @@ describeNs('many hosts with etcd', () => {
     expect(arpRequests).toHaveLength(0);
     const stats = JSON.parse(await h1.run([process.execPath, uvtepBin(), 'stats', '--json'])) as { proxyReplies: number };
     expect(stats.proxyReplies).toBeGreaterThanOrEqual(1);
-    void sh;
   }, 90_000);
 });

@@ -2,21 +2,14 @@
 // src/lab/tools/flanneld-standin.ts, with the kernel VTEP) next to uvtep hosts in --flannel mode, one
 // real etcd. Pods on a bridge on each host, addressed from FLANNEL_SUBNET, reach each other.
 import { readFileSync } from 'node:fs';
-import { afterEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { ping, tcpTransfer, toolPath, uvtepBin, type Host, type Testbed } from '../../src/lab/testbed.js';
-import { EtcdServer, etcdMissing } from '../../src/lab/etcd.js';
 import { udpRecords } from '../helpers/pcap.js';
 import { waitFor } from '../helpers/wait.js';
-import { describeNs, NsFixture, quietIpv6 } from './setup.js';
+import { describeNs, ETCD_AT, etcdLab, NsFixture } from './setup.js';
 
 const fx = new NsFixture();
-let etcd: EtcdServer | undefined;
-afterEach(async () => {
-  await etcd?.stop();
-  etcd = undefined;
-});
-
-const ETCD = 'http://198.51.100.10:2379';
+const ETCD = `http://${ETCD_AT}:2379`;
 const MB = 1024 * 1024;
 
 /** A pod on bridge cni0 of host h, addressed from the host's FLANNEL_SUBNET (x.y.z.1/24 -> .2). */
@@ -36,24 +29,9 @@ function subnetEnv(file: string): Record<string, string> {
 describeNs('joining a flannel network', () => {
   it('a uvtep host next to a flanneld host: lease, subnet file, pods ping and move verified TCP over VNI 1/8472; a third host joins; leases deleted', async () => {
     const bed = fx.newBed('fl');
-    await bed.removeLeftovers();
-    const missing = await etcdMissing();
-    if (missing.length > 0) throw new Error(`needs ${missing.join(', ')}`);
-    const sw = await bed.host('sw');
-    await bed.bridge(sw, 'br0');
-    const attach = async (short: string, addr: string, port: string) => {
-      const h = await bed.host(short);
-      await bed.veth(h, 'eth0', [`${addr}/24`], sw, port, []);
-      await sw.ip('link', 'set', port, 'master', 'br0');
-      await quietIpv6(h);
-      await h.run(['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']);
-      return h;
-    };
-    const e = await attach('etcd', '198.51.100.10', 'pe');
-    const hA = await attach('a', '198.51.100.1', 'pa');
-    const hB = await attach('b', '198.51.100.2', 'pb');
-    const hC = await attach('c', '198.51.100.3', 'pc');
-    etcd = await EtcdServer.start({ host: e, address: '198.51.100.10' });
+    const { sw, hosts, etcd } = await etcdLab(fx, bed, ['a', 'b', 'c']);
+    const [hA, hB, hC] = hosts as [Host, Host, Host];
+    for (const h of hosts) await h.run(['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']);
     await etcd.ctl('put', '/coreos.com/network/config', '{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan"}}');
 
     // host A: "flanneld" with the kernel VTEP

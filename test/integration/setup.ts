@@ -1,30 +1,17 @@
-// Shared setup of the namespace tests. They need root, /dev/net/tun and iproute2: outside CI a
-// missing capability skips them with a printed reason; with CI=true it fails them.
+// Shared setup of the namespace tests. They need root, /dev/net/tun and iproute2 (describeNs:
+// see test/helpers/capability.ts for what happens without them).
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterEach, describe } from 'vitest';
+import { afterEach } from 'vitest';
+import { describeWhen } from '../helpers/capability.js';
+import { EtcdServer, etcdMissing } from '../../src/lab/etcd.js';
 import { Testbed, testbedMissing, UvtepProcess, type Host } from '../../src/lab/testbed.js';
 
 export const missing = await testbedMissing();
 
 /** `describe` when the machine can build test hosts; otherwise fail (CI) or skip with the reason. */
-export function describeNs(name: string, fn: () => void): void {
-  if (missing.length === 0) {
-    describe(name, fn);
-    return;
-  }
-  if (process.env.CI === 'true') {
-    describe(name, () => {
-      throw new Error(`namespace tests need ${missing.join(', ')} (CI=true: a missing capability is a failure)`);
-    });
-    return;
-  }
-  // Outside CI only (a developer without root): skipped with the reason printed. Under CI=true
-  // the branch above fails instead, so this never stands in for a missing feature.
-  console.warn(`skipping "${name}": needs ${missing.join(', ')}`);
-  describe.skip(name, fn);
-}
+export const describeNs = describeWhen(missing, 'namespace tests');
 
 export interface TwoHosts {
   h1: Host;
@@ -74,6 +61,8 @@ export async function quietIpv6(h: Host): Promise<void> {
 export class NsFixture {
   bed: Testbed | undefined;
   procs: UvtepProcess[] = [];
+  /** An etcd of this test (`etcdLab`), stopped and its data removed with the rest. */
+  etcd: EtcdServer | undefined;
   private tmp: string | undefined;
 
   constructor() {
@@ -129,9 +118,38 @@ export class NsFixture {
 
   async release(): Promise<void> {
     await this.stopAll();
+    await this.etcd?.stop();
+    this.etcd = undefined;
     await this.bed?.cleanup();
     this.bed = undefined;
     if (this.tmp) rmSync(this.tmp, { recursive: true, force: true });
     this.tmp = undefined;
   }
+}
+
+/** Where `etcdLab` puts etcd. */
+export const ETCD_AT = '198.51.100.10';
+
+/**
+ * A switch (host `sw`, bridge br0) with an etcd host at 198.51.100.10 (the fixture's etcd) and
+ * the hosts `shorts[i]` at 198.51.100.(i+1), IPv6 quiet.
+ */
+export async function etcdLab(fx: NsFixture, bed: Testbed, shorts: readonly string[]): Promise<{ sw: Host; hosts: Host[]; etcd: EtcdServer }> {
+  await bed.removeLeftovers();
+  const missing = await etcdMissing();
+  if (missing.length > 0) throw new Error(`needs ${missing.join(', ')}`);
+  const sw = await bed.host('sw');
+  await bed.bridge(sw, 'br0');
+  const attach = async (short: string, addr: string, port: string): Promise<Host> => {
+    const h = await bed.host(short);
+    await bed.veth(h, 'eth0', [`${addr}/24`], sw, port, []);
+    await sw.ip('link', 'set', port, 'master', 'br0');
+    await quietIpv6(h);
+    return h;
+  };
+  const e = await attach('etcd', ETCD_AT, 'pe');
+  const hosts: Host[] = [];
+  for (const [i, short] of shorts.entries()) hosts.push(await attach(short, `198.51.100.${i + 1}`, `p${short}`));
+  fx.etcd = await EtcdServer.start({ host: e, address: ETCD_AT });
+  return { sw, hosts, etcd: fx.etcd };
 }
