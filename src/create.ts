@@ -1,22 +1,24 @@
 /**
- * Constructors of the public API: `createVtep` (a Vtep on a TAP or any FramePort, with its own
+ * Constructors of the public API: `createVtep` (a Vtep on a TAP or any FrameDevice, with its own
  * UDP transport or on a shared Endpoint) and `createEndpoint`.
  */
 import { resolveConfig, type VtepConfig, type VtepOptions } from './config.js';
 import { Endpoint } from './endpoint.js';
-import type { FramePort } from './port/port.js';
+import type { FrameDevice } from './device/device.js';
 import type { Transport } from './transport/transport.js';
 import { DgramTransport } from './transport/dgram.js';
 import { NativeTransport } from './transport/native.js';
 import { loadBinding } from './native.js';
 import { ConfigError, ErrorCode } from './errors.js';
 import { Vtep } from './vtep.js';
-import { TapPort, type TapOptions } from './port/tap.js';
+import { TapDevice, type TapOptions } from './device/tap.js';
 
 export interface CreateVtepOptions extends VtepOptions {
   /** Where frames come from and go to. Default: a TAP device opened with `tap`. */
-  framePort?: FramePort;
-  /** TAP device settings, when `framePort` is not given. */
+  frameDevice?: FrameDevice;
+  /** @deprecated the name before 0.2: `frameDevice`. */
+  framePort?: FrameDevice;
+  /** TAP device settings, when `frameDevice` is not given. */
   tap?: TapOptions;
   /**
    * Where datagrams go: a Transport, or which built-in one to bind at `local`:`listenPort`:
@@ -103,7 +105,7 @@ export function createEndpoint(options: EndpointOptions = {}): Endpoint {
 
 /**
  * Validates the options (throwing `ConfigError` with a stable `code`), opens the TAP device
- * unless a `framePort` is given, and returns a Vtep that `start()` binds and runs.
+ * unless a `frameDevice` is given, and returns a Vtep that `start()` binds and runs.
  */
 export function createVtep(options: CreateVtepOptions): Vtep {
   const config = resolveConfig(options);
@@ -118,7 +120,7 @@ export function createVtep(options: CreateVtepOptions): Vtep {
     transport = udpTransport(config, transportKind(options.transport), config.group);
     if (config.busyPoll > 0) loadBinding().setBusyPoll(config.busyPoll);
   }
-  const port = options.framePort ?? new TapPort({ mtu: config.tapMtu, gro: config.gro, ...options.tap });
-  return new Vtep(config, { port, transport, ...(options.clock ? { clock: options.clock } : {}) });
+  const device = options.frameDevice ?? options.framePort ?? new TapDevice({ mtu: config.tapMtu, gro: config.gro, ...options.tap });
+  return new Vtep(config, { device, transport, ...(options.clock ? { clock: options.clock } : {}) });
 }
 

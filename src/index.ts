@@ -1,8 +1,8 @@
 /**
  * uvtep: a userspace VXLAN tunnel endpoint (RFC 7348). The public library API.
  *
- *   import { createVtep, MemoryPort } from 'uvtep';
- *   const vtep = createVtep({ vni: 1, remotes: ['198.51.100.2'], framePort: new MemoryPort() });
+ *   import { createVtep, MemoryDevice } from 'uvtep';
+ *   const vtep = createVtep({ vni: 1, remotes: ['198.51.100.2'], frameDevice: new MemoryDevice() });
  *   await vtep.start();
  */
 export { createVtep, createEndpoint, nativeTransportAvailable } from './create.js';
@@ -15,12 +15,16 @@ export { resolveConfig, DEFAULTS } from './config.js';
 export type { VtepOptions, VtepConfig, RemoteSpec } from './config.js';
 export { Fdb, FdbEntry, LearnResult, FDB_AGE_DEFAULT_S, FDB_AGE_INTERVAL_S, FDB_MAX_DEFAULT } from './fdb.js';
 export type { Remote, FdbRow, FdbOptions, FdbOrigin, FdbChangeOptions } from './fdb.js';
-export { MemoryPort } from './port/memory.js';
-export type { MemoryPortOptions } from './port/memory.js';
-export { TapPort } from './port/tap.js';
-export type { TapOptions } from './port/tap.js';
-export { FRAME_HEADROOM } from './port/port.js';
-export type { FramePort, FrameBatch, FramesHandler, PortErrorHandler, PortCounters } from './port/port.js';
+export { MemoryDevice } from './device/memory.js';
+export type { MemoryDeviceOptions } from './device/memory.js';
+export { TapDevice } from './device/tap.js';
+export type { TapOptions } from './device/tap.js';
+export { FRAME_HEADROOM } from './device/device.js';
+export type { FrameDevice, FrameBatch, FramesHandler, DeviceErrorHandler, DeviceCounters } from './device/device.js';
+// the names before 0.2 (FramePort and its kin read like a UDP port number)
+export { MemoryDevice as MemoryPort } from './device/memory.js';
+export { TapDevice as TapPort } from './device/tap.js';
+export type { FrameDevice as FramePort, DeviceCounters as PortCounters } from './device/device.js';
 export { DgramTransport } from './transport/dgram.js';
 export type { DgramTransportOptions } from './transport/dgram.js';
 export { NativeTransport } from './transport/native.js';

@@ -12,7 +12,7 @@ import { createVtep, transportKind, udpTransport, type TransportKind } from './c
 import { Endpoint } from './endpoint.js';
 import { ConfigError, ErrorCode, StateError } from './errors.js';
 import { loadBinding } from './native.js';
-import { TapPort, type TapOptions } from './port/tap.js';
+import { TapDevice, type TapOptions } from './device/tap.js';
 import { checkDgramOptions } from './transport/dgram.js';
 import type { Vtep } from './vtep.js';
 import { formatMac } from './wire/ethernet.js';
@@ -50,7 +50,7 @@ export interface HostedVtep {
   /** The TAP's name: the VTEP's name in `uvtep fdb/stats --name`. */
   readonly name: string;
   readonly vtep: Vtep;
-  readonly tap: TapPort;
+  readonly tap: TapDevice;
   readonly endpoint: Endpoint;
   readonly bridge: string | undefined;
   readonly startedAt: string;
@@ -271,8 +271,8 @@ export class Instance extends EventEmitter<InstanceEvents> {
     }
     let vtep: Vtep | undefined;
     try {
-      const tap = new TapPort({ mtu: config.tapMtu, gro: config.gro, ...spec.tap });
-      vtep = createVtep({ ...spec.vtep, framePort: tap, endpoint: ep });
+      const tap = new TapDevice({ mtu: config.tapMtu, gro: config.gro, ...spec.tap });
+      vtep = createVtep({ ...spec.vtep, frameDevice: tap, endpoint: ep });
       await vtep.start();
       const h: HostedVtep = { name: tap.name, vtep, tap, endpoint: ep, bridge: spec.tap.bridge, startedAt: new Date().toISOString(), spec };
       if (this.plane !== undefined) await this.plane.join(h);

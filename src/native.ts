@@ -57,7 +57,7 @@ export interface UdpSocketHandle {
 }
 
 /** A TAP device the addon holds open (its fd never reaches JS). */
-export interface TapDevice {
+export interface NativeTap {
   readonly name: string;
   readonly offloads: number;
   /**
@@ -76,13 +76,13 @@ export interface NativeBinding {
    * Opens (creates) a TAP that owns its fd; `offloads` (TunOffload bits) is offered with
    * TUNSETOFFLOAD, `offloads` of the result says what was accepted.
    */
-  Tap: new (name: string, persist: boolean, vnetHdr: boolean, offloads: number) => TapDevice;
+  Tap: new (name: string, persist: boolean, vnetHdr: boolean, offloads: number) => NativeTap;
   /** What writeFrames would write, recorded into `out` as [u32 LE length][vnet header + packet]; returns bytes used. */
   coalesce(buf: Uint8Array, offs: Int32Array, lens: Int32Array, count: number, gro: boolean, out: Uint8Array, stats: Float64Array, mtu: number): number;
   /** The TAP reader's per-read work on one frame at buf[off, off+len) with room up to off+cap: [segs, segLen, lastLen] or [negative reason]. */
   segment(vnetHdr: Uint8Array, buf: Uint8Array, off: number, len: number, cap: number): number[];
   TapReader: new (
-    tap: TapDevice,
+    tap: NativeTap,
     slab: Uint8Array,
     slotSize: number,
     headroom: number,

@@ -1,12 +1,12 @@
 /**
- * Vtep: joins a FramePort (frames), a Transport (datagrams) and the Fdb.
+ * Vtep: joins a FrameDevice (frames), a Transport (datagrams) and the Fdb.
  *
- *   encap: port batch -> per entry (a frame, or a super-frame the port split into a run of
+ *   encap: device batch -> per entry (a frame, or a super-frame the device split into a run of
  *          MSS-sized frames): FDB lookup by destination MAC (unknown unicast, broadcast and
  *          multicast go to the flood list) -> VXLAN header written in place in each frame's
  *          headroom -> one TxBatch entry per remote -> transport.send (one GSO message each).
  *   decap: received batch -> per datagram: checkVxlan -> VNI -> inner frame checks -> learn
- *          -> the frame joins the batch written to the port with one writeBatch call.
+ *          -> the frame joins the batch written to the device with one writeBatch call.
  *
  * Per-packet problems are counted drops (`DropReason`), never exceptions or log lines.
  */
@@ -15,10 +15,10 @@ import type { VtepConfig } from './config.js';
 import { SourceFilter } from './allow.js';
 import { StateError } from './errors.js';
 import { Fdb, LearnResult, type Remote } from './fdb.js';
-import type { FrameBatch, FramePort } from './port/port.js';
-import { FRAME_HEADROOM } from './port/port.js';
+import type { FrameBatch, FrameDevice } from './device/device.js';
+import { FRAME_HEADROOM } from './device/device.js';
 import type { RxBatch, SendError, Transport, TransportCounters } from './transport/transport.js';
-import type { PortCounters } from './port/port.js';
+import type { DeviceCounters } from './device/device.js';
 import { TxBatch } from './transport/transport.js';
 import { ETH_HLEN, ethDst, ethSrc, isValidUnicastMac, MAC_ZERO } from './wire/ethernet.js';
 import { checkVxlan, emitVxlan, VXLAN_HLEN, vxlanVni, VxlanCheck } from './wire/vxlan.js';
@@ -44,9 +44,9 @@ export const DropReason = {
   InvalidSrcMac: 6,
   /** rx: inner source MAC has a static FDB entry pointing at another remote (spoof). */
   StaticConflict: 7,
-  /** rx: the port (TAP) could not take the frame. */
+  /** rx: the device (TAP) could not take the frame. */
   TapBusy: 8,
-  /** tx: frame from the port shorter than an Ethernet header. */
+  /** tx: frame from the device shorter than an Ethernet header. */
   FrameTruncated: 9,
   /**
    * tx: the datagram would exceed the underlay MTU (VTEPs MUST NOT fragment, RFC 7348 4.3);
@@ -60,7 +60,7 @@ export const DropReason = {
   /** rx: the underlay source is not in `allowFrom`. */
   NotAllowed: 13,
   /**
-   * tx: the port read a frame whose offload metadata (virtio_net_hdr) it could not honour: unknown
+   * tx: the device read a frame whose offload metadata (virtio_net_hdr) it could not honour: unknown
    * flags or GSO type, headers that contradict it, more segments than one GSO send carries.
    */
   OffloadInvalid: 14,
@@ -80,10 +80,10 @@ export const DROP_REASONS = Object.keys(DropReason) as DropReasonName[];
 export interface VtepStats {
   /** Datagrams received from the underlay, valid or not. */
   rxDatagrams: number;
-  /** Frames decapsulated and delivered to the port, and their bytes (inner frames). */
+  /** Frames decapsulated and delivered to the device, and their bytes (inner frames). */
   rxPackets: number;
   rxBytes: number;
-  /** Frames read from the port. */
+  /** Frames read from the device. */
   txFrames: number;
   /** Datagrams handed to the transport (one per remote: flood copies count), and inner bytes. */
   txPackets: number;
@@ -97,7 +97,7 @@ export interface VtepStats {
   fdbSize: number;
   /** New MACs not learned because the FDB was full. */
   learnRefused: number;
-  /** Times the port was paused because the socket still held queued datagrams (backpressure). */
+  /** Times the device was paused because the socket still held queued datagrams (backpressure). */
   txPauses: number;
   /** UDP GSO: messages that carried several datagrams, and how many datagrams they carried. */
   txGsoSends: number;
@@ -105,11 +105,11 @@ export interface VtepStats {
   /** Receive coalescing: TAP writes that carried several frames of a TCP stream, and how many. */
   rxGroWrites: number;
   rxGroSegments: number;
-  /** Syscalls and offloads of the port and the transport (what the fast path batches). */
+  /** Syscalls and offloads of the device and the transport (what the fast path batches). */
   io: VtepIo;
 }
 
-export interface VtepIo extends Omit<PortCounters, 'offloadInvalid' | 'groWrites' | 'groSegments'>, Omit<TransportCounters, 'gsoSends' | 'gsoDatagrams'> {
+export interface VtepIo extends Omit<DeviceCounters, 'offloadInvalid' | 'groWrites' | 'groSegments'>, Omit<TransportCounters, 'gsoSends' | 'gsoDatagrams'> {
   /** 'native' or 'dgram'. */
   transport: string;
   /** TCP super-frames received whole from a kernel VTEP on this host (tunnel GSO over veth). */
@@ -132,20 +132,20 @@ export interface VtepEvents {
   aged: [mac: number, remote: Remote];
   /** Rate-limited report of per-datagram send errors (the drops are counted either way). */
   sendError: [info: VtepSendErrorInfo];
-  /** Fatal: the port or transport failed; the Vtep has closed itself. */
+  /** Fatal: the device or transport failed; the Vtep has closed itself. */
   error: [err: Error];
   close: [];
 }
 
 export interface VtepDeps {
-  port: FramePort;
+  device: FrameDevice;
   transport: Transport;
   /** Clock in ms (FDB ageing); injectable for tests. */
   clock?: () => number;
 }
 
 const TX_BATCH_CAP = 256;
-/** Frames of one received batch handed to the port at once: 64 messages of up to 64 GRO datagrams. */
+/** Frames of one received batch handed to the device at once: 64 messages of up to 64 GRO datagrams. */
 const RX_FRAMES_CAP = 64 * 64;
 const SEND_ERROR_REPORT_MS = 1000;
 
@@ -155,7 +155,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
   /** The resolved configuration; `update` replaces it when remotes or allowFrom change. */
   config: VtepConfig;
   readonly fdb: Fdb;
-  readonly port: FramePort;
+  readonly device: FrameDevice;
   readonly transport: Transport;
   private state: State;
   private readonly strict: boolean;
@@ -177,9 +177,9 @@ export class Vtep extends EventEmitter<VtepEvents> {
   private allow: SourceFilter | undefined;
   /** Underlay addresses of the members of a control plane (`setMembers`), accepted besides `allow`. */
   private members: ReadonlySet<string> | undefined;
-  /** The stations behind the port, told of every frame read (`observeStations`). */
+  /** The stations behind the device, told of every frame read (`observeStations`). */
   private stations: LocalStations | undefined;
-  /** ARP/ND suppression: the neighbours answered for on the port (`setProxy`). */
+  /** ARP/ND suppression: the neighbours answered for on the device (`setProxy`). */
   private neigh: NeighTable | undefined;
   private readonly proxyOut: Buffer;
   private readonly proxyOffs: Int32Array;
@@ -196,22 +196,22 @@ export class Vtep extends EventEmitter<VtepEvents> {
   private txPauses = 0;
   private rxSuperFrames = 0;
   private readonly drops: Float64Array;
-  // the frames of a received batch, written to the port at the end of it
+  // the frames of a received batch, written to the device at the end of it
   private rxOffs: Int32Array;
   private rxLens: Int32Array;
 
   constructor(config: VtepConfig, deps: VtepDeps) {
     super();
     this.config = config;
-    this.port = deps.port;
+    this.device = deps.device;
     this.transport = deps.transport;
     this.state = 'new';
     this.strict = config.strictReserved;
     this.vni = config.vni;
     this.maxFrame = config.maxFrame;
     this.learning = config.learning;
-    // -1 never equals a MAC key: no loop check when the port has no MAC.
-    this.ownMac = config.mac ?? deps.port.mac ?? -1;
+    // -1 never equals a MAC key: no loop check when the device has no MAC.
+    this.ownMac = config.mac ?? deps.device.mac ?? -1;
     this.tx = new TxBatch(TX_BATCH_CAP);
     this.wantHash = deps.transport.needsFlowHash === true;
     this.wantDs = deps.transport.needsDsfield === true;
@@ -291,14 +291,14 @@ export class Vtep extends EventEmitter<VtepEvents> {
     this.members = addresses;
   }
 
-  /** Tell `stations` of every frame read from the port (what a control plane publishes), or stop. */
+  /** Tell `stations` of every frame read from the device (what a control plane publishes), or stop. */
   observeStations(stations: LocalStations | undefined): void {
     this.stations = stations;
   }
 
   /**
    * ARP/ND suppression, as `ip link ... proxy`: ARP requests and neighbour solicitations from the
-   * port for an address `neigh` knows are answered on the port and not flooded; unknown ones are
+   * device for an address `neigh` knows are answered on the device and not flooded; unknown ones are
    * flooded as before. Undefined turns it off.
    */
   setProxy(neigh: NeighTable | undefined): void {
@@ -317,21 +317,21 @@ export class Vtep extends EventEmitter<VtepEvents> {
       });
     } catch (e) {
       this.state = 'closed';
-      await this.port.close().catch(() => undefined);
+      await this.device.close().catch(() => undefined);
       throw e;
     }
     if (this.state !== 'starting') return; // closed meanwhile
     this.state = 'running';
     this.fdb.startAgeing();
-    this.port.start(this.onFrames, this.onFatal);
+    this.device.start(this.onFrames, this.onFatal);
   }
 
-  /** Stops both directions and releases the port and the socket. Idempotent. */
+  /** Stops both directions and releases the device and the socket. Idempotent. */
   async close(): Promise<void> {
     if (this.state === 'closed') return;
     this.state = 'closed';
     this.fdb.stopAgeing();
-    await Promise.allSettled([this.port.close(), this.transport.close()]);
+    await Promise.allSettled([this.device.close(), this.transport.close()]);
     this.emit('close');
   }
 
@@ -344,10 +344,10 @@ export class Vtep extends EventEmitter<VtepEvents> {
   get stats(): VtepStats {
     const drops = {} as Record<DropReasonName, number>;
     const t = this.transport.counters?.();
-    const p = this.port.counters?.();
+    const p = this.device.counters?.();
     let total = 0;
     for (let i = 0; i < DROP_REASONS.length; i++) {
-      // frames the port refused to read (bad offload metadata) are counted by the port, once
+      // frames the device refused to read (bad offload metadata) are counted by the device, once
       const n = i === DropReason.OffloadInvalid ? (p?.offloadInvalid ?? 0) : this.drops[i]!;
       drops[DROP_REASONS[i]!] = n;
       total += n;
@@ -392,8 +392,8 @@ export class Vtep extends EventEmitter<VtepEvents> {
   }
 
   /**
-   * Encapsulation: one call per port batch. Entry i is a run of `segs` frames at a fixed stride
-   * (one frame, or a TCP/UDP super-frame the port split): one FDB lookup and one TxBatch entry
+   * Encapsulation: one call per device batch. Entry i is a run of `segs` frames at a fixed stride
+   * (one frame, or a TCP/UDP super-frame the device split): one FDB lookup and one TxBatch entry
    * per remote for the whole run, the VXLAN header written in place before each frame.
    */
   private readonly onFrames = (batch: FrameBatch): void => {
@@ -458,23 +458,23 @@ export class Vtep extends EventEmitter<VtepEvents> {
       this.txBytes += nr * (len * (segs - 1) + last);
     }
     this.flushTx();
-    // The slab must not be overwritten while the kernel may still read it: hold the port until
+    // The slab must not be overwritten while the kernel may still read it: hold the device until
     // the socket has taken every queued datagram.
     if (this.transport.pending() > 0 && !this.paused) {
       this.paused = true;
       this.txPauses++;
-      this.port.pause();
+      this.device.pause();
       this.transport.whenDrained(this.onDrained);
     }
   };
 
-  /** Writes the proxy's reply to the request at `buf[off, off+len)` to the port; false if there is none. */
+  /** Writes the proxy's reply to the request at `buf[off, off+len)` to the device; false if there is none. */
   private answer(buf: Buffer, off: number, len: number): boolean {
     const n = proxyReply(buf, off, len, this.neigh!, this.proxyOut);
     if (n === 0) return false;
     this.proxyOffs[0] = 0;
     this.proxyLens[0] = n;
-    if (this.port.writeBatch(this.proxyOut, this.proxyOffs, this.proxyLens, 1) > 0) this.drops[DropReason.TapBusy]!++;
+    if (this.device.writeBatch(this.proxyOut, this.proxyOffs, this.proxyLens, 1) > 0) this.drops[DropReason.TapBusy]!++;
     else this.proxyReplies++;
     return true;
   }
@@ -487,13 +487,13 @@ export class Vtep extends EventEmitter<VtepEvents> {
 
   private readonly onDrained = (): void => {
     this.paused = false;
-    if (this.state === 'running') this.port.resume();
+    if (this.state === 'running') this.device.resume();
   };
 
   /**
    * Decapsulation: one call per received batch. A message may hold several datagrams (UDP GRO);
-   * each is checked on its own. The frames that pass are written to the port with one call at
-   * the end of the batch (the port coalesces TCP segments of a flow); nothing is kept after.
+   * each is checked on its own. The frames that pass are written to the device with one call at
+   * the end of the batch (the device coalesces TCP segments of a flow); nothing is kept after.
    */
   private readonly onDatagrams = (b: RxBatch): void => {
     const buf = b.buf;
@@ -563,7 +563,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
         // Larger than the underlay carries unfragmented: reassembled from IP fragments, which
         // RFC 7348 section 4.3 lets the destination VTEP "silently discard"; unless it is a TCP
         // super-frame a kernel VTEP on this host sent as one tunnel-GSO datagram (over veth with
-        // tx checksum offload): the port writes that as a GSO frame, as the kernel would take it.
+        // tx checksum offload): the device writes that as a GSO frame, as the kernel would take it.
         if (ilen > maxFrame) {
           if (!isPartialTcp(buf, inner, ilen)) {
             this.drops[DropReason.TooBig]!++;
@@ -604,10 +604,10 @@ export class Vtep extends EventEmitter<VtepEvents> {
       }
     }
     if (nOut === 0) return;
-    const lost = this.port.writeBatch(buf, outOffs, outLens, nOut);
+    const lost = this.device.writeBatch(buf, outOffs, outLens, nOut);
     if (lost > 0) {
       this.drops[DropReason.TapBusy]! += lost;
-      bytes -= this.port.lostBytes;
+      bytes -= this.device.lostBytes;
     }
     this.rxPackets += nOut - lost;
     this.rxBytes += bytes;

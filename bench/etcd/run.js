@@ -16,7 +16,7 @@
 // Runs alone (2 cores: never beside the test suite or another benchmark).
 import { writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import { createVtep, MemoryPort } from '../../dist/index.js';
+import { createVtep, MemoryDevice } from '../../dist/index.js';
 import { EtcdAgent } from '../../dist/etcd.js';
 import { EtcdServer } from '../../dist/lab/etcd.js';
 import { Etcd3 } from 'etcd3';
@@ -60,7 +60,7 @@ try {
   const total = MEMBERS + JOINS;
   const vteps = [];
   for (let i = 0; i < total; i++) {
-    const v = createVtep({ vni: VNI, local: addr(i), listenPort: 0, framePort: new MemoryPort({ batchSize: 1, maxFrame: 2048 }), transport: 'dgram' });
+    const v = createVtep({ vni: VNI, local: addr(i), listenPort: 0, frameDevice: new MemoryDevice({ batchSize: 1, maxFrame: 2048 }), transport: 'dgram' });
     await v.start();
     vteps.push(v);
   }

@@ -63,7 +63,7 @@ class NullPort {
 
 const port = new NullPort();
 const transport = new NullTransport();
-const vtep = new Vtep(resolveConfig({ vni: 1, remotes: ['198.51.100.2'], maxAddress: 0 }), { port, transport });
+const vtep = new Vtep(resolveConfig({ vni: 1, remotes: ['198.51.100.2'], maxAddress: 0 }), { device: port, transport });
 await vtep.start();
 vtep.fdb.add(PEER, vtep.fdb.remote('198.51.100.2'));
 
@@ -100,13 +100,13 @@ const spoofed = Array.from({ length: 4096 }, (_, i) => `10.${(i >> 8) & 255}.${i
 const epTransport = new NullTransport();
 const endpoint = new Endpoint(epTransport);
 for (const vni of [1, 2, 3, 4]) {
-  const v = createVtep({ vni, remotes: ['198.51.100.2'], maxAddress: 0, framePort: new NullPort(), endpoint });
+  const v = createVtep({ vni, remotes: ['198.51.100.2'], maxAddress: 0, frameDevice: new NullPort(), endpoint });
   await v.start();
   if (vni === 1) v.fdb.add(PEER, v.fdb.remote('198.51.100.2'));
 }
 const ep1Transport = new NullTransport();
 const endpoint1 = new Endpoint(ep1Transport);
-await createVtep({ vni: 1, remotes: ['198.51.100.2'], maxAddress: 0, framePort: new NullPort(), endpoint: endpoint1 }).start();
+await createVtep({ vni: 1, remotes: ['198.51.100.2'], maxAddress: 0, frameDevice: new NullPort(), endpoint: endpoint1 }).start();
 const mixedBuf = Buffer.from(groBuf);
 for (let i = 0; i < BATCH; i++) mixedBuf.writeUIntBE(1 + (i & 3), i * datagramBuf.length + 4, 3);
 const rxMixed = newRxBatch(mixedBuf, 1);

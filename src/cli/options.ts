@@ -4,7 +4,7 @@
  */
 import { Command, Option } from 'commander';
 import { DEFAULTS, resolveConfig, type VtepOptions } from '../config.js';
-import { TAP_MTU_MAX, TAP_MTU_MIN } from '../port/tap.js';
+import { TAP_MTU_MAX, TAP_MTU_MIN } from '../device/tap.js';
 import { ConfigError, ErrorCode, isSystemError } from '../errors.js';
 import type { VtepSpec } from '../instance.js';
 import { loadBinding } from '../native.js';

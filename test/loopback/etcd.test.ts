@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
-import { createVtep, MemoryPort, type Vtep } from '../../src/index.js';
+import { createVtep, MemoryDevice, type Vtep } from '../../src/index.js';
 import { EtcdAgent, EtcdConflictError, memberKey, resolveEtcdSettings, type MemberSpec } from '../../src/etcd.js';
 import { describeWhen } from '../helpers/capability.js';
 import { makeTls } from '../helpers/etcd-tls.js';
@@ -22,7 +22,7 @@ let etcd: EtcdServer;
 
 interface Member {
   vtep: Vtep;
-  port: MemoryPort;
+  port: MemoryDevice;
   agent: EtcdAgent;
   got: Buffer[];
   at: { address: string; port: number };
@@ -40,8 +40,8 @@ afterEach(async () => {
 /** A library VTEP on 127.0.0.<n> (ephemeral port) that joins through its own agent. */
 async function member(n: number, o: Partial<MemberSpec> & { node?: string; vni?: number; remotes?: string[]; ttlS?: number } = {}): Promise<Member> {
   const tapMac = `02:00:00:00:01:${n.toString(16).padStart(2, '0')}`;
-  const port = new MemoryPort({ mac: tapMac });
-  const vtep = createVtep({ vni: o.vni ?? 7, local: `127.0.0.${n}`, listenPort: 0, framePort: port, ...(o.remotes ? { remotes: o.remotes } : {}) });
+  const port = new MemoryDevice({ mac: tapMac });
+  const vtep = createVtep({ vni: o.vni ?? 7, local: `127.0.0.${n}`, listenPort: 0, frameDevice: port, ...(o.remotes ? { remotes: o.remotes } : {}) });
   await vtep.start();
   const agent = new EtcdAgent({ endpoints: [etcd.url], prefix: PREFIX, ttlS: o.ttlS ?? 3, node: o.node ?? `node${n}` });
   const m: Member = { vtep, port, agent, got: [], at: { address: `127.0.0.${n}`, port: vtep.address().port } };
@@ -136,8 +136,8 @@ describeEtcd('etcd control plane (library, loopback)', () => {
 
   it('a second node claiming the same address is refused; the same node takes its key over', async () => {
     const a = await member(31);
-    const port = new MemoryPort();
-    const v2 = createVtep({ vni: 7, local: '127.0.0.32', listenPort: 0, framePort: port });
+    const port = new MemoryDevice();
+    const v2 = createVtep({ vni: 7, local: '127.0.0.32', listenPort: 0, frameDevice: port });
     await v2.start();
     const intruder = new EtcdAgent({ endpoints: [etcd.url], prefix: PREFIX, ttlS: 3, node: 'other' });
     openMembers.push({ vtep: v2, port, agent: intruder, got: [], at: a.at });
@@ -225,8 +225,8 @@ describeEtcd('etcd control plane (library, loopback)', () => {
     const agent = new EtcdAgent({ endpoints: [etcd.url], prefix: PREFIX, ttlS: 3, node: 'multi' });
     expect(await agent.start()).toBe(true);
     const mk = async (vni: number, n: number) => {
-      const port = new MemoryPort();
-      const vtep = createVtep({ vni, local: `127.0.0.${n}`, listenPort: 0, framePort: port });
+      const port = new MemoryDevice();
+      const vtep = createVtep({ vni, local: `127.0.0.${n}`, listenPort: 0, frameDevice: port });
       await vtep.start();
       const m: Member = { vtep, port, agent, got: [], at: { address: `127.0.0.${n}`, port: vtep.address().port } };
       openMembers.push(m);
@@ -277,8 +277,8 @@ describeEtcd('etcd control plane (library, loopback)', () => {
     const relay = await cuttableRelay();
     const relayUrl = relay.url;
     try {
-      const port = new MemoryPort();
-      const vtep = createVtep({ vni: 7, local: '127.0.0.121', listenPort: 0, framePort: port });
+      const port = new MemoryDevice();
+      const vtep = createVtep({ vni: 7, local: '127.0.0.121', listenPort: 0, frameDevice: port });
       await vtep.start();
       const agent = new EtcdAgent({ endpoints: [relayUrl], prefix: PREFIX, ttlS: 10, node: 'cut' });
       const m: Member = { vtep, port, agent, got: [], at: { address: '127.0.0.121', port: vtep.address().port } };
@@ -309,8 +309,8 @@ describeEtcd('etcd control plane (library, loopback)', () => {
   it('a claim refused after a recovery (another node took the address while this one was cut off): conflict reported, the VTEP fails closed', async () => {
     const relay = await cuttableRelay();
     try {
-      const port = new MemoryPort();
-      const vtep = createVtep({ vni: 7, local: '127.0.0.131', listenPort: 0, framePort: port });
+      const port = new MemoryDevice();
+      const vtep = createVtep({ vni: 7, local: '127.0.0.131', listenPort: 0, frameDevice: port });
       await vtep.start();
       const agent = new EtcdAgent({ endpoints: [relay.url], prefix: PREFIX, ttlS: 2, node: 'first' });
       const at = { address: '127.0.0.131', port: vtep.address().port };
@@ -325,8 +325,8 @@ describeEtcd('etcd control plane (library, loopback)', () => {
       relay.cut();
       const key = memberKey(PREFIX, 7, at);
       await waitFor(async () => (await etcd.ctl('get', key, '--keys-only')).trim() === '', 'the first lease expired', 10_000, 200);
-      const port2 = new MemoryPort();
-      const v2 = createVtep({ vni: 7, local: '127.0.0.133', listenPort: 0, framePort: port2 });
+      const port2 = new MemoryDevice();
+      const v2 = createVtep({ vni: 7, local: '127.0.0.133', listenPort: 0, frameDevice: port2 });
       await v2.start();
       const other = new EtcdAgent({ endpoints: [etcd.url], prefix: PREFIX, ttlS: 5, node: 'second' });
       openMembers.push({ vtep: v2, port: port2, agent: other, got: [], at });
@@ -389,8 +389,8 @@ describeEtcd('etcd with TLS and with password auth', () => {
     try {
       const settings = resolveEtcdSettings({ etcd: [server.url], etcdCacert: tls.ca, etcdCert: tls.clientCert, etcdKey: tls.clientKey, etcdTtl: 3, etcdNode: 'tls1' })!;
       const agent = new EtcdAgent(settings);
-      const port = new MemoryPort();
-      const vtep = createVtep({ vni: 9, local: '127.0.0.111', listenPort: 0, framePort: port });
+      const port = new MemoryDevice();
+      const vtep = createVtep({ vni: 9, local: '127.0.0.111', listenPort: 0, frameDevice: port });
       await vtep.start();
       try {
         expect(await agent.start()).toBe(true);

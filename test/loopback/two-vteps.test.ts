@@ -2,7 +2,7 @@
 // standing in for TAP devices. Needs no privileges.
 import dgram from 'node:dgram';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createVtep, MemoryPort, type Vtep } from '../../src/index.js';
+import { createVtep, MemoryDevice, type Vtep } from '../../src/index.js';
 import { datagram, frame } from '../helpers/frames.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -18,15 +18,15 @@ afterEach(async () => {
 
 interface Host {
   vtep: Vtep;
-  port: MemoryPort;
+  port: MemoryDevice;
   got: Buffer[];
   udp: number;
 }
 
 /** A host whose VTEP listens on an ephemeral loopback port. Remotes are set after all bind. */
 async function host(macAddr: string, local: string, vniNum = 1): Promise<Host> {
-  const port = new MemoryPort({ mac: macAddr });
-  const vtep = createVtep({ vni: vniNum, local, listenPort: 0, framePort: port });
+  const port = new MemoryDevice({ mac: macAddr });
+  const vtep = createVtep({ vni: vniNum, local, listenPort: 0, frameDevice: port });
   open.push(vtep);
   await vtep.start();
   const got: Buffer[] = [];

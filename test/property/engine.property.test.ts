@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { resolveConfig } from '../../src/config.js';
 import { Fdb } from '../../src/fdb.js';
-import { MemoryPort } from '../../src/port/memory.js';
+import { MemoryDevice } from '../../src/device/memory.js';
 import { DROP_REASONS, Vtep } from '../../src/vtep.js';
 import { FakeTransport } from '../helpers/fake-transport.js';
 
@@ -24,9 +24,9 @@ describe('FDB properties', () => {
 
 describe('Vtep receive properties', () => {
   it('arbitrary datagrams never throw; each is delivered or counted under exactly one reason', async () => {
-    const port = new MemoryPort({ mac: '02:00:00:00:00:0a' });
+    const port = new MemoryDevice({ mac: '02:00:00:00:00:0a' });
     const transport = new FakeTransport();
-    const vtep = new Vtep(resolveConfig({ vni: 1, maxAddress: 16, reservedBits: 'strict' }), { port, transport });
+    const vtep = new Vtep(resolveConfig({ vni: 1, maxAddress: 16, reservedBits: 'strict' }), { device: port, transport });
     await vtep.start();
     fc.assert(
       fc.property(

@@ -10,7 +10,7 @@ import { resolveConfig } from '../../src/config.js';
 import { ControlServer, controlRequest, singleVtep, type ControlTarget, type ControlVtep } from '../../src/control.js';
 import { loadConfigFile } from '../../src/cli/config-file.js';
 import { parseMetricsAddress, vtepRegistry } from '../../src/metrics.js';
-import { MemoryPort } from '../../src/port/memory.js';
+import { MemoryDevice } from '../../src/device/memory.js';
 import { Vtep } from '../../src/vtep.js';
 import { datagram, frame } from '../helpers/frames.js';
 import { FakeTransport } from '../helpers/fake-transport.js';
@@ -26,7 +26,7 @@ afterEach(async () => {
 async function running() {
   dir = mkdtempSync(path.join(tmpdir(), 'uvt-ctl-'));
   const transport = new FakeTransport();
-  const vtep = new Vtep(resolveConfig({ vni: 7, remotes: ['198.51.100.2'] }), { port: new MemoryPort({ mac: '02:00:00:00:00:0a' }), transport });
+  const vtep = new Vtep(resolveConfig({ vni: 7, remotes: ['198.51.100.2'] }), { device: new MemoryDevice({ mac: '02:00:00:00:00:0a' }), transport });
   await vtep.start();
   const sock = path.join(dir, 'vx.sock');
   server = new ControlServer(singleVtep(vtep, 'vx'), { path: sock });
@@ -110,7 +110,7 @@ async function several() {
   dir = mkdtempSync(path.join(tmpdir(), 'uvt-ctl-'));
   const vteps = new Map<string, ControlVtep>();
   const make = async (name: string, vni: number) => {
-    const vtep = new Vtep(resolveConfig({ vni, remotes: ['198.51.100.2'] }), { port: new MemoryPort(), transport: new FakeTransport() });
+    const vtep = new Vtep(resolveConfig({ vni, remotes: ['198.51.100.2'] }), { device: new MemoryDevice(), transport: new FakeTransport() });
     await vtep.start();
     const v = { name, vtep };
     vteps.set(name, v);

@@ -1,7 +1,7 @@
 // ECN across the tunnel, RFC 6040 normal mode as the kernel's INET_ECN_encapsulate/decapsulate.
 import { describe, expect, it } from 'vitest';
 import { resolveConfig } from '../../src/config.js';
-import { MemoryPort } from '../../src/port/memory.js';
+import { MemoryDevice } from '../../src/device/memory.js';
 import { Vtep } from '../../src/vtep.js';
 import { EcnDecap, ecnDecapsulate, encapEcn, innerEcn } from '../../src/wire/inet.js';
 import { newRxBatch } from '../../src/transport/transport.js';
@@ -86,10 +86,10 @@ describe('ECN decapsulation table (RFC 6040 section 4.2, the kernel INET_ECN_dec
 
 describe('the Vtep applies it', () => {
   async function setup(tos?: number | 'inherit') {
-    const port = new MemoryPort({ mac: '02:00:00:00:00:0a' });
+    const port = new MemoryDevice({ mac: '02:00:00:00:00:0a' });
     const t = new FakeTransport();
     Object.assign(t, { needsDsfield: true });
-    const vtep = new Vtep(resolveConfig({ vni: 5, remotes: ['198.51.100.2'], ...(tos !== undefined ? { tos } : {}) }), { port, transport: t });
+    const vtep = new Vtep(resolveConfig({ vni: 5, remotes: ['198.51.100.2'], ...(tos !== undefined ? { tos } : {}) }), { device: port, transport: t });
     await vtep.start();
     const got: Buffer[] = [];
     port.on('frame', (f) => got.push(f));

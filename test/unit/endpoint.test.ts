@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Endpoint } from '../../src/endpoint.js';
 import { createVtep } from '../../src/index.js';
-import { MemoryPort } from '../../src/port/memory.js';
+import { MemoryDevice } from '../../src/device/memory.js';
 import { ConfigError } from '../../src/errors.js';
 import type { Vtep } from '../../src/vtep.js';
 import { datagram, frame, mac } from '../helpers/frames.js';
@@ -14,10 +14,10 @@ const BCAST = 'ff:ff:ff:ff:ff:ff';
 async function three() {
   const t = new FakeTransport();
   const ep = new Endpoint(t);
-  const vteps = new Map<number, { vtep: Vtep; port: MemoryPort; got: Buffer[] }>();
+  const vteps = new Map<number, { vtep: Vtep; port: MemoryDevice; got: Buffer[] }>();
   for (const vni of [10, 20, 30]) {
-    const port = new MemoryPort({ mac: `02:00:00:00:00:${vni}` });
-    const vtep = createVtep({ vni, remotes: ['198.51.100.2'], framePort: port, endpoint: ep });
+    const port = new MemoryDevice({ mac: `02:00:00:00:00:${vni}` });
+    const vtep = createVtep({ vni, remotes: ['198.51.100.2'], frameDevice: port, endpoint: ep });
     await vtep.start();
     const got: Buffer[] = [];
     port.on('frame', (f) => got.push(f));
@@ -103,9 +103,9 @@ describe('Endpoint: many VNIs on one UDP port', () => {
 
   it('a second VTEP for a served VNI is refused, and the first keeps working', async () => {
     const { t, ep, v } = await three();
-    const dup = createVtep({ vni: 20, remotes: ['198.51.100.3'], framePort: new MemoryPort(), endpoint: ep });
+    const dup = createVtep({ vni: 20, remotes: ['198.51.100.3'], frameDevice: new MemoryDevice(), endpoint: ep });
     await expect(dup.start()).rejects.toThrow(ConfigError);
-    await expect(createVtep({ vni: 20, framePort: new MemoryPort(), endpoint: ep }).start()).rejects.toMatchObject({ code: 'UVTEP_ERR_EXISTS', option: 'vni' });
+    await expect(createVtep({ vni: 20, frameDevice: new MemoryDevice(), endpoint: ep }).start()).rejects.toMatchObject({ code: 'UVTEP_ERR_EXISTS', option: 'vni' });
     t.receive(datagram(20, frame(BCAST, PEER)));
     expect(v(20).got).toHaveLength(1);
   });
@@ -120,7 +120,7 @@ describe('Endpoint: many VNIs on one UDP port', () => {
     expect(ep.stats.drops.UnknownVni).toBe(1);
     expect(t.closed).toBe(false);
     // the VNI can be served again
-    const again = createVtep({ vni: 20, framePort: new MemoryPort(), endpoint: ep });
+    const again = createVtep({ vni: 20, frameDevice: new MemoryDevice(), endpoint: ep });
     await again.start();
     expect(ep.serves(20)).toBe(true);
     await ep.close();
@@ -130,9 +130,9 @@ describe('Endpoint: many VNIs on one UDP port', () => {
   it('multicast groups are joined per VTEP and left with the last VTEP using them', async () => {
     const t = new FakeTransport();
     const ep = new Endpoint(t);
-    const a = createVtep({ vni: 1, group: '239.1.1.1', dev: 'lo', framePort: new MemoryPort(), endpoint: ep });
-    const b = createVtep({ vni: 2, group: '239.1.1.1', dev: 'lo', framePort: new MemoryPort(), endpoint: ep });
-    const c = createVtep({ vni: 3, group: '239.1.1.2', dev: 'lo', framePort: new MemoryPort(), endpoint: ep });
+    const a = createVtep({ vni: 1, group: '239.1.1.1', dev: 'lo', frameDevice: new MemoryDevice(), endpoint: ep });
+    const b = createVtep({ vni: 2, group: '239.1.1.1', dev: 'lo', frameDevice: new MemoryDevice(), endpoint: ep });
+    const c = createVtep({ vni: 3, group: '239.1.1.2', dev: 'lo', frameDevice: new MemoryDevice(), endpoint: ep });
     await Promise.all([a.start(), b.start(), c.start()]);
     expect(t.groups.sort()).toEqual(['239.1.1.1', '239.1.1.2']);
     await a.close();
@@ -145,7 +145,7 @@ describe('Endpoint: many VNIs on one UDP port', () => {
 
   it('a VTEP of the other family is refused', () => {
     const ep = new Endpoint(new FakeTransport(4));
-    expect(() => createVtep({ vni: 1, remotes: ['2001:db8::2'], framePort: new MemoryPort(), endpoint: ep })).toThrow(/IPv4/);
+    expect(() => createVtep({ vni: 1, remotes: ['2001:db8::2'], frameDevice: new MemoryDevice(), endpoint: ep })).toThrow(/IPv4/);
   });
 
   it('the learned remote carries the VNI of the FDB that learned it', async () => {

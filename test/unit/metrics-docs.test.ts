@@ -2,7 +2,7 @@
 // drop reason has its series: a new counter cannot be added without its documentation.
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { createVtep, MemoryPort } from '../../src/index.js';
+import { createVtep, MemoryDevice } from '../../src/index.js';
 import { metricsRegistry } from '../../src/metrics.js';
 import { DROP_REASONS } from '../../src/vtep.js';
 
@@ -10,7 +10,7 @@ const doc = readFileSync(new URL('../../docs/control.md', import.meta.url), 'utf
 
 describe('metrics and their documentation', () => {
   it('each exported metric name appears in docs/control.md', async () => {
-    const vtep = createVtep({ vni: 9, local: '127.0.0.1', listenPort: 0, framePort: new MemoryPort() });
+    const vtep = createVtep({ vni: 9, local: '127.0.0.1', listenPort: 0, frameDevice: new MemoryDevice() });
     await vtep.start();
     try {
       const etcd = { up: true, requests: 1, errors: 0, leases: 1, resyncs: 1, events: 0, members: 2 };

@@ -1,8 +1,8 @@
-// TapPort over a scripted native binding: no device needed.
+// TapDevice over a scripted native binding: no device needed.
 import { describe, expect, it, vi } from 'vitest';
-import { ReaderStat, WriterStat, type NativeBinding, type TapDevice, type TapReaderHandle } from '../../src/native.js';
-import { TapPort } from '../../src/port/tap.js';
-import { FRAME_HEADROOM, type FrameBatch } from '../../src/port/port.js';
+import { ReaderStat, WriterStat, type NativeBinding, type NativeTap, type TapReaderHandle } from '../../src/native.js';
+import { TapDevice } from '../../src/device/tap.js';
+import { FRAME_HEADROOM, type FrameBatch } from '../../src/device/device.js';
 
 interface Script {
   binding: NativeBinding;
@@ -16,7 +16,7 @@ function scripted(opts: { openError?: Error; mtuError?: Error; lost?: number; of
   let mac = Buffer.from('020000000099', 'hex');
   let mtu = 1500;
   s.binding = {
-    Tap: class implements TapDevice {
+    Tap: class implements NativeTap {
       readonly name: string;
       readonly offloads: number;
       constructor(name: string, persist: boolean, vnet: boolean, offloads: number) {
@@ -43,7 +43,7 @@ function scripted(opts: { openError?: Error; mtuError?: Error; lost?: number; of
     setBusyPoll: () => undefined,
     UdpSocket: class {} as unknown as NativeBinding['UdpSocket'],
     TapReader: class implements TapReaderHandle {
-      constructor(_tap: TapDevice, slab: Uint8Array, slot: number, _h: number, offs: Int32Array, lens: Int32Array, segs: Int32Array, lasts: Int32Array, stats: Float64Array, onBatch: (n: number) => void, onError: (e: Error) => void) {
+      constructor(_tap: NativeTap, slab: Uint8Array, slot: number, _h: number, offs: Int32Array, lens: Int32Array, segs: Int32Array, lasts: Int32Array, stats: Float64Array, onBatch: (n: number) => void, onError: (e: Error) => void) {
         s.reader = { onBatch, onError, slab, slot, offs, lens, segs, lasts, stats };
       }
       start() {
@@ -79,10 +79,10 @@ function scripted(opts: { openError?: Error; mtuError?: Error; lost?: number; of
   return s;
 }
 
-describe('TapPort', () => {
+describe('TapDevice', () => {
   it('opens, applies link settings in order, and reports them', () => {
     const s = scripted();
-    const p = new TapPort({ name: 'vxlan1', mtu: 1450, mac: '02:00:00:00:00:0a', addresses: ['10.0.0.106/24', '2001:db8:1::1/64'], bridge: 'br0', native: s.binding });
+    const p = new TapDevice({ name: 'vxlan1', mtu: 1450, mac: '02:00:00:00:00:0a', addresses: ['10.0.0.106/24', '2001:db8:1::1/64'], bridge: 'br0', native: s.binding });
     expect(s.calls).toEqual(['open vxlan1 false offloads', 'gso_max_segs 64', 'mtu 1450', 'mac', 'addr 4 0a00006a/24', 'addr 6 20010db8000100000000000000000001/64', 'bridge br0 vxlan1 true', 'up true']);
     expect(p.name).toBe('vxlan1');
     expect(p.mtu).toBe(1450);
@@ -91,28 +91,28 @@ describe('TapPort', () => {
 
   it('validates options before opening anything', () => {
     const s = scripted();
-    expect(() => new TapPort({ mtu: 40, native: s.binding })).toThrow(expect.objectContaining({ option: 'mtu' }));
-    expect(() => new TapPort({ addresses: ['10.0.0.1'], native: s.binding })).toThrow(expect.objectContaining({ option: 'address' }));
-    expect(() => new TapPort({ name: 'way-too-long-name', native: s.binding })).toThrow(expect.objectContaining({ option: 'name' }));
+    expect(() => new TapDevice({ mtu: 40, native: s.binding })).toThrow(expect.objectContaining({ option: 'mtu' }));
+    expect(() => new TapDevice({ addresses: ['10.0.0.1'], native: s.binding })).toThrow(expect.objectContaining({ option: 'address' }));
+    expect(() => new TapDevice({ name: 'way-too-long-name', native: s.binding })).toThrow(expect.objectContaining({ option: 'name' }));
     expect(s.calls).toEqual([]);
   });
 
   it('closes the fd when a link setting fails (no device left behind)', () => {
     const err = Object.assign(new Error('ioctl(SIOCSIFMTU) failed: EINVAL'), { code: 'EINVAL', errno: -22, syscall: 'ioctl(SIOCSIFMTU)' });
     const s = scripted({ mtuError: err });
-    expect(() => new TapPort({ mtu: 9000, native: s.binding })).toThrow(err);
+    expect(() => new TapDevice({ mtu: 9000, native: s.binding })).toThrow(err);
     expect(s.calls).toEqual(['open  false offloads', 'gso_max_segs 64', 'close uvtep0']);
   });
 
   it('system errors from open pass through with code, errno and syscall', () => {
     const err = Object.assign(new Error('ioctl(TUNSETIFF) failed: EBUSY'), { code: 'EBUSY', errno: -16, syscall: 'ioctl(TUNSETIFF)' });
     const s = scripted({ openError: err });
-    expect(() => new TapPort({ name: 'x', native: s.binding })).toThrow(expect.objectContaining({ code: 'EBUSY', syscall: 'ioctl(TUNSETIFF)' }));
+    expect(() => new TapDevice({ name: 'x', native: s.binding })).toThrow(expect.objectContaining({ code: 'EBUSY', syscall: 'ioctl(TUNSETIFF)' }));
   });
 
   it('hands batches over with headroom, pauses and resumes the reader, reports fatal errors', () => {
     const s = scripted();
-    const p = new TapPort({ native: s.binding });
+    const p = new TapDevice({ native: s.binding });
     const batches: number[] = [];
     const errors: Error[] = [];
     p.start((b: FrameBatch) => {
@@ -141,24 +141,24 @@ describe('TapPort', () => {
 
   it('writeBatch reports lost frames and their bytes once, never throws', () => {
     const s = scripted({ lost: 1 });
-    const p = new TapPort({ native: s.binding });
+    const p = new TapDevice({ native: s.binding });
     const buf = Buffer.alloc(200);
     expect(p.writeBatch(buf, Int32Array.of(0, 100), Int32Array.of(64, 80), 2)).toBe(1);
     expect(p.lostBytes).toBe(64);
     expect(s.writes).toEqual([64, 80]);
     const ok = scripted();
-    const q = new TapPort({ native: ok.binding });
+    const q = new TapDevice({ native: ok.binding });
     expect(q.writeBatch(buf, Int32Array.of(0), Int32Array.of(64), 1)).toBe(0);
     expect(q.lostBytes).toBe(0);
   });
 
   it('offloads: asks for checksum, TSO and USO, caps gso_max_segs; --no-tso asks for none', () => {
     const s = scripted();
-    const p = new TapPort({ native: s.binding });
+    const p = new TapDevice({ native: s.binding });
     expect(p.offloads).toBeGreaterThan(0);
     expect(s.calls.slice(0, 2)).toEqual(['open  false offloads', 'gso_max_segs 64']);
     const plain = scripted();
-    const q = new TapPort({ native: plain.binding, tso: false });
+    const q = new TapDevice({ native: plain.binding, tso: false });
     expect(q.offloads).toBe(0);
     expect(plain.calls[0]).toBe('open  false');
     expect(plain.calls).not.toContain('gso_max_segs 64');
@@ -166,7 +166,7 @@ describe('TapPort', () => {
 
   it('counters come from the native reader and writer stats', () => {
     const s = scripted();
-    const p = new TapPort({ native: s.binding });
+    const p = new TapDevice({ native: s.binding });
     p.start(vi.fn(), vi.fn());
     const st = s.reader!.stats;
     st[ReaderStat.Reads] = 3;
@@ -179,7 +179,7 @@ describe('TapPort', () => {
 
   it('link helpers: detach from a bridge, ifindex, up state', () => {
     const s = scripted();
-    const p = new TapPort({ name: 'vx', bridge: 'br0', native: s.binding });
+    const p = new TapDevice({ name: 'vx', bridge: 'br0', native: s.binding });
     p.link.detach('br0');
     expect(s.calls).toContain('bridge br0 vx false');
     expect(p.link.ifindex).toBe(7);
@@ -190,7 +190,7 @@ describe('TapPort', () => {
 
   it('close releases the reader and the fd once', async () => {
     const s = scripted();
-    const p = new TapPort({ native: s.binding });
+    const p = new TapDevice({ native: s.binding });
     p.start(vi.fn(), vi.fn());
     await p.close();
     await p.close();

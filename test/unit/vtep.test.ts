@@ -1,6 +1,6 @@
 import { beforeEach, describe, expect, it, vi } from 'vitest';
 import { resolveConfig, type VtepOptions } from '../../src/config.js';
-import { MemoryPort } from '../../src/port/memory.js';
+import { MemoryDevice } from '../../src/device/memory.js';
 import { DropReason, Vtep } from '../../src/vtep.js';
 import { MAC_ZERO } from '../../src/wire/ethernet.js';
 import { datagram, expectVxlan, frame, innerFrame, innerDst, mac, vni } from '../helpers/frames.js';
@@ -13,10 +13,10 @@ const OTHER = '02:00:00:00:00:0c';
 const BCAST = 'ff:ff:ff:ff:ff:ff';
 
 async function setup(opts: Partial<VtepOptions> = {}, clock?: () => number) {
-  const port = new MemoryPort({ mac: ME });
+  const port = new MemoryDevice({ mac: ME });
   const transport = new FakeTransport();
   const config = resolveConfig({ vni: 42, remotes: ['198.51.100.2', '198.51.100.3'], ...opts });
-  const vtep = new Vtep(config, { port, transport, ...(clock ? { clock } : {}) });
+  const vtep = new Vtep(config, { device: port, transport, ...(clock ? { clock } : {}) });
   await vtep.start();
   const delivered: Buffer[] = [];
   port.on('frame', (f) => delivered.push(f));
@@ -244,7 +244,7 @@ describe('lifecycle', () => {
   });
 
   it('a fatal port error closes the Vtep and is emitted', async () => {
-    const port = new MemoryPort({ mac: ME });
+    const port = new MemoryDevice({ mac: ME });
     let fail: ((e: Error) => void) | undefined;
     const orig = port.start.bind(port);
     port.start = (f, onError) => {
@@ -252,7 +252,7 @@ describe('lifecycle', () => {
       orig(f, onError);
     };
     const transport = new FakeTransport();
-    const vtep = new Vtep(resolveConfig({ vni: 1 }), { port, transport });
+    const vtep = new Vtep(resolveConfig({ vni: 1 }), { device: port, transport });
     await vtep.start();
     const errors: Error[] = [];
     vtep.on('error', (e) => errors.push(e));

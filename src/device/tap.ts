@@ -1,5 +1,5 @@
 /**
- * FramePort over a Linux TAP device (the native addon): what the kernel's vxlan netdevice is
+ * FrameDevice over a Linux TAP device (the native addon): what the kernel's vxlan netdevice is
  * to `ip link`, the TAP is to uvtep.
  *
  * Fast path (default): the TAP is opened with a virtio_net_hdr (IFF_VNET_HDR) and TCP/UDP
@@ -13,8 +13,8 @@ import { ConfigError, ErrorCode } from '../errors.js';
 import { checkInt, checkUnicastMac } from '../check.js';
 import { VXLAN_MTU_HEADROOM_V6 } from '../wire/vxlan.js';
 import { Link, parseCidr, type CidrAddress } from '../link.js';
-import { loadBinding, READER_STATS, ReaderStat, TunOffload, WRITER_STATS, WriterStat, type NativeBinding, type TapDevice, type TapReaderHandle } from '../native.js';
-import { newFrameBatch, type FrameBatch, type FramePort, type FramesHandler, type PortCounters, type PortErrorHandler } from './port.js';
+import { loadBinding, READER_STATS, ReaderStat, TunOffload, WRITER_STATS, WriterStat, type NativeBinding, type NativeTap, type TapReaderHandle } from '../native.js';
+import { newFrameBatch, type FrameBatch, type FrameDevice, type FramesHandler, type DeviceCounters, type DeviceErrorHandler } from './device.js';
 
 /** TAP MTU bounds: IPv4 minimum 68 (RFC 791), and what a 64 KiB underlay datagram can carry. */
 export const TAP_MTU_MIN = 68;
@@ -59,7 +59,7 @@ export const TAP_MAX_SEGS = 64;
 /** Growth of a split super-frame per segment: a VXLAN header and a header run (native kSegGrowth). */
 const SEG_GROWTH = 8 + 160;
 
-export class TapPort implements FramePort {
+export class TapDevice implements FrameDevice {
   readonly name: string;
   readonly mac: number;
   readonly mtu: number;
@@ -68,7 +68,7 @@ export class TapPort implements FramePort {
   readonly offloads: number;
   lostBytes: number;
   private readonly native: NativeBinding;
-  private readonly dev: TapDevice;
+  private readonly dev: NativeTap;
   private readonly batch: FrameBatch;
   private readonly slotSize: number;
   private readonly gro: boolean;
@@ -124,7 +124,7 @@ export class TapPort implements FramePort {
     this.running = false;
   }
 
-  start(onFrames: FramesHandler, onError: PortErrorHandler): void {
+  start(onFrames: FramesHandler, onError: DeviceErrorHandler): void {
     if (this.reader !== undefined || this.closed) return;
     const b = this.batch;
     this.reader = new this.native.TapReader(
@@ -176,7 +176,7 @@ export class TapPort implements FramePort {
     return lost;
   }
 
-  counters(): PortCounters {
+  counters(): DeviceCounters {
     const r = this.readStats;
     const w = this.writeStats;
     return {

@@ -1,18 +1,18 @@
 /**
- * An in-process FramePort: the "host side" is JS instead of a TAP device. Tests use it to run
+ * An in-process FrameDevice: the "host side" is JS instead of a TAP device. Tests use it to run
  * two Vteps over loopback; embedders use it to inject frames and receive decapsulated ones.
  *
- *   const port = new MemoryPort({ mac: '02:00:00:00:00:0a' });
- *   port.on('frame', (frame) => ...);   // frames the Vtep decapsulated
- *   port.inject(frame);                  // a frame "sent" by the host: the Vtep encapsulates it
+ *   const dev = new MemoryDevice({ mac: '02:00:00:00:00:0a' });
+ *   dev.on('frame', (frame) => ...);   // frames the Vtep decapsulated
+ *   dev.inject(frame);                 // a frame "sent" by the host: the Vtep encapsulates it
  */
 import { EventEmitter } from 'node:events';
 import { checkUnicastMac } from '../check.js';
 import { ETH_HLEN } from '../wire/ethernet.js';
-import { FRAME_HEADROOM, newFrameBatch, type FrameBatch, type FramePort, type FramesHandler, type PortErrorHandler } from './port.js';
+import { FRAME_HEADROOM, newFrameBatch, type FrameBatch, type FrameDevice, type FramesHandler, type DeviceErrorHandler } from './device.js';
 
-export interface MemoryPortOptions {
-  /** The port's own MAC (frames from remotes with this source are dropped as loops). */
+export interface MemoryDeviceOptions {
+  /** The device's own MAC (frames from remotes with this source are dropped as loops). */
   mac?: string;
   name?: string;
   /** Frames per batch (default 64). */
@@ -23,12 +23,12 @@ export interface MemoryPortOptions {
   queueLimit?: number;
 }
 
-export interface MemoryPortEvents {
+export interface MemoryDeviceEvents {
   /** A frame the Vtep delivered (a copy the listener owns). */
   frame: [frame: Buffer];
 }
 
-export class MemoryPort extends EventEmitter<MemoryPortEvents> implements FramePort {
+export class MemoryDevice extends EventEmitter<MemoryDeviceEvents> implements FrameDevice {
   readonly name: string;
   readonly mac: number | undefined;
   /** Frames delivered to the host side, by count and bytes. */
@@ -43,7 +43,7 @@ export class MemoryPort extends EventEmitter<MemoryPortEvents> implements FrameP
   private paused: boolean;
   private closed: boolean;
 
-  constructor(opts: MemoryPortOptions = {}) {
+  constructor(opts: MemoryDeviceOptions = {}) {
     super();
     this.name = opts.name ?? 'memory';
     this.mac = opts.mac === undefined ? undefined : checkUnicastMac(opts.mac, 'mac');
@@ -59,8 +59,8 @@ export class MemoryPort extends EventEmitter<MemoryPortEvents> implements FrameP
     this.delivered = 0;
   }
 
-  /** A memory port has no fatal errors: `onError` is never called. */
-  start(onFrames: FramesHandler, _onError?: PortErrorHandler): void {
+  /** A memory device has no fatal errors: `onError` is never called. */
+  start(onFrames: FramesHandler, _onError?: DeviceErrorHandler): void {
     this.onFrames = onFrames;
     this.pump();
   }

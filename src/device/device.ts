@@ -1,10 +1,10 @@
 /**
- * FramePort: where Ethernet frames come from and go to (a TAP device, or memory).
+ * FrameDevice: where Ethernet frames come from and go to (a TAP device, or memory).
  * Batches cross the boundary in both directions: one `onFrames` call per readiness event, and
  * one `writeBatch` call per received batch of datagrams.
  */
 
-/** Writable bytes every port guarantees before each frame, so the VXLAN header goes in place. */
+/** Writable bytes every device guarantees before each frame, so the VXLAN header goes in place. */
 export const FRAME_HEADROOM = 8;
 
 /**
@@ -15,9 +15,9 @@ export const FRAME_HEADROOM = 8;
  * before every frame are writable, so frame k's datagram (VXLAN header + frame) ends where frame
  * k+1's begins: an entry is one run of equal-size datagrams for a GSO send.
  *
- * The memory is the port's: it stays valid until the next `onFrames` call, and the port never
+ * The memory is the device's: it stays valid until the next `onFrames` call, and the device never
  * delivers another batch while paused, so a consumer that still needs the memory (a queued send)
- * pauses the port until it is done.
+ * pauses the device until it is done.
  */
 export interface FrameBatch {
   buf: Buffer;
@@ -29,11 +29,11 @@ export interface FrameBatch {
 }
 
 export type FramesHandler = (batch: FrameBatch) => void;
-/** A fatal port error (device removed, fd closed): the port is unusable afterwards. */
-export type PortErrorHandler = (err: Error) => void;
+/** A fatal device error (device removed, fd closed): the device is unusable afterwards. */
+export type DeviceErrorHandler = (err: Error) => void;
 
-/** Counters a port keeps about its own work (offloads, syscalls). */
-export interface PortCounters {
+/** Counters a device keeps about its own work (offloads, syscalls). */
+export interface DeviceCounters {
   /** Read syscalls, and frames they produced (after splitting super-frames). */
   reads: number;
   readFrames: number;
@@ -55,25 +55,25 @@ export interface PortCounters {
   partialCsum: number;
 }
 
-export interface FramePort {
+export interface FrameDevice {
   /** Interface name, for messages ("uvtep0", "memory"). */
   readonly name: string;
-  /** The port's own MAC (the TAP's), as a 48-bit key: frames arriving with it as source are loops. */
+  /** The device's own MAC (the TAP's), as a 48-bit key: frames arriving with it as source are loops. */
   readonly mac: number | undefined;
   /** Starts delivering frames. Called once. */
-  start(onFrames: FramesHandler, onError: PortErrorHandler): void;
+  start(onFrames: FramesHandler, onError: DeviceErrorHandler): void;
   /** Stops delivering batches until `resume()`; frames wait in the device queue meanwhile. */
   pause(): void;
   resume(): void;
   /**
    * Hands frames i < count (`buf[offs[i], offs[i] + lens[i])`) to the host side, in order, before
-   * returning (nothing is kept). Returns how many were lost (the port could not take them);
+   * returning (nothing is kept). Returns how many were lost (the device could not take them);
    * `lostBytes` then says their bytes.
    */
   writeBatch(buf: Buffer, offs: Int32Array, lens: Int32Array, count: number): number;
   /** Bytes of the frames the last `writeBatch` lost. */
   readonly lostBytes: number;
-  counters?(): PortCounters;
+  counters?(): DeviceCounters;
   close(): Promise<void>;
 }
 
