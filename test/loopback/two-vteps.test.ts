@@ -124,3 +124,23 @@ describe('hostile datagrams over 127.0.0.1', () => {
     }
   });
 });
+
+describe('the names before 0.2', () => {
+  it('MemoryPort, TapPort and the framePort option still work, as aliases of the device names', async () => {
+    const api = await import('../../src/index.js');
+    expect(api.MemoryPort).toBe(api.MemoryDevice);
+    expect(api.TapPort).toBe(api.TapDevice);
+    const a = await host(A_MAC, '127.0.0.1');
+    const old = new api.MemoryPort({ mac: B_MAC });
+    const b = createVtep({ vni: 1, local: '127.0.0.1', listenPort: 0, framePort: old });
+    open.push(b);
+    await b.start();
+    const got: Buffer[] = [];
+    old.on('frame', (f) => got.push(f));
+    a.vtep.fdb.append(0, a.vtep.fdb.remote('127.0.0.1', b.address().port));
+    const f = frame(BCAST, A_MAC, { seed: 5 });
+    a.port.inject(f);
+    await waitFor(() => got.length === 1, 'frame through the framePort option');
+    expect(got[0]!.equals(f)).toBe(true);
+  });
+});
