@@ -9,36 +9,9 @@ import { readFileSync } from 'node:fs';
 import type { Command, Option } from 'commander';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError, ErrorCode } from '../errors.js';
+import { PROCESS_OPTIONS, REPEATABLE } from './options.js';
 
 const camel = (k: string) => k.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
-
-const REPEATABLE = new Set(['remote', 'address', 'allowFrom', 'etcd']);
-
-/** Options of the process, not of one VTEP: never in a `vteps:` entry or `uvtep vtep add`. */
-export const PROCESS_OPTIONS = new Set([
-  'control',
-  'metrics',
-  'logLevel',
-  'config',
-  'transport',
-  'busyPoll',
-  'version',
-  // one etcd client and lease per process
-  'etcd',
-  'etcdPrefix',
-  'etcdTtl',
-  'etcdCacert',
-  'etcdCert',
-  'etcdKey',
-  'etcdUser',
-  'etcdPasswordFile',
-  'etcdNode',
-  // flannel mode: one member per process
-  'flannel',
-  'flannelPrefix',
-  'subnetFile',
-  'ipMasq',
-]);
 
 /** An option that takes no value (`--persist`, `--no-learning`). */
 const flagOnly = (o: Option): boolean => !o.required && !o.optional;

@@ -5,15 +5,13 @@
  * Exit codes: 0 clean stop; 1 system error (not root, no /dev/net/tun, TAP removed...);
  * 2 bad option (the message names the option and what it accepts).
  */
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../errors.js';
 import { runDemo } from '../lab/demo.js';
 import * as ops from './ops.js';
 import { configMessage, EXIT_OK, EXIT_USAGE, usageError } from './ops.js';
 import { loadConfigFile } from './config-file.js';
-import { FLANNEL_PREFIX_DEFAULT, FLANNEL_SUBNET_FILE_DEFAULT } from '../flannel.js';
-import { ETCD_PASSWORD_ENV, ETCD_PREFIX_DEFAULT, ETCD_TTL_DEFAULT_S } from '../etcd.js';
-import { collect, int, vtepOptionList, type RunOpts } from './options.js';
+import { commanderOptions, type RunOpts } from './options.js';
 import { run } from './run.js';
 
 /** What the main command does with its checked options: run (the default), or hand them over (SIGHUP). */
@@ -38,28 +36,8 @@ export function buildProgram(hook: RunHook = { run: (o, e) => run(o, e, reread),
     )
     .version('0.1.0')
     .showHelpAfterError('(run uvtep --help for every option)');
-  for (const o of vtepOptionList(true)) program.addOption(o);
+  for (const o of commanderOptions('all', true)) program.addOption(o);
   program
-    .addOption(new Option('--transport <kind>', 'UDP endpoint: native (recvmmsg/sendmmsg with UDP GSO/GRO, the default on Linux) or dgram (node:dgram, the portable fallback)').default('auto', 'native where the addon is built'))
-    .addOption(new Option('--busy-poll <us>', 'after a batch, poll the TAP and the socket for up to this many microseconds before sleeping (lower latency, more CPU)').default(0).argParser(int))
-    .addOption(new Option('--control <path>', 'control socket for uvtep fdb/stats/vtep (default: /run/uvtep/<name of the first VTEP>.sock; in a named netns /run/uvtep/netns/<ns>/<name>.sock)'))
-    .addOption(new Option('--no-control', 'do not open a control socket'))
-    .addOption(new Option('--metrics <[host:]port>', 'serve Prometheus metrics at http://host:port/metrics (a bare port binds 127.0.0.1)'))
-    .addOption(new Option('--config <file>', 'read options from a JSON or YAML file (keys are the long option names; a vteps: list for several VTEPs); command-line options win'))
-    .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
-    .addOption(new Option('--etcd <url>', 'etcd v3 endpoints (http://host:2379 or https://...; repeat or comma-separate): VTEPs of a VNI find each other there and --remote becomes optional; each advertises --local (or the address of --dev)').argParser(collect))
-    .addOption(new Option('--etcd-prefix <prefix>', 'etcd key prefix').default(ETCD_PREFIX_DEFAULT))
-    .addOption(new Option('--etcd-ttl <s>', 'etcd lease TTL: a crashed host leaves the others this long after its last keepalive').default(ETCD_TTL_DEFAULT_S).argParser(int))
-    .addOption(new Option('--etcd-cacert <file>', 'etcd TLS: CA certificate of the servers (as etcdctl --cacert)'))
-    .addOption(new Option('--etcd-cert <file>', 'etcd TLS: client certificate (with --etcd-key)'))
-    .addOption(new Option('--etcd-key <file>', 'etcd TLS: client key'))
-    .addOption(new Option('--etcd-user <name>', `etcd user; the password from the environment variable ${ETCD_PASSWORD_ENV} or --etcd-password-file, never the command line`))
-    .addOption(new Option('--etcd-password-file <file>', 'etcd password, in a file (first line)'))
-    .addOption(new Option('--flannel', 'join a flannel network (etcd v3, vxlan backend) as flanneld would: lease a subnet, TAP flannel.<VNI> with VNI and port from the network config, FDB, neighbour and route per other host; needs --etcd and --local (or --dev)'))
-    .addOption(new Option('--flannel-prefix <prefix>', 'with --flannel: the network\'s etcd prefix (flanneld\'s --etcd-prefix)').default(FLANNEL_PREFIX_DEFAULT))
-    .addOption(new Option('--subnet-file <file>', 'with --flannel: where the leased subnet is written for flannel\'s CNI plugin').default(FLANNEL_SUBNET_FILE_DEFAULT))
-    .addOption(new Option('--ip-masq', 'with --flannel: FLANNEL_IPMASQ=true in the subnet file (uvtep installs no masquerade rule: add it as for flanneld --ip-masq)'))
-    .addOption(new Option('--etcd-node <name>', 'this host\'s node name in etcd (default: the host name); a restart of the same node takes its keys over, another node claiming its address is refused'))
     .enablePositionalOptions()
     .action(async (opts: RunOpts, cmd: Command) => {
       let entries: Array<Record<string, unknown>> | undefined;
@@ -141,7 +119,7 @@ export function buildProgram(hook: RunHook = { run: (o, e) => run(o, e, reread),
     .description('add a VTEP to the running uvtep of this network namespace: uvtep vtep add --vni 30 --name vx30 --remote 198.51.100.2 --address 10.30.0.1/24')
     .option('--control <path>', 'the uvtep to add it to, by control socket path (default: the only one running here)')
     .option('--socket <path>', 'the same as --control');
-  for (const o of vtepOptionList(false)) add.addOption(o);
+  for (const o of commanderOptions('vtep', false)) add.addOption(o);
   add.action(async (o: Record<string, unknown>, cmd: Command) => {
     const options: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(o)) if (k !== 'socket' && k !== 'control' && cmd.getOptionValueSource(k) === 'cli') options[k] = v;

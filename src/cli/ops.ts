@@ -8,6 +8,7 @@ import { ControlError, controlDir, controlPath, controlRequest, isLive, listCont
 import type { FdbRow } from '../fdb.js';
 import type { VtepStats } from '../vtep.js';
 import type { EndpointStats } from '../endpoint.js';
+import { FLAG } from './options.js';
 
 export interface Out {
   out: (s: string) => void;
@@ -23,51 +24,6 @@ export interface Target {
 export const EXIT_OK = 0;
 export const EXIT_SYSTEM = 1;
 export const EXIT_USAGE = 2;
-
-/** Library option names -> CLI flags, for error messages. */
-export const FLAG: Record<string, string> = {
-  vni: '--vni',
-  remote: '--remote',
-  remotes: '--remote',
-  group: '--group',
-  local: '--local',
-  dev: '--dev',
-  dstPort: '--dstport',
-  listenPort: '--listen-port',
-  ttl: '--ttl',
-  ageing: '--ageing',
-  ageingS: '--ageing',
-  strictReserved: '--reserved-bits',
-  addresses: '--address',
-  learning: '--no-learning',
-  maxAddress: '--max-address',
-  reservedBits: '--reserved-bits',
-  underlayMtu: '--underlay-mtu',
-  mac: '--mac',
-  sndbuf: '--sndbuf',
-  rcvbuf: '--rcvbuf',
-  name: '--name',
-  mtu: '--mtu',
-  address: '--address',
-  bridge: '--bridge',
-  batchSize: '--batch-size',
-  allowFrom: '--allow-from',
-  srcport: '--srcport',
-  srcportSockets: '--srcport',
-  tos: '--tos',
-  df: '--df',
-  metrics: '--metrics',
-  gso: '--no-gso',
-  gro: '--no-gro',
-  tso: '--no-tso',
-  busyPoll: '--busy-poll',
-  transport: '--transport',
-  config: '--config',
-  logLevel: '--log-level',
-  control: '--control',
-  persist: '--persist',
-};
-
 
 /** `option --flag: what is wrong`, from an error that names its option. */
 export function configMessage(e: { option: string; message: string }): string {

@@ -15,8 +15,8 @@ import { formatMac } from '../wire/ethernet.js';
 import type { VtepStats } from '../vtep.js';
 import { ControlServer, controlPath, type ControlTarget } from '../control.js';
 import { metricsRegistry, MetricsServer, parseMetricsAddress } from '../metrics.js';
-import { IDENTITY, specOf, type RunOpts, vtepOptionsCommand } from './options.js';
-import { configMessage, EXIT_OK, EXIT_SYSTEM, FLAG, usageError } from './ops.js';
+import { FLAG, IDENTITY, keysOf, specOf, type RunOpts, vtepOptionsCommand } from './options.js';
+import { configMessage, EXIT_OK, EXIT_SYSTEM, usageError } from './ops.js';
 import { optionValues } from './config-file.js';
 import { FLANNEL_LEASE_TTL_S, FlannelMember, type FlannelNetwork } from '../flannel.js';
 import { checkKeyPrefix } from '../check.js';
@@ -74,8 +74,8 @@ export function startError(e: unknown, log: Logger, where = ''): number {
 export async function runFlannel(o: RunOpts, entries: Array<Record<string, unknown>> | undefined, reread: Reread): Promise<number> {
   if (entries !== undefined) return usageError('option --flannel: one flannel member per process; --config must not hold a vteps: list');
   if ((o.etcd ?? []).length === 0) return usageError('option --flannel: needs --etcd <url>: the etcd of the flannel network');
-  for (const [k, flag] of [['vni', 'vni'], ['remote', 'remote'], ['group', 'group'], ['name', 'name'], ['listenPort', 'listen-port'], ['etcdMacs', 'etcd-macs'], ['proxy', 'proxy'], ['etcdAllow', 'etcd-allow'], ['bridge', 'bridge'], ['address', 'address']] as const) {
-    if (o[k] !== undefined && o[k] !== false) return usageError(`option --${flag}: not with --flannel: ${k === 'vni' || k === 'listenPort' ? 'the VNI and port come from the network config' : k === 'name' ? 'the TAP is flannel.<VNI>, as flanneld names it' : k === 'address' || k === 'bridge' ? 'the TAP gets <subnet>.0/32; pods go on a bridge of their own (flannel\'s CNI plugin)' : 'the members come from the subnet leases'}`);
+  for (const k of ['vni', 'remote', 'group', 'name', 'listenPort', 'etcdMacs', 'proxy', 'etcdAllow', 'bridge', 'address'] as const) {
+    if (o[k] !== undefined && o[k] !== false) return usageError(`option ${FLAG[k]!}: not with --flannel: ${k === 'vni' || k === 'listenPort' ? 'the VNI and port come from the network config' : k === 'name' ? 'the TAP is flannel.<VNI>, as flanneld names it' : k === 'address' || k === 'bridge' ? 'the TAP gets <subnet>.0/32; pods go on a bridge of their own (flannel\'s CNI plugin)' : 'the members come from the subnet leases'}`);
   }
   let etcd: Omit<EtcdSettings, 'log'>;
   let publicIp: string;
@@ -349,7 +349,8 @@ async function serve(
         changes.push(`log-level ${next.o.logLevel} (was ${log.level})`);
         log.level = next.o.logLevel;
       }
-      for (const k of ['transport', 'busyPoll', 'control', 'metrics', 'etcd', 'etcdPrefix', 'etcdTtl', 'etcdNode', 'etcdCacert', 'etcdCert', 'etcdKey', 'etcdUser', 'etcdPasswordFile'] as const) {
+      for (const k of keysOf('process')) {
+        if (k === 'logLevel' || k === 'config') continue;
         if (JSON.stringify(next.o[k]) !== JSON.stringify(o[k])) fixed.push(`${FLAG[k] ?? k} (process)`);
       }
       // which running VTEP each entry is: by TAP name, else by VNI
@@ -373,7 +374,7 @@ async function serve(
           if (JSON.stringify(c[k]) !== JSON.stringify(cur[k])) fixed.push(`${h.name}: ${FLAG[k] ?? k}`);
         }
         for (const k of Object.keys({ ...sp.tap, ...h.spec.tap }) as Array<keyof typeof sp.tap>) {
-          if (JSON.stringify(sp.tap[k]) !== JSON.stringify(h.spec.tap[k])) fixed.push(`${h.name}: ${FLAG[k === 'addresses' ? 'address' : k] ?? k}`);
+          if (JSON.stringify(sp.tap[k]) !== JSON.stringify(h.spec.tap[k])) fixed.push(`${h.name}: ${FLAG[k] ?? k}`);
         }
         for (const k of ['allow', 'macs', 'proxy'] as const) {
           if ((sp.plane?.[k] ?? false) !== (h.spec.plane?.[k] ?? false)) fixed.push(`${h.name}: ${k === 'proxy' ? '--proxy' : `--etcd-${k}`}`);
