@@ -10,6 +10,7 @@ import { DROP_REASONS, type Vtep, type VtepStats } from './vtep.js';
 import { ENDPOINT_DROPS, type Endpoint } from './endpoint.js';
 import type { TransportCounters } from './transport/transport.js';
 import type { EtcdStats } from './etcd.js';
+import { transportCounters, UDP_COUNTERS, VTEP_COUNTERS } from './counters.js';
 
 export interface MetricsAddress {
   host: string;
@@ -51,12 +52,12 @@ type Labels = Record<string, string>;
  */
 export function metricsRegistry(source: MetricsSource, opts: { processMetrics?: boolean } = {}): Registry {
   const reg = new Registry();
-  const perVtep = (name: string, help: string, read: (s: VtepStats, v: Vtep) => number, gauge = false) => {
+  const perVtep = (name: string, help: string, read: (s: VtepStats) => number, gauge = false) => {
     const collect = function (this: Counter | Gauge) {
       this.reset();
       for (const v of source.list()) {
         const l: Labels = { tap: v.name, vni: String(v.vtep.config.vni) };
-        const n = read(v.vtep.stats, v.vtep);
+        const n = read(v.vtep.stats);
         if (this instanceof Gauge) this.set(l, n);
         else this.inc(l, n);
       }
@@ -75,7 +76,7 @@ export function metricsRegistry(source: MetricsSource, opts: { processMetrics?: 
         const a = v.vtep.running ? v.vtep.address() : { address: '', port: 0 };
         const listen = `${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port}`;
         const st = v.vtep.stats;
-        if (!seen.has(listen)) seen.set(listen, { listen, io: { ...st.io, gsoSends: st.txGsoSends, gsoDatagrams: st.txGsoDatagrams }, drops: {}, rx: st.rxDatagrams });
+        if (!seen.has(listen)) seen.set(listen, { listen, io: transportCounters(st), drops: {}, rx: st.rxDatagrams });
       }
     }
     return [...seen.values()];
@@ -91,40 +92,8 @@ export function metricsRegistry(source: MetricsSource, opts: { processMetrics?: 
         for (const e of endpoints()) this.inc({ listen: e.listen }, read(e));
       },
     });
-  perVtep('uvtep_rx_datagrams_total', 'Datagrams of this VTEP\'s VNI received from the underlay, valid or not', (s) => s.rxDatagrams);
-  perVtep('uvtep_rx_packets_total', 'Frames decapsulated and delivered to the TAP', (s) => s.rxPackets);
-  perVtep('uvtep_rx_bytes_total', 'Bytes of frames delivered to the TAP', (s) => s.rxBytes);
-  perVtep('uvtep_tx_frames_total', 'Frames read from the TAP', (s) => s.txFrames);
-  perVtep('uvtep_tx_packets_total', 'Datagrams sent (flood copies included)', (s) => s.txPackets);
-  perVtep('uvtep_tx_bytes_total', 'Inner bytes of datagrams sent', (s) => s.txBytes);
-  perVtep('uvtep_flood_copies_total', 'Datagrams sent to the flood list', (s) => s.floodCopies);
-  perVtep('uvtep_proxy_replies_total', 'ARP requests and neighbour solicitations answered on the TAP instead of flooded (--proxy)', (s) => s.proxyReplies);
-  perVtep('uvtep_fdb_learn_refused_total', 'New MACs not learned because the FDB was full', (s) => s.learnRefused);
-  perVtep('uvtep_rx_gro_writes_total', 'TAP writes carrying several coalesced TCP segments', (s) => s.rxGroWrites);
-  perVtep('uvtep_rx_gro_segments_total', 'Frames delivered inside coalesced TAP writes', (s) => s.rxGroSegments);
-  perVtep('uvtep_tx_pauses_total', 'Times the TAP was paused for socket backpressure', (s) => s.txPauses);
-  // what the TAP syscalls carried (the fast path's batching), as in `uvtep stats` io
-  const tapIo: Array<[string, string, 'reads' | 'readFrames' | 'superFrames' | 'writes' | 'badCsum' | 'partialCsum' | 'rxSuperFrames']> = [
-    ['uvtep_tap_reads_total', 'TAP read syscalls', 'reads'],
-    ['uvtep_tap_read_frames_total', 'Frames the TAP reads gave, after splitting super-frames', 'readFrames'],
-    ['uvtep_tap_super_frames_total', 'TCP/UDP super-frames read from the TAP and split (TSO/USO)', 'superFrames'],
-    ['uvtep_tap_writes_total', 'TAP write syscalls', 'writes'],
-    ['uvtep_rx_bad_csum_total', 'Received TCP segments whose checksum failed (written unmerged)', 'badCsum'],
-    ['uvtep_rx_partial_csum_total', 'Received frames with a partial checksum from a kernel peer on this host', 'partialCsum'],
-    ['uvtep_rx_super_frames_total', 'TCP super-frames received whole from a kernel peer on this host', 'rxSuperFrames'],
-  ];
-  for (const [name, help, key] of tapIo) perVtep(name, help, (s) => s.io[key]);
-  const udpIo: Array<[string, string, keyof TransportCounters]> = [
-    ['uvtep_udp_send_calls_total', 'UDP send syscalls (sendmmsg)', 'sendCalls'],
-    ['uvtep_udp_sent_datagrams_total', 'Datagrams those sends carried', 'sentDatagrams'],
-    ['uvtep_tx_gso_sends_total', 'UDP messages carrying several datagrams (UDP GSO)', 'gsoSends'],
-    ['uvtep_tx_gso_datagrams_total', 'Datagrams sent in UDP GSO batches', 'gsoDatagrams'],
-    ['uvtep_udp_gso_fallbacks_total', 'GSO messages a route refused, resent one datagram at a time', 'gsoFallbacks'],
-    ['uvtep_udp_recv_calls_total', 'UDP receive syscalls (recvmmsg)', 'recvCalls'],
-    ['uvtep_udp_recv_messages_total', 'Messages those receives returned', 'recvMsgs'],
-    ['uvtep_udp_gro_messages_total', 'Received messages that held several datagrams (UDP GRO)', 'groMsgs'],
-  ];
-  for (const [name, help, key] of udpIo) perEndpoint(name, help, (e) => e.io[key]);
+  for (const d of VTEP_COUNTERS) perVtep(d.metric, d.help, d.read, d.gauge === true);
+  for (const d of UDP_COUNTERS) perEndpoint(d.metric, d.help, (e) => d.read(e.io));
   perEndpoint('uvtep_endpoint_rx_datagrams_total', 'Datagrams the UDP endpoint received, for any VNI', (e) => e.rx);
   new Counter({
     name: 'uvtep_endpoint_drops_total',
@@ -149,8 +118,6 @@ export function metricsRegistry(source: MetricsSource, opts: { processMetrics?: 
       }
     },
   });
-  perVtep('uvtep_fdb_entries', 'FDB entries (the all-zero flood entry not counted)', (_s, v) => v.fdb.size, true);
-  perVtep('uvtep_fdb_flood_destinations', 'Default destinations (flood list)', (_s, v) => v.fdb.flood.length, true);
   if (source.etcd !== undefined) {
     const etcd = source.etcd.bind(source);
     const one = (name: string, help: string, read: (e: EtcdStats) => number, gauge: boolean) => {

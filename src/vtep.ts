@@ -95,6 +95,8 @@ export interface VtepStats {
   drops: Record<DropReasonName, number>;
   dropsTotal: number;
   fdbSize: number;
+  /** Default destinations (the flood list). */
+  floodDestinations: number;
   /** New MACs not learned because the FDB was full. */
   learnRefused: number;
   /** Times the device was paused because the socket still held queued datagrams (backpressure). */
@@ -364,6 +366,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
       drops,
       dropsTotal: total,
       fdbSize: this.fdb.size,
+      floodDestinations: this.fdb.flood.length,
       learnRefused: this.fdb.learnRefused,
       txPauses: this.txPauses,
       txGsoSends: t?.gsoSends ?? 0,

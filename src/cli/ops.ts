@@ -9,6 +9,7 @@ import type { FdbRow } from '../fdb.js';
 import type { VtepStats } from '../vtep.js';
 import type { EndpointStats } from '../endpoint.js';
 import { FLAG } from './options.js';
+import { statsLines } from '../counters.js';
 
 export interface Out {
   out: (s: string) => void;
@@ -173,25 +174,15 @@ export function fdbFlush(io: Out, t: Target, dynamicOnly: boolean): Promise<numb
 type Stats = VtepStats & { time: number; name: string; endpoint?: EndpointStats };
 
 function statsText(tap: string, s: Stats, rate?: { rxPps: number; txPps: number; rxBps: number; txBps: number; dropPps: number }): string {
-  const drops = Object.entries(s.drops)
-    .filter(([, n]) => n > 0)
-    .map(([k, n]) => `${k} ${n}`)
-    .join(', ');
-  const lines = [
+  const mbit = (bps: number) => ((bps * 8) / 1e6).toFixed(1);
+  const suffix = rate ? { rx: `   ${rate.rxPps.toFixed(0)} frames/s, ${mbit(rate.rxBps)} Mbit/s`, tx: `   ${rate.txPps.toFixed(0)} datagrams/s, ${mbit(rate.txBps)} Mbit/s`, drops: `   ${rate.dropPps.toFixed(0)}/s` } : {};
+  const e = s.endpoint;
+  const endpointDrops = e ? Object.entries(e.drops).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(', ') : '';
+  return [
     `${tap}:`,
-    `  rx: ${s.rxPackets} frames, ${s.rxBytes} bytes (${s.rxDatagrams} datagrams)${rate ? `   ${rate.rxPps.toFixed(0)} frames/s, ${((rate.rxBps * 8) / 1e6).toFixed(1)} Mbit/s` : ''}`,
-    `  tx: ${s.txPackets} datagrams, ${s.txBytes} bytes (${s.txFrames} frames, ${s.floodCopies} flood copies${s.proxyReplies > 0 ? `, ${s.proxyReplies} ARP/ND answered locally` : ''})${rate ? `   ${rate.txPps.toFixed(0)} datagrams/s, ${((rate.txBps * 8) / 1e6).toFixed(1)} Mbit/s` : ''}`,
-    `  drops: ${s.dropsTotal}${drops ? ` (${drops})` : ''}${rate ? `   ${rate.dropPps.toFixed(0)}/s` : ''}`,
-    `  fdb: ${s.fdbSize} entries, ${s.learnRefused} learns refused; backpressure pauses ${s.txPauses}`,
-    `  offloads: ${s.txGsoDatagrams} datagrams in ${s.txGsoSends} GSO sends, ${s.rxGroSegments} frames in ${s.rxGroWrites} coalesced TAP writes`,
-    ...(s.endpoint
-      ? [
-          `  endpoint ${s.endpoint.listen} (VNIs ${s.endpoint.vnis.join(', ')}): ${s.endpoint.rxDatagrams} datagrams received, ${s.endpoint.dropsTotal} dropped before any VTEP${s.endpoint.dropsTotal > 0 ? ` (${Object.entries(s.endpoint.drops).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(', ')})` : ''}`,
-        ]
-      : []),
-    ...(s.io ? [`  io (${s.io.transport}): TAP ${s.io.reads} reads -> ${s.io.readFrames} frames (${s.io.superFrames} super-frames split), ${s.io.writes} writes; UDP ${s.io.sendCalls} send calls -> ${s.io.sentDatagrams} datagrams, ${s.io.recvCalls} receive calls -> ${s.io.recvMsgs} messages (${s.io.groMsgs} GRO)`] : []),
-  ];
-  return lines.join('\n');
+    ...statsLines(s, suffix),
+    ...(e ? [`  endpoint ${e.listen} (VNIs ${e.vnis.join(', ')}): ${e.rxDatagrams} datagrams received, ${e.dropsTotal} dropped before any VTEP${endpointDrops ? ` (${endpointDrops})` : ''}`] : []),
+  ].join('\n');
 }
 
 export function stats(io: Out & { tty: boolean }, t: Target, o: { json: boolean; watch?: number | undefined; count?: number | undefined }): Promise<number> {

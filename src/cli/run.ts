@@ -12,7 +12,7 @@ import type { TransportKind } from '../create.js';
 import { checkSpecs, Instance, type HostedVtep, type VtepSpec } from '../instance.js';
 import { checkDgramOptions } from '../transport/dgram.js';
 import { formatMac } from '../wire/ethernet.js';
-import type { VtepStats } from '../vtep.js';
+import { summaryLine } from '../counters.js';
 import { ControlServer, controlPath, type ControlTarget } from '../control.js';
 import { metricsRegistry, MetricsServer, parseMetricsAddress } from '../metrics.js';
 import { FLAG, IDENTITY, keysOf, specOf, type RunOpts, vtepOptionsCommand } from './options.js';
@@ -39,14 +39,6 @@ function makeLogger(level: string): { log: Logger; sink: LogSink | undefined } {
   }
   const sink = new LogSink(1);
   return { log: pino({ level, base: { name: 'uvtep' } }, sink), sink };
-}
-
-function summary(s: VtepStats): string {
-  const drops = Object.entries(s.drops)
-    .filter(([, n]) => n > 0)
-    .map(([k, n]) => `${k}=${n}`)
-    .join(' ');
-  return `rx ${s.rxPackets} frames ${s.rxBytes} bytes, tx ${s.txPackets} datagrams ${s.txBytes} bytes (flood ${s.floodCopies}), drops ${s.dropsTotal}${drops ? ` (${drops})` : ''}, fdb ${s.fdbSize}`;
 }
 
 /** The exit code and log line for an error while starting or adding a VTEP. */
@@ -309,7 +301,7 @@ async function serve(
   };
   /** A VTEP's counters, its endpoint's and its FDB, for its last record. */
   const snapshot = (h: HostedVtep) => ({ tap: h.name, vni: h.vtep.config.vni, stats: h.vtep.stats, endpoint: h.endpoint.stats, fdb: h.vtep.fdb.list() });
-  const finalRecord = (r: ReturnType<typeof snapshot>, reason: string) => log.info(r, `stopped (${reason}): ${r.tap}: ${summary(r.stats)}`);
+  const finalRecord = (r: ReturnType<typeof snapshot>, reason: string) => log.info(r, `stopped (${reason}): ${r.tap}: ${summaryLine(r.stats)}`);
 
   /**
    * SIGHUP: the command line and the config file read again. Applied while forwarding: VTEPs added
@@ -436,7 +428,7 @@ async function serve(
     instance.on('added', announce);
     instance.on('removed', (h) => {
       const r = snapshot(h);
-      log.info(r, `${h.name} removed (vni ${r.vni}): ${summary(r.stats)}`);
+      log.info(r, `${h.name} removed (vni ${r.vni}): ${summaryLine(r.stats)}`);
     });
     const onFailed = (h: HostedVtep, err: Error) => {
       if (instance.list().length === 0) onStopping(); // the last one: its records are final
