@@ -31,6 +31,7 @@ import type { DirWatch, EtcdAgent, EtcdLogger } from './etcd.js';
 import type { Remote } from './fdb.js';
 import { loadBinding, type NativeBinding } from './native.js';
 import type { Vtep } from './vtep.js';
+import { ipv4Text } from './wire/ipv4.js';
 import { formatMac, parseMac, writeMac } from './wire/ethernet.js';
 import { VXLAN_PORT_LINUX } from './wire/vxlan.js';
 
@@ -63,9 +64,8 @@ export interface FlannelLease {
   vni: number;
 }
 
-function ip4(n: number): string {
-  return `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
-}
+/** Dotted-quad text of a 32-bit address. */
+const ip4 = (n: number): string => ipv4Text(bytes4(n), 0);
 
 function parseIp4(s: string): number | undefined {
   if (!Address4.isValid(s) || s.includes('/')) return undefined;

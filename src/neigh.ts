@@ -10,22 +10,15 @@
  * - `NeighTable` maps overlay IPs to MACs; `proxyReply` turns an ARP request or a neighbour
  *   solicitation for a known address into the reply the owner would send.
  */
-import { Address6 } from 'ip-address';
-import { ethSrc, ethType, isValidUnicastMac } from './wire/ethernet.js';
-import { ARP_SPA, ARP_TPA, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, isArpIpv4, isArpQuestion, isNeighborQuestion, ND_TARGET, writeArpReply, writeNeighborAdvert } from './wire/nd.js';
+import { ETH_HLEN, ethSrc, ethType, isValidUnicastMac } from './wire/ethernet.js';
+import { ARP_SPA, ARP_TPA, ETH_P_ARP, isArpIpv4, isArpQuestion, isNeighborQuestion, ND_TARGET, writeArpReply, writeNeighborAdvert } from './wire/nd.js';
+import { ETH_P_IP, IPV4_HLEN, IPV4_SRC, ipv4Text, isIpv4 } from './wire/ipv4.js';
+import { ETH_P_IPV6, IPV6_HLEN, IPV6_SRC, ipv6Text, isIpv6 } from './wire/ipv6.js';
 
 /** Addresses kept per station: a router's MAC forwards many sources; the most recent ones stay. */
 export const STATION_IPS_MAX = 8;
 /** Stations kept per VTEP. */
 export const STATIONS_MAX = 4096;
-
-export function ipv4Text(buf: Uint8Array, off: number): string {
-  return `${buf[off]}.${buf[off + 1]}.${buf[off + 2]}.${buf[off + 3]}`;
-}
-
-export function ipv6Text(buf: Uint8Array, off: number): string {
-  return Address6.fromByteArray(Array.from(buf.subarray(off, off + 16))).correctForm();
-}
 
 /** A unicast IPv4 source worth publishing: not 0.0.0.0, not multicast/broadcast, not loopback. */
 function usableV4(buf: Uint8Array, off: number): boolean {
@@ -128,18 +121,18 @@ export class LocalStations {
  */
 export function sourceIp(buf: Uint8Array, off: number, len: number): string | undefined {
   const type = ethType(buf, off);
-  const l3 = off + 14;
+  const l3 = off + ETH_HLEN;
   if (type === ETH_P_ARP) {
     if (!isArpIpv4(buf, off, len)) return undefined;
     return usableV4(buf, off + ARP_SPA) ? ipv4Text(buf, off + ARP_SPA) : undefined;
   }
   if (type === ETH_P_IP) {
-    if (len < 34 || buf[l3]! >> 4 !== 4) return undefined;
-    return usableV4(buf, l3 + 12) ? ipv4Text(buf, l3 + 12) : undefined;
+    if (len < ETH_HLEN + IPV4_HLEN || !isIpv4(buf, l3)) return undefined;
+    return usableV4(buf, l3 + IPV4_SRC) ? ipv4Text(buf, l3 + IPV4_SRC) : undefined;
   }
   if (type === ETH_P_IPV6) {
-    if (len < 54 || buf[l3]! >> 4 !== 6) return undefined;
-    return usableV6(buf, l3 + 8) ? ipv6Text(buf, l3 + 8) : undefined;
+    if (len < ETH_HLEN + IPV6_HLEN || !isIpv6(buf, l3)) return undefined;
+    return usableV6(buf, l3 + IPV6_SRC) ? ipv6Text(buf, l3 + IPV6_SRC) : undefined;
   }
   return undefined;
 }

@@ -23,7 +23,8 @@ import { TxBatch } from './transport/transport.js';
 import { ETH_HLEN, ethDst, ethSrc, isValidUnicastMac, MAC_ZERO } from './wire/ethernet.js';
 import { checkVxlan, emitVxlan, VXLAN_HLEN, vxlanVni, VxlanCheck } from './wire/vxlan.js';
 import { flowHash, innerDsfield } from './wire/flow.js';
-import { EcnDecap, ecnDecapsulate, encapEcn, innerEcn, innerTtl, isPartialTcp } from './wire/inet.js';
+import { EcnDecap, ecnDecapsulate, encapEcn, innerEcn, innerTtl } from './wire/inet.js';
+import { isPartialTcp } from './wire/tcp.js';
 import { proxyReply, type LocalStations, type NeighTable } from './neigh.js';
 
 /** Why a frame or datagram was dropped. Numeric on the data path; names via `DROP_REASONS`. */

@@ -11,6 +11,9 @@
 
 export const ETH_ALEN = 6;
 export const ETH_HLEN = 14;
+/** 802.1Q VLAN and 802.1ad service tags (4 bytes before the inner ethertype). */
+export const ETH_P_8021Q = 0x8100;
+export const ETH_P_8021AD = 0x88a8;
 const OFF_DST = 0;
 const OFF_SRC = 6;
 const TWO_32 = 0x1_0000_0000;

@@ -7,11 +7,11 @@
  * destination, protocol, and TCP/UDP ports (unfragmented IPv4 only); any other frame hashes its
  * MACs and ethertype. Every read is bounds-checked against `len`.
  */
-import { ETH_HLEN } from './ethernet.js';
+import { ETH_HLEN, ethType } from './ethernet.js';
 import { encapEcn, innerDs } from './inet.js';
-
-const ETH_P_IP = 0x0800;
-const ETH_P_IPV6 = 0x86dd;
+import { ETH_P_IP, IPV4_HLEN, IPV4_PROTO, IPV4_SRC, ipv4HeaderLen, ipv4IsFragment } from './ipv4.js';
+import { ETH_P_IPV6, IPV6_HLEN, IPV6_NEXT, IPV6_SRC } from './ipv6.js';
+import { IPPROTO_TCP, IPPROTO_UDP } from './tcp.js';
 const FNV_OFFSET = 0x811c9dc5;
 const FNV_PRIME = 0x01000193;
 
@@ -23,24 +23,23 @@ function fnv(h: number, b: Uint8Array, from: number, to: number): number {
 /** A 32-bit unsigned hash of the frame's flow; equal for every frame of one flow. */
 export function flowHash(b: Uint8Array, off: number, len: number): number {
   if (len < ETH_HLEN) return 0;
-  const type = (b[off + 12]! << 8) | b[off + 13]!;
+  const type = ethType(b, off);
   const l3 = off + ETH_HLEN;
   const end = off + len;
   let h = FNV_OFFSET;
-  if (type === ETH_P_IP && end >= l3 + 20) {
-    const ihl = (b[l3]! & 0x0f) * 4;
-    const proto = b[l3 + 9]!;
-    h = fnv(h, b, l3 + 12, l3 + 20); // saddr, daddr
+  if (type === ETH_P_IP && end >= l3 + IPV4_HLEN) {
+    const ihl = ipv4HeaderLen(b, l3);
+    const proto = b[l3 + IPV4_PROTO]!;
+    h = fnv(h, b, l3 + IPV4_SRC, l3 + IPV4_SRC + 8); // saddr, daddr
     h = Math.imul(h ^ proto, FNV_PRIME);
-    const frag = ((b[l3 + 6]! & 0x3f) << 8) | b[l3 + 7]!; // MF + offset
-    if ((proto === 6 || proto === 17) && frag === 0 && ihl >= 20 && end >= l3 + ihl + 4) h = fnv(h, b, l3 + ihl, l3 + ihl + 4);
-  } else if (type === ETH_P_IPV6 && end >= l3 + 40) {
-    const next = b[l3 + 6]!;
-    h = fnv(h, b, l3 + 8, l3 + 40);
+    if ((proto === IPPROTO_TCP || proto === IPPROTO_UDP) && !ipv4IsFragment(b, l3) && ihl >= IPV4_HLEN && end >= l3 + ihl + 4) h = fnv(h, b, l3 + ihl, l3 + ihl + 4);
+  } else if (type === ETH_P_IPV6 && end >= l3 + IPV6_HLEN) {
+    const next = b[l3 + IPV6_NEXT]!;
+    h = fnv(h, b, l3 + IPV6_SRC, l3 + IPV6_SRC + 32);
     h = Math.imul(h ^ next, FNV_PRIME);
-    if ((next === 6 || next === 17) && end >= l3 + 44) h = fnv(h, b, l3 + 40, l3 + 44);
+    if ((next === IPPROTO_TCP || next === IPPROTO_UDP) && end >= l3 + IPV6_HLEN + 4) h = fnv(h, b, l3 + IPV6_HLEN, l3 + IPV6_HLEN + 4);
   } else {
-    h = fnv(h, b, off, off + 14);
+    h = fnv(h, b, off, off + ETH_HLEN);
   }
   // final avalanche (murmur3 fmix32) so nearby flows spread across a small pool
   h ^= h >>> 16;

@@ -9,12 +9,12 @@
  *   NS/NA: IPv6 header at 14 (source at 22, destination at 38, next header 58, hop limit 255),
  *         ICMPv6 at 54 (type, code, checksum, flags), target address at 62, options from 78.
  */
-import { ETH_HLEN, writeMac } from './ethernet.js';
-import { fold, sum16 } from './inet.js';
+import { ETH_HLEN, ethType, writeMac } from './ethernet.js';
+import { fold, sum16 } from './checksum.js';
+import { ETH_P_IP } from './ipv4.js';
+import { ETH_P_IPV6, IPV6_HLEN, IPV6_HOPS, IPV6_NEXT, isIpv6 } from './ipv6.js';
 
 export const ETH_P_ARP = 0x0806;
-export const ETH_P_IP = 0x0800;
-export const ETH_P_IPV6 = 0x86dd;
 export const ARP_REQUEST = 1;
 export const ARP_REPLY = 2;
 /** An ARP packet for IPv4 over Ethernet in its frame, without padding. */
@@ -23,7 +23,7 @@ export const IPPROTO_ICMPV6 = 58;
 export const ND_NEIGHBOR_SOLICIT = 135;
 export const ND_NEIGHBOR_ADVERT = 136;
 /** Ethernet + IPv6 + NA (24) + target link-layer address option (8). */
-export const NA_FRAME_LEN = ETH_HLEN + 40 + 32;
+export const NA_FRAME_LEN = ETH_HLEN + IPV6_HLEN + 32;
 
 /** Offsets in the frame. */
 export const ARP_OP = 20;
@@ -39,7 +39,8 @@ export const ND_TARGET = 62;
 /** An ARP packet for IPv4 over Ethernet, whole. */
 export function isArpIpv4(b: Uint8Array, off: number, len: number): boolean {
   const a = off + ETH_HLEN;
-  return len >= ARP_FRAME_LEN && b[off + 12] === 0x08 && b[off + 13] === 0x06 && b[a] === 0 && b[a + 1] === 1 && b[a + 2] === 8 && b[a + 3] === 0 && b[a + 4] === 6 && b[a + 5] === 4;
+  // htype 1 (Ethernet), ptype IPv4, hlen 6, plen 4
+  return len >= ARP_FRAME_LEN && ethType(b, off) === ETH_P_ARP && b[a] === 0 && b[a + 1] === 1 && ((b[a + 2]! << 8) | b[a + 3]!) === ETH_P_IP && b[a + 4] === 6 && b[a + 5] === 4;
 }
 
 export function arpOp(b: Uint8Array, off: number): number {
@@ -83,12 +84,11 @@ export function writeArpReply(out: Uint8Array, b: Uint8Array, off: number, owner
 export function isNeighborQuestion(b: Uint8Array, off: number, len: number): boolean {
   const ip = off + ETH_HLEN;
   return (
-    len >= ETH_HLEN + 40 + 24 &&
-    b[off + 12] === 0x86 &&
-    b[off + 13] === 0xdd &&
-    b[ip]! >> 4 === 6 &&
-    b[ip + 6] === IPPROTO_ICMPV6 &&
-    b[ip + 7] === 255 &&
+    len >= ETH_HLEN + IPV6_HLEN + 24 &&
+    ethType(b, off) === ETH_P_IPV6 &&
+    isIpv6(b, ip) &&
+    b[ip + IPV6_NEXT] === IPPROTO_ICMPV6 &&
+    b[ip + IPV6_HOPS] === 255 &&
     b[off + ICMP6] === ND_NEIGHBOR_SOLICIT &&
     b[off + ICMP6 + 1] === 0 &&
     !zero(b, off + IP6_SRC, 16) &&

@@ -1,6 +1,8 @@
 // Builders and checkers for Ethernet/IP/TCP/UDP frames: the reference (written independently of
 // native/offload.cc) that the native segmentation and coalescing are checked against.
 
+import { readVirtioNetHdr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP_L4, VIRTIO_NET_HDR_LEN, writeVirtioNetHdr, type VirtioNetHdr } from '../../src/wire/virtio-net.js';
+
 /** Ones'-complement sum of b[off, off+len) as big-endian words, folded. */
 export function csum(b: Uint8Array, off: number, len: number, sum = 0): number {
   for (let i = 0; i + 1 < len; i += 2) sum += (b[off + i]! << 8) | b[off + i + 1]!;
@@ -76,34 +78,17 @@ export function segment(o: SegOpts): Buffer {
   return f;
 }
 
-export const VNET_NEEDS_CSUM = 1;
-export const GSO_TCPV4 = 1;
-export const GSO_TCPV6 = 4;
-export const GSO_UDP_L4 = 5;
+export { VIRTIO_NET_HDR_F_NEEDS_CSUM as VNET_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4 as GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 as GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP_L4 as GSO_UDP_L4 } from '../../src/wire/virtio-net.js';
+export type { VirtioNetHdr as VnetHdr } from '../../src/wire/virtio-net.js';
 
-export interface VnetHdr {
-  flags: number;
-  gsoType: number;
-  hdrLen: number;
-  gsoSize: number;
-  csumStart: number;
-  csumOffset: number;
-}
-
-export function vnet(h: Partial<VnetHdr>): Buffer {
-  const b = Buffer.alloc(10);
-  b[0] = h.flags ?? 0;
-  b[1] = h.gsoType ?? 0;
-  b.writeUInt16LE(h.hdrLen ?? 0, 2);
-  b.writeUInt16LE(h.gsoSize ?? 0, 4);
-  b.writeUInt16LE(h.csumStart ?? 0, 6);
-  b.writeUInt16LE(h.csumOffset ?? 0, 8);
+/** A virtio-net header (the layout is src/wire/virtio-net.ts's). */
+export function vnet(h: Partial<VirtioNetHdr>): Buffer {
+  const b = Buffer.alloc(VIRTIO_NET_HDR_LEN);
+  writeVirtioNetHdr(b, 0, h);
   return b;
 }
 
-export function readVnet(b: Buffer, off = 0): VnetHdr {
-  return { flags: b[off]!, gsoType: b[off + 1]!, hdrLen: b.readUInt16LE(off + 2), gsoSize: b.readUInt16LE(off + 4), csumStart: b.readUInt16LE(off + 6), csumOffset: b.readUInt16LE(off + 8) };
-}
+export const readVnet = (b: Buffer, off = 0): VirtioNetHdr => readVirtioNetHdr(b, off);
 
 /**
  * A super-frame as the kernel hands it to a TAP with TSO/USO: one frame with the whole payload,
@@ -118,9 +103,9 @@ export function superFrame(o: SegOpts & { mss: number }): { frame: Buffer; hdr: 
   const pseudo = v6 ? csum(f, 14 + 8, 32, proto + l4len) : csum(f, 14 + 12, 8, proto + l4len);
   const at = l4 + (o.udp ? 6 : 16);
   f.writeUInt16BE(pseudo, at);
-  const gsoType = o.udp ? GSO_UDP_L4 : v6 ? GSO_TCPV6 : GSO_TCPV4;
+  const gsoType = o.udp ? VIRTIO_NET_HDR_GSO_UDP_L4 : v6 ? VIRTIO_NET_HDR_GSO_TCPV6 : VIRTIO_NET_HDR_GSO_TCPV4;
   const hdrLen = l4 + (o.udp ? 8 : (f[l4 + 12]! >> 4) * 4);
-  return { frame: f, hdr: vnet({ flags: VNET_NEEDS_CSUM, gsoType, hdrLen, gsoSize: o.mss, csumStart: l4, csumOffset: o.udp ? 6 : 16 }) };
+  return { frame: f, hdr: vnet({ flags: VIRTIO_NET_HDR_F_NEEDS_CSUM, gsoType, hdrLen, gsoSize: o.mss, csumStart: l4, csumOffset: o.udp ? 6 : 16 }) };
 }
 
 export interface Parsed {
@@ -161,8 +146,8 @@ export function parse(f: Buffer): Parsed {
 }
 
 /** The records native `coalesce` writes: [u32 LE length][vnet header + packet]. */
-export function records(out: Buffer, used: number): Array<{ hdr: VnetHdr; frame: Buffer }> {
-  const r: Array<{ hdr: VnetHdr; frame: Buffer }> = [];
+export function records(out: Buffer, used: number): Array<{ hdr: VirtioNetHdr; frame: Buffer }> {
+  const r: Array<{ hdr: VirtioNetHdr; frame: Buffer }> = [];
   let at = 0;
   while (at < used) {
     const len = out.readUInt32LE(at);
