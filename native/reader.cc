@@ -17,7 +17,7 @@
 
 namespace uvtep {
 
-// stats indices (src/port/tap.ts reads them by the same numbers)
+// stats indices (src/native.ts, ReaderStat reads them by the same numbers)
 enum ReaderStat { kStReads, kStFrames, kStSuper, kStCsum, kStBadVnet, kStBadHeaders, kStTooMany, kStNoRoom, kStCount };
 
 class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
