@@ -10,7 +10,8 @@
         "native/link.cc",
         "native/udp.cc",
         "native/offload.cc",
-        "native/poller.cc"
+        "native/poller.cc",
+        "native/flowcache.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

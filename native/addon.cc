@@ -8,6 +8,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   uvtep::InitLink(env, exports);
   uvtep::InitUdp(env, exports);
   uvtep::InitPoller(env, exports);
+  uvtep::InitFlowCache(env, exports);
   return exports;
 }
 

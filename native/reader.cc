@@ -11,6 +11,7 @@
 #include <uv.h>
 #include <cerrno>
 #include "errors.h"
+#include "flowcache.h"
 #include "offload.h"
 #include "poller.h"
 #include "uvtep.h"
@@ -25,7 +26,7 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "TapReader",
                        {InstanceMethod("start", &TapReader::Start), InstanceMethod("stop", &TapReader::Stop),
-                        InstanceMethod("close", &TapReader::Close)});
+                        InstanceMethod("setFlowCache", &TapReader::SetFlowCache), InstanceMethod("close", &TapReader::Close)});
   }
 
   // new TapReader(tap, slab, slotSize, headroom, offs, lens, segs, lasts, stats, onBatch(count), onError(err), vnet):
@@ -120,6 +121,19 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
       stats_[kStFrames] += segs;
       n++;
     }
+    if (n > 0 && fc_ != nullptr) {
+      // a batch that only repeats the VTEP's decisions leaves here, without JS (flowcache.h)
+      const int sent = FlowCacheEncap(fc_, slab_, offs_, lens_, segs_, n);
+      if (sent > 0) {
+        for (int i = sent; i < n; i++) {
+          offs_[i - sent] = offs_[i];
+          lens_[i - sent] = lens_[i];
+          segs_[i - sent] = segs_[i];
+          lasts_[i - sent] = lasts_[i];
+        }
+        n -= sent;
+      }
+    }
     if (n > 0) Deliver(n);
   }
 
@@ -143,6 +157,16 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
 
   Napi::Value Close(const Napi::CallbackInfo& info) {
     CloseHandle();
+    fc_ = nullptr;
+    fcRef_.Reset();
+    return info.Env().Undefined();
+  }
+
+  // setFlowCache(cache | null): batches that qualify are sent without JS (native/flowcache.h)
+  Napi::Value SetFlowCache(const Napi::CallbackInfo& info) {
+    fc_ = FlowCacheOf(info.Env(), info[0]);
+    if (fc_ != nullptr) fcRef_ = Napi::Persistent(info[0].As<Napi::Object>());
+    else fcRef_.Reset();
     return info.Env().Undefined();
   }
 
@@ -203,6 +227,8 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
   double* stats_ = nullptr;
   Napi::ObjectReference refs_[7];
   Napi::FunctionReference onBatch_, onError_;
+  FlowCache* fc_ = nullptr;
+  Napi::ObjectReference fcRef_;
   uv_poll_t* poll_ = nullptr;
   bool active_ = false;
 };

@@ -108,16 +108,17 @@ class Tap : public Napi::ObjectWrap<Tap> {
   std::string name_;
   unsigned offloads_ = 0;
 };
-namespace {
-
 int WritevFd(void* ctx, struct iovec* iov, int iovcnt) {
   const int fd = *static_cast<int*>(ctx);
+  if (fd < 0) return -EBADF;
   ssize_t n;
   do {
     n = writev(fd, iov, iovcnt);
   } while (n < 0 && errno == EINTR);
   return n < 0 ? -errno : 0;
 }
+
+namespace {
 
 // Appends each packet as [u32 length][bytes] to a buffer: the coalescer's output, for tests.
 struct Recorder {
@@ -243,9 +244,13 @@ void InitTap(Napi::Env env, Napi::Object exports) {
   exports.Set("segment", Napi::Function::New(env, SegmentFrame, "segment"));
 }
 
-int TapFd(Napi::Env env, Napi::Value v) {
+Tap* TapOf(Napi::Env env, Napi::Value v) {
   if (!v.IsObject() || !v.As<Napi::Object>().CheckTypeTag(&kTapTag)) throw Napi::TypeError::New(env, "expected a Tap");
-  return Tap::Unwrap(v.As<Napi::Object>())->fd();
+  return Tap::Unwrap(v.As<Napi::Object>());
 }
+
+int TapFd(Napi::Env env, Napi::Value v) { return TapOf(env, v)->fd(); }
+
+int TapFdOf(const Tap* tap) { return tap->fd(); }
 
 }  // namespace uvtep

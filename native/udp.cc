@@ -12,7 +12,9 @@
 #include <uv.h>
 #include <cerrno>
 #include <cstring>
+#include <vector>
 #include "errors.h"
+#include "flowcache.h"
 #include "poller.h"
 #include "uvtep.h"
 
@@ -38,6 +40,8 @@ constexpr size_t kCtrlSpace = CMSG_SPACE(sizeof(uint16_t)) + 2 * CMSG_SPACE(size
 // stats indices (src/transport/native.ts reads them by the same numbers)
 enum SockStat { kSendCalls, kMsgsSent, kDgramsSent, kGsoMsgs, kGsoDgrams, kGsoFallbacks, kRecvCalls, kMsgsRecv, kGroMsgs, kTruncated, kStatCount };
 
+const napi_type_tag kUdpTag = {0x7576746570554450ULL, 0x534f434b45540001ULL};
+
 }  // namespace
 
 class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
@@ -48,7 +52,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
                         InstanceMethod("setOptBytes", &UdpSocket::SetOptBytes), InstanceMethod("localPort", &UdpSocket::LocalPort),
                         InstanceMethod("recvStart", &UdpSocket::RecvStart), InstanceMethod("recvStop", &UdpSocket::RecvStop),
                         InstanceMethod("send", &UdpSocket::Send), InstanceMethod("waitWritable", &UdpSocket::WaitWritable),
-                        InstanceMethod("close", &UdpSocket::Close)});
+                        InstanceMethod("setFlowCache", &UdpSocket::SetFlowCache), InstanceMethod("close", &UdpSocket::Close)});
   }
 
   // new UdpSocket(family 4|6, stats Float64Array(10))
@@ -76,6 +80,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
       throw SystemError(env, -r, "uv_poll_init");
     }
     poll_->data = this;
+    info.This().As<Napi::Object>().TypeTag(&kUdpTag);
   }
 
   ~UdpSocket() override {
@@ -159,6 +164,11 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
           memcpy(s + 4, &a->sin6_addr, 16);
         }
         out++;
+      }
+      // a batch that only repeats the VTEPs' decisions goes to the TAPs here, without JS
+      if (out > 0 && !caches_.empty() &&
+          FlowCacheDecap(&UdpSocket::FindCache, this, rxSlab_, rxOffs_, rxLens_, rxSegs_, rxTos_, rxSrcs_, kSrcStride, out)) {
+        out = 0;
       }
       if (out > 0) Deliver(out);
       if (r < n) return;  // the queue is empty
@@ -493,8 +503,57 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
   Napi::Value Close(const Napi::CallbackInfo& info) {
     CloseHandle();
     CloseFd();
+    caches_.clear();
+    cacheRefs_.clear();
     return info.Env().Undefined();
   }
+
+  // setFlowCache(vni, cache | null): the VTEP of `vni` takes its datagrams without JS when they
+  // qualify (native/flowcache.h); null removes it
+  Napi::Value SetFlowCache(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ExpectArgs(info, "setFlowCache", "n");
+    const uint32_t vni = info[0].As<Napi::Number>().Uint32Value();
+    FlowCache* fc = FlowCacheOf(env, info[1]);
+    for (size_t i = 0; i < caches_.size(); i++) {
+      if (FlowCacheVni(caches_[i]) != vni) continue;
+      caches_.erase(caches_.begin() + static_cast<long>(i));
+      cacheRefs_.erase(cacheRefs_.begin() + static_cast<long>(i));
+      break;
+    }
+    if (fc != nullptr) {
+      caches_.push_back(fc);
+      cacheRefs_.push_back(Napi::Persistent(info[1].As<Napi::Object>()));
+    }
+    return env.Undefined();
+  }
+
+  static FlowCache* FindCache(void* ctx, uint32_t vni) {
+    for (FlowCache* fc : static_cast<UdpSocket*>(ctx)->caches_) {
+      if (FlowCacheVni(fc) == vni) return fc;
+    }
+    return nullptr;
+  }
+
+ public:
+  int SendMsgs(struct mmsghdr* msgs, unsigned n) {
+    if (fd_ < 0) return -EBADF;
+    unsigned done = 0;
+    while (done < n) {
+      int r;
+      do {
+        r = sendmmsg(fd_, msgs + done, n - done, 0);
+      } while (r < 0 && errno == EINTR);
+      stats_[kSendCalls]++;
+      if (r <= 0) return done > 0 ? static_cast<int>(done) : -errno;
+      for (int k = 0; k < r; k++) Sent(1);
+      done += static_cast<unsigned>(r);
+    }
+    return static_cast<int>(done);
+  }
+  int family() const { return family_; }
+
+ private:
 
   void CloseHandle() {
     reading_ = false;
@@ -577,10 +636,21 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
   int16_t* rxTos_ = nullptr;
   Napi::ObjectReference rxRefs_[6];
   Napi::FunctionReference onBatch_, onError_, onWritable_;
+  std::vector<FlowCache*> caches_;
+  std::vector<Napi::ObjectReference> cacheRefs_;
 };
 
 void InitUdp(Napi::Env env, Napi::Object exports) {
   exports.Set("UdpSocket", UdpSocket::Define(env));
 }
+
+UdpSocket* UdpSocketOf(Napi::Env env, Napi::Value v) {
+  if (!v.IsObject() || !v.As<Napi::Object>().CheckTypeTag(&kUdpTag)) throw Napi::TypeError::New(env, "expected a UdpSocket");
+  return UdpSocket::Unwrap(v.As<Napi::Object>());
+}
+
+int UdpSendMsgs(UdpSocket* s, struct mmsghdr* msgs, unsigned n) { return s->SendMsgs(msgs, n); }
+
+int UdpFamily(const UdpSocket* s) { return s->family(); }
 
 }  // namespace uvtep

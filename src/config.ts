@@ -100,6 +100,12 @@ export interface VtepOptions {
    * socket for up to this long before sleeping. Lower latency for more CPU; process-wide.
    */
   busyPoll?: number;
+  /**
+   * The native flow cache (default true, where the device and the transport are native): batches
+   * that only repeat the VTEP's forwarding decisions are forwarded without calling JS
+   * (src/flowcache.ts). Off: every packet goes through the TypeScript path.
+   */
+  flowCache?: boolean;
 }
 
 export type { AllowCidr } from './allow.js';
@@ -136,6 +142,7 @@ export interface VtepConfig {
   gso: boolean;
   gro: boolean;
   busyPoll: number;
+  flowCache: boolean;
 }
 
 export function resolveConfig(o: VtepOptions): VtepConfig {
@@ -246,5 +253,6 @@ export function resolveConfig(o: VtepOptions): VtepConfig {
     gso: checkBool(o.gso ?? true, 'gso'),
     gro: checkBool(o.gro ?? true, 'gro'),
     busyPoll: checkInt(o.busyPoll ?? 0, 'busyPoll', 0, 1_000_000, 'microseconds'),
+    flowCache: checkBool(o.flowCache ?? true, 'flowCache'),
   };
 }

@@ -15,6 +15,8 @@
  * the endpoint's socket stays open until `close()`.
  */
 import { ConfigError, ErrorCode, StateError } from './errors.js';
+import type { FlowCache } from './flowcache.js';
+import type { UdpSocketHandle } from './native.js';
 import { newRxBatch, type RxBatch, type SendError, type Transport, type TransportCounters, type TransportHandlers, type TxBatch } from './transport/transport.js';
 import type { DropReasonName } from './vtep.js';
 import { VXLAN_HLEN } from './wire/vxlan.js';
@@ -138,11 +140,18 @@ export class Endpoint {
       listen: a === undefined ? '' : a.address.includes(':') ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`,
       transport: this.transport.kind,
       vnis: this.vnis,
-      rxDatagrams: this.rxDatagrams,
+      rxDatagrams: this.rxDatagrams + this.flowRx(),
       drops: { ...this.drops },
       dropsTotal: total,
       io: this.io(),
     };
+  }
+
+  /** Datagrams the lanes' flow caches took without JS (src/flowcache.ts). */
+  private flowRx(): number {
+    let n = 0;
+    for (const lane of this.lanes.values()) n += lane.flowCache?.counters().rxDatagrams ?? 0;
+    return n;
   }
 
   /** The transport's syscall and offload counters. */
@@ -305,6 +314,8 @@ class Lane implements Transport {
   handlers: TransportHandlers | undefined;
   /** This VTEP's part of a batch the endpoint had to split. */
   readonly rx: RxBatch;
+  /** The VTEP's flow cache on the endpoint's socket. */
+  flowCache: FlowCache | undefined;
   private readonly ep: Endpoint;
   private attached: boolean;
 
@@ -321,6 +332,7 @@ class Lane implements Transport {
     this.handlers = undefined;
     this.rx = newRxBatch(Buffer.alloc(0), 64);
     this.attached = false;
+    this.flowCache = undefined;
   }
 
   /** Appends one message (or one datagram of a split GRO message) to `rx`, growing it as needed. */
@@ -374,7 +386,17 @@ class Lane implements Transport {
     return this.ep.io();
   }
 
+  flowSocket(): UdpSocketHandle | undefined {
+    return this.attached ? this.ep.transport.flowSocket?.() : undefined;
+  }
+
+  attachFlowCache(vni: number, fc: FlowCache | undefined): void {
+    this.flowCache = fc;
+    this.ep.transport.attachFlowCache?.(vni, fc);
+  }
+
   close(): Promise<void> {
+    if (this.flowCache !== undefined) this.attachFlowCache(this.vni, undefined);
     if (this.attached) this.ep.detach(this);
     this.attached = false;
     this.handlers = undefined;

@@ -141,6 +141,14 @@ export class Fdb extends EventEmitter<FdbEvents> {
    */
   private remotes: Map<string, Remote>;
   private timer: NodeJS.Timeout | undefined;
+  /**
+   * Called after any change that can redirect or remove an existing entry (migration, append,
+   * replace, delete, flush, ageing): what a cache of lookups must forget (src/flowcache.ts). A
+   * new entry does not call it: nothing cached can depend on a MAC that was not there.
+   */
+  onChange: (() => void) | undefined;
+  /** Called before the entries' ages are read (an ageing sweep, `list`): a cache that forwarded for entries refreshes them first. */
+  beforeAgeRead: (() => void) | undefined;
 
   constructor(opts: FdbOptions) {
     super();
@@ -155,6 +163,8 @@ export class Fdb extends EventEmitter<FdbEvents> {
     this.table = new Map();
     this.remotes = new Map();
     this.timer = undefined;
+    this.onChange = undefined;
+    this.beforeAgeRead = undefined;
   }
 
   /** Number of entries, the all-zero (flood) entry not counted. */
@@ -210,6 +220,7 @@ export class Fdb extends EventEmitter<FdbEvents> {
       e.remotes = [to];
       e.origins = undefined;
       e.updated = this.clock();
+      this.onChange?.();
       this.emit('migrated', mac, from, to);
       return LearnResult.Migrated;
     }
@@ -245,6 +256,7 @@ export class Fdb extends EventEmitter<FdbEvents> {
     }
     if (opts.static ?? true) e.isStatic = true;
     if (mac === MAC_ZERO) this.flood = e.remotes;
+    this.onChange?.();
   }
 
   /** `bridge fdb replace`: the entry's destinations become `[remote]`, creating it if needed. */
@@ -260,6 +272,7 @@ export class Fdb extends EventEmitter<FdbEvents> {
     e.isStatic = opts.static ?? true;
     e.updated = this.clock();
     if (mac === MAC_ZERO) this.flood = e.remotes;
+    this.onChange?.();
   }
 
   /**
@@ -276,12 +289,14 @@ export class Fdb extends EventEmitter<FdbEvents> {
       e.remotes = e.remotes.filter((r) => r !== remote);
       if (e.remotes.length > 0) {
         if (mac === MAC_ZERO) this.flood = e.remotes;
+        this.onChange?.();
         return true;
       }
     }
     this.table.delete(mac);
     if (mac === MAC_ZERO) this.flood = [];
     this.prune();
+    this.onChange?.();
     return true;
   }
 
@@ -330,11 +345,13 @@ export class Fdb extends EventEmitter<FdbEvents> {
       n++;
     }
     this.prune();
+    if (n > 0) this.onChange?.();
     return n;
   }
 
   /** Every entry, one row per destination, like `bridge fdb show`. */
   list(): FdbRow[] {
+    this.beforeAgeRead?.();
     const now = this.clock();
     const rows: FdbRow[] = [];
     for (const e of this.table.values()) {
@@ -355,6 +372,7 @@ export class Fdb extends EventEmitter<FdbEvents> {
   /** Removes expired dynamic entries; returns how many. Called by the ageing timer. */
   sweep(): number {
     if (this.ageingMs <= 0) return 0;
+    this.beforeAgeRead?.();
     const now = this.clock();
     let n = 0;
     for (const [mac, e] of this.table) {
@@ -364,8 +382,17 @@ export class Fdb extends EventEmitter<FdbEvents> {
       const r = e.remotes[0];
       if (r !== undefined) this.emit('aged', mac, r);
     }
-    if (n > 0) this.prune();
+    if (n > 0) {
+      this.prune();
+      this.onChange?.();
+    }
     return n;
+  }
+
+  /** A dynamic entry was used by a datagram from its station (as `learn` from the same address): its age restarts. */
+  touch(mac: number): void {
+    const e = this.table.get(mac);
+    if (e !== undefined && !e.isStatic) e.updated = this.clock();
   }
 
   /** Starts the ageing timer (unref'd: it never keeps the process alive). */

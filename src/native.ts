@@ -11,8 +11,32 @@ import { ErrorCode, UvtepError } from './errors.js';
 export interface TapReaderHandle {
   start(): void;
   stop(): void;
+  /** Batches that qualify are sent by the flow cache without calling JS (null: none). */
+  setFlowCache(fc: FlowCacheHandle | null): void;
   close(): void;
 }
+
+/**
+ * The flow cache (native/flowcache.h): decisions the Vtep made, applied natively to the packets
+ * that repeat them. The Vtep installs entries after forwarding a packet that way itself and
+ * clears the cache whenever the FDB or its policy changes.
+ */
+export interface FlowCacheHandle {
+  /** Unicast `mac` (a 48-bit key) goes to addr:port (the socket's family); false when the table is full. */
+  setTx(mac: number, addr: Uint8Array, port: number): boolean;
+  /** Datagrams with inner source `mac` from `addr` need no learning: the slot (its `seen` index), or -1. */
+  setRx(mac: number, addr: Uint8Array): number;
+  clear(): void;
+  enable(on: boolean): void;
+  /** Off for good; the TAP and the socket are no longer held. */
+  close(): void;
+}
+
+/** Indices of a flow cache's stats array (native/flowcache.cc). */
+export const FlowCacheStat = { TxFrames: 0, TxBytes: 1, RxDatagrams: 2, RxBytes: 3, RxLost: 4, RxLostBytes: 5, TapWrites: 6 } as const;
+export const FLOW_CACHE_STATS = 7;
+/** Entries per table (tx, rx); `seen` has one element per slot. */
+export const FLOW_CACHE_SLOTS = 256;
 
 /** Indices of the TAP reader's stats array (native/reader.cc). */
 export const ReaderStat = { Reads: 0, Frames: 1, SuperFrames: 2, CsumCompleted: 3, BadVnet: 4, BadHeaders: 5, TooManySegs: 6, NoRoom: 7 } as const;
@@ -53,6 +77,8 @@ export interface UdpSocketHandle {
   send(buf: Uint8Array, offs: Int32Array, lens: Int32Array, segs: Int32Array, lasts: Int32Array, addrs: Uint8Array, addrStride: number, ds: Int16Array, ttl: Int16Array, start: number, count: number, gso: boolean, res: Int32Array): number;
   /** Calls `cb` once when the socket is writable again. */
   waitWritable(cb: () => void): void;
+  /** The VTEP of `vni` takes its datagrams through `fc` when a whole batch qualifies (null: removed). */
+  setFlowCache(vni: number, fc: FlowCacheHandle | null): void;
   close(): void;
 }
 
@@ -96,6 +122,7 @@ export interface NativeBinding {
     vnet: boolean,
   ) => TapReaderHandle;
   UdpSocket: new (family: 4 | 6, stats: Float64Array) => UdpSocketHandle;
+  FlowCache: new (tap: NativeTap, socket: UdpSocketHandle, vni: number, ownMac: number, maxFrame: number, learning: boolean, gro: boolean, mtu: number, stats: Float64Array, seen: Float64Array) => FlowCacheHandle;
   /** Busy polling after each batch, in microseconds (0 = off). Process-wide. */
   setBusyPoll(us: number): void;
   ifindex(name: string): number;

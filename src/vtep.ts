@@ -26,6 +26,7 @@ import { flowHash, innerDsfield } from './wire/flow.js';
 import { EcnDecap, ecnDecapsulate, encapEcn, innerEcn, innerTtl } from './wire/inet.js';
 import { isPartialTcp } from './wire/tcp.js';
 import { proxyReply, type LocalStations, type NeighTable } from './neigh.js';
+import { FlowCache } from './flowcache.js';
 
 /** Why a frame or datagram was dropped. Numeric on the data path; names via `DROP_REASONS`. */
 export const DropReason = {
@@ -117,6 +118,10 @@ export interface VtepIo extends Omit<DeviceCounters, 'offloadInvalid' | 'groWrit
   transport: string;
   /** TCP super-frames received whole from a kernel VTEP on this host (tunnel GSO over veth). */
   rxSuperFrames: number;
+  /** Whether the native flow cache is in use, and the frames sent and datagrams received through it without JS. */
+  flowCache: boolean;
+  flowCacheTx: number;
+  flowCacheRx: number;
 }
 
 export interface VtepSendErrorInfo {
@@ -188,6 +193,8 @@ export class Vtep extends EventEmitter<VtepEvents> {
   private readonly proxyOffs: Int32Array;
   private readonly proxyLens: Int32Array;
   private proxyReplies = 0;
+  /** Decisions forwarded natively (src/flowcache.ts), when the device and the transport allow it. */
+  private fc: FlowCache | undefined;
   // counters
   private rxDatagrams = 0;
   private rxPackets = 0;
@@ -233,6 +240,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
     this.drops = new Float64Array(DROP_REASONS.length);
     this.rxOffs = new Int32Array(RX_FRAMES_CAP);
     this.rxLens = new Int32Array(RX_FRAMES_CAP);
+    this.fc = undefined;
     this.fdb = new Fdb({
       dstPort: config.dstPort,
       vni: config.vni,
@@ -282,6 +290,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
       changed.push(`allow-from ${after || 'anyone'} (was ${before || 'anyone'})`);
     }
     this.config = { ...this.config, remotes: next.remotes.map((r) => ({ ...r })), allowFrom: next.allowFrom };
+    this.enableFlowCache();
     return changed;
   }
 
@@ -292,11 +301,13 @@ export class Vtep extends EventEmitter<VtepEvents> {
    */
   setMembers(addresses: ReadonlySet<string> | undefined): void {
     this.members = addresses;
+    this.enableFlowCache();
   }
 
   /** Tell `stations` of every frame read from the device (what a control plane publishes), or stop. */
   observeStations(stations: LocalStations | undefined): void {
     this.stations = stations;
+    this.enableFlowCache();
   }
 
   /**
@@ -306,6 +317,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
    */
   setProxy(neigh: NeighTable | undefined): void {
     this.neigh = neigh;
+    this.enableFlowCache();
   }
 
   /** Binds the transport and starts both directions. */
@@ -327,6 +339,32 @@ export class Vtep extends EventEmitter<VtepEvents> {
     this.state = 'running';
     this.fdb.startAgeing();
     this.device.start(this.onFrames, this.onFatal);
+    this.openFlowCache();
+  }
+
+  /**
+   * The native flow cache, where the device and the transport have native sides and no setting
+   * needs per-packet work it does not do (a flow hash for source ports, TOS or TTL inherit).
+   */
+  private openFlowCache(): void {
+    if (!this.config.flowCache || this.wantHash || this.inheritTos || this.wantTtl) return;
+    const fc = FlowCache.open(this.device, this.transport, { vni: this.vni, ownMac: this.ownMac, maxFrame: this.maxFrame, learning: this.learning });
+    if (fc === undefined) return;
+    this.fc = fc;
+    const touch = (mac: number) => this.fdb.touch(mac);
+    this.fdb.beforeAgeRead = () => fc.refresh(touch);
+    this.fdb.onChange = () => {
+      fc.refresh(touch);
+      fc.clear();
+    };
+    this.enableFlowCache();
+  }
+
+  /** On unless something applies that the cache does not model: source filters, station tracking, ARP/ND suppression. */
+  private enableFlowCache(): void {
+    const on = this.state === 'running' && this.allow === undefined && this.members === undefined && this.stations === undefined && this.neigh === undefined;
+    if (!on) this.fc?.clear();
+    this.fc?.enable(on);
   }
 
   /** Stops both directions and releases the device and the socket. Idempotent. */
@@ -334,6 +372,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
     if (this.state === 'closed') return;
     this.state = 'closed';
     this.fdb.stopAgeing();
+    this.fc?.close();
     await Promise.allSettled([this.device.close(), this.transport.close()]);
     this.emit('close');
   }
@@ -348,20 +387,22 @@ export class Vtep extends EventEmitter<VtepEvents> {
     const drops = {} as Record<DropReasonName, number>;
     const t = this.transport.counters?.();
     const p = this.device.counters?.();
+    // what the flow cache forwarded natively counts as if JS had (rx lost: TapBusy)
+    const f = this.fc?.counters();
     let total = 0;
     for (let i = 0; i < DROP_REASONS.length; i++) {
       // frames the device refused to read (bad offload metadata) are counted by the device, once
-      const n = i === DropReason.OffloadInvalid ? (p?.offloadInvalid ?? 0) : this.drops[i]!;
+      const n = i === DropReason.OffloadInvalid ? (p?.offloadInvalid ?? 0) : this.drops[i]! + (i === DropReason.TapBusy ? (f?.rxLost ?? 0) : 0);
       drops[DROP_REASONS[i]!] = n;
       total += n;
     }
     return {
-      rxDatagrams: this.rxDatagrams,
-      rxPackets: this.rxPackets,
-      rxBytes: this.rxBytes,
-      txFrames: this.txFrames,
-      txPackets: this.txPackets,
-      txBytes: this.txBytes,
+      rxDatagrams: this.rxDatagrams + (f?.rxDatagrams ?? 0),
+      rxPackets: this.rxPackets + (f === undefined ? 0 : f.rxDatagrams - f.rxLost),
+      rxBytes: this.rxBytes + (f?.rxBytes ?? 0),
+      txFrames: this.txFrames + (f?.txFrames ?? 0),
+      txPackets: this.txPackets + (f?.txFrames ?? 0),
+      txBytes: this.txBytes + (f?.txBytes ?? 0),
       floodCopies: this.floodCopies,
       proxyReplies: this.proxyReplies,
       drops,
@@ -380,10 +421,13 @@ export class Vtep extends EventEmitter<VtepEvents> {
         readFrames: p?.readFrames ?? 0,
         superFrames: p?.superFrames ?? 0,
         csumCompleted: p?.csumCompleted ?? 0,
-        writes: p?.writes ?? 0,
+        writes: (p?.writes ?? 0) + (f?.tapWrites ?? 0),
         badCsum: p?.badCsum ?? 0,
         partialCsum: p?.partialCsum ?? 0,
         rxSuperFrames: this.rxSuperFrames,
+        flowCache: f !== undefined,
+        flowCacheTx: f?.txFrames ?? 0,
+        flowCacheRx: f?.rxDatagrams ?? 0,
         sendCalls: t?.sendCalls ?? 0,
         sentMsgs: t?.sentMsgs ?? 0,
         sentDatagrams: t?.sentDatagrams ?? 0,
@@ -439,6 +483,8 @@ export class Vtep extends EventEmitter<VtepEvents> {
         this.drops[DropReason.NoRemote]! += segs;
         continue;
       }
+      // a lone frame to a known station with one destination: the next ones need no JS
+      if (entry !== undefined && nr === 1 && segs === 1 && this.fc !== undefined) this.fc.sawTx(entry.mac, remotes[0]!);
       const stride = len + VXLAN_HLEN;
       const hdr = off - FRAME_HEADROOM;
       for (let k = 0; k < segs; k++) emitVxlan(buf, hdr + k * stride, vni);
@@ -587,9 +633,12 @@ export class Vtep extends EventEmitter<VtepEvents> {
         }
         if (learning) {
           if (smac !== lastMac || src !== lastSrc) {
-            lastConflict = this.fdb.learn(smac, src) === LearnResult.StaticConflict;
+            const lr = this.fdb.learn(smac, src);
+            lastConflict = lr === LearnResult.StaticConflict;
             lastMac = smac;
             lastSrc = src;
+            // learning it again would change nothing: the next datagrams from it need no JS
+            if (lr === LearnResult.Known && this.fc !== undefined) this.fc.sawRx(smac, this.fdb.lookup(smac)!.remotes[0]!);
           }
           if (lastConflict) {
             this.drops[DropReason.StaticConflict]!++;

@@ -86,6 +86,7 @@ export const OPTIONS = {
   tso: off('--no-tso', 'no TCP/UDP segmentation offload on the TAP: the kernel segments and checksums before uvtep reads', { tap: 'tso' }),
   gro: off('--no-gro', 'no receive coalescing: one TAP write per frame, no UDP GRO on the socket', { vtep: 'gro', tap: 'gro' }),
   gso: off('--no-gso', 'no UDP GSO on send: one datagram per message (still batched with sendmmsg)', { vtep: 'gso' }),
+  flowCache: off('--no-flow-cache', 'no native flow cache: every packet goes through the TypeScript path (by default, batches that only repeat forwarding decisions already made are forwarded natively, without waking JS)', { vtep: 'flowCache' }),
   allowFrom: def<string[]>({ flags: '--allow-from <cidr|peers>', help: 'accept datagrams only from these underlay sources (CIDR or address; peers = the --remote addresses); repeatable (default: anyone, as Linux)', parse: collect, repeatable: true, scope: 'vtep', identity: true, vtep: 'allowFrom' }),
   underlayMtu: def<number | string>({ flags: '--underlay-mtu <n>', help: 'underlay MTU (default: MTU of --dev, else 1500)', parse: int, scope: 'vtep', vtep: 'underlayMtu' }),
   sndbuf: def<number | string>({ flags: '--sndbuf <bytes>', help: 'UDP socket send buffer (SO_SNDBUF)', parse: int, default: DEFAULTS.sndbuf, scope: 'vtep', vtep: 'sndbuf' }),

@@ -4,6 +4,9 @@
  * one `writeBatch` call per received batch of datagrams.
  */
 
+import type { FlowCacheHandle, UdpSocketHandle } from '../native.js';
+import type { FlowCacheParams } from '../flowcache.js';
+
 /** Writable bytes every device guarantees before each frame, so the VXLAN header goes in place. */
 export const FRAME_HEADROOM = 8;
 
@@ -74,6 +77,12 @@ export interface FrameDevice {
   /** Bytes of the frames the last `writeBatch` lost. */
   readonly lostBytes: number;
   counters?(): DeviceCounters;
+  /**
+   * The native flow cache over this device and the UDP endpoint `socket` (src/flowcache.ts),
+   * attached to the device's reader; `detach` unhooks it. Undefined when the device has no
+   * native reader (memory) or is not reading.
+   */
+  flowCache?(socket: UdpSocketHandle, p: FlowCacheParams): { handle: FlowCacheHandle; detach: () => void } | undefined;
   close(): Promise<void>;
 }
 

@@ -13,7 +13,8 @@ import { ConfigError, ErrorCode } from '../errors.js';
 import { checkInt, checkUnicastMac } from '../check.js';
 import { VXLAN_MTU_HEADROOM_V6 } from '../wire/vxlan.js';
 import { Link, parseCidr, type CidrAddress } from '../link.js';
-import { loadBinding, READER_STATS, ReaderStat, TunOffload, WRITER_STATS, WriterStat, type NativeBinding, type NativeTap, type TapReaderHandle } from '../native.js';
+import { loadBinding, READER_STATS, ReaderStat, TunOffload, WRITER_STATS, WriterStat, type NativeBinding, type FlowCacheHandle, type NativeTap, type TapReaderHandle, type UdpSocketHandle } from '../native.js';
+import type { FlowCacheParams } from '../flowcache.js';
 import { newFrameBatch, type FrameBatch, type FrameDevice, type FramesHandler, type DeviceCounters, type DeviceErrorHandler } from './device.js';
 
 /** TAP MTU bounds: IPv4 minimum 68 (RFC 791), and what a 64 KiB underlay datagram can carry. */
@@ -174,6 +175,14 @@ export class TapDevice implements FrameDevice {
     const lost = this.dev.writeFrames(this.gro, buf, offs, lens, count, st, this.mtu);
     this.lostBytes = st[WriterStat.LostBytes]! - before;
     return lost;
+  }
+
+  flowCache(socket: UdpSocketHandle, p: FlowCacheParams): { handle: FlowCacheHandle; detach: () => void } | undefined {
+    const reader = this.reader;
+    if (reader === undefined || this.closed) return undefined;
+    const handle = new this.native.FlowCache(this.dev, socket, p.vni, p.ownMac, p.maxFrame, p.learning, this.gro, this.mtu, p.stats, p.seen);
+    reader.setFlowCache(handle);
+    return { handle, detach: () => reader.setFlowCache(null) };
   }
 
   counters(): DeviceCounters {

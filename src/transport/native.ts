@@ -10,11 +10,12 @@
  * when the socket becomes writable again (uv_poll, never a timer or a loop-turn check).
  */
 import { getSystemErrorName } from 'node:util';
-import { Address4, Address6 } from 'ip-address';
 import type { Remote } from '../fdb.js';
+import type { FlowCache } from '../flowcache.js';
 import { ConfigError, ErrorCode } from '../errors.js';
 import { loadBinding, SOCK_STATS, SockStat, SRC_STRIDE, type NativeBinding, type UdpSocketHandle } from '../native.js';
-import { newRxBatch, noFreePort, poolPorts, TxBatch, type RxBatch, type SendError, type Transport, type TransportCounters, type TransportHandlers, type UdpTransportOptions } from './transport.js';
+import { ipv6Text } from '../wire/ipv6.js';
+import { addressBytes, newRxBatch, noFreePort, poolPorts, TxBatch, type RxBatch, type SendError, type Transport, type TransportCounters, type TransportHandlers, type UdpTransportOptions } from './transport.js';
 
 export interface NativeTransportOptions extends UdpTransportOptions {
   /** The native binding (tests inject a scripted one). */
@@ -62,14 +63,6 @@ const RX_BATCH_DEFAULT = 64;
 /** Error records per send call (entry, errno, datagrams). */
 const RES_ERRORS = 64;
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-
-function addressBytes(address: string, family: 4 | 6): Uint8Array {
-  if (family === 4) return Uint8Array.from(new Address4(address).toArray());
-  const b = new Address6(address).toByteArray().map((x) => x & 0xff);
-  const out = new Uint8Array(16);
-  out.set(b.slice(-16), 16 - Math.min(16, b.length));
-  return out;
-}
 
 export class NativeTransport implements Transport {
   readonly family: 4 | 6;
@@ -140,6 +133,15 @@ export class NativeTransport implements Transport {
     this.lastV6 = new Uint8Array(16);
     this.lastV6s = '';
     this.srcCache = new Map();
+  }
+
+  flowSocket(): UdpSocketHandle | undefined {
+    const main = this.sockets[0];
+    return !this.closed && main !== undefined && this.senders.length === 1 && this.senders[0] === main ? main : undefined;
+  }
+
+  attachFlowCache(vni: number, fc: FlowCache | undefined): void {
+    this.sockets[0]?.setFlowCache(vni, fc?.native ?? null);
   }
 
   private newSocket(): UdpSocketHandle {
@@ -314,7 +316,7 @@ export class NativeTransport implements Transport {
     for (let i = 0; same && i < 16; i++) same = l[i] === b[at + 4 + i];
     if (same) return this.lastV6s;
     l.set(b.subarray(at + 4, at + 20));
-    this.lastV6s = Address6.fromByteArray(Array.from(l)).correctForm();
+    this.lastV6s = ipv6Text(l, 0);
     return this.lastV6s;
   }
 

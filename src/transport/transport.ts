@@ -3,7 +3,10 @@
  * directions: `send` takes a TxBatch, and received datagrams arrive as an RxBatch per
  * recvmmsg (native endpoint) or per datagram (node:dgram fallback).
  */
+import { Address4, Address6 } from 'ip-address';
 import type { Remote } from '../fdb.js';
+import type { FlowCache } from '../flowcache.js';
+import type { UdpSocketHandle } from '../native.js';
 import { ConfigError, ErrorCode } from '../errors.js';
 
 /**
@@ -143,6 +146,13 @@ export interface Transport {
   /** Leaves a group joined with `joinGroup`. */
   leaveGroup?(group: string): void;
   counters?(): TransportCounters;
+  /**
+   * The native socket a flow cache sends through (src/flowcache.ts): the transport's one socket
+   * while open; undefined for node:dgram or a source-port range (several sending sockets).
+   */
+  flowSocket?(): UdpSocketHandle | undefined;
+  /** Datagrams of `vni` go through `fc` when a whole batch qualifies; undefined removes it. */
+  attachFlowCache?(vni: number, fc: FlowCache | undefined): void;
   close(): Promise<void>;
 }
 
@@ -157,6 +167,15 @@ export function* poolPorts(r: { min: number; max: number }, exclude: number): Ge
     const port = r.min + ((start + i * 7919) % span);
     if (port !== exclude) yield port;
   }
+}
+
+/** The bytes of an IP literal (already validated) of `family`: 4, or 16 for IPv6. */
+export function addressBytes(address: string, family: 4 | 6): Uint8Array {
+  if (family === 4) return Uint8Array.from(new Address4(address).toArray());
+  const b = new Address6(address).toByteArray().map((x) => x & 0xff);
+  const out = new Uint8Array(16);
+  out.set(b.slice(-16), 16 - Math.min(16, b.length));
+  return out;
 }
 
 /** The error when no port of the range could be bound. */

@@ -262,3 +262,55 @@ describe('Fdb listing', () => {
     expect(fdb.list().find((r) => r.mac === '02:00:00:00:00:0b')).toMatchObject({ dst: '198.51.100.7', origin: 'learned' });
   });
 });
+
+describe('Fdb hooks for a cache of its lookups (the flow cache)', () => {
+  it('onChange after every change that redirects or removes an entry; never for a new entry or a refresh', () => {
+    const c = clock();
+    const fdb = new Fdb({ dstPort: 4789, clock: c.now, ageingMs: 1000 });
+    const changes = vi.fn();
+    fdb.onChange = changes;
+    const n = () => changes.mock.calls.length;
+    fdb.learn(A, '198.51.100.2');
+    expect(fdb.learn(A, '198.51.100.2')).toBe(LearnResult.Known);
+    fdb.add(B, fdb.remote('198.51.100.3'));
+    expect(n()).toBe(0);
+    expect(fdb.learn(A, '198.51.100.4')).toBe(LearnResult.Migrated);
+    expect(n()).toBe(1);
+    fdb.append(B, fdb.remote('198.51.100.5'));
+    expect(n()).toBe(2);
+    fdb.replace(B, fdb.remote('198.51.100.6'));
+    expect(n()).toBe(3);
+    fdb.delete(B);
+    expect(n()).toBe(4);
+    expect(fdb.delete(B)).toBe(false); // nothing there: no change
+    expect(n()).toBe(4);
+    expect(fdb.flush()).toBe(1); // A
+    expect(n()).toBe(5);
+    expect(fdb.flush()).toBe(0);
+    expect(n()).toBe(5);
+    fdb.learn(A, '198.51.100.2');
+    c.advance(2000);
+    expect(fdb.sweep()).toBe(1);
+    expect(n()).toBe(6);
+  });
+
+  it('beforeAgeRead runs before a sweep and a listing, and touch restarts a dynamic entry\'s age', () => {
+    const c = clock();
+    const fdb = new Fdb({ dstPort: 4789, clock: c.now, ageingMs: 1000 });
+    fdb.learn(A, '198.51.100.2');
+    fdb.add(B, fdb.remote('198.51.100.3'), { static: true });
+    // what a cache reports as used since the last read: A
+    fdb.beforeAgeRead = () => fdb.touch(A);
+    c.advance(5000);
+    expect(fdb.list().find((r) => r.mac === '02:00:00:00:00:0a')!.ageS).toBe(0);
+    c.advance(5000);
+    expect(fdb.sweep()).toBe(0); // touched first: A stays
+    expect(fdb.lookup(A)).toBeDefined();
+    fdb.beforeAgeRead = undefined;
+    c.advance(5000);
+    expect(fdb.sweep()).toBe(1);
+    expect(fdb.lookup(A)).toBeUndefined();
+    fdb.touch(B); // static: never ages, touch changes nothing
+    expect(fdb.lookup(B)!.isStatic).toBe(true);
+  });
+});

@@ -189,6 +189,7 @@ function scripted(answer: (call: number, start: number, count: number, res: Int3
         waits++;
         writable = cb;
       }
+      setFlowCache() {}
       close() {}
     },
   } as unknown as NativeBinding;

@@ -42,6 +42,7 @@ function scripted(opts: { openError?: Error; mtuError?: Error; lost?: number; of
     segment: () => [1, 0, 0],
     setBusyPoll: () => undefined,
     UdpSocket: class {} as unknown as NativeBinding['UdpSocket'],
+    FlowCache: class {} as unknown as NativeBinding['FlowCache'],
     TapReader: class implements TapReaderHandle {
       constructor(_tap: NativeTap, slab: Uint8Array, slot: number, _h: number, offs: Int32Array, lens: Int32Array, segs: Int32Array, lasts: Int32Array, stats: Float64Array, onBatch: (n: number) => void, onError: (e: Error) => void) {
         s.reader = { onBatch, onError, slab, slot, offs, lens, segs, lasts, stats };
@@ -52,6 +53,7 @@ function scripted(opts: { openError?: Error; mtuError?: Error; lost?: number; of
       stop() {
         s.calls.push('stop');
       }
+      setFlowCache() {}
       close() {
         s.calls.push('reader-close');
       }

@@ -1,0 +1,362 @@
+// See flowcache.h. One FlowCache per VTEP, made by TypeScript with the VTEP's Tap and UdpSocket:
+//
+//   new FlowCache(tap, udp, vni, ownMac, maxFrame, learning, gro, mtu, stats, seen)
+//   setTx(mac, addr, port) -> bool    unicast `mac` is sent to addr:port (false: the table is full)
+//   setRx(mac, addr) -> slot | -1     datagrams with inner source `mac` from `addr` need no learning
+//   clear(), enable(on), close()
+//
+// stats (Float64Array, FlowCacheStat in src/native.ts): frames sent and their bytes, datagrams
+// received and the bytes delivered, frames and bytes the TAP did not take, TAP writes. seen[slot]
+// is set to 1 when an rx entry forwarded a datagram: TypeScript refreshes the FDB entry's age
+// from it (the FDB's ageing, not this cache, decides when a station is gone).
+#include "flowcache.h"
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <cerrno>
+#include <cstring>
+#include "errors.h"
+#include "offload.h"
+#include "uvtep.h"
+
+namespace uvtep {
+
+namespace {
+
+constexpr int kSlots = 256;        // per table, a power of two
+constexpr int kMaxUsed = kSlots / 2;  // open addressing stays short
+constexpr int kVxlanHlen = 8;
+constexpr int kEthHlen = 14;
+constexpr int kMaxBatch = 64;
+
+enum FlowCacheStat { kTxFrames, kTxBytes, kRxDatagrams, kRxBytes, kRxLost, kRxLostBytes, kTapWrites, kStatCount };
+
+const napi_type_tag kFlowCacheTag = {0x7576746570464c4fULL, 0x5743414348450001ULL};
+
+inline uint64_t MacAt(const uint8_t* p) {
+  return (uint64_t(p[0]) << 40) | (uint64_t(p[1]) << 32) | (uint64_t(p[2]) << 24) | (uint64_t(p[3]) << 16) | (uint64_t(p[4]) << 8) | p[5];
+}
+
+inline int SlotOf(uint64_t mac) { return static_cast<int>((mac * 0x9e3779b97f4a7c15ULL) >> 56) & (kSlots - 1); }
+
+// The ECN bits of an untagged IPv4/IPv6 frame are zero (other ethertypes have none): the outer
+// header then needs no per-packet DS field (RFC 6040 encapsulation copies a non-zero ECN).
+bool NoInnerEcn(const uint8_t* f, int len) {
+  const uint16_t type = static_cast<uint16_t>((f[12] << 8) | f[13]);
+  if (type == 0x0800) return len >= kEthHlen + 20 && (f[15] & 3) == 0;
+  if (type == 0x86dd) return len >= kEthHlen + 40 && ((f[15] >> 4) & 3) == 0;
+  return type != 0x8100 && type != 0x88a8;  // tagged: JS looks past the tags
+}
+
+}  // namespace
+
+class FlowCache : public Napi::ObjectWrap<FlowCache> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "FlowCache",
+                       {InstanceMethod("setTx", &FlowCache::SetTx), InstanceMethod("setRx", &FlowCache::SetRx),
+                        InstanceMethod("clear", &FlowCache::Clear), InstanceMethod("enable", &FlowCache::Enable),
+                        InstanceMethod("close", &FlowCache::Close)});
+  }
+
+  explicit FlowCache(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FlowCache>(info) {
+    Napi::Env env = info.Env();
+    ExpectArgs(info, "FlowCache", "xxnnnoonbb");
+    tap_ = TapOf(env, info[0]);
+    udp_ = UdpSocketOf(env, info[1]);
+    tapRef_ = Napi::Persistent(info[0].As<Napi::Object>());
+    udpRef_ = Napi::Persistent(info[1].As<Napi::Object>());
+    vni_ = info[2].As<Napi::Number>().Uint32Value() & 0xffffff;
+    const double own = info[3].As<Napi::Number>().DoubleValue();
+    hasOwn_ = own >= 0;
+    own_ = hasOwn_ ? static_cast<uint64_t>(own) : 0;
+    maxFrame_ = info[4].As<Napi::Number>().Int32Value();
+    learning_ = info[5].As<Napi::Boolean>().Value();
+    gro_ = info[6].As<Napi::Boolean>().Value();
+    mtu_ = info[7].As<Napi::Number>().Uint32Value();
+    Napi::Float64Array st = info[8].As<Napi::Float64Array>();
+    Napi::Float64Array seen = info[9].As<Napi::Float64Array>();
+    if (st.ElementLength() < kStatCount || seen.ElementLength() < static_cast<size_t>(kSlots)) throw Napi::RangeError::New(env, "FlowCache: stats or seen too short");
+    stats_ = st.Data();
+    seen_ = seen.Data();
+    statsRef_ = Napi::Persistent(info[8].As<Napi::Object>());
+    seenRef_ = Napi::Persistent(info[9].As<Napi::Object>());
+    family_ = UdpFamily(udp_);
+    info.This().As<Napi::Object>().TypeTag(&kFlowCacheTag);
+    Reset();
+  }
+
+  bool Active() const { return enabled_ && tap_ != nullptr && udp_ != nullptr; }
+  uint32_t vni() const { return vni_; }
+
+  // ---- the data path (flowcache.h)
+
+  int Encap(uint8_t* slab, const int32_t* offs, const int32_t* lens, const int32_t* segs, int n) {
+    if (!Active() || n > kMaxBatch) return 0;
+    const TxEntry* to[kMaxBatch];
+    for (int i = 0; i < n; i++) {
+      const uint8_t* f = slab + offs[i];
+      const int len = lens[i];
+      if (segs[i] != 1 || len < kEthHlen || len > maxFrame_ || (f[0] & 1) != 0 || !NoInnerEcn(f, len)) return 0;
+      to[i] = FindTx(MacAt(f));
+      if (to[i] == nullptr) return 0;
+    }
+    struct mmsghdr msgs[kMaxBatch];
+    struct iovec iov[kMaxBatch];
+    for (int i = 0; i < n; i++) {
+      uint8_t* h = slab + offs[i] - kVxlanHlen;  // FRAME_HEADROOM: writable bytes before every frame
+      h[0] = 0x08;  // I flag
+      h[1] = h[2] = h[3] = 0;
+      h[4] = static_cast<uint8_t>(vni_ >> 16);
+      h[5] = static_cast<uint8_t>(vni_ >> 8);
+      h[6] = static_cast<uint8_t>(vni_);
+      h[7] = 0;
+      iov[i] = {h, static_cast<size_t>(lens[i]) + kVxlanHlen};
+      memset(&msgs[i], 0, sizeof msgs[i]);
+      msgs[i].msg_hdr.msg_name = const_cast<sockaddr_storage*>(&to[i]->addr);
+      msgs[i].msg_hdr.msg_namelen = to[i]->alen;
+      msgs[i].msg_hdr.msg_iov = &iov[i];
+      msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    const int sent = UdpSendMsgs(udp_, msgs, static_cast<unsigned>(n));
+    if (sent <= 0) return 0;  // JS sends them again and handles the error (backpressure, reports)
+    for (int i = 0; i < sent; i++) stats_[kTxBytes] += lens[i];
+    stats_[kTxFrames] += sent;
+    return sent;
+  }
+
+  // Whether datagram p[0, len) from src (udp.cc's 20-byte record) qualifies; *inner set to the frame.
+  bool Qualifies(const uint8_t* p, int len, const uint8_t* src, int* slot) const {
+    if (!Active() || len < kVxlanHlen + kEthHlen || len - kVxlanHlen > maxFrame_) return false;
+    const uint8_t* f = p + kVxlanHlen;
+    const uint64_t smac = MacAt(f + 6);
+    if ((f[6] & 1) != 0 || smac == 0 || (hasOwn_ && smac == own_)) return false;
+    *slot = -1;
+    if (!learning_) return true;
+    const int s = FindRx(smac);
+    if (s < 0) return false;
+    const RxEntry& e = rx_[s];
+    const int fam = src[0] == 4 ? AF_INET : src[0] == 6 ? AF_INET6 : -1;
+    if (fam != e.fam || memcmp(src + 4, e.addr, fam == AF_INET ? 4 : 16) != 0) return false;
+    *slot = s;
+    return true;
+  }
+
+  void Delivered(int slot, int len) {
+    stats_[kRxDatagrams]++;
+    stats_[kRxBytes] += len;
+    if (slot >= 0) seen_[slot] = 1;
+  }
+
+  void Lost(double frames, double bytes) {
+    stats_[kRxLost] += frames;
+    stats_[kRxLostBytes] += bytes;
+    stats_[kRxBytes] -= bytes;
+  }
+
+  int TapFdNow() const { return tap_ == nullptr ? -1 : TapFdOf(tap_); }
+  bool gro() const { return gro_; }
+  uint32_t mtu() const { return mtu_; }
+  void CountWrites(double w) { stats_[kTapWrites] += w; }
+
+ private:
+  struct TxEntry {
+    uint64_t mac;
+    bool used;
+    sockaddr_storage addr;
+    socklen_t alen;
+  };
+  struct RxEntry {
+    uint64_t mac;
+    bool used;
+    int fam;
+    uint8_t addr[16];
+  };
+
+  void Reset() {
+    for (auto& e : tx_) e.used = false;
+    for (auto& e : rx_) e.used = false;
+    txUsed_ = rxUsed_ = 0;
+  }
+
+  const TxEntry* FindTx(uint64_t mac) const {
+    for (int i = SlotOf(mac), k = 0; k < kSlots; i = (i + 1) & (kSlots - 1), k++) {
+      if (!tx_[i].used) return nullptr;
+      if (tx_[i].mac == mac) return &tx_[i];
+    }
+    return nullptr;
+  }
+
+  int FindRx(uint64_t mac) const {
+    for (int i = SlotOf(mac), k = 0; k < kSlots; i = (i + 1) & (kSlots - 1), k++) {
+      if (!rx_[i].used) return -1;
+      if (rx_[i].mac == mac) return i;
+    }
+    return -1;
+  }
+
+  // the slot for `mac` in table t (its own, or the first free one), -1 when full
+  template <typename E>
+  static int Place(E* t, int used, uint64_t mac) {
+    for (int i = SlotOf(mac), k = 0; k < kSlots; i = (i + 1) & (kSlots - 1), k++) {
+      if (t[i].used && t[i].mac == mac) return i;
+      if (!t[i].used) return used >= kMaxUsed ? -1 : i;
+    }
+    return -1;
+  }
+
+  static uint64_t MacArg(const Napi::Value& v) {
+    const double d = v.As<Napi::Number>().DoubleValue();
+    return d >= 0 && d < 281474976710656.0 ? static_cast<uint64_t>(d) : ~0ULL;
+  }
+
+  // setTx(mac, addr(4|16 bytes), port) -> bool
+  Napi::Value SetTx(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ExpectArgs(info, "setTx", "nbn");
+    const uint64_t mac = MacArg(info[0]);
+    Napi::Uint8Array a = info[1].As<Napi::Uint8Array>();
+    const int port = info[2].As<Napi::Number>().Int32Value();
+    if (mac == ~0ULL || port < 1 || port > 65535) return Napi::Boolean::New(env, false);
+    sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    socklen_t alen;
+    if (family_ == AF_INET && a.ByteLength() == 4) {
+      auto* s = reinterpret_cast<sockaddr_in*>(&ss);
+      s->sin_family = AF_INET;
+      s->sin_port = htons(static_cast<uint16_t>(port));
+      memcpy(&s->sin_addr, a.Data(), 4);
+      alen = sizeof *s;
+    } else if (family_ == AF_INET6 && a.ByteLength() == 16) {
+      auto* s = reinterpret_cast<sockaddr_in6*>(&ss);
+      s->sin6_family = AF_INET6;
+      s->sin6_port = htons(static_cast<uint16_t>(port));
+      memcpy(&s->sin6_addr, a.Data(), 16);
+      alen = sizeof *s;
+    } else {
+      return Napi::Boolean::New(env, false);
+    }
+    const int i = Place(tx_, txUsed_, mac);
+    if (i < 0) return Napi::Boolean::New(env, false);
+    if (!tx_[i].used) txUsed_++;
+    tx_[i].used = true;
+    tx_[i].mac = mac;
+    tx_[i].addr = ss;
+    tx_[i].alen = alen;
+    return Napi::Boolean::New(env, true);
+  }
+
+  // setRx(mac, addr(4|16 bytes)) -> slot, or -1 (full, or an address of the other family)
+  Napi::Value SetRx(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ExpectArgs(info, "setRx", "nb");
+    const uint64_t mac = MacArg(info[0]);
+    Napi::Uint8Array a = info[1].As<Napi::Uint8Array>();
+    const size_t want = family_ == AF_INET ? 4 : 16;
+    if (mac == ~0ULL || a.ByteLength() != want) return Napi::Number::New(env, -1);
+    const int i = Place(rx_, rxUsed_, mac);
+    if (i < 0) return Napi::Number::New(env, -1);
+    if (!rx_[i].used) rxUsed_++;
+    rx_[i].used = true;
+    rx_[i].mac = mac;
+    rx_[i].fam = family_;
+    memset(rx_[i].addr, 0, sizeof rx_[i].addr);
+    memcpy(rx_[i].addr, a.Data(), want);
+    seen_[i] = 0;
+    return Napi::Number::New(env, i);
+  }
+
+  Napi::Value Clear(const Napi::CallbackInfo& info) {
+    Reset();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Enable(const Napi::CallbackInfo& info) {
+    ExpectArgs(info, "enable", "o");
+    enabled_ = info[0].As<Napi::Boolean>().Value();
+    return info.Env().Undefined();
+  }
+
+  // close(): off for good; the Tap and the socket are no longer held
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    enabled_ = false;
+    Reset();
+    tap_ = nullptr;
+    udp_ = nullptr;
+    tapRef_.Reset();
+    udpRef_.Reset();
+    return info.Env().Undefined();
+  }
+
+  Tap* tap_ = nullptr;
+  UdpSocket* udp_ = nullptr;
+  Napi::ObjectReference tapRef_, udpRef_, statsRef_, seenRef_;
+  uint32_t vni_ = 0;
+  bool hasOwn_ = false;
+  uint64_t own_ = 0;
+  int maxFrame_ = 0;
+  bool learning_ = true;
+  bool gro_ = true;
+  uint32_t mtu_ = 0;
+  int family_ = AF_INET;
+  bool enabled_ = false;
+  double* stats_ = nullptr;
+  double* seen_ = nullptr;
+  TxEntry tx_[kSlots];
+  RxEntry rx_[kSlots];
+  int txUsed_ = 0;
+  int rxUsed_ = 0;
+};
+
+int FlowCacheEncap(FlowCache* fc, uint8_t* slab, const int32_t* offs, const int32_t* lens, const int32_t* segs, int n) {
+  return fc == nullptr ? 0 : fc->Encap(slab, offs, lens, segs, n);
+}
+
+bool FlowCacheDecap(FlowCacheFinder find, void* ctx, uint8_t* slab, const int32_t* offs, const int32_t* lens, const int32_t* segs,
+                    const int16_t* tos, const uint8_t* srcs, int srcStride, int n) {
+  if (n > kMaxBatch) return false;
+  FlowCache* to[kMaxBatch];
+  int slots[kMaxBatch];
+  for (int i = 0; i < n; i++) {
+    const int len = lens[i];
+    if (len < kVxlanHlen || (segs[i] > 0 && segs[i] < len)) return false;  // truncated, or a GRO message
+    if (tos[i] > 0 && (tos[i] & 3) != 0) return false;  // an ECN mark: JS applies it (RFC 6040)
+    const uint8_t* p = slab + offs[i];
+    // I flag alone, every reserved bit clear (both reserved-bits policies accept it)
+    if (p[0] != 0x08 || p[1] != 0 || p[2] != 0 || p[3] != 0 || p[7] != 0) return false;
+    const uint32_t vni = (uint32_t(p[4]) << 16) | (uint32_t(p[5]) << 8) | p[6];
+    to[i] = find(ctx, vni);
+    if (to[i] == nullptr || !to[i]->Qualifies(p, len, srcs + i * srcStride, &slots[i])) return false;
+  }
+  // one coalescing pass per run of datagrams for the same VTEP, in order
+  int i = 0;
+  while (i < n) {
+    FlowCache* fc = to[i];
+    int fd = fc->TapFdNow();
+    Coalescer c(WritevFd, &fd, fc->gro(), fc->mtu());
+    int j = i;
+    for (; j < n && to[j] == fc; j++) {
+      uint8_t* f = slab + offs[j] + kVxlanHlen;
+      const int flen = lens[j] - kVxlanHlen;
+      fc->Delivered(slots[j], flen);
+      c.Add(f, static_cast<uint32_t>(flen));
+    }
+    c.Flush();
+    fc->CountWrites(c.stats.writes);
+    if (c.stats.lostFrames > 0) fc->Lost(c.stats.lostFrames, c.stats.lostBytes);
+    i = j;
+  }
+  return true;
+}
+
+FlowCache* FlowCacheOf(Napi::Env env, Napi::Value v) {
+  if (v.IsNull() || v.IsUndefined()) return nullptr;
+  if (!v.IsObject() || !v.As<Napi::Object>().CheckTypeTag(&kFlowCacheTag)) throw Napi::TypeError::New(env, "expected a FlowCache");
+  return FlowCache::Unwrap(v.As<Napi::Object>());
+}
+
+uint32_t FlowCacheVni(const FlowCache* fc) { return fc->vni(); }
+
+void InitFlowCache(Napi::Env env, Napi::Object exports) { exports.Set("FlowCache", FlowCache::Define(env)); }
+
+}  // namespace uvtep
