@@ -7,13 +7,16 @@
 //   node bench/e2e/run.js --smoke --out DIR   1 s, 1 repetition (the test suite runs this)
 //   options: --reps N  --seconds S  --pings N  --cases a,b,...  --out DIR  --no-docs  --profile
 //            --vnis N (tenant networks of the many-VNIs measurement, default 4; 0 skips it)
+//            --idle-pings N (pings 0.2 s apart for the idle-spell RTT and CPU per ping, default 25)
 //
 // Cases: bare veth (ceiling), kernel <-> kernel (reference), uvtep <-> uvtep (native endpoint,
 // the default), uvtep <-> kernel, uvtep <-> uvtep over the node:dgram fallback, uvtep <-> uvtep
-// with --busy-poll 50. Optional peer when installed: socat TAP-over-UDP (a userspace L2 tunnel
+// with --busy-poll 50, uvtep <-> uvtep with --no-flow-cache (every packet through JS). Optional peer when installed: socat TAP-over-UDP (a userspace L2 tunnel
 // without VXLAN headers).
 // Measures: iperf3 TCP 1 stream (h1 -> h2 and reverse), TCP 4 streams, 64-byte UDP packets/s
-// delivered and loss, ping RTT avg/p99; whole-machine CPU during the 1-stream TCP test (busy %
+// delivered and loss, ping RTT avg/p99 (pings 10 ms apart) and after idle spells (0.2 s apart,
+// with the userspace peer's CPU per ping: its main thread's run time from /proc/PID/schedstat,
+// less what the same time without pings cost it: timers); whole-machine CPU during the 1-stream TCP test (busy %
 // from /proc/stat, and core-seconds per GB carried); for the userspace processes, CPU (% of one
 // core) and peak RSS; for uvtep, how much each syscall carried (from its counters).
 // Many VNIs: N tenant networks (VNI 10, 11, ...) on port 4789 between the same two hosts, one TCP
@@ -38,8 +41,9 @@ const outDir = path.resolve(opt('--out', path.join(root, 'bench/results')));
 const writeDocs = !smoke && !flag('--no-docs') && !argv.includes('--out');
 const profile = flag('--profile');
 const nVnis = Number(opt('--vnis', 4));
+const idlePings = Number(opt('--idle-pings', smoke ? 5 : 25));
 const hasSocat = (await sh('socat', ['-V'])).code === 0;
-const ALL = ['bare', 'kernel', 'uvtep', 'uvtep-kernel', 'uvtep-dgram', 'uvtep-busy', ...(hasSocat ? ['socat'] : [])];
+const ALL = ['bare', 'kernel', 'uvtep', 'uvtep-kernel', 'uvtep-dgram', 'uvtep-busy', 'uvtep-nofc', ...(hasSocat ? ['socat'] : [])];
 const caseNames = opt('--cases', ALL.join(',')).split(',');
 if (!hasSocat) log('bench: socat is not installed (apt-get install socat): the userspace TAP-over-UDP peer is skipped');
 
@@ -50,6 +54,7 @@ const CASES = {
   'uvtep-kernel': { label: 'uvtep (h1) <-> kernel VTEP (h2)', kind: 'uvtep' },
   'uvtep-dgram': { label: 'uvtep <-> uvtep, --transport dgram (fallback)', kind: 'uvtep' },
   'uvtep-busy': { label: 'uvtep <-> uvtep, --busy-poll 50', kind: 'uvtep' },
+  'uvtep-nofc': { label: 'uvtep <-> uvtep, --no-flow-cache (every packet through JS)', kind: 'uvtep' },
   socat: { label: 'socat TAP-over-UDP (userspace peer, no VXLAN)', kind: 'peer' },
 };
 
@@ -116,6 +121,31 @@ async function rtt(h1, target) {
   return { avg: xs.reduce((a, b) => a + b, 0) / xs.length, p99: xs[Math.min(xs.length - 1, Math.floor(xs.length * 0.99))] };
 }
 
+/** The main thread's time on a CPU so far, µs (/proc/PID/schedstat, nanoseconds). */
+function runTimeUs(pid) {
+  try {
+    return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[0]) / 1000;
+  } catch {
+    return NaN;
+  }
+}
+
+/**
+ * Pings after idle spells (0.2 s apart): the average RTT, and the CPU per ping of the busier
+ * userspace peer (its run time during the pings less its run time over as long without pings).
+ */
+async function idleRtt(h1, target, pids) {
+  const spell = idlePings * 0.2 * 1000;
+  const t0 = pids.map(runTimeUs);
+  await new Promise((r) => setTimeout(r, spell));
+  const t1 = pids.map(runTimeUs);
+  const r = await h1.exec(['ping', '-n', '-c', String(idlePings), '-i', '0.2', '-W', '1', target], { timeoutMs: (idlePings * 0.3 + 10) * 1000 });
+  const t2 = pids.map(runTimeUs);
+  const xs = [...r.stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
+  const cpu = pids.length ? Math.max(...pids.map((_, i) => (t2[i] - t1[i] - (t1[i] - t0[i])) / idlePings)) : NaN;
+  return { avg: xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN, cpuUs: cpu };
+}
+
 function procStat(pid) {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -165,8 +195,8 @@ async function setup(name) {
   if (name === 'kernel') {
     await kernelVtep(h1, '198.51.100.2', ...A, false);
     await kernelVtep(h2, '198.51.100.1', ...B, false);
-  } else if (name === 'uvtep' || name === 'uvtep-dgram' || name === 'uvtep-busy') {
-    const extra = name === 'uvtep-dgram' ? ['--transport', 'dgram'] : name === 'uvtep-busy' ? ['--busy-poll', '50'] : [];
+  } else if (name === 'uvtep' || name === 'uvtep-dgram' || name === 'uvtep-busy' || name === 'uvtep-nofc') {
+    const extra = { 'uvtep-dgram': ['--transport', 'dgram'], 'uvtep-busy': ['--busy-poll', '50'], 'uvtep-nofc': ['--no-flow-cache'] }[name] ?? [];
     procs.push(uvtep(h1, '198.51.100.2', ...A, extra), uvtep(h2, '198.51.100.1', ...B, extra));
   } else if (name === 'uvtep-kernel') {
     procs.push(uvtep(h1, '198.51.100.2', ...A));
@@ -246,11 +276,11 @@ async function vniStreams(h1, h2, vnis) {
   }, 0);
 }
 
-const metrics = ['tcp1', 'tcp1rev', 'tcp4', 'udpPps', 'udpLoss', 'rttAvg', 'rttP99', 'cpuPct', 'rssMb', 'machineBusy', 'coreSecPerGB', 'dgPerSend', 'dgPerRecv', 'framesPerRead', 'framesPerWrite'];
+const metrics = ['tcp1', 'tcp1rev', 'tcp4', 'udpPps', 'udpLoss', 'rttAvg', 'rttP99', 'rttIdle', 'cpuPerPing', 'cpuPct', 'rssMb', 'machineBusy', 'coreSecPerGB', 'dgPerSend', 'dgPerRecv', 'framesPerRead', 'framesPerWrite'];
 const results = {};
 /** Aggregate Gbit/s of the many-VNIs measurement, per repetition. */
 const manyVnis = { kernel: [], uvtep: [] };
-const perRep = 4 * seconds + pings * 0.012 + 4;
+const perRep = 4 * seconds + pings * 0.012 + idlePings * 0.4 + 4;
 const totalSteps = caseNames.length * reps;
 let step = 0;
 const t0 = Date.now();
@@ -285,6 +315,9 @@ try {
       const p = await rtt(h1, target);
       r.rttAvg.push(p.avg);
       r.rttP99.push(p.p99);
+      const idle = await idleRtt(h1, target, pids);
+      r.rttIdle.push(idle.avg);
+      r.cpuPerPing.push(idle.cpuUs);
       const wall = (Date.now() - tStart) / 1000;
       if (pids.length) {
         const after = pids.map(procStat);
@@ -339,16 +372,16 @@ writeFileSync(jsonFile, JSON.stringify(json, null, 2));
 const ref = med.kernel;
 const ratio = (v, r, invert = false) => (Number.isFinite(v) && Number.isFinite(r) && r !== 0 ? (invert ? r / v : v / r) : NaN);
 const f = (x, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
-let table = '| case | TCP 1 stream | TCP 1 stream, reverse | TCP 4 streams | 64-byte UDP delivered | RTT avg | RTT p99 |\n|---|---:|---:|---:|---:|---:|---:|\n';
+let table = '| case | TCP 1 stream | TCP 1 stream, reverse | TCP 4 streams | 64-byte UDP delivered | RTT avg | RTT p99 | RTT after idle spells |\n|---|---:|---:|---:|---:|---:|---:|---:|\n';
 for (const name of caseNames) {
   const m = med[name];
   const cell = (k, inv) => (ref ? `${f(ratio(m[k], ref[k], inv))}×` : 'n/a');
-  table += `| ${CASES[name].label} | ${cell('tcp1')} | ${cell('tcp1rev')} | ${cell('tcp4')} | ${cell('udpPps')} | ${cell('rttAvg', true)} | ${cell('rttP99', true)} |\n`;
+  table += `| ${CASES[name].label} | ${cell('tcp1')} | ${cell('tcp1rev')} | ${cell('tcp4')} | ${cell('udpPps')} | ${cell('rttAvg', true)} | ${cell('rttP99', true)} | ${cell('rttIdle', true)} |\n`;
 }
-let raw = '| case | TCP 1 (Gbit/s) | reverse | TCP 4 | UDP 64 B (kpps, loss %) | RTT avg / p99 (ms) | machine busy during TCP 1 (%) | core-seconds per GB | userspace CPU (% of a core) | userspace peak RSS (MB) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n';
+let raw = '| case | TCP 1 (Gbit/s) | reverse | TCP 4 | UDP 64 B (kpps, loss %) | RTT avg / p99 (ms) | RTT after idle spells (ms) | userspace CPU per idle ping (µs) | machine busy during TCP 1 (%) | core-seconds per GB | userspace CPU (% of a core) | userspace peak RSS (MB) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n';
 for (const name of caseNames) {
   const m = med[name];
-  raw += `| ${CASES[name].label} | ${f(m.tcp1)} | ${f(m.tcp1rev)} | ${f(m.tcp4)} | ${f(m.udpPps / 1000, 0)} (${f(m.udpLoss, 1)}) | ${f(m.rttAvg, 3)} / ${f(m.rttP99, 3)} | ${f(m.machineBusy, 0)} | ${f(m.coreSecPerGB, 2)} | ${f(m.cpuPct, 0)} | ${f(m.rssMb, 0)} |\n`;
+  raw += `| ${CASES[name].label} | ${f(m.tcp1)} | ${f(m.tcp1rev)} | ${f(m.tcp4)} | ${f(m.udpPps / 1000, 0)} (${f(m.udpLoss, 1)}) | ${f(m.rttAvg, 3)} / ${f(m.rttP99, 3)} | ${f(m.rttIdle, 3)} | ${f(m.cpuPerPing, 0)} | ${f(m.machineBusy, 0)} | ${f(m.coreSecPerGB, 2)} | ${f(m.cpuPct, 0)} | ${f(m.rssMb, 0)} |\n`;
 }
 let cpu = '| case | core-seconds per GB, ratio to the kernel (lower is better) |\n|---|---:|\n';
 for (const name of caseNames) cpu += `| ${CASES[name].label} | ${ref ? `${f(med[name].coreSecPerGB / ref.coreSecPerGB)}×` : 'n/a'} |\n`;
@@ -360,7 +393,7 @@ for (const name of caseNames) {
 const svg = chart(caseNames, med);
 writeFileSync(path.join(outDir, smoke ? 'e2e-smoke.svg' : 'e2e.svg'), svg);
 const md = `Run ${date} on ${machine.cores} cores (${machine.cpu}), Linux ${machine.kernel}, Node ${machine.node}; ` +
-  `${reps} repetition(s) per case, median shown, ${seconds} s per iperf3 measurement, ${pings} pings. Command: \`${command}\`.\n\n` +
+  `${reps} repetition(s) per case, median shown, ${seconds} s per iperf3 measurement, ${pings} pings 10 ms apart, ${idlePings} pings 0.2 s apart (idle spells). Command: \`${command}\`.\n\n` +
   `**Ratio to the kernel VTEP measured in the same run** (higher is better; for RTT, kernel RTT ÷ case RTT):\n\n${table}\n` +
   `Medians behind the ratios (this machine is shared and noisy; compare within a run only):\n\n${raw}\n` +
   `Machine CPU per byte during the 1-stream TCP test (whole machine, both hosts, from /proc/stat), as a ratio to the kernel VTEP's:\n\n${cpu}\n` +
@@ -401,7 +434,7 @@ function chart(names, m) {
     { key: 'rttAvg', title: 'ping RTT ms (lower better)' },
   ];
   const pw = (W - pad - gap * (panels.length - 1) - 20) / panels.length;
-  const colors = { bare: '#9e9e9e', kernel: '#1565c0', uvtep: '#ef6c00', 'uvtep-kernel': '#2e7d32', 'uvtep-dgram': '#ffb74d', 'uvtep-busy': '#d84315', socat: '#8e24aa' };
+  const colors = { bare: '#9e9e9e', kernel: '#1565c0', uvtep: '#ef6c00', 'uvtep-kernel': '#2e7d32', 'uvtep-dgram': '#ffb74d', 'uvtep-busy': '#d84315', 'uvtep-nofc': '#a1887f', socat: '#8e24aa' };
   let s = `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11">\n<rect width="100%" height="100%" fill="white"/>\n`;
   panels.forEach((p, i) => {
     const x0 = pad + i * (pw + gap);

@@ -11,17 +11,19 @@ describeNs('e2e benchmark, smoke mode', () => {
   it('runs every case and reports numbers for each', async () => {
     const out = mkdtempSync(path.join(tmpdir(), 'uvt-bench-'));
     try {
-      const r = await sh(process.execPath, [path.resolve('bench/e2e/run.js'), '--smoke', '--out', out], { timeoutMs: 240_000 });
+      const r = await sh(process.execPath, [path.resolve('bench/e2e/run.js'), '--smoke', '--out', out], { timeoutMs: 330_000 });
       expect(r.code, r.stderr).toBe(0);
-      expect(r.stderr).toMatch(/\[7\/7\] socat TAP-over-UDP .*, repetition 1\/1/);
+      expect(r.stderr).toMatch(/\[8\/8\] socat TAP-over-UDP .*, repetition 1\/1/);
       const j = JSON.parse(readFileSync(path.join(out, 'e2e-smoke.json'), 'utf8')) as { median: Record<string, Record<string, number>> };
-      expect(Object.keys(j.median)).toEqual(['bare', 'kernel', 'uvtep', 'uvtep-kernel', 'uvtep-dgram', 'uvtep-busy', 'socat']);
+      expect(Object.keys(j.median)).toEqual(['bare', 'kernel', 'uvtep', 'uvtep-kernel', 'uvtep-dgram', 'uvtep-busy', 'uvtep-nofc', 'socat']);
       for (const [name, m] of Object.entries(j.median)) {
-        for (const k of ['tcp1', 'tcp1rev', 'tcp4', 'udpPps', 'rttAvg', 'rttP99', 'machineBusy', 'coreSecPerGB']) {
+        for (const k of ['tcp1', 'tcp1rev', 'tcp4', 'udpPps', 'rttAvg', 'rttP99', 'rttIdle', 'machineBusy', 'coreSecPerGB']) {
           expect(Number.isFinite(m[k]) && m[k]! > 0, `${name}.${k} = ${m[k]}`).toBe(true);
         }
         if (name.startsWith('uvtep') || name === 'socat') {
           expect(m.cpuPct! > 0 && m.rssMb! > 0, `${name} cpu/rss`).toBe(true);
+          // run time during idle pings less as long without: a difference of two measurements
+          expect(Number.isFinite(m.cpuPerPing), `${name}.cpuPerPing = ${m.cpuPerPing}`).toBe(true);
         }
         if (name.startsWith('uvtep')) {
           for (const k of ['dgPerSend', 'dgPerRecv', 'framesPerRead', 'framesPerWrite']) expect(m[k]! >= 1, `${name}.${k} = ${m[k]}`).toBe(true);
@@ -38,5 +40,5 @@ describeNs('e2e benchmark, smoke mode', () => {
     } finally {
       rmSync(out, { recursive: true, force: true });
     }
-  }, 300_000);
+  }, 360_000);
 });
