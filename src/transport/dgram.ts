@@ -18,7 +18,7 @@ import dgram from 'node:dgram';
 import { ConfigError, ErrorCode } from '../errors.js';
 import type { Remote } from '../fdb.js';
 import { loadBinding } from '../native.js';
-import { newRxBatch, noFreePort, poolPorts, type RxBatch, type SendError, type Transport, type TransportCounters, type TransportHandlers, type TxBatch, type UdpTransportOptions } from './transport.js';
+import { bindPool, newRxBatch, type RxBatch, type SendError, type Transport, type TransportCounters, type TransportHandlers, type TxBatch, type UdpTransportOptions } from './transport.js';
 
 export type DgramTransportOptions = UdpTransportOptions;
 
@@ -161,24 +161,19 @@ export class DgramTransport implements Transport {
     }
   }
 
-  /** Binds `sockets` sockets on free ports of [min, max], trying ports in a random order. */
-  private async bindPool(r: { min: number; max: number; sockets: number }): Promise<dgram.Socket[]> {
-    const pool: dgram.Socket[] = [];
-    for (const port of poolPorts(r, this.opts.port)) {
-      if (pool.length >= r.sockets) break;
+  /** The source-port pool (`srcport`): each socket bound and configured as the main one. */
+  private bindPool(r: { min: number; max: number; sockets: number }): Promise<dgram.Socket[]> {
+    return bindPool(r, this.opts.port, this.opts.local, async (port) => {
       const s = this.createSocket();
       try {
         await bind(s, this.opts.local, port);
       } catch (e) {
         s.close();
-        if ((e as NodeJS.ErrnoException).code === 'EADDRINUSE') continue;
         throw e;
       }
       this.configure(s);
-      pool.push(s);
-    }
-    if (pool.length === 0) throw noFreePort(r, this.opts.local);
-    return pool;
+      return s;
+    });
   }
 
   /** Send callback per remote (made once): counts errors; wakes drain waiters when the queue has emptied. */

@@ -15,7 +15,7 @@ import type { FlowCache } from '../flowcache.js';
 import { ConfigError, ErrorCode } from '../errors.js';
 import { loadBinding, SOCK_STATS, SockStat, SRC_STRIDE, type NativeBinding, type UdpSocketHandle } from '../native.js';
 import { ipv6Text } from '../wire/ipv6.js';
-import { addressBytes, newRxBatch, noFreePort, poolPorts, TxBatch, type RxBatch, type SendError, type Transport, type TransportCounters, type TransportHandlers, type UdpTransportOptions } from './transport.js';
+import { addressBytes, bindPool, newRxBatch, TxBatch, type RxBatch, type SendError, type Transport, type TransportCounters, type TransportHandlers, type UdpTransportOptions } from './transport.js';
 
 export interface NativeTransportOptions extends UdpTransportOptions {
   /** The native binding (tests inject a scripted one). */
@@ -164,7 +164,7 @@ export class NativeTransport implements Transport {
       this.groActive = o.gro !== false && main.setOpt(SOL_UDP, UDP_GRO, 1) === 0;
       if (this.family === 4) main.setOpt(IPPROTO_IP, IP_RECVTOS, 1);
       else main.setOpt(IPPROTO_IPV6, IPV6_RECVTCLASS, 1);
-      const pool = o.srcport === undefined ? [] : this.bindPool(o.srcport);
+      const pool = o.srcport === undefined ? [] : await this.bindPool(o.srcport);
       this.senders = pool.length > 0 ? pool : [main];
       if (o.group !== undefined) this.joinGroup(o.group);
       const rx = this.rx;
@@ -272,12 +272,10 @@ export class NativeTransport implements Transport {
     }
   }
 
-  /** Binds `sockets` sockets on free ports of [min, max], trying ports in a random order. */
-  private bindPool(r: { min: number; max: number; sockets: number }): UdpSocketHandle[] {
-    const pool: UdpSocketHandle[] = [];
+  /** The source-port pool (`srcport`): each socket bound and configured as the main one. */
+  private bindPool(r: { min: number; max: number; sockets: number }): Promise<UdpSocketHandle[]> {
     const local = addressBytes(this.opts.local, this.family);
-    for (const port of poolPorts(r, this.boundPort)) {
-      if (pool.length >= r.sockets) break;
+    return bindPool(r, this.boundPort, this.opts.local, (port) => {
       const s = this.newSocket();
       try {
         if (this.family === 6) this.opt(s, IPPROTO_IPV6, IPV6_V6ONLY, 1, 'IPV6_V6ONLY');
@@ -286,15 +284,13 @@ export class NativeTransport implements Transport {
         s.close();
         this.sockets.pop();
         this.stats.pop();
-        if ((e as NodeJS.ErrnoException).code === 'EADDRINUSE') continue;
         throw e;
       }
       this.configure(s);
-      pool.push(s);
-    }
-    if (pool.length === 0) throw noFreePort(r, this.opts.local);
-    return pool;
+      return s;
+    });
   }
+
 
   /** The source of received message at `at` as an IP literal, without building a string per message. */
   private srcString(b: Uint8Array, at: number): string {

@@ -157,16 +157,26 @@ export interface Transport {
 }
 
 /**
- * The ports of a source-port range in the order to try binding them: from a random start, by a
- * stride coprime with most spans, skipping `exclude` (the listening port).
+ * A source-port pool: `r.sockets` sockets bound to free ports of [min, max], tried from a random
+ * start by a stride coprime with most spans, skipping `exclude` (the listening port). `bindOne`
+ * binds a new socket to the port, or closes it and throws; EADDRINUSE moves on to the next port.
+ * No free port at all is a ConfigError naming `--srcport`.
  */
-export function* poolPorts(r: { min: number; max: number }, exclude: number): Generator<number> {
+export async function bindPool<S>(r: { min: number; max: number; sockets: number }, exclude: number, local: string, bindOne: (port: number) => S | Promise<S>): Promise<S[]> {
+  const pool: S[] = [];
   const span = r.max - r.min + 1;
   const start = Math.floor(Math.random() * span);
-  for (let i = 0; i < span; i++) {
+  for (let i = 0; i < span && pool.length < r.sockets; i++) {
     const port = r.min + ((start + i * 7919) % span);
-    if (port !== exclude) yield port;
+    if (port === exclude) continue;
+    try {
+      pool.push(await bindOne(port));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw e;
+    }
   }
+  if (pool.length === 0) throw new ConfigError(ErrorCode.InvalidPort, 'srcport', `srcport: no free UDP port in ${r.min}-${r.max} on ${local}`);
+  return pool;
 }
 
 /** The bytes of an IP literal (already validated) of `family`: 4, or 16 for IPv6. */
@@ -178,10 +188,6 @@ export function addressBytes(address: string, family: 4 | 6): Uint8Array {
   return out;
 }
 
-/** The error when no port of the range could be bound. */
-export function noFreePort(r: { min: number; max: number }, local: string): ConfigError {
-  return new ConfigError(ErrorCode.InvalidPort, 'srcport', `srcport: no free UDP port in ${r.min}-${r.max} on ${local}`);
-}
 
 /** Settings of a UDP transport (the native endpoint and the node:dgram fallback take the same). */
 export interface UdpTransportOptions {
