@@ -26,7 +26,6 @@ namespace {
 constexpr int kSlots = 256;        // per table, a power of two
 constexpr int kMaxUsed = kSlots / 2;  // open addressing stays short
 constexpr int kVxlanHlen = 8;
-constexpr int kEthHlen = 14;
 constexpr int kMaxBatch = 64;
 
 enum FlowCacheStat { kTxFrames, kTxBytes, kRxDatagrams, kRxBytes, kRxLost, kRxLostBytes, kTapWrites, kStatCount };
@@ -42,10 +41,10 @@ inline int SlotOf(uint64_t mac) { return static_cast<int>((mac * 0x9e3779b97f4a7
 // The ECN bits of an untagged IPv4/IPv6 frame are zero (other ethertypes have none): the outer
 // header then needs no per-packet DS field (RFC 6040 encapsulation copies a non-zero ECN).
 bool NoInnerEcn(const uint8_t* f, int len) {
-  const uint16_t type = static_cast<uint16_t>((f[12] << 8) | f[13]);
-  if (type == 0x0800) return len >= kEthHlen + 20 && (f[15] & 3) == 0;
-  if (type == 0x86dd) return len >= kEthHlen + 40 && ((f[15] >> 4) & 3) == 0;
-  return type != 0x8100 && type != 0x88a8;  // tagged: JS looks past the tags
+  const uint16_t type = Be16(f + 12);
+  if (type == kEthIp) return len >= kEthHlen + 20 && (f[15] & 3) == 0;
+  if (type == kEthIpv6) return len >= kEthHlen + 40 && ((f[15] >> 4) & 3) == 0;
+  return type != kEthVlan && type != kEthQinq;  // tagged: JS looks past the tags
 }
 
 }  // namespace

@@ -9,11 +9,6 @@ namespace uvtep {
 
 namespace {
 
-constexpr int kEthHlen = 14;
-constexpr uint16_t kEthIp = 0x0800;
-constexpr uint16_t kEthIpv6 = 0x86dd;
-constexpr uint16_t kEthVlan = 0x8100;
-constexpr uint16_t kEthQinq = 0x88a8;
 constexpr uint8_t kProtoTcp = 6;
 constexpr uint8_t kProtoUdp = 17;
 constexpr uint8_t kTcpFin = 0x01;
@@ -24,7 +19,6 @@ constexpr int kTcpCsumOff = 16;
 constexpr int kUdpCsumOff = 6;
 constexpr uint32_t kMaxIpPayload = 65535;
 
-inline uint16_t Be16(const uint8_t* p) { return static_cast<uint16_t>((p[0] << 8) | p[1]); }
 inline uint32_t Be32(const uint8_t* p) { return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | p[3]; }
 inline void PutBe16(uint8_t* p, uint16_t v) {
   p[0] = static_cast<uint8_t>(v >> 8);

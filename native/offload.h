@@ -14,6 +14,15 @@
 
 namespace uvtep {
 
+// Ethernet (IEEE 802.3) and the ethertypes the fast path reads.
+constexpr int kEthHlen = 14;
+constexpr uint16_t kEthIp = 0x0800;
+constexpr uint16_t kEthIpv6 = 0x86dd;
+constexpr uint16_t kEthVlan = 0x8100;
+constexpr uint16_t kEthQinq = 0x88a8;
+
+inline uint16_t Be16(const uint8_t* p) { return static_cast<uint16_t>((p[0] << 8) | p[1]); }
+
 constexpr int kVnetHdrLen = 10;
 constexpr uint8_t kVnetNeedsCsum = 1;
 constexpr uint8_t kVnetDataValid = 2;

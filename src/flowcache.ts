@@ -103,10 +103,10 @@ export class FlowCache {
     if (this.handle.setTx(mac, addressBytes(r.address, this.family), r.port)) this.tx.add(mac);
   }
 
-  /** Learning `mac` from `r` changed nothing (or learning is off and it needs none). */
-  sawRx(mac: number, r: Remote): void {
-    if (this.handle === undefined || this.rx.has(mac) || r.family !== this.family) return;
-    const slot = this.handle.setRx(mac, addressBytes(r.address, this.family));
+  /** Learning `mac` from the underlay `address` (a source of this socket, so of its family) changed nothing. */
+  sawRx(mac: number, address: string): void {
+    if (this.handle === undefined || this.rx.has(mac)) return;
+    const slot = this.handle.setRx(mac, addressBytes(address, this.family));
     if (slot >= 0) this.rx.set(mac, slot);
   }
 

@@ -343,11 +343,12 @@ export class Vtep extends EventEmitter<VtepEvents> {
   }
 
   /**
-   * The native flow cache, where the device and the transport have native sides and no setting
-   * needs per-packet work it does not do (a flow hash for source ports, TOS or TTL inherit).
+   * The native flow cache, where the device and the transport have native sides (the transport
+   * has none for a source-port range) and no setting needs per-packet work it does not do (TOS or
+   * TTL inherit).
    */
   private openFlowCache(): void {
-    if (!this.config.flowCache || this.wantHash || this.inheritTos || this.wantTtl) return;
+    if (!this.config.flowCache || this.inheritTos || this.wantTtl) return;
     const fc = FlowCache.open(this.device, this.transport, { vni: this.vni, ownMac: this.ownMac, maxFrame: this.maxFrame, learning: this.learning });
     if (fc === undefined) return;
     this.fc = fc;
@@ -638,7 +639,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
             lastMac = smac;
             lastSrc = src;
             // learning it again would change nothing: the next datagrams from it need no JS
-            if (lr === LearnResult.Known && this.fc !== undefined) this.fc.sawRx(smac, this.fdb.lookup(smac)!.remotes[0]!);
+            if (lr === LearnResult.Known && this.fc !== undefined) this.fc.sawRx(smac, src);
           }
           if (lastConflict) {
             this.drops[DropReason.StaticConflict]!++;
