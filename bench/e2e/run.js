@@ -15,7 +15,7 @@
 // without VXLAN headers).
 // Measures: iperf3 TCP 1 stream (h1 -> h2 and reverse), TCP 4 streams, 64-byte UDP packets/s
 // delivered and loss, ping RTT avg/p99 (pings 10 ms apart) and after idle spells (0.2 s apart,
-// with the userspace peer's CPU per ping: its main thread's run time from /proc/PID/schedstat,
+// with the userspace peer's CPU per ping: the run time of all its threads from /proc/PID/task/*/schedstat,
 // less what the same time without pings cost it: timers); whole-machine CPU during the 1-stream TCP test (busy %
 // from /proc/stat, and core-seconds per GB carried); for the userspace processes, CPU (% of one
 // core) and peak RSS; for uvtep, how much each syscall carried (from its counters).
@@ -121,10 +121,10 @@ async function rtt(h1, target) {
   return { avg: xs.reduce((a, b) => a + b, 0) / xs.length, p99: xs[Math.min(xs.length - 1, Math.floor(xs.length * 0.99))] };
 }
 
-/** The main thread's time on a CPU so far, µs (/proc/PID/schedstat, nanoseconds). */
+/** The process's time on a CPU so far, all its threads (V8's, libuv's), µs (/proc/PID/task/TID/schedstat, nanoseconds). */
 function runTimeUs(pid) {
   try {
-    return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[0]) / 1000;
+    return readdirSync(`/proc/${pid}/task`).reduce((us, tid) => us + Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]) / 1000, 0);
   } catch {
     return NaN;
   }
