@@ -53,10 +53,6 @@ export function isBroadcastMac(key: number): boolean {
   return key === MAC_BROADCAST;
 }
 
-export function isZeroMac(key: number): boolean {
-  return key === MAC_ZERO;
-}
-
 /** A MAC that may be learned or used as a unicast source: not zero, not group. */
 export function isValidUnicastMac(key: number): boolean {
   return key !== MAC_ZERO && !isMulticastMac(key);

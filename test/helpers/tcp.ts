@@ -1,7 +1,7 @@
 // Builders and checkers for Ethernet/IP/TCP/UDP frames: the reference (written independently of
 // native/offload.cc) that the native segmentation and coalescing are checked against.
 
-import { readVirtioNetHdr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP_L4, VIRTIO_NET_HDR_LEN, writeVirtioNetHdr, type VirtioNetHdr } from '../../src/wire/virtio-net.js';
+import { readVirtioNetHdr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP_L4, VIRTIO_NET_HDR_LEN, writeVirtioNetHdr, type VirtioNetHdr } from './virtio-net.js';
 
 /** Ones'-complement sum of b[off, off+len) as big-endian words, folded. */
 export function csum(b: Uint8Array, off: number, len: number, sum = 0): number {
@@ -78,10 +78,10 @@ export function segment(o: SegOpts): Buffer {
   return f;
 }
 
-export { VIRTIO_NET_HDR_F_NEEDS_CSUM as VNET_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4 as GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 as GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP_L4 as GSO_UDP_L4 } from '../../src/wire/virtio-net.js';
-export type { VirtioNetHdr as VnetHdr } from '../../src/wire/virtio-net.js';
+export { VIRTIO_NET_HDR_F_NEEDS_CSUM as VNET_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4 as GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 as GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP_L4 as GSO_UDP_L4 } from './virtio-net.js';
+export type { VirtioNetHdr as VnetHdr } from './virtio-net.js';
 
-/** A virtio-net header (the layout is src/wire/virtio-net.ts's). */
+/** A virtio-net header (the layout is ./virtio-net.ts's). */
 export function vnet(h: Partial<VirtioNetHdr>): Buffer {
   const b = Buffer.alloc(VIRTIO_NET_HDR_LEN);
   writeVirtioNetHdr(b, 0, h);

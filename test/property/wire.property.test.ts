@@ -6,7 +6,7 @@ import { csumReplace16, fold, sum16 } from '../../src/wire/checksum.js';
 import { ipv4HeaderLen, ipv4IsFragment, ipv4PseudoSum, ipv4Text, ipv4TotalLen, isIpv4, IPV4_CSUM, IPV4_TOS } from '../../src/wire/ipv4.js';
 import { ipv6PayloadLen, ipv6PseudoSum, ipv6Text, ipv6TrafficClass, isIpv6 } from '../../src/wire/ipv6.js';
 import { isPartialTcp, tcpHeaderLen, IPPROTO_TCP } from '../../src/wire/tcp.js';
-import { readVirtioNetHdr, VIRTIO_NET_HDR_LEN, writeVirtioNetHdr } from '../../src/wire/virtio-net.js';
+import { readVirtioNetHdr, VIRTIO_NET_HDR_LEN, writeVirtioNetHdr } from '../helpers/virtio-net.js';
 import { csum, segment, superFrame } from '../helpers/tcp.js';
 
 const seg = fc.record({

@@ -3,7 +3,8 @@
  * virtio_net.h) that a TAP opened with IFF_VNET_HDR puts before every frame: the offload
  * metadata of a super-frame (GSO) or a frame whose checksum is left to finish (NEEDS_CSUM).
  * Little-endian on a TAP (TUNSETVNETLE is never set and the hosts here are little-endian).
- * native/offload.cc validates and acts on it; TypeScript writes and reads it for tests and tools.
+ * native/offload.cc validates and acts on it (the product has no TypeScript side of it); the
+ * tests write and read it to feed and check the native code.
  *
  *   | flags(1) | gso_type(1) | hdr_len(2) | gso_size(2) | csum_start(2) | csum_offset(2) |
  */
@@ -11,15 +12,10 @@
 export const VIRTIO_NET_HDR_LEN = 10;
 /** flags: the L4 checksum from csum_start is partial; csum_offset is where it goes. */
 export const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
-/** flags: the checksum was verified (receive side). */
-export const VIRTIO_NET_HDR_F_DATA_VALID = 2;
 /** gso_type values. */
-export const VIRTIO_NET_HDR_GSO_NONE = 0;
 export const VIRTIO_NET_HDR_GSO_TCPV4 = 1;
-export const VIRTIO_NET_HDR_GSO_UDP = 3;
 export const VIRTIO_NET_HDR_GSO_TCPV6 = 4;
 export const VIRTIO_NET_HDR_GSO_UDP_L4 = 5;
-export const VIRTIO_NET_HDR_GSO_ECN = 0x80;
 
 export interface VirtioNetHdr {
   flags: number;
