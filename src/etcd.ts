@@ -26,9 +26,9 @@
  */
 import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { hostname, networkInterfaces } from 'node:os';
-import { ConstantBackoff, ExponentialBackoff, handleWhen, noop, retry } from 'cockatiel';
-import { Etcd3, isRecoverableError, type IKeyValue, type IOptions, type Lease, type Watcher } from 'etcd3';
+import type { Etcd3, IKeyValue, IOptions, Lease, Watcher } from 'etcd3';
 import type { VtepConfig } from './config.js';
 import { checkIp, checkKeyPrefix } from './check.js';
 import { ConfigError, ErrorCode, StateError, UvtepError } from './errors.js';
@@ -437,6 +437,11 @@ export class EtcdAgent extends EventEmitter<EtcdAgentEvents> {
     this.node = settings.node ?? hostname();
     this.endpoints = [...settings.endpoints];
     this.log = settings.log;
+    // etcd3, gRPC and cockatiel hold about 30 MB of memory once loaded: the first agent loads
+    // them, a uvtep without --etcd never does (a smaller process wakes faster: docs/benchmarks.md)
+    const load = createRequire(import.meta.url);
+    const { Etcd3: Client, isRecoverableError } = load('etcd3') as typeof import('etcd3');
+    const { ConstantBackoff, ExponentialBackoff, handleWhen, noop, retry } = load('cockatiel') as typeof import('cockatiel');
     const options: IOptions = {
       hosts: [...settings.endpoints],
       dialTimeout: CALL_DEADLINE_MS,
@@ -455,7 +460,7 @@ export class EtcdAgent extends EventEmitter<EtcdAgentEvents> {
         : {}),
       ...(settings.auth !== undefined ? { auth: { username: settings.auth.username, password: settings.auth.password } } : {}),
     };
-    this.client = new Etcd3(options);
+    this.client = new Client(options);
     this.members = new Map();
     this.dirs = new Set();
     this.leaseHooks = [];

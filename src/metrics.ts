@@ -3,7 +3,8 @@
  * time (nothing is done per packet), plus the process metrics prom-client collects.
  */
 import http from 'node:http';
-import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import { createRequire } from 'node:module';
+import type { Counter, Gauge, Registry } from 'prom-client';
 import { checkIp, checkPort } from './check.js';
 import { ConfigError, ErrorCode } from './errors.js';
 import { DROP_REASONS, type Vtep, type VtepStats } from './vtep.js';
@@ -51,6 +52,8 @@ type Labels = Record<string, string>;
  * could be given.
  */
 export function metricsRegistry(source: MetricsSource, opts: { processMetrics?: boolean } = {}): Registry {
+  // prom-client is loaded with the first registry, not by every uvtep (memory: docs/benchmarks.md)
+  const { collectDefaultMetrics, Counter, Gauge, Registry } = createRequire(import.meta.url)('prom-client') as typeof import('prom-client');
   const reg = new Registry();
   const perVtep = (name: string, help: string, read: (s: VtepStats) => number, gauge = false) => {
     const collect = function (this: Counter | Gauge) {
