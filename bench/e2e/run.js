@@ -43,7 +43,16 @@ const profile = flag('--profile');
 const nVnis = Number(opt('--vnis', 4));
 const idlePings = Number(opt('--idle-pings', smoke ? 5 : 25));
 const hasSocat = (await sh('socat', ['-V'])).code === 0;
-const ALL = ['bare', 'kernel', 'uvtep', 'uvtep-kernel', 'uvtep-dgram', 'uvtep-busy', 'uvtep-nofc', ...(hasSocat ? ['socat'] : [])];
+// socat again with uvtep's resident size (a ballast preloaded into it): what a process's size costs its round trips here
+let ballastSo;
+if (hasSocat) {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'uvt-ballast-'));
+  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+  const r = await sh('cc', ['-O2', '-shared', '-fPIC', '-o', path.join(dir, 'ballast.so'), path.join(root, 'bench/e2e/ballast.c')]);
+  if (r.code === 0) ballastSo = path.join(dir, 'ballast.so');
+  else process.stderr.write(`bench: cannot build the ballast (cc: ${r.stderr.trim()}): the socat-ballast row is skipped\n`);
+}
+const ALL = ['bare', 'kernel', 'uvtep', 'uvtep-kernel', 'uvtep-dgram', 'uvtep-busy', 'uvtep-nofc', ...(hasSocat ? ['socat'] : []), ...(ballastSo ? ['socat-ballast'] : [])];
 const caseNames = opt('--cases', ALL.join(',')).split(',');
 if (!hasSocat) log('bench: socat is not installed (apt-get install socat): the userspace TAP-over-UDP peer is skipped');
 
@@ -56,6 +65,7 @@ const CASES = {
   'uvtep-busy': { label: 'uvtep <-> uvtep, --busy-poll 50', kind: 'uvtep' },
   'uvtep-nofc': { label: 'uvtep <-> uvtep, --no-flow-cache (every packet through JS)', kind: 'uvtep' },
   socat: { label: 'socat TAP-over-UDP (userspace peer, no VXLAN)', kind: 'peer' },
+  'socat-ballast': { label: "socat with uvtep's resident size (the same socat, holding a ballast)", kind: 'peer' },
 };
 
 const log = (s) => process.stderr.write(s + '\n');
@@ -181,6 +191,12 @@ function machineCpu() {
   return { busy: total - idle, total };
 }
 
+/** The ballast for socat-ballast, MB: uvtep's median peak RSS so far in this run (90 before any uvtep case). */
+function ballastMb() {
+  const xs = [...(results.uvtep?.rssMb ?? [])].sort((a, b) => a - b);
+  return Math.round(xs.length ? xs[Math.floor(xs.length / 2)] : 90);
+}
+
 /** Builds the hosts and the case's tunnel; returns the target address and the uvtep processes. */
 async function setup(name) {
   await bed.removeLeftovers();
@@ -201,10 +217,12 @@ async function setup(name) {
   } else if (name === 'uvtep-kernel') {
     procs.push(uvtep(h1, '198.51.100.2', ...A));
     await kernelVtep(h2, '198.51.100.1', ...B, false); // kernel defaults: tx checksum offload on (see docs/scenarios.md)
-  } else if (name === 'socat') {
-    // the classic userspace L2 tunnel: one Ethernet frame per UDP datagram, no VXLAN header
+  } else if (name === 'socat' || name === 'socat-ballast') {
+    // the classic userspace L2 tunnel: one Ethernet frame per UDP datagram, no VXLAN header;
+    // socat-ballast: the same, holding as much resident memory as uvtep did in this run
+    const env = name === 'socat' ? [] : ['env', `LD_PRELOAD=${ballastSo}`, `UVT_BALLAST_MB=${ballastMb()}`];
     for (const [h, local, remote, addr] of [[h1, '198.51.100.1', '198.51.100.2', A[0]], [h2, '198.51.100.2', '198.51.100.1', B[0]]]) {
-      const p = h.spawn(['socat', `UDP-DATAGRAM:${remote}:5555,bind=${local}:5555`, `TUN:${addr},tun-type=tap,tun-name=tap0,iff-up`]);
+      const p = h.spawn([...env, 'socat', `UDP-DATAGRAM:${remote}:5555,bind=${local}:5555`, `TUN:${addr},tun-type=tap,tun-name=tap0,iff-up`]);
       let err = '';
       p.stderr.on('data', (d) => (err += d));
       peers.push(p);

@@ -13,14 +13,14 @@ describeNs('e2e benchmark, smoke mode', () => {
     try {
       const r = await sh(process.execPath, [path.resolve('bench/e2e/run.js'), '--smoke', '--out', out], { timeoutMs: 330_000 });
       expect(r.code, r.stderr).toBe(0);
-      expect(r.stderr).toMatch(/\[8\/8\] socat TAP-over-UDP .*, repetition 1\/1/);
+      expect(r.stderr).toMatch(/\[9\/9\] socat with uvtep's resident size .*, repetition 1\/1/);
       const j = JSON.parse(readFileSync(path.join(out, 'e2e-smoke.json'), 'utf8')) as { median: Record<string, Record<string, number>> };
-      expect(Object.keys(j.median)).toEqual(['bare', 'kernel', 'uvtep', 'uvtep-kernel', 'uvtep-dgram', 'uvtep-busy', 'uvtep-nofc', 'socat']);
+      expect(Object.keys(j.median)).toEqual(['bare', 'kernel', 'uvtep', 'uvtep-kernel', 'uvtep-dgram', 'uvtep-busy', 'uvtep-nofc', 'socat', 'socat-ballast']);
       for (const [name, m] of Object.entries(j.median)) {
         for (const k of ['tcp1', 'tcp1rev', 'tcp4', 'udpPps', 'rttAvg', 'rttP99', 'rttIdle', 'machineBusy', 'coreSecPerGB']) {
           expect(Number.isFinite(m[k]) && m[k]! > 0, `${name}.${k} = ${m[k]}`).toBe(true);
         }
-        if (name.startsWith('uvtep') || name === 'socat') {
+        if (name.startsWith('uvtep') || name.startsWith('socat')) {
           expect(m.cpuPct! > 0 && m.rssMb! > 0, `${name} cpu/rss`).toBe(true);
           // run time during idle pings less as long without: a difference of two measurements
           expect(Number.isFinite(m.cpuPerPing), `${name}.cpuPerPing = ${m.cpuPerPing}`).toBe(true);
