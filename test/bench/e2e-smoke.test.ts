@@ -29,6 +29,8 @@ describeNs('e2e benchmark, smoke mode', () => {
           for (const k of ['dgPerSend', 'dgPerRecv', 'framesPerRead', 'framesPerWrite']) expect(m[k]! >= 1, `${name}.${k} = ${m[k]}`).toBe(true);
         }
       }
+      // the ballast row holds uvtep's resident size (the same socat otherwise)
+      expect(j.median['socat-ballast']!.rssMb! - j.median.socat!.rssMb!).toBeGreaterThan(0.5 * j.median.uvtep!.rssMb!);
       // many VNIs on one port: the kernel's and uvtep's aggregate, and their ratio
       const v = (j as unknown as { manyVnis: { vnis: number; median: { kernel: number; uvtep: number }; ratio: number } }).manyVnis;
       expect(v.vnis).toBe(4);
