@@ -12,7 +12,8 @@
 // Cases: bare veth (ceiling), kernel <-> kernel (reference), uvtep <-> uvtep (native endpoint,
 // the default), uvtep <-> kernel, uvtep <-> uvtep over the node:dgram fallback, uvtep <-> uvtep
 // with --busy-poll 50, uvtep <-> uvtep with --no-flow-cache (every packet through JS). Optional peer when installed: socat TAP-over-UDP (a userspace L2 tunnel
-// without VXLAN headers).
+// without VXLAN headers), and with cc the same socat holding a ballast of uvtep's peak RSS (what
+// a process's resident size costs its round trips here).
 // Measures: iperf3 TCP 1 stream (h1 -> h2 and reverse), TCP 4 streams, 64-byte UDP packets/s
 // delivered and loss, ping RTT avg/p99 (pings 10 ms apart) and after idle spells (0.2 s apart,
 // with the userspace peer's CPU per ping: the run time of all its threads from /proc/PID/task/*/schedstat,
