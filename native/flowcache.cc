@@ -218,23 +218,8 @@ class FlowCache : public Napi::ObjectWrap<FlowCache> {
     const int port = info[2].As<Napi::Number>().Int32Value();
     if (mac == ~0ULL || port < 1 || port > 65535) return Napi::Boolean::New(env, false);
     sockaddr_storage ss;
-    memset(&ss, 0, sizeof ss);
-    socklen_t alen;
-    if (family_ == AF_INET && a.ByteLength() == 4) {
-      auto* s = reinterpret_cast<sockaddr_in*>(&ss);
-      s->sin_family = AF_INET;
-      s->sin_port = htons(static_cast<uint16_t>(port));
-      memcpy(&s->sin_addr, a.Data(), 4);
-      alen = sizeof *s;
-    } else if (family_ == AF_INET6 && a.ByteLength() == 16) {
-      auto* s = reinterpret_cast<sockaddr_in6*>(&ss);
-      s->sin6_family = AF_INET6;
-      s->sin6_port = htons(static_cast<uint16_t>(port));
-      memcpy(&s->sin6_addr, a.Data(), 16);
-      alen = sizeof *s;
-    } else {
-      return Napi::Boolean::New(env, false);
-    }
+    const socklen_t alen = MakeSockaddr(family_, a.Data(), a.ByteLength(), port, 0, &ss);
+    if (alen == 0) return Napi::Boolean::New(env, false);
     const int i = Place(tx_, txUsed_, mac);
     if (i < 0) return Napi::Boolean::New(env, false);
     if (!tx_[i].used) txUsed_++;

@@ -183,7 +183,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
     Napi::Uint8Array a = info[0].As<Napi::Uint8Array>();
     int port = info[1].As<Napi::Number>().Int32Value();
     struct sockaddr_storage ss;
-    socklen_t len = Sockaddr(a, port, info[2].As<Napi::Number>().Uint32Value(), &ss);
+    socklen_t len = MakeSockaddr(family_, a.Data(), a.ByteLength(), port, info[2].As<Napi::Number>().Uint32Value(), &ss);
     if (len == 0) throw Napi::RangeError::New(env, "bind: address length does not match the family");
     if (bind(fd_, reinterpret_cast<struct sockaddr*>(&ss), len) < 0) {
       int err = errno;
@@ -192,25 +192,6 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
     return env.Undefined();
   }
 
-  socklen_t Sockaddr(const Napi::Uint8Array& a, int port, uint32_t scope, struct sockaddr_storage* ss) {
-    memset(ss, 0, sizeof *ss);
-    if (family_ == AF_INET && a.ByteLength() == 4) {
-      auto* s = reinterpret_cast<struct sockaddr_in*>(ss);
-      s->sin_family = AF_INET;
-      s->sin_port = htons(static_cast<uint16_t>(port));
-      memcpy(&s->sin_addr, a.Data(), 4);
-      return sizeof *s;
-    }
-    if (family_ == AF_INET6 && a.ByteLength() == 16) {
-      auto* s = reinterpret_cast<struct sockaddr_in6*>(ss);
-      s->sin6_family = AF_INET6;
-      s->sin6_port = htons(static_cast<uint16_t>(port));
-      s->sin6_scope_id = scope;
-      memcpy(&s->sin6_addr, a.Data(), 16);
-      return sizeof *s;
-    }
-    return 0;
-  }
 
   // setOpt(level, name, int) -> 0 or -errno
   Napi::Value SetOpt(const Napi::CallbackInfo& info) {
@@ -652,5 +633,25 @@ UdpSocket* UdpSocketOf(Napi::Env env, Napi::Value v) {
 int UdpSendMsgs(UdpSocket* s, struct mmsghdr* msgs, unsigned n) { return s->SendMsgs(msgs, n); }
 
 int UdpFamily(const UdpSocket* s) { return s->family(); }
+
+socklen_t MakeSockaddr(int family, const uint8_t* addr, size_t len, int port, uint32_t scope, struct sockaddr_storage* ss) {
+  memset(ss, 0, sizeof *ss);
+  if (family == AF_INET && len == 4) {
+    auto* s = reinterpret_cast<struct sockaddr_in*>(ss);
+    s->sin_family = AF_INET;
+    s->sin_port = htons(static_cast<uint16_t>(port));
+    memcpy(&s->sin_addr, addr, 4);
+    return sizeof *s;
+  }
+  if (family == AF_INET6 && len == 16) {
+    auto* s = reinterpret_cast<struct sockaddr_in6*>(ss);
+    s->sin6_family = AF_INET6;
+    s->sin6_port = htons(static_cast<uint16_t>(port));
+    s->sin6_scope_id = scope;
+    memcpy(&s->sin6_addr, addr, 16);
+    return sizeof *s;
+  }
+  return 0;
+}
 
 }  // namespace uvtep

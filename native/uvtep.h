@@ -27,6 +27,9 @@ UdpSocket* UdpSocketOf(Napi::Env env, Napi::Value socket);
 int UdpSendMsgs(UdpSocket* s, struct mmsghdr* msgs, unsigned n);
 // AF_INET or AF_INET6.
 int UdpFamily(const UdpSocket* s);
+// A sockaddr_in / sockaddr_in6 of `family` from an address's bytes (4 or 16), a port and an IPv6
+// scope id: its length, 0 when the bytes do not match the family.
+socklen_t MakeSockaddr(int family, const uint8_t* addr, size_t len, int port, uint32_t scope, struct sockaddr_storage* ss);
 
 // The flow cache (native/flowcache.cc); null for null or undefined, a TypeError for anything else.
 class FlowCache;
