@@ -192,7 +192,6 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
     return env.Undefined();
   }
 
-
   // setOpt(level, name, int) -> 0 or -errno
   Napi::Value SetOpt(const Napi::CallbackInfo& info) {
     ExpectArgs(info, "setOpt", "nnn");
