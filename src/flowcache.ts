@@ -1,8 +1,8 @@
 /**
  * The flow cache, TypeScript's side (native/flowcache.h has the data path): the Vtep's forwarding
  * decisions, handed to native code so that batches which only repeat them never wake JS. A lone
- * ping crossing uvtep then costs the syscalls and no trip through the event loop into V8 (after
- * an idle spell, that trip costs more CPU than the syscalls: docs/benchmarks.md).
+ * ping crossing uvtep then costs the syscalls and no call into V8 (on the benchmark machine the
+ * wakeup of the process costs more than either: docs/benchmarks.md).
  *
  * The Vtep stays in charge, as ovs-vswitchd is of the flows it installs in the kernel datapath:
  *   - an entry is installed only after the Vtep forwarded a packet that way itself: `sawTx` (this
