@@ -273,8 +273,10 @@ describeNs('the native TAP owns its fd', () => {
 describeNs('logging never stalls forwarding', () => {
   it('a log reader that stops reading loses log lines (counted and reported), never frames', async () => {
     const { h1, h2, u1, u2 } = await twoHosts(fx.newBed('logstall'));
-    // a line per learned MAC: --log-level debug; stdout is a pipe this test stops reading
-    const child = h1.spawn([process.execPath, ...UVTEP_NODE_FLAGS, uvtepBin(), '--vni', '1', '--remote', u2, '--name', 'vxlan1', '--address', '10.0.0.106/24', '--mac', A_MAC, '--log-level', 'debug']);
+    // a line per learned MAC: --log-level debug; stdout is a pipe this test stops reading. The
+    // socket holds the whole burst (64 MB), so that a machine busy elsewhere cannot drop datagrams
+    // of it: what is tested is the log stall, not the socket's size.
+    const child = h1.spawn([process.execPath, ...UVTEP_NODE_FLAGS, uvtepBin(), '--vni', '1', '--remote', u2, '--name', 'vxlan1', '--address', '10.0.0.106/24', '--mac', A_MAC, '--log-level', 'debug', '--rcvbuf', String(64 * MB)]);
     let out = '';
     const onData = (d: Buffer) => (out += d.toString());
     child.stdout!.on('data', onData);
