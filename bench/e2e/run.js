@@ -43,6 +43,7 @@ const writeDocs = !smoke && !flag('--no-docs') && !argv.includes('--out');
 const profile = flag('--profile');
 const nVnis = Number(opt('--vnis', 4));
 const idlePings = Number(opt('--idle-pings', smoke ? 5 : 25));
+const log = (s) => process.stderr.write(s + '\n');
 const hasSocat = (await sh('socat', ['-V'])).code === 0;
 // socat again with uvtep's resident size (a ballast preloaded into it): what a process's size costs its round trips here
 let ballastSo;
@@ -51,10 +52,14 @@ if (hasSocat) {
   process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
   const r = await sh('cc', ['-O2', '-shared', '-fPIC', '-o', path.join(dir, 'ballast.so'), path.join(root, 'bench/e2e/ballast.c')]);
   if (r.code === 0) ballastSo = path.join(dir, 'ballast.so');
-  else process.stderr.write(`bench: cannot build the ballast (cc: ${r.stderr.trim()}): the socat-ballast row is skipped\n`);
+  else log(`bench: cannot build the ballast (cc: ${r.stderr.trim()}): the socat-ballast row is skipped`);
 }
 const ALL = ['bare', 'kernel', 'uvtep', 'uvtep-kernel', 'uvtep-dgram', 'uvtep-busy', 'uvtep-nofc', ...(hasSocat ? ['socat'] : []), ...(ballastSo ? ['socat-ballast'] : [])];
 const caseNames = opt('--cases', ALL.join(',')).split(',');
+if (caseNames.includes('socat-ballast') && !ballastSo) {
+  log('bench: socat-ballast needs socat and cc (apt-get install socat gcc)');
+  process.exit(1);
+}
 if (!hasSocat) log('bench: socat is not installed (apt-get install socat): the userspace TAP-over-UDP peer is skipped');
 
 const CASES = {
@@ -69,7 +74,6 @@ const CASES = {
   'socat-ballast': { label: "socat with uvtep's resident size (the same socat, holding a ballast)", kind: 'peer' },
 };
 
-const log = (s) => process.stderr.write(s + '\n');
 
 // ---- requirements
 const missing = await testbedMissing();

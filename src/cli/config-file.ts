@@ -80,11 +80,12 @@ export function loadConfigFile(file: string, cmd: Command): Array<Record<string,
     throw new ConfigError(ErrorCode.InvalidOption, 'config', `config: cannot read ${file}: ${(e as Error).message}`);
   }
   let data: unknown;
+  const json = /\.json$/i.test(file);
   try {
     // yaml is loaded for a YAML file only (memory: docs/benchmarks.md)
-    data = /\.json$/i.test(file) ? JSON.parse(text) : (createRequire(import.meta.url)('yaml') as typeof import('yaml')).parse(text);
+    data = json ? JSON.parse(text) : (createRequire(import.meta.url)('yaml') as typeof import('yaml')).parse(text);
   } catch (e) {
-    throw new ConfigError(ErrorCode.InvalidOption, 'config', `config: ${file} is not valid ${/\.json$/i.test(file) ? 'JSON' : 'YAML'}: ${(e as Error).message.split('\n')[0]}`);
+    throw new ConfigError(ErrorCode.InvalidOption, 'config', `config: ${file} is not valid ${json ? 'JSON' : 'YAML'}: ${(e as Error).message.split('\n')[0]}`);
   }
   if (data === null || typeof data !== 'object' || Array.isArray(data)) {
     throw new ConfigError(ErrorCode.InvalidOption, 'config', `config: ${file} must hold an object of options, e.g. { "vni": 1, "remote": ["198.51.100.2"] }`);

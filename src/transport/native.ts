@@ -291,7 +291,6 @@ export class NativeTransport implements Transport {
     });
   }
 
-
   /** The source of received message at `at` as an IP literal, without building a string per message. */
   private srcString(b: Uint8Array, at: number): string {
     if (b[at] === 4) {

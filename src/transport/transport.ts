@@ -188,7 +188,6 @@ export function addressBytes(address: string, family: 4 | 6): Uint8Array {
   return out;
 }
 
-
 /** Settings of a UDP transport (the native endpoint and the node:dgram fallback take the same). */
 export interface UdpTransportOptions {
   family: 4 | 6;
