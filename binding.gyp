@@ -11,7 +11,8 @@
         "native/udp.cc",
         "native/offload.cc",
         "native/poller.cc",
-        "native/flowcache.cc"
+        "native/flowcache.cc",
+        "native/ring.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

@@ -153,7 +153,7 @@ class FlowCache : public Napi::ObjectWrap<FlowCache> {
     stats_[kRxBytes] -= bytes;
   }
 
-  int TapFdNow() const { return tap_ == nullptr ? -1 : TapFdOf(tap_); }
+  Tap* tap() const { return tap_; }
   bool gro() const { return gro_; }
   uint32_t mtu() const { return mtu_; }
   void CountWrites(double w) { stats_[kTapWrites] += w; }
@@ -316,8 +316,9 @@ bool FlowCacheDecap(FlowCacheFinder find, void* ctx, uint8_t* slab, const int32_
   int i = 0;
   while (i < n) {
     FlowCache* fc = to[i];
-    int fd = fc->TapFdNow();
-    Coalescer c(WritevFd, &fd, fc->gro(), fc->mtu());
+    TapSink sink{fc->tap(), nullptr};
+    Coalescer c(TapSinkWrite, &sink, fc->gro(), fc->mtu());
+    sink.st = &c.stats;
     int j = i;
     for (; j < n && to[j] == fc; j++) {
       uint8_t* f = slab + offs[j] + kVxlanHlen;
@@ -326,6 +327,7 @@ bool FlowCacheDecap(FlowCacheFinder find, void* ctx, uint8_t* slab, const int32_
       c.Add(f, static_cast<uint32_t>(flen));
     }
     c.Flush();
+    TapSubmit(sink.tap);
     fc->CountWrites(c.stats.writes);
     if (c.stats.lostFrames > 0) fc->Lost(c.stats.lostFrames, c.stats.lostBytes);
     i = j;

@@ -73,8 +73,11 @@ struct SegOut {
 // and everything stays within frame[0, cap). Finishes partial checksums of non-GSO frames.
 int Segment(uint8_t* frame, size_t len, size_t cap, const VnetHdr& h, SegOut* out);
 
-// Writes one packet: iov[0] is the virtio_net_hdr. Returns 0 or -errno.
-using GatherWriter = int (*)(void* ctx, struct iovec* iov, int iovcnt);
+// Writes one packet: iov[0] is the virtio_net_hdr. Returns 0 or -errno. A writer may queue the
+// packet instead (WriteRing): pieces of at most kMaxHdr bytes may live on the caller's stack and
+// are copied, longer ones stay valid until the batch is submitted, and a later failure adds
+// `frames` and `bytes` to the losses itself.
+using GatherWriter = int (*)(void* ctx, struct iovec* iov, int iovcnt, double frames, double bytes);
 
 struct GroStats {
   double writes = 0;       // write calls
@@ -122,6 +125,8 @@ class Coalescer {
   void EmitBig(uint8_t* p, uint32_t len, bool v6, int iphl, int doff);
   // partialL4 > 0: written with NEEDS_CSUM at that offset (csumOff into the L4 header)
   void WriteOne(uint8_t* p, uint32_t len, bool valid, int partialL4, int csumOff);
+  // Hands one packet to the writer, counting it; false when it was lost.
+  bool Put(struct iovec* iov, int n, double frames, double bytes);
   void Drop(int i);
   GatherWriter write_;
   void* ctx_;

@@ -1,6 +1,8 @@
-// TapReader: uv_poll readiness on the TAP fd (loop from napi_get_uv_event_loop), drain with
-// read() until EAGAIN or the batch cap, one JS call per batch. Frames land in a caller-owned
-// slab, slot i at slab[i * slotSize], the frame at slot + headroom.
+// TapReader: uv_poll readiness on the TAP fd (loop from napi_get_uv_event_loop), drain until
+// EAGAIN or the batch cap, one JS call per batch. When the Tap writes through io_uring, the reads
+// go through a Ring too: several reads per io_uring_enter, as many as the last batch suggests
+// (EAGAIN ends the batch); else one read() each. Frames land in a caller-owned slab, slot i at
+// slab[i * slotSize], the frame at slot + headroom.
 //
 // With a virtio_net_hdr (IFF_VNET_HDR + TUNSETOFFLOAD) each read lands 10 bytes before the frame
 // and may be a TCP/UDP super-frame of up to 64 KB: Segment() splits it in place into frames at a
@@ -9,11 +11,13 @@
 // Refused super-frames are counted in stats (never delivered).
 #include <unistd.h>
 #include <uv.h>
+#include <algorithm>
 #include <cerrno>
 #include "errors.h"
 #include "flowcache.h"
 #include "offload.h"
 #include "poller.h"
+#include "ring.h"
 #include "uvtep.h"
 
 namespace uvtep {
@@ -36,6 +40,7 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
     ExpectArgs(info, "TapReader", "xbnnbbbbbffo");
     fd_ = TapFd(env, info[0]);
     if (fd_ < 0) throw SystemError(env, EBADF, "TapReader", "the TAP is closed");
+    if (TapIoUring(TapOf(env, info[0]))) ring_.Open();
     Napi::Uint8Array slab = info[1].As<Napi::Uint8Array>();
     slot_ = info[2].As<Napi::Number>().Int32Value();
     headroom_ = info[3].As<Napi::Number>().Int32Value();
@@ -78,48 +83,62 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
 
   int PollFd() const override { return fd_; }
 
+  // Reads into slots first .. first + want - 1: res[k] is the bytes read or -errno (EAGAIN: nothing
+  // more to read). Without a ring: one read() (want is 1).
+  void ReadInto(int first, int want, int32_t* res) {
+    const size_t room = static_cast<size_t>(slot_ - headroom_ + vnet_);
+    auto buf = [&](int slot) { return slab_ + static_cast<size_t>(slot) * slot_ + headroom_ - vnet_; };
+    if (ring_.open()) {
+      for (int k = 0; k < want; k++) {
+        struct io_uring_sqe* e = ring_.Next();
+        e->opcode = IORING_OP_READ;
+        e->fd = fd_;
+        e->addr = reinterpret_cast<uint64_t>(buf(first + k));
+        e->len = static_cast<uint32_t>(room);
+        e->off = static_cast<uint64_t>(-1);
+        e->rw_flags = RWF_NOWAIT;  // nothing to read ends in EAGAIN; O_NONBLOCK alone would wait
+      }
+      if (ring_.Run(res)) return;
+      // the ring failed and is closed: what it read is kept, the rest waits for the next poll and read()
+      for (int k = 0; k < want; k++) res[k] = res[k] == -ECANCELED ? -EAGAIN : res[k];
+      return;
+    }
+    ssize_t r;
+    do {
+      r = read(fd_, buf(first), room);
+    } while (r < 0 && errno == EINTR);
+    res[0] = r < 0 ? -errno : static_cast<int32_t>(r);
+  }
+
   void Drain() override {
     int n = 0;
     const size_t room = static_cast<size_t>(slot_ - headroom_);
-    while (n < cap_) {
-      uint8_t* frame = slab_ + static_cast<size_t>(n) * slot_ + headroom_;
-      ssize_t r = read(fd_, frame - vnet_, room + vnet_);
-      if (r < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN) break;
-        int err = errno;
-        if (n > 0) Deliver(n);
-        Fail(err, "read");
-        return;
-      }
-      stats_[kStReads]++;
-      if (r < vnet_) continue;  // cannot happen with a vnet header configured; never deliver garbage
-      const size_t len = static_cast<size_t>(r - vnet_);
-      int segs = 1;
-      int segLen = static_cast<int>(len);
-      int lastLen = segLen;
-      if (vnet_ > 0) {
-        VnetHdr h;
-        ReadVnet(frame - vnet_, &h);
-        if ((h.flags & kVnetNeedsCsum) != 0 || h.gsoType != kGsoNone) {
-          SegOut out;
-          segs = Segment(frame, len, room, h, &out);
-          if (segs < 0) {
-            stats_[segs == kSegBadVnet ? kStBadVnet : segs == kSegBadHeaders ? kStBadHeaders : segs == kSegTooMany ? kStTooMany : kStNoRoom]++;
-            continue;  // the slot is reused by the next read
-          }
-          segLen = out.segLen;
-          lastLen = out.lastLen;
-          if (h.gsoType != kGsoNone) stats_[kStSuper]++;
-          else stats_[kStCsum]++;
+    int32_t res[Ring::kEntries];
+    int slot = 0;
+    bool more = true;
+    while (more && slot < cap_) {
+      int want = ring_.open() ? std::min(std::min(cap_ - slot, readAhead_), static_cast<int>(Ring::kEntries)) : 1;
+      ReadInto(slot, want, res);
+      int got = 0;
+      for (int k = 0; k < want; k++) {
+        uint8_t* frame = slab_ + static_cast<size_t>(slot + k) * slot_ + headroom_;
+        const int32_t r = res[k];
+        if (r == -EAGAIN) {
+          more = false;
+          continue;
         }
+        if (r < 0) {
+          if (n > 0) Deliver(n);
+          Fail(-r, "read");
+          return;
+        }
+        got++;
+        if (!Take(frame, r, room, n)) continue;
+        n++;
       }
-      offs_[n] = static_cast<int32_t>(frame - slab_);
-      lens_[n] = segLen;
-      segs_[n] = segs;
-      lasts_[n] = lastLen;
-      stats_[kStFrames] += segs;
-      n++;
+      slot += want;
+      // read ahead as far as the last round went: a lone ping costs one enter, a stream fills batches
+      readAhead_ = got == want ? std::min(readAhead_ * 2, cap_) : std::max(got + 1, 2);
     }
     if (n > 0 && fc_ != nullptr) {
       // a batch that only repeats the VTEP's decisions leaves here, without JS (flowcache.h)
@@ -138,6 +157,38 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
   }
 
  private:
+  // One read of r bytes at frame - vnet: validated and split into entry n; false when refused.
+  bool Take(uint8_t* frame, int32_t r, size_t room, int n) {
+    stats_[kStReads]++;
+    if (r < vnet_) return false;  // cannot happen with a vnet header configured; never deliver garbage
+    const size_t len = static_cast<size_t>(r - vnet_);
+    int segs = 1;
+    int segLen = static_cast<int>(len);
+    int lastLen = segLen;
+    if (vnet_ > 0) {
+      VnetHdr h;
+      ReadVnet(frame - vnet_, &h);
+      if ((h.flags & kVnetNeedsCsum) != 0 || h.gsoType != kGsoNone) {
+        SegOut out;
+        segs = Segment(frame, len, room, h, &out);
+        if (segs < 0) {
+          stats_[segs == kSegBadVnet ? kStBadVnet : segs == kSegBadHeaders ? kStBadHeaders : segs == kSegTooMany ? kStTooMany : kStNoRoom]++;
+          return false;
+        }
+        segLen = out.segLen;
+        lastLen = out.lastLen;
+        if (h.gsoType != kGsoNone) stats_[kStSuper]++;
+        else stats_[kStCsum]++;
+      }
+    }
+    offs_[n] = static_cast<int32_t>(frame - slab_);
+    lens_[n] = segLen;
+    segs_[n] = segs;
+    lasts_[n] = lastLen;
+    stats_[kStFrames] += segs;
+    return true;
+  }
+
   Napi::Value Start(const Napi::CallbackInfo& info) {
     if (poll_ == nullptr) throw Napi::Error::New(info.Env(), "TapReader: closed");
     if (!active_) {
@@ -231,6 +282,8 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
   Napi::ObjectReference fcRef_;
   uv_poll_t* poll_ = nullptr;
   bool active_ = false;
+  Ring ring_;
+  int readAhead_ = 2;
 };
 
 void InitReader(Napi::Env env, Napi::Object exports) {

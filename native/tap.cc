@@ -13,6 +13,7 @@
 #include "errors.h"
 #include "fd.h"
 #include "offload.h"
+#include "ring.h"
 #include "uvtep.h"
 
 #ifndef TUN_F_USO4
@@ -22,11 +23,12 @@
 
 namespace uvtep {
 
-// A TAP device that owns its fd: `new Tap(name, persist, vnetHdr, offloads)` opens it (name ""
-// lets the kernel pick uvtep%d). With vnetHdr every read and write carries a 10-byte
+// A TAP device that owns its fd: `new Tap(name, persist, vnetHdr, offloads, ioUring)` opens it
+// (name "" lets the kernel pick uvtep%d). With vnetHdr every read and write carries a 10-byte
 // virtio_net_hdr, and `offloads` (TUN_F_* bits) is offered with TUNSETOFFLOAD; the USO bits are
-// dropped on kernels without them (before 6.2). `name` and `offloads` (what the kernel accepted)
-// are properties. The fd never reaches JS: `writeFrames` writes through it, `close()` closes it
+// dropped on kernels without them (before 6.2). With ioUring the frames of a batch are written
+// with one io_uring_enter where the kernel allows it (a WriteRing), else one writev each. `name`,
+// `offloads` (what the kernel accepted) and `ioUring` (whether the ring is in use) are properties. The fd never reaches JS: `writeFrames` writes through it, `close()` closes it
 // once (a non-persistent device goes with it), and after that a write is EBADF, never another fd.
 static const napi_type_tag kTapTag = {0x7576746570544150ULL, 0x6f776e7366640001ULL};
 
@@ -35,12 +37,13 @@ class Tap : public Napi::ObjectWrap<Tap> {
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Tap",
                        {InstanceAccessor("name", &Tap::Name, nullptr), InstanceAccessor("offloads", &Tap::Offloads, nullptr),
+                        InstanceAccessor("ioUring", &Tap::IoUring, nullptr),
                         InstanceMethod("writeFrames", &Tap::WriteFrames), InstanceMethod("close", &Tap::Close)});
   }
 
   explicit Tap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tap>(info) {
     Napi::Env env = info.Env();
-    ExpectArgs(info, "Tap", "soon");
+    ExpectArgs(info, "Tap", "soono");
     std::string name = info[0].As<Napi::String>().Utf8Value();
     bool persist = info[1].As<Napi::Boolean>().Value();
     bool vnet = info[2].As<Napi::Boolean>().Value();
@@ -76,6 +79,7 @@ class Tap : public Napi::ObjectWrap<Tap> {
         if (ioctl(fd, TUNSETOFFLOAD, accepted) < 0) accepted = 0;
       }
     }
+    if (info[4].As<Napi::Boolean>().Value()) ring_.Open();
     fd_ = guard.Release();
     name_ = ifr.ifr_name;
     offloads_ = accepted;
@@ -88,12 +92,34 @@ class Tap : public Napi::ObjectWrap<Tap> {
 
   int fd() const { return fd_; }
 
+  // One packet of a batch (see TapSinkWrite).
+  int Write(struct iovec* iov, int n, double frames, double bytes, GroStats* st) {
+    if (fd_ < 0) return -EBADF;
+    if (ring_.open()) {
+      ring_.Queue(fd_, iov, n, frames, bytes, st);
+      return 0;
+    }
+    ssize_t r;
+    do {
+      r = writev(fd_, iov, n);
+    } while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : 0;
+  }
+
+  void Submit() {
+    if (ring_.open()) ring_.Submit();
+  }
+
+  bool ioUring() const { return ring_.open(); }
+
  private:
   Napi::Value Name(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), name_); }
   Napi::Value Offloads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), offloads_); }
+  Napi::Value IoUring(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), ring_.open()); }
 
   // close(): idempotent; the device is removed unless it was opened persistent.
   Napi::Value Close(const Napi::CallbackInfo& info) {
+    ring_.Close();
     if (fd_ >= 0) {
       int fd = fd_;
       fd_ = -1;
@@ -107,15 +133,18 @@ class Tap : public Napi::ObjectWrap<Tap> {
   int fd_ = -1;
   std::string name_;
   unsigned offloads_ = 0;
+  WriteRing ring_;
 };
-int WritevFd(void* ctx, struct iovec* iov, int iovcnt) {
-  const int fd = *static_cast<int*>(ctx);
-  if (fd < 0) return -EBADF;
-  ssize_t n;
-  do {
-    n = writev(fd, iov, iovcnt);
-  } while (n < 0 && errno == EINTR);
-  return n < 0 ? -errno : 0;
+
+int TapSinkWrite(void* ctx, struct iovec* iov, int iovcnt, double frames, double bytes) {
+  TapSink* s = static_cast<TapSink*>(ctx);
+  return s->tap == nullptr ? -EBADF : s->tap->Write(iov, iovcnt, frames, bytes, s->st);
+}
+
+bool TapIoUring(const Tap* tap) { return tap->ioUring(); }
+
+void TapSubmit(Tap* tap) {
+  if (tap != nullptr) tap->Submit();
 }
 
 namespace {
@@ -127,7 +156,7 @@ struct Recorder {
   size_t used;
 };
 
-int RecordPacket(void* ctx, struct iovec* iov, int iovcnt) {
+int RecordPacket(void* ctx, struct iovec* iov, int iovcnt, double, double) {
   Recorder* r = static_cast<Recorder*>(ctx);
   size_t len = 0;
   for (int i = 0; i < iovcnt; i++) len += iov[i].iov_len;
@@ -185,10 +214,12 @@ Napi::Value Tap::WriteFrames(const Napi::CallbackInfo& info) {
   if (!FramesArgs(info, 1, &buf, &offs, &lens, &count)) return Napi::Number::New(env, -EFAULT);
   Napi::Float64Array st = info[5].As<Napi::Float64Array>();
   if (st.ElementLength() < 8) return Napi::Number::New(env, -EINVAL);
-  int fd = fd_;
-  Coalescer c(WritevFd, &fd, gro, info[6].As<Napi::Number>().Uint32Value());
+  TapSink sink{this, nullptr};
+  Coalescer c(TapSinkWrite, &sink, gro, info[6].As<Napi::Number>().Uint32Value());
+  sink.st = &c.stats;
   for (int i = 0; i < count; i++) c.Add(buf.Data() + offs[i], static_cast<uint32_t>(lens[i]));
   c.Flush();
+  Submit();
   AddStats(st.Data(), c.stats);
   return Napi::Number::New(env, c.stats.lostFrames);
 }
@@ -251,6 +282,5 @@ Tap* TapOf(Napi::Env env, Napi::Value v) {
 
 int TapFd(Napi::Env env, Napi::Value v) { return TapOf(env, v)->fd(); }
 
-int TapFdOf(const Tap* tap) { return tap->fd(); }
 
 }  // namespace uvtep

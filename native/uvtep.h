@@ -16,9 +16,17 @@ void InitFlowCache(Napi::Env env, Napi::Object exports);
 int TapFd(Napi::Env env, Napi::Value tap);
 class Tap;
 Tap* TapOf(Napi::Env env, Napi::Value tap);
-int TapFdOf(const Tap* tap);
-// A Coalescer's writer: writev to the fd at *ctx (an int); 0 or -errno.
-int WritevFd(void* ctx, struct iovec* iov, int iovcnt);
+// Whether the Tap writes through io_uring (its reader then reads through it too).
+bool TapIoUring(const Tap* tap);
+// A Coalescer's writer into a Tap (ctx: a TapSink): queued on the Tap's io_uring when it has one,
+// else one writev each; TapSubmit() writes what is queued. A null or closed Tap loses every frame.
+struct GroStats;
+struct TapSink {
+  Tap* tap;
+  GroStats* st;
+};
+int TapSinkWrite(void* ctx, struct iovec* iov, int iovcnt, double frames, double bytes);
+void TapSubmit(Tap* tap);
 
 // The native UDP endpoint (native/udp.cc).
 class UdpSocket;

@@ -44,7 +44,7 @@ export const VTEP_COUNTERS: ReadonlyArray<CounterDef<VtepStats>> = [
   { metric: 'uvtep_tap_reads_total', help: 'TAP read syscalls', read: (s) => s.io.reads, line: 'tap', words: 'reads' },
   { metric: 'uvtep_tap_read_frames_total', help: 'Frames the TAP reads gave, after splitting super-frames', read: (s) => s.io.readFrames, line: 'tap', words: 'frames read' },
   { metric: 'uvtep_tap_super_frames_total', help: 'TCP/UDP super-frames read from the TAP and split (TSO/USO)', read: (s) => s.io.superFrames, line: 'tap', words: 'super-frames split' },
-  { metric: 'uvtep_tap_writes_total', help: 'TAP write syscalls', read: (s) => s.io.writes, line: 'tap', words: 'writes' },
+  { metric: 'uvtep_tap_writes_total', help: 'TAP writes (frames, or coalesced runs; with io_uring one syscall carries a batch of them)', read: (s) => s.io.writes, line: 'tap', words: 'writes' },
   { metric: 'uvtep_rx_bad_csum_total', help: 'Received TCP segments whose checksum failed (written unmerged)', read: (s) => s.io.badCsum, line: 'tap', words: 'bad TCP checksums' },
   { metric: 'uvtep_rx_partial_csum_total', help: 'Received frames with a partial checksum from a kernel peer on this host', read: (s) => s.io.partialCsum, line: 'tap', words: 'partial checksums' },
   { metric: 'uvtep_rx_super_frames_total', help: 'TCP super-frames received whole from a kernel peer on this host', read: (s) => s.io.rxSuperFrames, line: 'tap', words: 'super-frames received' },
@@ -91,7 +91,7 @@ export function statsLines(s: VtepStats, suffix: Partial<Record<StatsLine | 'dro
     line('drops', 'drops', drops(s, ' ')),
     line('fdb', 'fdb', render(VTEP_COUNTERS, s, 'fdb', false)),
     line('offloads', 'offloads', render(VTEP_COUNTERS, s, 'offloads', false)),
-    line('tap', 'tap', render(VTEP_COUNTERS, s, 'tap', false)),
+    line('tap', s.io.ioUring ? 'tap (io_uring)' : 'tap', render(VTEP_COUNTERS, s, 'tap', false)),
     line('udp', `udp (${s.io.transport})`, render(UDP_COUNTERS, transportCounters(s), 'udp', false)),
   ];
 }

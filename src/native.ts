@@ -86,6 +86,8 @@ export interface UdpSocketHandle {
 export interface NativeTap {
   readonly name: string;
   readonly offloads: number;
+  /** Whether writes go out in batches through io_uring (else one writev per frame or coalesced run). */
+  readonly ioUring: boolean;
   /**
    * Writes frames i < count (buf[offs[i], +lens[i])) to the TAP, each behind a virtio_net_hdr:
    * TCP segments of one flow merge into one GSO write when `gro`; a TCP frame larger than `mtu`
@@ -100,9 +102,10 @@ export interface NativeTap {
 export interface NativeBinding {
   /**
    * Opens (creates) a TAP that owns its fd; `offloads` (TunOffload bits) is offered with
-   * TUNSETOFFLOAD, `offloads` of the result says what was accepted.
+   * TUNSETOFFLOAD, `offloads` of the result says what was accepted. With `ioUring` each
+   * writeFrames goes to the kernel as one io_uring_enter where io_uring is allowed.
    */
-  Tap: new (name: string, persist: boolean, vnetHdr: boolean, offloads: number) => NativeTap;
+  Tap: new (name: string, persist: boolean, vnetHdr: boolean, offloads: number, ioUring: boolean) => NativeTap;
   /** What writeFrames would write, recorded into `out` as [u32 LE length][vnet header + packet]; returns bytes used. */
   coalesce(buf: Uint8Array, offs: Int32Array, lens: Int32Array, count: number, gro: boolean, out: Uint8Array, stats: Float64Array, mtu: number): number;
   /** The TAP reader's per-read work on one frame at buf[off, off+len) with room up to off+cap: [segs, segLen, lastLen] or [negative reason]. */

@@ -116,6 +116,8 @@ export interface VtepStats {
 export interface VtepIo extends Omit<DeviceCounters, 'offloadInvalid' | 'groWrites' | 'groSegments'>, Omit<TransportCounters, 'gsoSends' | 'gsoDatagrams'> {
   /** 'native' or 'dgram'. */
   transport: string;
+  /** Whether the TAP's writes go out in batches through io_uring. */
+  ioUring: boolean;
   /** TCP super-frames received whole from a kernel VTEP on this host (tunnel GSO over veth). */
   rxSuperFrames: number;
   /** Whether the native flow cache is in use, and the frames sent and datagrams received through it without JS. */
@@ -418,6 +420,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
       rxGroSegments: p?.groSegments ?? 0,
       io: {
         transport: this.transport.kind,
+        ioUring: this.device.ioUring === true,
         reads: p?.reads ?? 0,
         readFrames: p?.readFrames ?? 0,
         superFrames: p?.superFrames ?? 0,

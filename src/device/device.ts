@@ -77,6 +77,8 @@ export interface FrameDevice {
   /** Bytes of the frames the last `writeBatch` lost. */
   readonly lostBytes: number;
   counters?(): DeviceCounters;
+  /** A TAP whose writes go out in batches through io_uring. */
+  readonly ioUring?: boolean;
   /**
    * The native flow cache over this device and the UDP endpoint `socket` (src/flowcache.ts),
    * attached to the device's reader; `detach` unhooks it. Undefined when the device has no

@@ -46,6 +46,11 @@ export interface TapOptions {
   tso?: boolean;
   /** Merge received TCP segments of a flow into one GSO write (default true). */
   gro?: boolean;
+  /**
+   * Write each batch of frames with one io_uring_enter (default true), where the kernel and the
+   * process's seccomp profile allow io_uring; false, or where it is not allowed: one writev each.
+   */
+  ioUring?: boolean;
   /** The native binding (tests inject a scripted one). */
   native?: NativeBinding;
 }
@@ -67,6 +72,8 @@ export class TapDevice implements FrameDevice {
   readonly link: Link;
   /** TUN_F_* offloads the kernel accepted (0 without --tso). */
   readonly offloads: number;
+  /** Whether writes go out in batches through io_uring. */
+  readonly ioUring: boolean;
   lostBytes: number;
   private readonly native: NativeBinding;
   private readonly dev: NativeTap;
@@ -93,12 +100,13 @@ export class TapDevice implements FrameDevice {
     this.native = opts.native ?? loadBinding();
     const tso = opts.tso ?? true;
     const want = tso ? TunOffload.Csum | TunOffload.Tso4 | TunOffload.Tso6 | TunOffload.TsoEcn | TunOffload.Uso4 | TunOffload.Uso6 : 0;
-    const dev = new this.native.Tap(name, opts.persist ?? false, true, want);
+    const dev = new this.native.Tap(name, opts.persist ?? false, true, want, opts.ioUring ?? true);
     const actual = dev.name;
     const offloads = dev.offloads;
     this.dev = dev;
     this.name = actual;
     this.offloads = offloads;
+    this.ioUring = dev.ioUring;
     this.link = new Link(actual, this.native);
     try {
       // the stack never hands the TAP more segments than one GSO send carries

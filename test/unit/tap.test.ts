@@ -19,8 +19,10 @@ function scripted(opts: { openError?: Error; mtuError?: Error; lost?: number; of
     Tap: class implements NativeTap {
       readonly name: string;
       readonly offloads: number;
-      constructor(name: string, persist: boolean, vnet: boolean, offloads: number) {
-        s.calls.push(`open ${name} ${persist}${vnet ? '' : ' plain'}${offloads ? ' offloads' : ''}`);
+      readonly ioUring: boolean;
+      constructor(name: string, persist: boolean, vnet: boolean, offloads: number, ioUring: boolean) {
+        s.calls.push(`open ${name} ${persist}${vnet ? '' : ' plain'}${offloads ? ' offloads' : ''}${ioUring ? '' : ' no-io-uring'}`);
+        this.ioUring = ioUring;
         if (opts.openError) throw opts.openError;
         this.name = name || 'uvtep0';
         this.offloads = opts.offloads ?? offloads;
@@ -164,6 +166,14 @@ describe('TapDevice', () => {
     expect(q.offloads).toBe(0);
     expect(plain.calls[0]).toBe('open  false');
     expect(plain.calls).not.toContain('gso_max_segs 64');
+  });
+
+  it('io_uring: asked for by default and reported; ioUring: false asks for one writev per frame', () => {
+    const s = scripted();
+    expect(new TapDevice({ native: s.binding }).ioUring).toBe(true);
+    const w = scripted();
+    expect(new TapDevice({ native: w.binding, ioUring: false }).ioUring).toBe(false);
+    expect(w.calls[0]).toBe('open  false offloads no-io-uring');
   });
 
   it('counters come from the native reader and writer stats', () => {

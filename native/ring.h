@@ -1,0 +1,85 @@
+// Batches of syscalls through io_uring: a TAP has no recvmmsg or sendmmsg, and on a virtual
+// machine each syscall costs about a microsecond, more than the work of moving one small frame.
+// A Ring hands the reads or writes of one batch to the kernel with one io_uring_enter, which runs
+// them in order, inline. Every entry carries RWF_NOWAIT: io_uring does not take O_NONBLOCK as
+// "never wait" (a read with nothing to read would stay armed until a frame came), RWF_NOWAIT
+// makes it end in EAGAIN as read() does; no worker threads. Raw syscalls, no liburing. Where io_uring is missing or
+// forbidden (old kernels, seccomp profiles, kernel.io_uring_disabled) Open() fails and the caller
+// makes one syscall per frame.
+#pragma once
+#include <linux/io_uring.h>
+#include <sys/uio.h>
+#include <cstdint>
+#include "offload.h"
+
+namespace uvtep {
+
+class Ring {
+ public:
+  static constexpr unsigned kEntries = 128;
+  Ring() = default;
+  ~Ring() { Close(); }
+  Ring(const Ring&) = delete;
+  Ring& operator=(const Ring&) = delete;
+
+  // false when this kernel or process has no io_uring (the ring stays closed).
+  bool Open();
+  void Close();
+  bool open() const { return ring_ >= 0; }
+  unsigned queued() const { return queued_; }
+
+  // The next entry, zeroed, its user_data its index in the batch; null when the batch is full.
+  struct io_uring_sqe* Next();
+  // Runs the batch and waits for all of it: res[i] is entry i's result (bytes or -errno). false
+  // when the ring failed under us (it then closes; res of what did not finish is -ECANCELED).
+  bool Run(int32_t* res);
+
+ private:
+  int ring_ = -1;
+  void* sqMap_ = nullptr;
+  size_t sqMapLen_ = 0;
+  void* cqMap_ = nullptr;
+  size_t cqMapLen_ = 0;
+  struct io_uring_sqe* sqes_ = nullptr;
+  unsigned* sqTail_ = nullptr;
+  unsigned sqMask_ = 0;
+  unsigned* sqArray_ = nullptr;
+  unsigned* cqHead_ = nullptr;
+  unsigned* cqTail_ = nullptr;
+  unsigned cqMask_ = 0;
+  struct io_uring_cqe* cqes_ = nullptr;
+  unsigned queued_ = 0;
+};
+
+// The writes of a batch to one TAP, as a Ring of writevs.
+class WriteRing {
+ public:
+  bool Open() { return ring_.Open(); }
+  void Close() { ring_.Close(); }
+  bool open() const { return ring_.open(); }
+
+  // Queues writev(fd, iov, n). Pieces of at most kMaxHdr bytes are copied (a Coalescer builds its
+  // headers on the stack); longer ones must stay valid until Submit() returns. If the write
+  // fails, `frames` frames of `bytes` bytes are added to st's losses. Submits first when full.
+  void Queue(int fd, const struct iovec* iov, int n, double frames, double bytes, GroStats* st);
+  // Writes everything queued.
+  void Submit();
+
+ private:
+  static constexpr int kIovs = 2048;
+  static constexpr size_t kArena = 64 * 1024;
+  struct Pending {
+    double frames;
+    double bytes;
+    GroStats* st;
+  };
+  Ring ring_;
+  int iovUsed_ = 0;
+  size_t arenaUsed_ = 0;
+  Pending pending_[Ring::kEntries];
+  int32_t res_[Ring::kEntries];
+  struct iovec iovs_[kIovs];
+  uint8_t arena_[kArena];
+};
+
+}  // namespace uvtep
