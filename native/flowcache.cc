@@ -1,18 +1,21 @@
 // See flowcache.h. One FlowCache per VTEP, made by TypeScript with the VTEP's Tap and UdpSocket:
 //
-//   new FlowCache(tap, udp, vni, ownMac, maxFrame, learning, gro, mtu, stats, seen)
+//   new FlowCache(tap, udp, vni, ownMac, maxFrame, learning, gro, gso, mtu, stats, seen, tapStats)
 //   setTx(mac, addr, port) -> bool    unicast `mac` is sent to addr:port (false: the table is full)
 //   setRx(mac, addr) -> slot | -1     datagrams with inner source `mac` from `addr` need no learning
 //   clear(), enable(on), close()
 //
 // stats (Float64Array, FlowCacheStat in src/native.ts): frames sent and their bytes, datagrams
-// received and the bytes delivered, frames and bytes the TAP did not take, TAP writes. seen[slot]
+// received and the bytes delivered, frames and bytes the TAP did not take. The TAP writes are
+// counted into tapStats, the TAP's own writer stats (as if JS had written them). seen[slot]
 // is set to 1 when an rx entry forwarded a datagram: TypeScript refreshes the FDB entry's age
 // from it (the FDB's ageing, not this cache, decides when a station is gone).
 #include "flowcache.h"
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include "errors.h"
@@ -28,7 +31,7 @@ constexpr int kMaxUsed = kSlots / 2;  // open addressing stays short
 constexpr int kVxlanHlen = 8;
 constexpr int kMaxBatch = 64;
 
-enum FlowCacheStat { kTxFrames, kTxBytes, kRxDatagrams, kRxBytes, kRxLost, kRxLostBytes, kTapWrites, kStatCount };
+enum FlowCacheStat { kTxFrames, kTxBytes, kRxDatagrams, kRxBytes, kRxLost, kRxLostBytes, kStatCount };
 
 const napi_type_tag kFlowCacheTag = {0x7576746570464c4fULL, 0x5743414348450001ULL};
 
@@ -60,7 +63,7 @@ class FlowCache : public Napi::ObjectWrap<FlowCache> {
 
   explicit FlowCache(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FlowCache>(info) {
     Napi::Env env = info.Env();
-    ExpectArgs(info, "FlowCache", "xxnnnoonbb");
+    ExpectArgs(info, "FlowCache", "xxnnnooonbbb");
     tap_ = TapOf(env, info[0]);
     udp_ = UdpSocketOf(env, info[1]);
     tapRef_ = Napi::Persistent(info[0].As<Napi::Object>());
@@ -72,14 +75,19 @@ class FlowCache : public Napi::ObjectWrap<FlowCache> {
     maxFrame_ = info[4].As<Napi::Number>().Int32Value();
     learning_ = info[5].As<Napi::Boolean>().Value();
     gro_ = info[6].As<Napi::Boolean>().Value();
-    mtu_ = info[7].As<Napi::Number>().Uint32Value();
-    Napi::Float64Array st = info[8].As<Napi::Float64Array>();
-    Napi::Float64Array seen = info[9].As<Napi::Float64Array>();
+    gso_ = info[7].As<Napi::Boolean>().Value();
+    mtu_ = info[8].As<Napi::Number>().Uint32Value();
+    Napi::Float64Array st = info[9].As<Napi::Float64Array>();
+    Napi::Float64Array seen = info[10].As<Napi::Float64Array>();
+    Napi::Float64Array tapSt = info[11].As<Napi::Float64Array>();
+    if (tapSt.ElementLength() < 8) throw Napi::RangeError::New(env, "FlowCache: tapStats too short");
+    tapStats_ = tapSt.Data();
+    tapStatsRef_ = Napi::Persistent(info[11].As<Napi::Object>());
     if (st.ElementLength() < kStatCount || seen.ElementLength() < static_cast<size_t>(kSlots)) throw Napi::RangeError::New(env, "FlowCache: stats or seen too short");
     stats_ = st.Data();
     seen_ = seen.Data();
-    statsRef_ = Napi::Persistent(info[8].As<Napi::Object>());
-    seenRef_ = Napi::Persistent(info[9].As<Napi::Object>());
+    statsRef_ = Napi::Persistent(info[9].As<Napi::Object>());
+    seenRef_ = Napi::Persistent(info[10].As<Napi::Object>());
     family_ = UdpFamily(udp_);
     info.This().As<Napi::Object>().TypeTag(&kFlowCacheTag);
     Reset();
@@ -100,8 +108,12 @@ class FlowCache : public Napi::ObjectWrap<FlowCache> {
       to[i] = FindTx(MacAt(f));
       if (to[i] == nullptr) return 0;
     }
+    // one message per run of equal-size frames to one destination (the last may be shorter): with
+    // GSO a run of small frames (UDP, ACKs) crosses the stack as one datagram train
     struct mmsghdr msgs[kMaxBatch];
     struct iovec iov[kMaxBatch];
+    int counts[kMaxBatch];
+    int m = 0;
     for (int i = 0; i < n; i++) {
       uint8_t* h = slab + offs[i] - kVxlanHlen;  // FRAME_HEADROOM: writable bytes before every frame
       h[0] = 0x08;  // I flag
@@ -110,18 +122,45 @@ class FlowCache : public Napi::ObjectWrap<FlowCache> {
       h[5] = static_cast<uint8_t>(vni_ >> 8);
       h[6] = static_cast<uint8_t>(vni_);
       h[7] = 0;
-      iov[i] = {h, static_cast<size_t>(lens[i]) + kVxlanHlen};
-      memset(&msgs[i], 0, sizeof msgs[i]);
-      msgs[i].msg_hdr.msg_name = const_cast<sockaddr_storage*>(&to[i]->addr);
-      msgs[i].msg_hdr.msg_namelen = to[i]->alen;
-      msgs[i].msg_hdr.msg_iov = &iov[i];
-      msgs[i].msg_hdr.msg_iovlen = 1;
+      const size_t len = static_cast<size_t>(lens[i]) + kVxlanHlen;
+      iov[i] = {h, len};
+      if (m > 0 && gso_ && to[i] == to[i - 1] && counts[m - 1] < kGsoMaxSegs) {
+        struct msghdr& prev = msgs[m - 1].msg_hdr;
+        const size_t seg = prev.msg_iov[0].iov_len;
+        const size_t last = prev.msg_iov[prev.msg_iovlen - 1].iov_len;
+        if (len <= seg && last == seg && seg * (counts[m - 1] + 1) <= kGsoMaxBytes) {
+          prev.msg_iovlen++;
+          counts[m - 1]++;
+          continue;
+        }
+      }
+      memset(&msgs[m], 0, sizeof msgs[m]);
+      msgs[m].msg_hdr.msg_name = const_cast<sockaddr_storage*>(&to[i]->addr);
+      msgs[m].msg_hdr.msg_namelen = to[i]->alen;
+      msgs[m].msg_hdr.msg_iov = &iov[i];
+      msgs[m].msg_hdr.msg_iovlen = 1;
+      counts[m++] = 1;
     }
-    const int sent = UdpSendMsgs(udp_, msgs, static_cast<unsigned>(n));
+    alignas(struct cmsghdr) char ctrl[kMaxBatch][CMSG_SPACE(sizeof(uint16_t))];
+    for (int k = 0; k < m; k++) {
+      if (counts[k] == 1) continue;
+      struct msghdr& h = msgs[k].msg_hdr;
+      h.msg_control = ctrl[k];
+      h.msg_controllen = sizeof ctrl[k];
+      struct cmsghdr* c = CMSG_FIRSTHDR(&h);
+      c->cmsg_level = SOL_UDP;
+      c->cmsg_type = UDP_SEGMENT;
+      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      const uint16_t seg = static_cast<uint16_t>(h.msg_iov[0].iov_len);
+      memcpy(CMSG_DATA(c), &seg, sizeof seg);
+    }
+    const int sent = UdpSendMsgs(udp_, msgs, counts, static_cast<unsigned>(m));
     if (sent <= 0) return 0;  // JS sends them again and handles the error (backpressure, reports)
-    for (int i = 0; i < sent; i++) stats_[kTxBytes] += lens[i];
-    stats_[kTxFrames] += sent;
-    return sent;
+    int frames = 0;
+    for (int k = 0; k < sent; k++) frames += counts[k];
+    for (int i = 0; i < frames; i++) stats_[kTxBytes] += lens[i];
+    stats_[kTxFrames] += frames;
+    return frames;
   }
 
   // Whether datagram p[0, len) from src (udp.cc's 20-byte record) qualifies; *inner set to the frame.
@@ -155,8 +194,9 @@ class FlowCache : public Napi::ObjectWrap<FlowCache> {
 
   Tap* tap() const { return tap_; }
   bool gro() const { return gro_; }
+  bool gso() const { return gso_; }
   uint32_t mtu() const { return mtu_; }
-  void CountWrites(double w) { stats_[kTapWrites] += w; }
+  void CountWrites(const GroStats& g) { g.AddTo(tapStats_); }
 
  private:
   struct TxEntry {
@@ -274,13 +314,15 @@ class FlowCache : public Napi::ObjectWrap<FlowCache> {
 
   Tap* tap_ = nullptr;
   UdpSocket* udp_ = nullptr;
-  Napi::ObjectReference tapRef_, udpRef_, statsRef_, seenRef_;
+  Napi::ObjectReference tapRef_, udpRef_, statsRef_, seenRef_, tapStatsRef_;
+  double* tapStats_ = nullptr;
   uint32_t vni_ = 0;
   bool hasOwn_ = false;
   uint64_t own_ = 0;
   int maxFrame_ = 0;
   bool learning_ = true;
   bool gro_ = true;
+  bool gso_ = true;
   uint32_t mtu_ = 0;
   int family_ = AF_INET;
   bool enabled_ = false;
@@ -299,21 +341,30 @@ int FlowCacheEncap(FlowCache* fc, uint8_t* slab, const int32_t* offs, const int3
 bool FlowCacheDecap(FlowCacheFinder find, void* ctx, uint8_t* slab, const int32_t* offs, const int32_t* lens, const int32_t* segs,
                     const int16_t* tos, const uint8_t* srcs, int srcStride, int n) {
   if (n > kMaxBatch) return false;
+  // a GRO message (segs[i] < lens[i]) is a train of datagrams of segs[i] bytes, the last shorter
+  const auto stride = [&](int i) { return segs[i] > 0 && segs[i] < lens[i] ? segs[i] : lens[i]; };
   FlowCache* to[kMaxBatch];
-  int slots[kMaxBatch];
+  int slots[kMaxBatch * kGsoMaxSegs];
+  int nd = 0;
   for (int i = 0; i < n; i++) {
-    const int len = lens[i];
-    if (len < kVxlanHlen || (segs[i] > 0 && segs[i] < len)) return false;  // truncated, or a GRO message
     if (tos[i] > 0 && (tos[i] & 3) != 0) return false;  // an ECN mark: JS applies it (RFC 6040)
-    const uint8_t* p = slab + offs[i];
-    // I flag alone, every reserved bit clear (both reserved-bits policies accept it)
-    if (p[0] != 0x08 || p[1] != 0 || p[2] != 0 || p[3] != 0 || p[7] != 0) return false;
-    const uint32_t vni = (uint32_t(p[4]) << 16) | (uint32_t(p[5]) << 8) | p[6];
-    to[i] = find(ctx, vni);
-    if (to[i] == nullptr || !to[i]->Qualifies(p, len, srcs + i * srcStride, &slots[i])) return false;
+    to[i] = nullptr;
+    const int step = stride(i);
+    for (int at = 0; at < lens[i]; at += step) {
+      const int len = std::min(step, lens[i] - at);
+      const uint8_t* p = slab + offs[i] + at;
+      if (len < kVxlanHlen || nd == kMaxBatch * kGsoMaxSegs) return false;
+      // I flag alone, every reserved bit clear (both reserved-bits policies accept it)
+      if (p[0] != 0x08 || p[1] != 0 || p[2] != 0 || p[3] != 0 || p[7] != 0) return false;
+      const uint32_t vni = (uint32_t(p[4]) << 16) | (uint32_t(p[5]) << 8) | p[6];
+      FlowCache* fc = find(ctx, vni);
+      if (fc == nullptr || (to[i] != nullptr && fc != to[i]) || !fc->Qualifies(p, len, srcs + i * srcStride, &slots[nd++])) return false;
+      to[i] = fc;
+    }
   }
-  // one coalescing pass per run of datagrams for the same VTEP, in order
+  // one coalescing pass per run of messages for the same VTEP, in order
   int i = 0;
+  int d = 0;
   while (i < n) {
     FlowCache* fc = to[i];
     TapSink sink{fc->tap(), nullptr};
@@ -321,14 +372,17 @@ bool FlowCacheDecap(FlowCacheFinder find, void* ctx, uint8_t* slab, const int32_
     sink.st = &c.stats;
     int j = i;
     for (; j < n && to[j] == fc; j++) {
-      uint8_t* f = slab + offs[j] + kVxlanHlen;
-      const int flen = lens[j] - kVxlanHlen;
-      fc->Delivered(slots[j], flen);
-      c.Add(f, static_cast<uint32_t>(flen));
+      const int step = stride(j);
+      for (int at = 0; at < lens[j]; at += step) {
+        uint8_t* f = slab + offs[j] + at + kVxlanHlen;
+        const int flen = std::min(step, lens[j] - at) - kVxlanHlen;
+        fc->Delivered(slots[d++], flen);
+        c.Add(f, static_cast<uint32_t>(flen));
+      }
     }
     c.Flush();
     TapSubmit(sink.tap);
-    fc->CountWrites(c.stats.writes);
+    fc->CountWrites(c.stats);
     if (c.stats.lostFrames > 0) fc->Lost(c.stats.lostFrames, c.stats.lostBytes);
     i = j;
   }

@@ -18,11 +18,13 @@ namespace uvtep {
 class FlowCache;
 
 // Encapsulation, from TapReader::Drain: entries i < n of a read batch (frame at slab + offs[i],
-// lens[i] bytes, segs[i] frames). Returns how many leading entries were sent (n: all of them; 0:
-// none qualified or the first send failed); the caller hands the rest to JS.
+// lens[i] bytes, segs[i] frames). Consecutive frames of one size to one destination leave as one
+// UDP GSO message (with gso). Returns how many leading entries were sent (n: all of them; 0: none
+// qualified or the first send failed); the caller hands the rest to JS.
 int FlowCacheEncap(FlowCache* fc, uint8_t* slab, const int32_t* offs, const int32_t* lens, const int32_t* segs, int n);
 
-// Decapsulation, from UdpSocket::Drain: the messages of one recvmmsg (see udp.cc for the arrays).
+// Decapsulation, from UdpSocket::Drain: the messages of one recvmmsg (see udp.cc for the arrays),
+// a UDP GRO message taken datagram by datagram.
 // `find(vni)` gives the VTEP's cache or null. Returns true when every message qualified and was
 // written to its TAP (the caller then delivers nothing to JS), false when none was touched.
 using FlowCacheFinder = FlowCache* (*)(void* ctx, uint32_t vni);

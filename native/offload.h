@@ -88,6 +88,11 @@ struct GroStats {
   double badCsum = 0;      // TCP segments whose checksum did not verify (written unmerged)
   double partialCsum = 0;  // TCP/UDP frames with a partial checksum from a local kernel peer
   double bigWrites = 0;    // TCP super-frames (larger than the MTU) written as GSO frames
+  // Adds these to a writer-stats array (WriterStat in src/native.ts: the same order).
+  void AddTo(double* st) const {
+    const double v[] = {writes, groWrites, groSegments, lostFrames, lostBytes, badCsum, partialCsum, bigWrites};
+    for (int i = 0; i < 8; i++) st[i] += v[i];
+  }
 };
 
 // Receive-side coalescing over one batch: TCP segments of one flow (GSO TCPV4/TCPV6); TCP and UDP

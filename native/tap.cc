@@ -184,17 +184,6 @@ bool FramesArgs(const Napi::CallbackInfo& info, int at, Napi::Uint8Array* buf, N
   return true;
 }
 
-void AddStats(double* st, const GroStats& g) {
-  st[0] += g.writes;
-  st[1] += g.groWrites;
-  st[2] += g.groSegments;
-  st[3] += g.lostFrames;
-  st[4] += g.lostBytes;
-  st[5] += g.badCsum;
-  st[6] += g.partialCsum;
-  st[7] += g.bigWrites;
-}
-
 }  // namespace
 
 // tap.writeFrames(gro, buf, offs, lens, count, stats, mtu) -> frames lost (write errors).
@@ -220,7 +209,7 @@ Napi::Value Tap::WriteFrames(const Napi::CallbackInfo& info) {
   for (int i = 0; i < count; i++) c.Add(buf.Data() + offs[i], static_cast<uint32_t>(lens[i]));
   c.Flush();
   Submit();
-  AddStats(st.Data(), c.stats);
+  c.stats.AddTo(st.Data());
   return Napi::Number::New(env, c.stats.lostFrames);
 }
 // coalesce(buf, offs, lens, count, gro, out, stats, mtu) -> bytes used in out: what writeFrames would
@@ -240,7 +229,7 @@ static Napi::Value Coalesce(const Napi::CallbackInfo& info) {
   Coalescer c(RecordPacket, &r, gro, info[7].As<Napi::Number>().Uint32Value());
   for (int i = 0; i < count; i++) c.Add(buf.Data() + offs[i], static_cast<uint32_t>(lens[i]));
   c.Flush();
-  AddStats(st.Data(), c.stats);
+  c.stats.AddTo(st.Data());
   return Napi::Number::New(env, static_cast<double>(r.used));
 }
 

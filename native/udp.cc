@@ -18,9 +18,6 @@
 #include "poller.h"
 #include "uvtep.h"
 
-#ifndef UDP_SEGMENT
-#define UDP_SEGMENT 103
-#endif
 #ifndef UDP_GRO
 #define UDP_GRO 104
 #endif
@@ -32,8 +29,6 @@ namespace {
 constexpr int kMaxRecvMsgs = 64;
 constexpr int kMaxRecvRounds = 8;
 constexpr int kSendMsgs = 256;
-constexpr int kGsoMaxSegs = 64;       // UDP_MAX_SEGMENTS on every kernel with UDP_SEGMENT
-constexpr size_t kGsoMaxBytes = 65000;  // under the 64 KiB datagram limit with headers
 constexpr int kSrcStride = 20;        // per received message: family, 0, port (BE), address (16)
 constexpr size_t kCtrlSpace = CMSG_SPACE(sizeof(uint16_t)) + 2 * CMSG_SPACE(sizeof(int));
 
@@ -516,7 +511,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
   }
 
  public:
-  int SendMsgs(struct mmsghdr* msgs, unsigned n) {
+  int SendMsgs(struct mmsghdr* msgs, const int* dgrams, unsigned n) {
     if (fd_ < 0) return -EBADF;
     unsigned done = 0;
     while (done < n) {
@@ -526,7 +521,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
       } while (r < 0 && errno == EINTR);
       stats_[kSendCalls]++;
       if (r <= 0) return done > 0 ? static_cast<int>(done) : -errno;
-      for (int k = 0; k < r; k++) Sent(1);
+      for (int k = 0; k < r; k++) Sent(dgrams[done + k]);
       done += static_cast<unsigned>(r);
     }
     return static_cast<int>(done);
@@ -629,7 +624,7 @@ UdpSocket* UdpSocketOf(Napi::Env env, Napi::Value v) {
   return UdpSocket::Unwrap(v.As<Napi::Object>());
 }
 
-int UdpSendMsgs(UdpSocket* s, struct mmsghdr* msgs, unsigned n) { return s->SendMsgs(msgs, n); }
+int UdpSendMsgs(UdpSocket* s, struct mmsghdr* msgs, const int* dgrams, unsigned n) { return s->SendMsgs(msgs, dgrams, n); }
 
 int UdpFamily(const UdpSocket* s) { return s->family(); }
 

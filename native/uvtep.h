@@ -31,8 +31,16 @@ void TapSubmit(Tap* tap);
 // The native UDP endpoint (native/udp.cc).
 class UdpSocket;
 UdpSocket* UdpSocketOf(Napi::Env env, Napi::Value socket);
-// sendmmsg on the socket, counted in its stats as the sends from JS are: the number sent or -errno.
-int UdpSendMsgs(UdpSocket* s, struct mmsghdr* msgs, unsigned n);
+// sendmmsg on the socket, counted in its stats as the sends from JS are (message k carries
+// dgrams[k] datagrams, several with UDP_SEGMENT): the number of messages sent or -errno.
+int UdpSendMsgs(UdpSocket* s, struct mmsghdr* msgs, const int* dgrams, unsigned n);
+// A UDP GSO message: at most this many datagrams (UDP_MAX_SEGMENTS on every kernel with
+// UDP_SEGMENT) and bytes (under the 64 KiB datagram limit with headers).
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+constexpr int kGsoMaxSegs = 64;
+constexpr size_t kGsoMaxBytes = 65000;
 // AF_INET or AF_INET6.
 int UdpFamily(const UdpSocket* s);
 // A sockaddr_in / sockaddr_in6 of `family` from an address's bytes (4 or 16), a port and an IPv6

@@ -31,9 +31,8 @@ export interface FlowCacheCounters {
   /** Datagrams received, and the bytes of the frames the TAP took. */
   rxDatagrams: number;
   rxBytes: number;
-  /** Frames the TAP did not take (counted as `TapBusy` drops), and TAP writes. */
+  /** Frames the TAP did not take (counted as `TapBusy` drops); its writes are the TAP's own counters. */
   rxLost: number;
-  tapWrites: number;
 }
 
 /** What a device and a transport need to build the native cache for a VTEP. */
@@ -43,6 +42,8 @@ export interface FlowCacheParams {
   ownMac: number;
   maxFrame: number;
   learning: boolean;
+  /** Runs of equal-size frames to one destination leave as one UDP GSO message. */
+  gso: boolean;
   stats: Float64Array;
   seen: Float64Array;
 }
@@ -135,7 +136,6 @@ export class FlowCache {
       rxDatagrams: s[FlowCacheStat.RxDatagrams]!,
       rxBytes: s[FlowCacheStat.RxBytes]!,
       rxLost: s[FlowCacheStat.RxLost]!,
-      tapWrites: s[FlowCacheStat.TapWrites]!,
     };
   }
 

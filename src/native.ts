@@ -33,8 +33,8 @@ export interface FlowCacheHandle {
 }
 
 /** Indices of a flow cache's stats array (native/flowcache.cc). */
-export const FlowCacheStat = { TxFrames: 0, TxBytes: 1, RxDatagrams: 2, RxBytes: 3, RxLost: 4, RxLostBytes: 5, TapWrites: 6 } as const;
-export const FLOW_CACHE_STATS = 7;
+export const FlowCacheStat = { TxFrames: 0, TxBytes: 1, RxDatagrams: 2, RxBytes: 3, RxLost: 4, RxLostBytes: 5 } as const;
+export const FLOW_CACHE_STATS = 6;
 /** Entries per table (tx, rx); `seen` has one element per slot. */
 export const FLOW_CACHE_SLOTS = 256;
 
@@ -125,7 +125,7 @@ export interface NativeBinding {
     vnet: boolean,
   ) => TapReaderHandle;
   UdpSocket: new (family: 4 | 6, stats: Float64Array) => UdpSocketHandle;
-  FlowCache: new (tap: NativeTap, socket: UdpSocketHandle, vni: number, ownMac: number, maxFrame: number, learning: boolean, gro: boolean, mtu: number, stats: Float64Array, seen: Float64Array) => FlowCacheHandle;
+  FlowCache: new (tap: NativeTap, socket: UdpSocketHandle, vni: number, ownMac: number, maxFrame: number, learning: boolean, gro: boolean, gso: boolean, mtu: number, stats: Float64Array, seen: Float64Array, tapStats: Float64Array) => FlowCacheHandle;
   /** Busy polling after each batch, in microseconds (0 = off). Process-wide. */
   setBusyPoll(us: number): void;
   ifindex(name: string): number;

@@ -351,7 +351,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
    */
   private openFlowCache(): void {
     if (!this.config.flowCache || this.inheritTos || this.wantTtl) return;
-    const fc = FlowCache.open(this.device, this.transport, { vni: this.vni, ownMac: this.ownMac, maxFrame: this.maxFrame, learning: this.learning });
+    const fc = FlowCache.open(this.device, this.transport, { vni: this.vni, ownMac: this.ownMac, maxFrame: this.maxFrame, learning: this.learning, gso: this.config.gso });
     if (fc === undefined) return;
     this.fc = fc;
     const touch = (mac: number) => this.fdb.touch(mac);
@@ -425,7 +425,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
         readFrames: p?.readFrames ?? 0,
         superFrames: p?.superFrames ?? 0,
         csumCompleted: p?.csumCompleted ?? 0,
-        writes: (p?.writes ?? 0) + (f?.tapWrites ?? 0),
+        writes: p?.writes ?? 0,
         badCsum: p?.badCsum ?? 0,
         partialCsum: p?.partialCsum ?? 0,
         rxSuperFrames: this.rxSuperFrames,

@@ -188,7 +188,7 @@ export class TapDevice implements FrameDevice {
   flowCache(socket: UdpSocketHandle, p: FlowCacheParams): { handle: FlowCacheHandle; detach: () => void } | undefined {
     const reader = this.reader;
     if (reader === undefined || this.closed) return undefined;
-    const handle = new this.native.FlowCache(this.dev, socket, p.vni, p.ownMac, p.maxFrame, p.learning, this.gro, this.mtu, p.stats, p.seen);
+    const handle = new this.native.FlowCache(this.dev, socket, p.vni, p.ownMac, p.maxFrame, p.learning, this.gro, p.gso, this.mtu, p.stats, p.seen, this.writeStats);
     reader.setFlowCache(handle);
     return { handle, detach: () => reader.setFlowCache(null) };
   }

@@ -104,7 +104,7 @@ describeNs('fast path: integrity (SHA-256) with the native endpoint and TAP offl
 
 describeNs('fast path: UDP datagrams through the batched receive path', () => {
   it('bursts of datagrams of several sizes arrive complete, in order, each with its own size and bytes', async () => {
-    const { h1, h2, b } = await uvtepPair('fpudp', false);
+    const { h1, h2, a, b } = await uvtepPair('fpudp', false);
     expect((await ping(h1, '10.0.0.107', 2, 0.1)).received).toBe(2); // ARP resolved and MACs learned first
     // datagram i: 4-byte index, then bytes (i + j) & 255; sizes vary per burst
     const got = await udpExchange(
@@ -114,7 +114,10 @@ describeNs('fast path: UDP datagrams through the batched receive path', () => {
       `const s=require('dgram').createSocket('udp4');let i=0;const burst=()=>{if(i===2000){s.close();return}for(let k=0;k<100;k++,i++){const len=[1200,64,800,4][Math.floor(i/100)%4];const b=Buffer.alloc(len);b.writeUInt32BE(i,0);for(let j=4;j<b.length;j++)b[j]=(i+j)&255;s.send(b,6001,'10.0.0.107')}setTimeout(burst,20)};burst();`,
     );
     expect(got).toEqual({ n: 2000, bad: 0, order: 0 });
+    const sa = statsOf((await a.stop()).final);
+    expect(sa.txGsoSends, 'runs of equal datagrams left as GSO trains').toBeGreaterThan(0);
     const sb = statsOf((await b.stop()).final);
+    expect(sb.io.groMsgs, 'and arrived as GRO messages').toBeGreaterThan(0);
     expect(sb.io.recvMsgs / sb.io.recvCalls, 'several datagrams per receive syscall').toBeGreaterThan(1);
     expect(sb.io.ioUring, 'the frames reached the TAP through io_uring').toBe(true);
   }, 120_000);

@@ -39,10 +39,10 @@ function rig(family: 4 | 6 = 4) {
 describe('FlowCache (TypeScript side)', () => {
   it('is attached to the device and the transport; installs each decision once, in the socket family', () => {
     const r = rig();
-    const fc = FlowCache.open(r.device, r.transport, { vni: 42, ownMac: 10, maxFrame: 1464, learning: true })!;
+    const fc = FlowCache.open(r.device, r.transport, { vni: 42, ownMac: 10, maxFrame: 1464, learning: true, gso: true })!;
     expect(fc).toBeDefined();
     expect(r.attached).toEqual([[42, fc]]);
-    expect(r.params()).toMatchObject({ vni: 42, ownMac: 10, maxFrame: 1464, learning: true });
+    expect(r.params()).toMatchObject({ vni: 42, ownMac: 10, maxFrame: 1464, learning: true, gso: true });
     const fdb = new Fdb({ dstPort: 4789 });
     fc.sawTx(0xb, fdb.remote('198.51.100.2'));
     fc.sawTx(0xb, fdb.remote('198.51.100.2')); // once
@@ -58,7 +58,7 @@ describe('FlowCache (TypeScript side)', () => {
 
   it('refresh touches the MACs whose rx entries delivered, once; close detaches both sides', () => {
     const r = rig();
-    const fc = FlowCache.open(r.device, r.transport, { vni: 1, ownMac: -1, maxFrame: 1464, learning: true })!;
+    const fc = FlowCache.open(r.device, r.transport, { vni: 1, ownMac: -1, maxFrame: 1464, learning: true, gso: true })!;
     const fdb = new Fdb({ dstPort: 4789 });
     fc.sawRx(0xb, '198.51.100.2');
     const touched: number[] = [];
@@ -81,8 +81,8 @@ describe('FlowCache (TypeScript side)', () => {
 
   it('is not made for a memory device or a transport without a native socket', () => {
     const r = rig();
-    expect(FlowCache.open(new MemoryDevice(), r.transport, { vni: 1, ownMac: -1, maxFrame: 1464, learning: true })).toBeUndefined();
+    expect(FlowCache.open(new MemoryDevice(), r.transport, { vni: 1, ownMac: -1, maxFrame: 1464, learning: true, gso: true })).toBeUndefined();
     const dgramLike = { family: 4 } as unknown as Transport;
-    expect(FlowCache.open(r.device, dgramLike, { vni: 1, ownMac: -1, maxFrame: 1464, learning: true })).toBeUndefined();
+    expect(FlowCache.open(r.device, dgramLike, { vni: 1, ownMac: -1, maxFrame: 1464, learning: true, gso: true })).toBeUndefined();
   });
 });
