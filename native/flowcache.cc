@@ -348,12 +348,13 @@ bool FlowCacheDecap(FlowCacheFinder find, void* ctx, uint8_t* slab, const int32_
   int nd = 0;
   for (int i = 0; i < n; i++) {
     if (tos[i] > 0 && (tos[i] & 3) != 0) return false;  // an ECN mark: JS applies it (RFC 6040)
+    if (lens[i] < kVxlanHlen) return false;  // empty or truncated: JS counts it
     to[i] = nullptr;
     const int step = stride(i);
     for (int at = 0; at < lens[i]; at += step) {
       const int len = std::min(step, lens[i] - at);
       const uint8_t* p = slab + offs[i] + at;
-      if (len < kVxlanHlen || nd == kMaxBatch * kGsoMaxSegs) return false;
+      if (len < kVxlanHlen || nd == kMaxBatch * kGsoMaxSegs) return false;  // a truncated last datagram
       // I flag alone, every reserved bit clear (both reserved-bits policies accept it)
       if (p[0] != 0x08 || p[1] != 0 || p[2] != 0 || p[3] != 0 || p[7] != 0) return false;
       const uint32_t vni = (uint32_t(p[4]) << 16) | (uint32_t(p[5]) << 8) | p[6];

@@ -40,7 +40,7 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
     ExpectArgs(info, "TapReader", "xbnnbbbbbffo");
     fd_ = TapFd(env, info[0]);
     if (fd_ < 0) throw SystemError(env, EBADF, "TapReader", "the TAP is closed");
-    if (TapIoUring(TapOf(env, info[0]))) ring_.Open();
+    ring_ = TapIoUring(TapOf(env, info[0])) ? ThreadReadRing() : nullptr;
     Napi::Uint8Array slab = info[1].As<Napi::Uint8Array>();
     slot_ = info[2].As<Napi::Number>().Int32Value();
     headroom_ = info[3].As<Napi::Number>().Int32Value();
@@ -88,9 +88,9 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
   void ReadInto(int first, int want, int32_t* res) {
     const size_t room = static_cast<size_t>(slot_ - headroom_ + vnet_);
     auto buf = [&](int slot) { return slab_ + static_cast<size_t>(slot) * slot_ + headroom_ - vnet_; };
-    if (ring_.open()) {
+    if (ring_ != nullptr && ring_->open()) {
       for (int k = 0; k < want; k++) {
-        struct io_uring_sqe* e = ring_.Next();
+        struct io_uring_sqe* e = ring_->Next();
         e->opcode = IORING_OP_READ;
         e->fd = fd_;
         e->addr = reinterpret_cast<uint64_t>(buf(first + k));
@@ -98,7 +98,7 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
         e->off = static_cast<uint64_t>(-1);
         e->rw_flags = RWF_NOWAIT;  // nothing to read ends in EAGAIN; O_NONBLOCK alone would wait
       }
-      if (ring_.Run(res)) return;
+      if (ring_->Run(res)) return;
       // the ring failed and is closed: what it read is kept, the rest waits for the next poll and read()
       for (int k = 0; k < want; k++) res[k] = res[k] == -ECANCELED ? -EAGAIN : res[k];
       return;
@@ -117,7 +117,7 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
     int slot = 0;
     bool more = true;
     while (more && slot < cap_) {
-      int want = ring_.open() ? std::min(std::min(cap_ - slot, readAhead_), static_cast<int>(Ring::kEntries)) : 1;
+      int want = ring_ != nullptr && ring_->open() ? std::min(std::min(cap_ - slot, readAhead_), static_cast<int>(Ring::kEntries)) : 1;
       ReadInto(slot, want, res);
       int got = 0;
       for (int k = 0; k < want; k++) {
@@ -282,7 +282,7 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
   Napi::ObjectReference fcRef_;
   uv_poll_t* poll_ = nullptr;
   bool active_ = false;
-  Ring ring_;
+  Ring* ring_ = nullptr;  // the thread's (ThreadReadRing)
   int readAhead_ = 2;
 };
 

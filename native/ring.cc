@@ -108,6 +108,24 @@ bool Ring::Run(int32_t* res) {
   return false;
 }
 
+Ring* ThreadReadRing() {
+  static thread_local Ring* ring = nullptr;  // kept for the thread's life; the kernel closes it at exit
+  if (ring == nullptr) {
+    ring = new Ring();
+    ring->Open();
+  }
+  return ring->open() ? ring : nullptr;
+}
+
+WriteRing* ThreadWriteRing() {
+  static thread_local WriteRing* ring = nullptr;
+  if (ring == nullptr) {
+    ring = new WriteRing();
+    ring->Open();
+  }
+  return ring->open() ? ring : nullptr;
+}
+
 void WriteRing::Queue(int fd, const struct iovec* iov, int n, double frames, double bytes, GroStats* st) {
   size_t small = 0;
   for (int i = 0; i < n; i++) small += iov[i].iov_len <= kMaxHdr ? iov[i].iov_len : 0;

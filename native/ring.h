@@ -51,7 +51,7 @@ class Ring {
   unsigned queued_ = 0;
 };
 
-// The writes of a batch to one TAP, as a Ring of writevs.
+// The writes of a batch to TAPs, as a Ring of writevs.
 class WriteRing {
  public:
   bool Open() { return ring_.Open(); }
@@ -81,5 +81,11 @@ class WriteRing {
   struct iovec iovs_[kIovs];
   uint8_t arena_[kArena];
 };
+
+// The rings of the calling thread, opened on first use and shared by all its TAPs (every batch is
+// run before the call that queued it returns, so one ring per thread serves them all); null
+// where io_uring is not allowed, or once a ring failed.
+Ring* ThreadReadRing();
+WriteRing* ThreadWriteRing();
 
 }  // namespace uvtep

@@ -27,7 +27,7 @@ namespace uvtep {
 // (name "" lets the kernel pick uvtep%d). With vnetHdr every read and write carries a 10-byte
 // virtio_net_hdr, and `offloads` (TUN_F_* bits) is offered with TUNSETOFFLOAD; the USO bits are
 // dropped on kernels without them (before 6.2). With ioUring the frames of a batch are written
-// with one io_uring_enter where the kernel allows it (a WriteRing), else one writev each. `name`,
+// with one io_uring_enter where the kernel allows it (the thread's WriteRing), else one writev each. `name`,
 // `offloads` (what the kernel accepted) and `ioUring` (whether the ring is in use) are properties. The fd never reaches JS: `writeFrames` writes through it, `close()` closes it
 // once (a non-persistent device goes with it), and after that a write is EBADF, never another fd.
 static const napi_type_tag kTapTag = {0x7576746570544150ULL, 0x6f776e7366640001ULL};
@@ -79,7 +79,7 @@ class Tap : public Napi::ObjectWrap<Tap> {
         if (ioctl(fd, TUNSETOFFLOAD, accepted) < 0) accepted = 0;
       }
     }
-    if (info[4].As<Napi::Boolean>().Value()) ring_.Open();
+    uring_ = info[4].As<Napi::Boolean>().Value() && ThreadWriteRing() != nullptr;
     fd_ = guard.Release();
     name_ = ifr.ifr_name;
     offloads_ = accepted;
@@ -95,8 +95,8 @@ class Tap : public Napi::ObjectWrap<Tap> {
   // One packet of a batch (see TapSinkWrite).
   int Write(struct iovec* iov, int n, double frames, double bytes, GroStats* st) {
     if (fd_ < 0) return -EBADF;
-    if (ring_.open()) {
-      ring_.Queue(fd_, iov, n, frames, bytes, st);
+    if (WriteRing* ring = uring_ ? ThreadWriteRing() : nullptr) {
+      ring->Queue(fd_, iov, n, frames, bytes, st);
       return 0;
     }
     ssize_t r;
@@ -107,19 +107,18 @@ class Tap : public Napi::ObjectWrap<Tap> {
   }
 
   void Submit() {
-    if (ring_.open()) ring_.Submit();
+    if (WriteRing* ring = uring_ ? ThreadWriteRing() : nullptr) ring->Submit();
   }
 
-  bool ioUring() const { return ring_.open(); }
+  bool ioUring() const { return uring_ && ThreadWriteRing() != nullptr; }
 
  private:
   Napi::Value Name(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), name_); }
   Napi::Value Offloads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), offloads_); }
-  Napi::Value IoUring(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), ring_.open()); }
+  Napi::Value IoUring(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), ioUring()); }
 
   // close(): idempotent; the device is removed unless it was opened persistent.
   Napi::Value Close(const Napi::CallbackInfo& info) {
-    ring_.Close();
     if (fd_ >= 0) {
       int fd = fd_;
       fd_ = -1;
@@ -133,7 +132,7 @@ class Tap : public Napi::ObjectWrap<Tap> {
   int fd_ = -1;
   std::string name_;
   unsigned offloads_ = 0;
-  WriteRing ring_;
+  bool uring_ = false;
 };
 
 int TapSinkWrite(void* ctx, struct iovec* iov, int iovcnt, double frames, double bytes) {
