@@ -29,6 +29,7 @@ namespace {
 constexpr int kMaxRecvMsgs = 64;
 constexpr int kMaxRecvRounds = 8;
 constexpr int kSendMsgs = 256;
+constexpr int kSendIovs = 4 * kSendMsgs;  // a message per entry, or one per datagram of a train
 constexpr int kSrcStride = 20;        // per received message: family, 0, port (BE), address (16)
 constexpr size_t kCtrlSpace = CMSG_SPACE(sizeof(uint16_t)) + 2 * CMSG_SPACE(sizeof(int));
 
@@ -322,16 +323,31 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
     const int maxErr = (static_cast<int>(res.ElementLength()) - 3) / 3;
 
     struct mmsghdr msgs[kSendMsgs];
-    struct iovec iov[kSendMsgs];
+    struct iovec iov[kSendIovs];
     alignas(struct cmsghdr) char ctrl[kSendMsgs][kCtrlSpace];
     int mEntry[kSendMsgs], mFirst[kSendMsgs], mCount[kSendMsgs];
+    bool mTrain[kSendMsgs];  // lone datagrams of consecutive entries (mCount of them, one entry each)
 
     int e = start;  // next entry to put into messages
     int d = 0;      // next datagram of entry e
     while (e < end) {
       int m = 0;
-      while (m < kSendMsgs && e < end) {
+      int used = 0;  // iov entries
+      while (m < kSendMsgs && e < end && used < kSendIovs) {
         const int len = lens[e];
+        if (gso && segs[e] == 1 && m > 0 && mTrain[m - 1] && JoinsTrain(msgs[m - 1].msg_hdr, mCount[m - 1], lasts[e], addrs.Data(), astride, alen, mEntry[m - 1], e, ds, ttl)) {
+          // a lone datagram joins the lone ones before it: one UDP GSO message (the last may be shorter)
+          struct msghdr& h = msgs[m - 1].msg_hdr;
+          if (mCount[m - 1] == 1) {
+            BuildMsg(&msgs[m - 1], h.msg_iov, ctrl[m - 1], static_cast<uint8_t*>(h.msg_iov[0].iov_base), h.msg_iov[0].iov_len,
+                     addrs.Data() + static_cast<size_t>(mEntry[m - 1]) * astride, alen, static_cast<int>(h.msg_iov[0].iov_len), ds[e], ttl[e]);
+          }
+          iov[used++] = {buf.Data() + offs[e], static_cast<size_t>(lasts[e])};
+          h.msg_iovlen++;
+          mCount[m - 1]++;
+          e++;
+          continue;
+        }
         int per = 1;
         if (gso && segs[e] > 1) {
           per = static_cast<int>(kGsoMaxBytes / static_cast<size_t>(len));
@@ -340,11 +356,12 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
         }
         int n = segs[e] - d < per ? segs[e] - d : per;
         const size_t bytes = static_cast<size_t>(len) * (n - 1) + (d + n == segs[e] ? lasts[e] : len);
-        BuildMsg(&msgs[m], &iov[m], ctrl[m], buf.Data() + offs[e] + static_cast<size_t>(len) * d, bytes,
+        BuildMsg(&msgs[m], &iov[used++], ctrl[m], buf.Data() + offs[e] + static_cast<size_t>(len) * d, bytes,
                  addrs.Data() + static_cast<size_t>(e) * astride, alen, n > 1 ? len : 0, ds[e], ttl[e]);
         mEntry[m] = e;
         mFirst[m] = d;
         mCount[m] = n;
+        mTrain[m] = segs[e] == 1;
         m++;
         d += n;
         if (d == segs[e]) {
@@ -374,10 +391,10 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
           // The route refused this GSO message (no checksum offload, a segment above its MTU):
           // this message alone goes as single datagrams; GSO stays on for the rest.
           stats_[kGsoFallbacks]++;
-          const int entry = mEntry[pos];
-          const int len = lens[entry];
           for (int k = 0; k < mCount[pos]; k++) {
-            const int di = mFirst[pos] + k;
+            const int entry = mTrain[pos] ? mEntry[pos] + k : mEntry[pos];
+            const int len = lens[entry];
+            const int di = mTrain[pos] ? 0 : mFirst[pos] + k;
             const size_t bytes = di == segs[entry] - 1 ? static_cast<size_t>(lasts[entry]) : static_cast<size_t>(len);
             struct mmsghdr one;
             struct iovec oiov;
@@ -409,6 +426,17 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
     res[0] = end;
     res[1] = 0;
     return Napi::Number::New(env, 0);
+  }
+
+  // Whether a lone datagram of `size` bytes from entry e may join the train in message h (count
+  // datagrams, from entry first on): the same destination, DS field and TTL, room left, and the
+  // train's datagrams all of its first one's size so far.
+  static bool JoinsTrain(const struct msghdr& h, int count, int size, const uint8_t* addrs, int astride, socklen_t alen, int first, int e,
+                         const Napi::Int16Array& ds, const Napi::Int16Array& ttl) {
+    const size_t seg = h.msg_iov[0].iov_len;
+    return count < kGsoMaxSegs && static_cast<size_t>(size) <= seg && h.msg_iov[h.msg_iovlen - 1].iov_len == seg &&
+           seg * (count + 1) <= kGsoMaxBytes && ds[e] == ds[first] && ttl[e] == ttl[first] &&
+           memcmp(addrs + static_cast<size_t>(e) * astride, addrs + static_cast<size_t>(first) * astride, alen) == 0;
   }
 
   void Sent(int dgrams) {

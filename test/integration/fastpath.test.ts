@@ -103,8 +103,11 @@ describeNs('fast path: integrity (SHA-256) with the native endpoint and TAP offl
 });
 
 describeNs('fast path: UDP datagrams through the batched receive path', () => {
-  it('bursts of datagrams of several sizes arrive complete, in order, each with its own size and bytes', async () => {
-    const { h1, h2, a, b } = await uvtepPair('fpudp', false);
+  it.each([
+    ['through the native flow cache', []],
+    ['through TypeScript (--no-flow-cache)', ['--no-flow-cache']],
+  ])('bursts of datagrams of several sizes arrive complete, in order, each with its own size and bytes; runs of one size leave as GSO trains, %s', async (_n, extra) => {
+    const { h1, h2, a, b } = await uvtepPair('fpudp', false, extra as string[], extra as string[]);
     expect((await ping(h1, '10.0.0.107', 2, 0.1)).received).toBe(2); // ARP resolved and MACs learned first
     // datagram i: 4-byte index, then bytes (i + j) & 255; sizes vary per burst
     const got = await udpExchange(
