@@ -26,6 +26,27 @@ uint64_t NowUs() {
 
 }  // namespace
 
+uv_poll_t* NewPoll(Napi::Env env, int fd, void* owner, const char* who) {
+  uv_loop_t* loop = nullptr;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) throw Napi::Error::New(env, std::string(who) + ": no event loop");
+  uv_poll_t* p = new uv_poll_t;
+  const int r = uv_poll_init(loop, p, fd);
+  if (r != 0) {
+    delete p;
+    throw SystemError(env, -r, "uv_poll_init");
+  }
+  p->data = owner;
+  return p;
+}
+
+void ClosePoll(uv_poll_t** poll) {
+  if (*poll == nullptr) return;
+  uv_poll_stop(*poll);
+  (*poll)->data = nullptr;
+  uv_close(reinterpret_cast<uv_handle_t*>(*poll), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+  *poll = nullptr;
+}
+
 void PollRegister(Pollable* p) {
   if (std::find(g_active.begin(), g_active.end(), p) == g_active.end()) g_active.push_back(p);
 }

@@ -66,17 +66,7 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
     for (int i : {0, 1, 4, 5, 6, 7, 8}) refs_[k++] = Napi::Persistent(info[i].As<Napi::Object>());
     onBatch_ = Napi::Persistent(info[9].As<Napi::Function>());
     onError_ = Napi::Persistent(info[10].As<Napi::Function>());
-
-    uv_loop_t* loop = nullptr;
-    if (napi_get_uv_event_loop(env, &loop) != napi_ok) throw Napi::Error::New(env, "TapReader: no event loop");
-    poll_ = new uv_poll_t;
-    int r = uv_poll_init(loop, poll_, fd_);
-    if (r != 0) {
-      delete poll_;
-      poll_ = nullptr;
-      throw SystemError(env, -r, "uv_poll_init");
-    }
-    poll_->data = this;
+    poll_ = NewPoll(env, fd_, this, "TapReader");
   }
 
   ~TapReader() override { CloseHandle(); }
@@ -232,11 +222,7 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
 
   void CloseHandle() {
     StopPoll();
-    if (poll_ != nullptr) {
-      poll_->data = nullptr;
-      uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
-      poll_ = nullptr;
-    }
+    ClosePoll(&poll_);
   }
 
   static void OnPoll(uv_poll_t* handle, int status, int events) {

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <vector>
 #include "errors.h"
+#include "fd.h"
 #include "flowcache.h"
 #include "poller.h"
 #include "uvtep.h"
@@ -60,22 +61,10 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
     if (st.ElementLength() < kStatCount) throw Napi::RangeError::New(env, "UdpSocket: stats too short");
     stats_ = st.Data();
     statsRef_ = Napi::Persistent(info[1].As<Napi::Object>());
-    fd_ = socket(family_, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd_ < 0) throw SystemError(env, errno, family_ == AF_INET6 ? "socket(AF_INET6)" : "socket(AF_INET)");
-    uv_loop_t* loop = nullptr;
-    if (napi_get_uv_event_loop(env, &loop) != napi_ok) {
-      CloseFd();
-      throw Napi::Error::New(env, "UdpSocket: no event loop");
-    }
-    poll_ = new uv_poll_t;
-    int r = uv_poll_init(loop, poll_, fd_);
-    if (r != 0) {
-      delete poll_;
-      poll_ = nullptr;
-      CloseFd();
-      throw SystemError(env, -r, "uv_poll_init");
-    }
-    poll_->data = this;
+    Fd fd(socket(family_, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (fd.get() < 0) throw SystemError(env, errno, family_ == AF_INET6 ? "socket(AF_INET6)" : "socket(AF_INET)");
+    poll_ = NewPoll(env, fd.get(), this, "UdpSocket");
+    fd_ = fd.Release();
     info.This().As<Napi::Object>().TypeTag(&kUdpTag);
   }
 
@@ -562,12 +551,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
     reading_ = false;
     wantWrite_ = false;
     PollUnregister(this);
-    if (poll_ != nullptr) {
-      uv_poll_stop(poll_);
-      poll_->data = nullptr;
-      uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
-      poll_ = nullptr;
-    }
+    ClosePoll(&poll_);
     if (refd_) {
       refd_ = false;
       Unref();
