@@ -122,11 +122,24 @@ async function tcp(h1, h2, target, extra = []) {
   return j.end.sum_received.bits_per_second / 1e9;
 }
 
-async function udpSmall(h1, h2, target) {
+/** Packets h's stack received from `dev` so far (its rx_packets). */
+async function rxPackets(h, dev) {
+  return Number((await h.exec(['cat', `/sys/class/net/${dev}/statistics/rx_packets`])).stdout.trim());
+}
+
+/**
+ * iperf3 64-byte UDP, unlimited rate: what the server received, and what the tunnel handed to
+ * h2's stack (the rx_packets of its overlay device: the tunnel's own delivery, before the
+ * receiving socket, whose full buffer may drop them).
+ */
+async function udpSmall(h1, h2, target, dev) {
+  const a0 = await rxPackets(h2, dev);
   const j = await iperf(h1, h2, target, ['-u', '-b', '0', '-l', '64']);
+  const a1 = await rxPackets(h2, dev);
   const s = j.end.sum;
   const delivered = s.packets - s.lost_packets;
-  return { pps: delivered / s.seconds, loss: s.lost_percent };
+  const arrived = a1 - a0;
+  return { pps: delivered / s.seconds, loss: s.lost_percent, arrivedPps: arrived / s.seconds, afterPct: arrived > 0 ? Math.max(0, (1 - delivered / arrived) * 100) : NaN };
 }
 
 async function rtt(h1, target) {
@@ -299,7 +312,7 @@ async function vniStreams(h1, h2, vnis) {
   }, 0);
 }
 
-const metrics = ['tcp1', 'tcp1rev', 'tcp4', 'udpPps', 'udpLoss', 'rttAvg', 'rttP99', 'rttIdle', 'cpuPerPing', 'cpuPct', 'rssMb', 'machineBusy', 'coreSecPerGB', 'dgPerSend', 'dgPerRecv', 'framesPerRead', 'framesPerWrite'];
+const metrics = ['tcp1', 'tcp1rev', 'tcp4', 'udpPps', 'udpLoss', 'udpArrived', 'udpAfter', 'rttAvg', 'rttP99', 'rttIdle', 'cpuPerPing', 'cpuPct', 'rssMb', 'machineBusy', 'coreSecPerGB', 'dgPerSend', 'dgPerRecv', 'framesPerRead', 'framesPerWrite'];
 const results = {};
 /** Aggregate Gbit/s of the many-VNIs measurement, per repetition. */
 const manyVnis = { kernel: [], uvtep: [] };
@@ -332,9 +345,11 @@ try {
       r.coreSecPerGB.push((busy * os.cpus().length * 8) / r.tcp1.at(-1));
       r.tcp1rev.push(await tcp(h1, h2, target, ['-R']));
       r.tcp4.push(await tcp(h1, h2, target, ['-P', '4']));
-      const u = await udpSmall(h1, h2, target);
+      const u = await udpSmall(h1, h2, target, name === 'bare' ? 'eth0' : name.startsWith('socat') ? 'tap0' : 'vxlan1');
       r.udpPps.push(u.pps);
       r.udpLoss.push(u.loss);
+      r.udpArrived.push(u.arrivedPps);
+      r.udpAfter.push(u.afterPct);
       const p = await rtt(h1, target);
       r.rttAvg.push(p.avg);
       r.rttP99.push(p.p99);
@@ -406,6 +421,11 @@ for (const name of caseNames) {
   const m = med[name];
   raw += `| ${CASES[name].label} | ${f(m.tcp1)} | ${f(m.tcp1rev)} | ${f(m.tcp4)} | ${f(m.udpPps / 1000, 0)} (${f(m.udpLoss, 1)}) | ${f(m.rttAvg, 3)} / ${f(m.rttP99, 3)} | ${f(m.rttIdle, 3)} | ${f(m.cpuPerPing, 0)} | ${f(m.machineBusy, 0)} | ${f(m.coreSecPerGB, 2)} | ${f(m.cpuPct, 0)} | ${f(m.rssMb, 0)} |\n`;
 }
+let udp = '| case | 64-byte UDP handed to h2 (kpps) | ratio to the kernel | of those, lost before iperf3 read them (%) |\n|---|---:|---:|---:|\n';
+for (const name of caseNames) {
+  const m = med[name];
+  udp += `| ${CASES[name].label} | ${f(m.udpArrived / 1000, 0)} | ${ref ? `${f(ratio(m.udpArrived, ref.udpArrived))}×` : 'n/a'} | ${f(m.udpAfter, 1)} |\n`;
+}
 let cpu = '| case | core-seconds per GB, ratio to the kernel (lower is better) |\n|---|---:|\n';
 for (const name of caseNames) cpu += `| ${CASES[name].label} | ${ref ? `${f(med[name].coreSecPerGB / ref.coreSecPerGB)}×` : 'n/a'} |\n`;
 let batching = '| case | datagrams per send syscall | datagrams per receive syscall | frames per TAP read | frames per TAP write |\n|---|---:|---:|---:|---:|\n';
@@ -419,6 +439,7 @@ const md = `Run ${date} on ${machine.cores} cores (${machine.cpu}), Linux ${mach
   `${reps} repetition(s) per case, median shown, ${seconds} s per iperf3 measurement, ${pings} pings 10 ms apart, ${idlePings} pings 0.2 s apart (idle spells). Command: \`${command}\`.\n\n` +
   `**Ratio to the kernel VTEP measured in the same run** (higher is better; for RTT, kernel RTT ÷ case RTT):\n\n${table}\n` +
   `Medians behind the ratios (this machine is shared and noisy; compare within a run only):\n\n${raw}\n` +
+  `64-byte UDP, where it was lost: the frames the tunnel handed to h2's stack (rx_packets of its overlay device, so the tunnel's own delivery), and the share of them lost after that, before iperf3 read them (its socket's receive buffer full: UDP RcvbufErrors):\n\n${udp}\n` +
   `Machine CPU per byte during the 1-stream TCP test (whole machine, both hosts, from /proc/stat), as a ratio to the kernel VTEP's:\n\n${cpu}\n` +
   `What each syscall carried in uvtep (counters over the whole repetition, both processes):\n\n${batching}\n` +
   (nVnis > 0

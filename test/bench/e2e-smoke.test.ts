@@ -17,7 +17,7 @@ describeNs('e2e benchmark, smoke mode', () => {
       const j = JSON.parse(readFileSync(path.join(out, 'e2e-smoke.json'), 'utf8')) as { median: Record<string, Record<string, number>> };
       expect(Object.keys(j.median)).toEqual(['bare', 'kernel', 'uvtep', 'uvtep-kernel', 'uvtep-dgram', 'uvtep-busy', 'uvtep-nofc', 'socat', 'socat-ballast']);
       for (const [name, m] of Object.entries(j.median)) {
-        for (const k of ['tcp1', 'tcp1rev', 'tcp4', 'udpPps', 'rttAvg', 'rttP99', 'rttIdle', 'machineBusy', 'coreSecPerGB']) {
+        for (const k of ['tcp1', 'tcp1rev', 'tcp4', 'udpPps', 'udpArrived', 'rttAvg', 'rttP99', 'rttIdle', 'machineBusy', 'coreSecPerGB']) {
           expect(Number.isFinite(m[k]) && m[k]! > 0, `${name}.${k} = ${m[k]}`).toBe(true);
         }
         if (name.startsWith('uvtep') || name.startsWith('socat')) {
@@ -38,6 +38,7 @@ describeNs('e2e benchmark, smoke mode', () => {
       expect(r.stdout).toMatch(/Many VNIs on one port/);
       expect(r.stdout).toMatch(/Ratio to the kernel VTEP measured in the same run/);
       expect(r.stdout).toMatch(/core-seconds per GB, ratio to the kernel/);
+      expect(r.stdout).toMatch(/64-byte UDP handed to h2/);
       expect(readFileSync(path.join(out, 'e2e-smoke.svg'), 'utf8')).toMatch(/^<svg/);
     } finally {
       rmSync(out, { recursive: true, force: true });
