@@ -14,7 +14,7 @@ import { EventEmitter } from 'node:events';
 import type { VtepConfig } from './config.js';
 import { SourceFilter } from './allow.js';
 import { StateError } from './errors.js';
-import { Fdb, LearnResult, type Remote } from './fdb.js';
+import { Fdb, LearnResult, type FdbEvents, type Remote } from './fdb.js';
 import type { FrameBatch, FrameDevice } from './device/device.js';
 import { FRAME_HEADROOM } from './device/device.js';
 import type { RxBatch, SendError, Transport, TransportCounters } from './transport/transport.js';
@@ -136,10 +136,7 @@ export interface VtepSendErrorInfo {
   at: number;
 }
 
-export interface VtepEvents {
-  learned: [mac: number, remote: Remote];
-  migrated: [mac: number, from: Remote, to: Remote];
-  aged: [mac: number, remote: Remote];
+export interface VtepEvents extends FdbEvents {
   /** Rate-limited report of per-datagram send errors (the drops are counted either way). */
   sendError: [info: VtepSendErrorInfo];
   /** Fatal: the device or transport failed; the Vtep has closed itself. */
