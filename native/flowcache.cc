@@ -12,7 +12,6 @@
 // from it (the FDB's ageing, not this cache, decides when a station is gone).
 #include "flowcache.h"
 #include <netinet/in.h>
-#include <netinet/udp.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <algorithm>
@@ -112,6 +111,7 @@ class FlowCache : public Napi::ObjectWrap<FlowCache> {
     // GSO a run of small frames (UDP, ACKs) crosses the stack as one datagram train
     struct mmsghdr msgs[kMaxBatch];
     struct iovec iov[kMaxBatch];
+    alignas(struct cmsghdr) char ctrl[kMaxBatch][kUdpCtrlSpace];
     int counts[kMaxBatch];
     int m = 0;
     for (int i = 0; i < n; i++) {
@@ -123,36 +123,9 @@ class FlowCache : public Napi::ObjectWrap<FlowCache> {
       h[6] = static_cast<uint8_t>(vni_);
       h[7] = 0;
       const size_t len = static_cast<size_t>(lens[i]) + kVxlanHlen;
-      iov[i] = {h, len};
-      if (m > 0 && gso_ && to[i] == to[i - 1] && counts[m - 1] < kGsoMaxSegs) {
-        struct msghdr& prev = msgs[m - 1].msg_hdr;
-        const size_t seg = prev.msg_iov[0].iov_len;
-        const size_t last = prev.msg_iov[prev.msg_iovlen - 1].iov_len;
-        if (len <= seg && last == seg && seg * (counts[m - 1] + 1) <= kGsoMaxBytes) {
-          prev.msg_iovlen++;
-          counts[m - 1]++;
-          continue;
-        }
-      }
-      memset(&msgs[m], 0, sizeof msgs[m]);
-      msgs[m].msg_hdr.msg_name = const_cast<sockaddr_storage*>(&to[i]->addr);
-      msgs[m].msg_hdr.msg_namelen = to[i]->alen;
-      msgs[m].msg_hdr.msg_iov = &iov[i];
-      msgs[m].msg_hdr.msg_iovlen = 1;
+      if (m > 0 && gso_ && to[i] == to[i - 1] && UdpJoinTrain(&msgs[m - 1], &counts[m - 1], ctrl[m - 1], h, len, -1, -1)) continue;
+      UdpBuildMsg(&msgs[m], &iov[i], ctrl[m], h, len, &to[i]->addr, to[i]->alen, 0, -1, -1);
       counts[m++] = 1;
-    }
-    alignas(struct cmsghdr) char ctrl[kMaxBatch][CMSG_SPACE(sizeof(uint16_t))];
-    for (int k = 0; k < m; k++) {
-      if (counts[k] == 1) continue;
-      struct msghdr& h = msgs[k].msg_hdr;
-      h.msg_control = ctrl[k];
-      h.msg_controllen = sizeof ctrl[k];
-      struct cmsghdr* c = CMSG_FIRSTHDR(&h);
-      c->cmsg_level = SOL_UDP;
-      c->cmsg_type = UDP_SEGMENT;
-      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-      const uint16_t seg = static_cast<uint16_t>(h.msg_iov[0].iov_len);
-      memcpy(CMSG_DATA(c), &seg, sizeof seg);
     }
     const int sent = UdpSendMsgs(udp_, msgs, counts, static_cast<unsigned>(m));
     if (sent <= 0) return 0;  // JS sends them again and handles the error (backpressure, reports)
@@ -194,7 +167,6 @@ class FlowCache : public Napi::ObjectWrap<FlowCache> {
 
   Tap* tap() const { return tap_; }
   bool gro() const { return gro_; }
-  bool gso() const { return gso_; }
   uint32_t mtu() const { return mtu_; }
   void CountWrites(const GroStats& g) { g.AddTo(tapStats_); }
 
@@ -368,9 +340,7 @@ bool FlowCacheDecap(FlowCacheFinder find, void* ctx, uint8_t* slab, const int32_
   int d = 0;
   while (i < n) {
     FlowCache* fc = to[i];
-    TapSink sink{fc->tap(), nullptr};
-    Coalescer c(TapSinkWrite, &sink, fc->gro(), fc->mtu());
-    sink.st = &c.stats;
+    TapBatch b(fc->tap(), fc->gro(), fc->mtu());
     int j = i;
     for (; j < n && to[j] == fc; j++) {
       const int step = stride(j);
@@ -378,13 +348,12 @@ bool FlowCacheDecap(FlowCacheFinder find, void* ctx, uint8_t* slab, const int32_
         uint8_t* f = slab + offs[j] + at + kVxlanHlen;
         const int flen = std::min(step, lens[j] - at) - kVxlanHlen;
         fc->Delivered(slots[d++], flen);
-        c.Add(f, static_cast<uint32_t>(flen));
+        b.Add(f, static_cast<uint32_t>(flen));
       }
     }
-    c.Flush();
-    TapSubmit(sink.tap);
-    fc->CountWrites(c.stats);
-    if (c.stats.lostFrames > 0) fc->Lost(c.stats.lostFrames, c.stats.lostBytes);
+    const GroStats& s = b.End();
+    fc->CountWrites(s);
+    if (s.lostFrames > 0) fc->Lost(s.lostFrames, s.lostBytes);
     i = j;
   }
   return true;

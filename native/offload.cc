@@ -350,12 +350,12 @@ void Coalescer::WriteOne(uint8_t* p, uint32_t len, bool valid, int partialL4, in
     vh[0] = kVnetDataValid;
   }
   struct iovec iov[2] = {{vh, kVnetHdrLen}, {p, len}};
-  Put(iov, 2, 1, len);
+  Put(iov, 2, 1, 1, len);  // the vnet header is ours, the frame the caller's
 }
 
-bool Coalescer::Put(struct iovec* iov, int n, double frames, double bytes) {
+bool Coalescer::Put(struct iovec* iov, int n, int transient, double frames, double bytes) {
   stats.writes++;
-  if (write_(ctx_, iov, n, frames, bytes) == 0) return true;
+  if (write_(ctx_, iov, n, transient, frames, bytes) == 0) return true;
   stats.lostFrames += frames;
   stats.lostBytes += bytes;
   return false;
@@ -388,7 +388,7 @@ void Coalescer::Emit(Flow& f) {
   iov[0] = {vb, kVnetHdrLen};
   iov[1] = {hdr, static_cast<size_t>(f.hdrLen)};
   for (int i = 0; i < f.count; i++) iov[i + 2] = {f.pay[i], f.plen[i]};
-  if (Put(iov, f.count + 2, f.count, f.count * static_cast<double>(f.hdrLen) + f.total)) {
+  if (Put(iov, f.count + 2, 2, f.count, f.count * static_cast<double>(f.hdrLen) + f.total)) {
     stats.groWrites++;
     stats.groSegments += f.count;
   }
@@ -407,7 +407,7 @@ void Coalescer::EmitBig(uint8_t* p, uint32_t len, bool v6, int iphl, int doff) {
   uint8_t vb[kVnetHdrLen];
   WriteVnet(vb, vh);
   struct iovec iov[3] = {{vb, kVnetHdrLen}, {hdr, static_cast<size_t>(hdrLen)}, {p + hdrLen, len - static_cast<uint32_t>(hdrLen)}};
-  if (Put(iov, 3, 1, len)) stats.bigWrites++;
+  if (Put(iov, 3, 2, 1, len)) stats.bigWrites++;
 }
 
 void Coalescer::Drop(int i) {

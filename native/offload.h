@@ -74,10 +74,10 @@ struct SegOut {
 int Segment(uint8_t* frame, size_t len, size_t cap, const VnetHdr& h, SegOut* out);
 
 // Writes one packet: iov[0] is the virtio_net_hdr. Returns 0 or -errno. A writer may queue the
-// packet instead (WriteRing): pieces of at most kMaxHdr bytes may live on the caller's stack and
-// are copied, longer ones stay valid until the batch is submitted, and a later failure adds
+// packet instead (WriteRing): the first `transient` pieces live on the caller's stack (headers it
+// built) and are copied, the others stay valid until the batch is submitted; a later failure adds
 // `frames` and `bytes` to the losses itself.
-using GatherWriter = int (*)(void* ctx, struct iovec* iov, int iovcnt, double frames, double bytes);
+using GatherWriter = int (*)(void* ctx, struct iovec* iov, int iovcnt, int transient, double frames, double bytes);
 
 struct GroStats {
   double writes = 0;       // write calls
@@ -131,7 +131,7 @@ class Coalescer {
   // partialL4 > 0: written with NEEDS_CSUM at that offset (csumOff into the L4 header)
   void WriteOne(uint8_t* p, uint32_t len, bool valid, int partialL4, int csumOff);
   // Hands one packet to the writer, counting it; false when it was lost.
-  bool Put(struct iovec* iov, int n, double frames, double bytes);
+  bool Put(struct iovec* iov, int n, int transient, double frames, double bytes);
   void Drop(int i);
   GatherWriter write_;
   void* ctx_;

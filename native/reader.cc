@@ -78,9 +78,9 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
   void ReadInto(int first, int want, int32_t* res) {
     const size_t room = static_cast<size_t>(slot_ - headroom_ + vnet_);
     auto buf = [&](int slot) { return slab_ + static_cast<size_t>(slot) * slot_ + headroom_ - vnet_; };
-    if (ring_ != nullptr && ring_->open()) {
+    if (Ring* ring = ReadRing()) {
       for (int k = 0; k < want; k++) {
-        struct io_uring_sqe* e = ring_->Next();
+        struct io_uring_sqe* e = ring->Next();
         e->opcode = IORING_OP_READ;
         e->fd = fd_;
         e->addr = reinterpret_cast<uint64_t>(buf(first + k));
@@ -88,7 +88,7 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
         e->off = static_cast<uint64_t>(-1);
         e->rw_flags = RWF_NOWAIT;  // nothing to read ends in EAGAIN; O_NONBLOCK alone would wait
       }
-      if (ring_->Run(res)) return;
+      if (ring->Run(res)) return;
       // the ring failed and is closed: what it read is kept, the rest waits for the next poll and read()
       for (int k = 0; k < want; k++) res[k] = res[k] == -ECANCELED ? -EAGAIN : res[k];
       return;
@@ -107,7 +107,7 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
     int slot = 0;
     bool more = true;
     while (more && slot < cap_) {
-      int want = ring_ != nullptr && ring_->open() ? std::min(std::min(cap_ - slot, readAhead_), static_cast<int>(Ring::kEntries)) : 1;
+      const int want = ReadRing() != nullptr ? std::min({cap_ - slot, readAhead_, static_cast<int>(Ring::kEntries)}) : 1;
       ReadInto(slot, want, res);
       int got = 0;
       for (int k = 0; k < want; k++) {
@@ -147,6 +147,9 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
   }
 
  private:
+  // The thread's read ring while it is open (a failed ring closes: read() from then on).
+  Ring* ReadRing() const { return ring_ != nullptr && ring_->open() ? ring_ : nullptr; }
+
   // One read of r bytes at frame - vnet: validated and split into entry n; false when refused.
   bool Take(uint8_t* frame, int32_t r, size_t room, int n) {
     stats_[kStReads]++;

@@ -108,28 +108,35 @@ bool Ring::Run(int32_t* res) {
   return false;
 }
 
-Ring* ThreadReadRing() {
-  static thread_local Ring* ring = nullptr;  // kept for the thread's life; the kernel closes it at exit
-  if (ring == nullptr) {
-    ring = new Ring();
-    ring->Open();
+namespace {
+
+// *ring, made and opened on first use and kept for the thread's life (the kernel closes it at
+// exit); null while it is not open.
+template <class R>
+R* Opened(R** ring) {
+  if (*ring == nullptr) {
+    *ring = new R();
+    (*ring)->Open();
   }
-  return ring->open() ? ring : nullptr;
+  return (*ring)->open() ? *ring : nullptr;
+}
+
+}  // namespace
+
+Ring* ThreadReadRing() {
+  static thread_local Ring* ring = nullptr;
+  return Opened(&ring);
 }
 
 WriteRing* ThreadWriteRing() {
   static thread_local WriteRing* ring = nullptr;
-  if (ring == nullptr) {
-    ring = new WriteRing();
-    ring->Open();
-  }
-  return ring->open() ? ring : nullptr;
+  return Opened(&ring);
 }
 
-void WriteRing::Queue(int fd, const struct iovec* iov, int n, double frames, double bytes, GroStats* st) {
-  size_t small = 0;
-  for (int i = 0; i < n; i++) small += iov[i].iov_len <= kMaxHdr ? iov[i].iov_len : 0;
-  if (ring_.queued() == Ring::kEntries || iovUsed_ + n > kIovs || arenaUsed_ + small > kArena) Submit();
+void WriteRing::Queue(int fd, const struct iovec* iov, int n, int transient, double frames, double bytes, GroStats* st) {
+  size_t copied = 0;
+  for (int i = 0; i < transient; i++) copied += iov[i].iov_len;
+  if (ring_.queued() == Ring::kEntries || iovUsed_ + n > kIovs || arenaUsed_ + copied > kArena) Submit();
   struct io_uring_sqe* e = ring_.Next();
   if (e == nullptr) {  // the ring failed in that Submit
     st->lostFrames += frames;
@@ -139,7 +146,7 @@ void WriteRing::Queue(int fd, const struct iovec* iov, int n, double frames, dou
   struct iovec* v = iovs_ + iovUsed_;
   for (int i = 0; i < n; i++) {
     v[i] = iov[i];
-    if (iov[i].iov_len <= kMaxHdr) {
+    if (i < transient) {
       v[i].iov_base = memcpy(arena_ + arenaUsed_, iov[i].iov_base, iov[i].iov_len);
       arenaUsed_ += iov[i].iov_len;
     }

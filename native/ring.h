@@ -3,9 +3,9 @@
 // A Ring hands the reads or writes of one batch to the kernel with one io_uring_enter, which runs
 // them in order, inline. Every entry carries RWF_NOWAIT: io_uring does not take O_NONBLOCK as
 // "never wait" (a read with nothing to read would stay armed until a frame came), RWF_NOWAIT
-// makes it end in EAGAIN as read() does; no worker threads. Raw syscalls, no liburing. Where io_uring is missing or
-// forbidden (old kernels, seccomp profiles, kernel.io_uring_disabled) Open() fails and the caller
-// makes one syscall per frame.
+// makes it end in EAGAIN as read() does; no worker threads. Raw syscalls, no liburing. Where
+// io_uring is missing or forbidden (old kernels, seccomp profiles, kernel.io_uring_disabled)
+// Open() fails and the caller makes one syscall per frame.
 #pragma once
 #include <linux/io_uring.h>
 #include <sys/uio.h>
@@ -55,19 +55,18 @@ class Ring {
 class WriteRing {
  public:
   bool Open() { return ring_.Open(); }
-  void Close() { ring_.Close(); }
   bool open() const { return ring_.open(); }
 
-  // Queues writev(fd, iov, n). Pieces of at most kMaxHdr bytes are copied (a Coalescer builds its
-  // headers on the stack); longer ones must stay valid until Submit() returns. If the write
+  // Queues writev(fd, iov, n). The first `transient` pieces are copied (a Coalescer builds its
+  // headers on the stack); the others must stay valid until Submit() returns. If the write
   // fails, `frames` frames of `bytes` bytes are added to st's losses. Submits first when full.
-  void Queue(int fd, const struct iovec* iov, int n, double frames, double bytes, GroStats* st);
+  void Queue(int fd, const struct iovec* iov, int n, int transient, double frames, double bytes, GroStats* st);
   // Writes everything queued.
   void Submit();
 
  private:
   static constexpr int kIovs = 2048;
-  static constexpr size_t kArena = 64 * 1024;
+  static constexpr size_t kArena = Ring::kEntries * (kVnetHdrLen + kMaxHdr);  // every entry's headers
   struct Pending {
     double frames;
     double bytes;

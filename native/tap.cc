@@ -27,8 +27,9 @@ namespace uvtep {
 // (name "" lets the kernel pick uvtep%d). With vnetHdr every read and write carries a 10-byte
 // virtio_net_hdr, and `offloads` (TUN_F_* bits) is offered with TUNSETOFFLOAD; the USO bits are
 // dropped on kernels without them (before 6.2). With ioUring the frames of a batch are written
-// with one io_uring_enter where the kernel allows it (the thread's WriteRing), else one writev each. `name`,
-// `offloads` (what the kernel accepted) and `ioUring` (whether the ring is in use) are properties. The fd never reaches JS: `writeFrames` writes through it, `close()` closes it
+// with one io_uring_enter where the kernel allows it (the thread's WriteRing), else one writev
+// each. `name`, `offloads` (what the kernel accepted) and `ioUring` (whether the ring is in use)
+// are properties. The fd never reaches JS: `writeFrames` writes through it, `close()` closes it
 // once (a non-persistent device goes with it), and after that a write is EBADF, never another fd.
 static const napi_type_tag kTapTag = {0x7576746570544150ULL, 0x6f776e7366640001ULL};
 
@@ -92,11 +93,11 @@ class Tap : public Napi::ObjectWrap<Tap> {
 
   int fd() const { return fd_; }
 
-  // One packet of a batch (see TapSinkWrite).
-  int Write(struct iovec* iov, int n, double frames, double bytes, GroStats* st) {
+  // One packet of a TapBatch.
+  int Write(struct iovec* iov, int n, int transient, double frames, double bytes, GroStats* st) {
     if (fd_ < 0) return -EBADF;
     if (WriteRing* ring = uring_ ? ThreadWriteRing() : nullptr) {
-      ring->Queue(fd_, iov, n, frames, bytes, st);
+      ring->Queue(fd_, iov, n, transient, frames, bytes, st);
       return 0;
     }
     ssize_t r;
@@ -135,16 +136,20 @@ class Tap : public Napi::ObjectWrap<Tap> {
   bool uring_ = false;
 };
 
-int TapSinkWrite(void* ctx, struct iovec* iov, int iovcnt, double frames, double bytes) {
-  TapSink* s = static_cast<TapSink*>(ctx);
-  return s->tap == nullptr ? -EBADF : s->tap->Write(iov, iovcnt, frames, bytes, s->st);
+TapBatch::TapBatch(Tap* tap, bool gro, uint32_t mtu) : tap_(tap), c_(&TapBatch::Write, this, gro, mtu) {}
+
+int TapBatch::Write(void* ctx, struct iovec* iov, int iovcnt, int transient, double frames, double bytes) {
+  TapBatch* b = static_cast<TapBatch*>(ctx);
+  return b->tap_ == nullptr ? -EBADF : b->tap_->Write(iov, iovcnt, transient, frames, bytes, &b->c_.stats);
+}
+
+const GroStats& TapBatch::End() {
+  c_.Flush();
+  if (tap_ != nullptr) tap_->Submit();
+  return c_.stats;
 }
 
 bool TapIoUring(const Tap* tap) { return tap->ioUring(); }
-
-void TapSubmit(Tap* tap) {
-  if (tap != nullptr) tap->Submit();
-}
 
 namespace {
 
@@ -155,7 +160,7 @@ struct Recorder {
   size_t used;
 };
 
-int RecordPacket(void* ctx, struct iovec* iov, int iovcnt, double, double) {
+int RecordPacket(void* ctx, struct iovec* iov, int iovcnt, int, double, double) {
   Recorder* r = static_cast<Recorder*>(ctx);
   size_t len = 0;
   for (int i = 0; i < iovcnt; i++) len += iov[i].iov_len;
@@ -202,14 +207,11 @@ Napi::Value Tap::WriteFrames(const Napi::CallbackInfo& info) {
   if (!FramesArgs(info, 1, &buf, &offs, &lens, &count)) return Napi::Number::New(env, -EFAULT);
   Napi::Float64Array st = info[5].As<Napi::Float64Array>();
   if (st.ElementLength() < 8) return Napi::Number::New(env, -EINVAL);
-  TapSink sink{this, nullptr};
-  Coalescer c(TapSinkWrite, &sink, gro, info[6].As<Napi::Number>().Uint32Value());
-  sink.st = &c.stats;
-  for (int i = 0; i < count; i++) c.Add(buf.Data() + offs[i], static_cast<uint32_t>(lens[i]));
-  c.Flush();
-  Submit();
-  c.stats.AddTo(st.Data());
-  return Napi::Number::New(env, c.stats.lostFrames);
+  TapBatch b(this, gro, info[6].As<Napi::Number>().Uint32Value());
+  for (int i = 0; i < count; i++) b.Add(buf.Data() + offs[i], static_cast<uint32_t>(lens[i]));
+  const GroStats& s = b.End();
+  s.AddTo(st.Data());
+  return Napi::Number::New(env, s.lostFrames);
 }
 // coalesce(buf, offs, lens, count, gro, out, stats, mtu) -> bytes used in out: what writeFrames would
 // write, recorded as [u32 LE length][virtio_net_hdr + packet] each (tests compare it byte for byte).
@@ -269,6 +271,5 @@ Tap* TapOf(Napi::Env env, Napi::Value v) {
 }
 
 int TapFd(Napi::Env env, Napi::Value v) { return TapOf(env, v)->fd(); }
-
 
 }  // namespace uvtep

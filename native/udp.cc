@@ -32,7 +32,6 @@ constexpr int kMaxRecvRounds = 8;
 constexpr int kSendMsgs = 256;
 constexpr int kSendIovs = 4 * kSendMsgs;  // a message per entry, or one per datagram of a train
 constexpr int kSrcStride = 20;        // per received message: family, 0, port (BE), address (16)
-constexpr size_t kCtrlSpace = CMSG_SPACE(sizeof(uint16_t)) + 2 * CMSG_SPACE(sizeof(int));
 
 // stats indices (src/transport/native.ts reads them by the same numbers)
 enum SockStat { kSendCalls, kMsgsSent, kDgramsSent, kGsoMsgs, kGsoDgrams, kGsoFallbacks, kRecvCalls, kMsgsRecv, kGroMsgs, kTruncated, kStatCount };
@@ -313,7 +312,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
 
     struct mmsghdr msgs[kSendMsgs];
     struct iovec iov[kSendIovs];
-    alignas(struct cmsghdr) char ctrl[kSendMsgs][kCtrlSpace];
+    alignas(struct cmsghdr) char ctrl[kSendMsgs][kUdpCtrlSpace];
     int mEntry[kSendMsgs], mFirst[kSendMsgs], mCount[kSendMsgs];
     bool mTrain[kSendMsgs];  // lone datagrams of consecutive entries (mCount of them, one entry each)
 
@@ -324,16 +323,11 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
       int used = 0;  // iov entries
       while (m < kSendMsgs && e < end && used < kSendIovs) {
         const int len = lens[e];
-        if (gso && segs[e] == 1 && m > 0 && mTrain[m - 1] && JoinsTrain(msgs[m - 1].msg_hdr, mCount[m - 1], lasts[e], addrs.Data(), astride, alen, mEntry[m - 1], e, ds, ttl)) {
-          // a lone datagram joins the lone ones before it: one UDP GSO message (the last may be shorter)
-          struct msghdr& h = msgs[m - 1].msg_hdr;
-          if (mCount[m - 1] == 1) {
-            BuildMsg(&msgs[m - 1], h.msg_iov, ctrl[m - 1], static_cast<uint8_t*>(h.msg_iov[0].iov_base), h.msg_iov[0].iov_len,
-                     addrs.Data() + static_cast<size_t>(mEntry[m - 1]) * astride, alen, static_cast<int>(h.msg_iov[0].iov_len), ds[e], ttl[e]);
-          }
-          iov[used++] = {buf.Data() + offs[e], static_cast<size_t>(lasts[e])};
-          h.msg_iovlen++;
-          mCount[m - 1]++;
+        // a lone datagram joins the lone ones before it: one UDP GSO message (the last may be shorter)
+        if (gso && segs[e] == 1 && m > 0 && mTrain[m - 1] && ds[e] == ds[mEntry[m - 1]] && ttl[e] == ttl[mEntry[m - 1]] &&
+            memcmp(addrs.Data() + static_cast<size_t>(e) * astride, addrs.Data() + static_cast<size_t>(mEntry[m - 1]) * astride, alen) == 0 &&
+            UdpJoinTrain(&msgs[m - 1], &mCount[m - 1], ctrl[m - 1], buf.Data() + offs[e], static_cast<size_t>(lasts[e]), ds[e], ttl[e])) {
+          used++;
           e++;
           continue;
         }
@@ -345,7 +339,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
         }
         int n = segs[e] - d < per ? segs[e] - d : per;
         const size_t bytes = static_cast<size_t>(len) * (n - 1) + (d + n == segs[e] ? lasts[e] : len);
-        BuildMsg(&msgs[m], &iov[used++], ctrl[m], buf.Data() + offs[e] + static_cast<size_t>(len) * d, bytes,
+        UdpBuildMsg(&msgs[m], &iov[used++], ctrl[m], buf.Data() + offs[e] + static_cast<size_t>(len) * d, bytes,
                  addrs.Data() + static_cast<size_t>(e) * astride, alen, n > 1 ? len : 0, ds[e], ttl[e]);
         mEntry[m] = e;
         mFirst[m] = d;
@@ -387,8 +381,8 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
             const size_t bytes = di == segs[entry] - 1 ? static_cast<size_t>(lasts[entry]) : static_cast<size_t>(len);
             struct mmsghdr one;
             struct iovec oiov;
-            alignas(struct cmsghdr) char octrl[kCtrlSpace];
-            BuildMsg(&one, &oiov, octrl, buf.Data() + offs[entry] + static_cast<size_t>(len) * di, bytes,
+            alignas(struct cmsghdr) char octrl[kUdpCtrlSpace];
+            UdpBuildMsg(&one, &oiov, octrl, buf.Data() + offs[entry] + static_cast<size_t>(len) * di, bytes,
                      addrs.Data() + static_cast<size_t>(entry) * astride, alen, 0, ds[entry], ttl[entry]);
             ssize_t s;
             do {
@@ -417,17 +411,6 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
     return Napi::Number::New(env, 0);
   }
 
-  // Whether a lone datagram of `size` bytes from entry e may join the train in message h (count
-  // datagrams, from entry first on): the same destination, DS field and TTL, room left, and the
-  // train's datagrams all of its first one's size so far.
-  static bool JoinsTrain(const struct msghdr& h, int count, int size, const uint8_t* addrs, int astride, socklen_t alen, int first, int e,
-                         const Napi::Int16Array& ds, const Napi::Int16Array& ttl) {
-    const size_t seg = h.msg_iov[0].iov_len;
-    return count < kGsoMaxSegs && static_cast<size_t>(size) <= seg && h.msg_iov[h.msg_iovlen - 1].iov_len == seg &&
-           seg * (count + 1) <= kGsoMaxBytes && ds[e] == ds[first] && ttl[e] == ttl[first] &&
-           memcmp(addrs + static_cast<size_t>(e) * astride, addrs + static_cast<size_t>(first) * astride, alen) == 0;
-  }
-
   void Sent(int dgrams) {
     stats_[kMsgsSent]++;
     stats_[kDgramsSent] += dgrams;
@@ -446,49 +429,6 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
       res[2] = k + 1;
     } else if (maxErr > 0) {
       res[5 + 3 * (maxErr - 1)] += dgrams;  // folded into the last record
-    }
-  }
-
-  static void BuildMsg(struct mmsghdr* mm, struct iovec* iov, char* ctrl, uint8_t* data, size_t len, uint8_t* addr, socklen_t alen, int gsoSize, int ds, int ttl) {
-    iov->iov_base = data;
-    iov->iov_len = len;
-    struct msghdr& h = mm->msg_hdr;
-    memset(&h, 0, sizeof h);
-    h.msg_name = addr;
-    h.msg_namelen = alen;
-    h.msg_iov = iov;
-    h.msg_iovlen = 1;
-    mm->msg_len = 0;
-    size_t used = 0;
-    if (gsoSize > 0 || ds >= 0 || ttl > 0) {
-      memset(ctrl, 0, kCtrlSpace);
-      h.msg_control = ctrl;
-      h.msg_controllen = kCtrlSpace;
-      struct cmsghdr* c = CMSG_FIRSTHDR(&h);
-      if (gsoSize > 0) {
-        c->cmsg_level = SOL_UDP;
-        c->cmsg_type = UDP_SEGMENT;
-        c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-        uint16_t g = static_cast<uint16_t>(gsoSize);
-        memcpy(CMSG_DATA(c), &g, sizeof g);
-        used += CMSG_SPACE(sizeof(uint16_t));
-        c = CMSG_NXTHDR(&h, c);
-      }
-      const bool v6 = alen == sizeof(struct sockaddr_in6);
-      // an int-valued IP option as a control message (DS field, TTL / hop limit)
-      const auto addInt = [&](int type4, int type6, int value) {
-        if (c == nullptr) return;
-        c->cmsg_level = v6 ? IPPROTO_IPV6 : IPPROTO_IP;
-        c->cmsg_type = v6 ? type6 : type4;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &value, sizeof value);
-        used += CMSG_SPACE(sizeof(int));
-        c = CMSG_NXTHDR(&h, c);
-      };
-      if (ds >= 0) addInt(IP_TOS, IPV6_TCLASS, ds);
-      // ttl inherit: the inner packet's TTL / hop limit
-      if (ttl > 0) addInt(IP_TTL, IPV6_HOPLIMIT, ttl);
-      h.msg_controllen = used;
     }
   }
 
@@ -634,6 +574,59 @@ void InitUdp(Napi::Env env, Napi::Object exports) {
 UdpSocket* UdpSocketOf(Napi::Env env, Napi::Value v) {
   if (!v.IsObject() || !v.As<Napi::Object>().CheckTypeTag(&kUdpTag)) throw Napi::TypeError::New(env, "expected a UdpSocket");
   return UdpSocket::Unwrap(v.As<Napi::Object>());
+}
+
+void UdpBuildMsg(struct mmsghdr* mm, struct iovec* iov, char* ctrl, uint8_t* data, size_t len, const void* addr, socklen_t alen, int gsoSize, int ds, int ttl) {
+  iov->iov_base = data;
+  iov->iov_len = len;
+  struct msghdr& h = mm->msg_hdr;
+  memset(&h, 0, sizeof h);
+  h.msg_name = const_cast<void*>(addr);
+  h.msg_namelen = alen;
+  h.msg_iov = iov;
+  h.msg_iovlen = 1;
+  mm->msg_len = 0;
+  size_t used = 0;
+  if (gsoSize > 0 || ds >= 0 || ttl > 0) {
+    memset(ctrl, 0, kUdpCtrlSpace);
+    h.msg_control = ctrl;
+    h.msg_controllen = kUdpCtrlSpace;
+    struct cmsghdr* c = CMSG_FIRSTHDR(&h);
+    if (gsoSize > 0) {
+      c->cmsg_level = SOL_UDP;
+      c->cmsg_type = UDP_SEGMENT;
+      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      uint16_t g = static_cast<uint16_t>(gsoSize);
+      memcpy(CMSG_DATA(c), &g, sizeof g);
+      used += CMSG_SPACE(sizeof(uint16_t));
+      c = CMSG_NXTHDR(&h, c);
+    }
+    const bool v6 = alen == sizeof(struct sockaddr_in6);
+    // an int-valued IP option as a control message (DS field, TTL / hop limit)
+    const auto addInt = [&](int type4, int type6, int value) {
+      if (c == nullptr) return;
+      c->cmsg_level = v6 ? IPPROTO_IPV6 : IPPROTO_IP;
+      c->cmsg_type = v6 ? type6 : type4;
+      c->cmsg_len = CMSG_LEN(sizeof(int));
+      memcpy(CMSG_DATA(c), &value, sizeof value);
+      used += CMSG_SPACE(sizeof(int));
+      c = CMSG_NXTHDR(&h, c);
+    };
+    if (ds >= 0) addInt(IP_TOS, IPV6_TCLASS, ds);
+    // ttl inherit: the inner packet's TTL / hop limit
+    if (ttl > 0) addInt(IP_TTL, IPV6_HOPLIMIT, ttl);
+    h.msg_controllen = used;
+  }
+}
+
+bool UdpJoinTrain(struct mmsghdr* mm, int* count, char* ctrl, uint8_t* data, size_t size, int ds, int ttl) {
+  struct msghdr& h = mm->msg_hdr;
+  const size_t seg = h.msg_iov[0].iov_len;
+  if (*count >= kGsoMaxSegs || size > seg || h.msg_iov[h.msg_iovlen - 1].iov_len != seg || seg * (*count + 1) > kGsoMaxBytes) return false;
+  if (*count == 1) UdpBuildMsg(mm, h.msg_iov, ctrl, static_cast<uint8_t*>(h.msg_iov[0].iov_base), seg, h.msg_name, h.msg_namelen, static_cast<int>(seg), ds, ttl);
+  h.msg_iov[h.msg_iovlen++] = {data, size};
+  (*count)++;
+  return true;
 }
 
 int UdpSendMsgs(UdpSocket* s, struct mmsghdr* msgs, const int* dgrams, unsigned n) { return s->SendMsgs(msgs, dgrams, n); }

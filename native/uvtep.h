@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <cstdint>
+#include "offload.h"
 
 namespace uvtep {
 void InitTap(Napi::Env env, Napi::Object exports);
@@ -18,15 +19,20 @@ class Tap;
 Tap* TapOf(Napi::Env env, Napi::Value tap);
 // Whether the Tap writes through io_uring (its reader then reads through it too).
 bool TapIoUring(const Tap* tap);
-// A Coalescer's writer into a Tap (ctx: a TapSink): queued on the Tap's io_uring when it has one,
-// else one writev each; TapSubmit() writes what is queued. A null or closed Tap loses every frame.
-struct GroStats;
-struct TapSink {
-  Tap* tap;
-  GroStats* st;
+// The frames of one batch written to a Tap: coalesced (offload.h), queued on the thread's
+// io_uring when the Tap uses it (else one writev each), and written by End(), which returns the
+// batch's counts. A null or closed Tap loses every frame.
+class TapBatch {
+ public:
+  TapBatch(Tap* tap, bool gro, uint32_t mtu);
+  void Add(uint8_t* p, uint32_t len) { c_.Add(p, len); }
+  const GroStats& End();
+
+ private:
+  static int Write(void* ctx, struct iovec* iov, int iovcnt, int transient, double frames, double bytes);
+  Tap* tap_;
+  Coalescer c_;
 };
-int TapSinkWrite(void* ctx, struct iovec* iov, int iovcnt, double frames, double bytes);
-void TapSubmit(Tap* tap);
 
 // The native UDP endpoint (native/udp.cc).
 class UdpSocket;
@@ -41,6 +47,17 @@ int UdpSendMsgs(UdpSocket* s, struct mmsghdr* msgs, const int* dgrams, unsigned 
 #endif
 constexpr int kGsoMaxSegs = 64;
 constexpr size_t kGsoMaxBytes = 65000;
+// Room for a message's control data: UDP_SEGMENT, DS field, TTL / hop limit.
+constexpr size_t kUdpCtrlSpace = CMSG_SPACE(sizeof(uint16_t)) + 2 * CMSG_SPACE(sizeof(int));
+// mm: one message of len bytes at data to addr; gsoSize > 0: a GSO message of datagrams of that
+// size (UDP_SEGMENT); ds >= 0: its DS field; ttl > 0: its TTL / hop limit. ctrl: kUdpCtrlSpace.
+void UdpBuildMsg(struct mmsghdr* mm, struct iovec* iov, char* ctrl, uint8_t* data, size_t len, const void* addr, socklen_t alen, int gsoSize, int ds, int ttl);
+// Appends the datagram data[0, size) to the message mm of *count datagrams (a train: its iovs
+// one per datagram, the next free one right after them) when the train has room and all its
+// datagrams so far have its first one's size (the last may be shorter); it becomes a GSO message
+// at its second datagram (ds, ttl as for UdpBuildMsg). The caller checks the destination, DS and
+// TTL are the train's. false: it cannot join.
+bool UdpJoinTrain(struct mmsghdr* mm, int* count, char* ctrl, uint8_t* data, size_t size, int ds, int ttl);
 // AF_INET or AF_INET6.
 int UdpFamily(const UdpSocket* s);
 // A sockaddr_in / sockaddr_in6 of `family` from an address's bytes (4 or 16), a port and an IPv6

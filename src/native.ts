@@ -86,7 +86,7 @@ export interface UdpSocketHandle {
 export interface NativeTap {
   readonly name: string;
   readonly offloads: number;
-  /** Whether writes go out in batches through io_uring (else one writev per frame or coalesced run). */
+  /** Whether reads and writes go through io_uring in batches (else one read() or writev() each). */
   readonly ioUring: boolean;
   /**
    * Writes frames i < count (buf[offs[i], +lens[i])) to the TAP, each behind a virtio_net_hdr:

@@ -116,7 +116,7 @@ export interface VtepStats {
 export interface VtepIo extends Omit<DeviceCounters, 'offloadInvalid' | 'groWrites' | 'groSegments'>, Omit<TransportCounters, 'gsoSends' | 'gsoDatagrams'> {
   /** 'native' or 'dgram'. */
   transport: string;
-  /** Whether the TAP's writes go out in batches through io_uring. */
+  /** Whether the TAP's reads and writes go to the kernel in batches through io_uring. */
   ioUring: boolean;
   /** TCP super-frames received whole from a kernel VTEP on this host (tunnel GSO over veth). */
   rxSuperFrames: number;

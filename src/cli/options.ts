@@ -85,7 +85,7 @@ export const OPTIONS = {
   df: def<string>({ flags: '--df <set|unset>', help: 'IPv4 DF bit of outer packets (as ip link ... df)', default: 'unset', scope: 'vtep', vtep: 'df' }),
   tso: off('--no-tso', 'no TCP/UDP segmentation offload on the TAP: the kernel segments and checksums before uvtep reads', { tap: 'tso' }),
   gro: off('--no-gro', 'no receive coalescing: one TAP write per frame, no UDP GRO on the socket', { vtep: 'gro', tap: 'gro' }),
-  ioUring: off('--no-io-uring', 'write to the TAP with one writev per frame instead of one io_uring_enter per batch (io_uring is used only where the kernel and seccomp allow it)', { tap: 'ioUring' }),
+  ioUring: off('--no-io-uring', 'one read() or writev() per TAP frame instead of one io_uring_enter per batch of reads or writes (io_uring is used only where the kernel and seccomp allow it)', { tap: 'ioUring' }),
   gso: off('--no-gso', 'no UDP GSO on send: one datagram per message (still batched with sendmmsg)', { vtep: 'gso' }),
   flowCache: off('--no-flow-cache', 'no native flow cache: every packet goes through the TypeScript path (by default, batches that only repeat forwarding decisions already made are forwarded natively, without waking JS)', { vtep: 'flowCache' }),
   allowFrom: def<string[]>({ flags: '--allow-from <cidr|peers>', help: 'accept datagrams only from these underlay sources (CIDR or address; peers = the --remote addresses); repeatable (default: anyone, as Linux)', parse: collect, repeatable: true, scope: 'vtep', identity: true, vtep: 'allowFrom' }),

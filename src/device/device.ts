@@ -77,7 +77,7 @@ export interface FrameDevice {
   /** Bytes of the frames the last `writeBatch` lost. */
   readonly lostBytes: number;
   counters?(): DeviceCounters;
-  /** A TAP whose writes go out in batches through io_uring. */
+  /** A TAP whose reads and writes go to the kernel in batches through io_uring. */
   readonly ioUring?: boolean;
   /**
    * The native flow cache over this device and the UDP endpoint `socket` (src/flowcache.ts),

@@ -47,8 +47,9 @@ export interface TapOptions {
   /** Merge received TCP segments of a flow into one GSO write (default true). */
   gro?: boolean;
   /**
-   * Write each batch of frames with one io_uring_enter (default true), where the kernel and the
-   * process's seccomp profile allow io_uring; false, or where it is not allowed: one writev each.
+   * Read and write each batch of frames with one io_uring_enter (default true), where the kernel
+   * and the process's seccomp profile allow io_uring; false, or where it is not allowed: one
+   * read() or writev() each.
    */
   ioUring?: boolean;
   /** The native binding (tests inject a scripted one). */
@@ -72,7 +73,7 @@ export class TapDevice implements FrameDevice {
   readonly link: Link;
   /** TUN_F_* offloads the kernel accepted (0 without --tso). */
   readonly offloads: number;
-  /** Whether writes go out in batches through io_uring. */
+  /** Whether reads and writes go to the kernel in batches through io_uring. */
   readonly ioUring: boolean;
   lostBytes: number;
   private readonly native: NativeBinding;
