@@ -1,8 +1,8 @@
 #!/usr/bin/env node
-// `npm install`: the native addon from prebuilds/ (the published package carries one for
-// linux-x64) or an earlier build; else it is compiled by node-gyp, which needs g++, make and
-// python3. A missing one is named, with the Debian package to install, before node-gyp starts
-// (instead of node-gyp's own failure halfway through).
+// `npm install`: the native addon from prebuilds/ (the published package carries them for
+// linux-x64 and linux-arm64) or an earlier build; else it is compiled by node-gyp, which needs
+// g++, make and python3. A missing one is named, with the Debian package to install, before
+// node-gyp starts (instead of node-gyp's own failure halfway through).
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -26,7 +26,7 @@ if (missing.length > 0) {
   process.stderr.write(
     `uvtep: no prebuilt addon for ${process.platform}-${process.arch} here, and compiling it needs ${missing.map(([c]) => c).join(', ')}.\n` +
       `Install them (Debian/Ubuntu: apt-get install ${missing.map(([, p]) => p).join(' ')}) and run npm install again,\n` +
-      `or install uvtep from its npm package, which carries a prebuilt addon for linux-x64.\n`,
+      `or install uvtep from its npm package, which carries a prebuilt addon for linux-x64 and linux-arm64.\n`,
   );
   process.exit(1);
 }
