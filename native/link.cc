@@ -33,24 +33,32 @@ std::string NameArg(const Napi::CallbackInfo& info, size_t i) {
   return name;
 }
 
-void FillName(struct ifreq& ifr, const std::string& name) {
-  memset(&ifr, 0, sizeof ifr);
-  strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
-}
-
 std::string NoDeviceHint(int err, const std::string& name) {
   if (err == ENODEV) return "no interface named " + name;
   if (err == EPERM) return "changing links needs root or CAP_NET_ADMIN";
   return "";
 }
 
-// One ioctl on a throwaway AF_INET datagram socket (the usual way to reach SIOC* link ioctls).
-void LinkIoctl(Napi::Env env, unsigned long req, struct ifreq& ifr, const char* syscall, const std::string& name) {
-  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (s < 0) throw SystemError(env, errno, "socket(AF_INET)");
-  Fd guard(s);
-  if (ioctl(s, req, &ifr) < 0) throw SystemError(env, errno, syscall, NoDeviceHint(errno, name));
-}
+// The interface named by argument i, with an ifreq for its SIOC* link ioctls.
+struct Link {
+  std::string name;
+  struct ifreq ifr;
+
+  Link(const Napi::CallbackInfo& info, size_t i) : name(NameArg(info, i)) {
+    memset(&ifr, 0, sizeof ifr);
+    strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
+  }
+  // One ioctl on a throwaway AF_INET datagram socket (the usual way to reach them): 0 or errno.
+  int Try(Napi::Env env, unsigned long req) {
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) throw SystemError(env, errno, "socket(AF_INET)");
+    Fd guard(s);
+    return ioctl(s, req, &ifr) < 0 ? errno : 0;
+  }
+  void Ioctl(Napi::Env env, unsigned long req, const char* syscall) {
+    if (int err = Try(env, req)) throw SystemError(env, err, syscall, NoDeviceHint(err, name));
+  }
+};
 
 // Appends one attribute to a request of `cap` bytes (a fixed struct the caller sized for its
 // attributes; one that does not fit is a programming error, caught here rather than overrun).
@@ -130,106 +138,77 @@ static Napi::Value IfIndex(const Napi::CallbackInfo& info) {
 
 static Napi::Value GetMtu(const Napi::CallbackInfo& info) {
   ExpectArgs(info, "getMtu", "s");
-  std::string name = NameArg(info, 0);
-  struct ifreq ifr;
-  FillName(ifr, name);
-  LinkIoctl(info.Env(), SIOCGIFMTU, ifr, "ioctl(SIOCGIFMTU)", name);
-  return Napi::Number::New(info.Env(), ifr.ifr_mtu);
+  Link l(info, 0);
+  l.Ioctl(info.Env(), SIOCGIFMTU, "ioctl(SIOCGIFMTU)");
+  return Napi::Number::New(info.Env(), l.ifr.ifr_mtu);
 }
 
 static Napi::Value SetMtu(const Napi::CallbackInfo& info) {
   ExpectArgs(info, "setMtu", "sn");
-  std::string name = NameArg(info, 0);
-  struct ifreq ifr;
-  FillName(ifr, name);
-  ifr.ifr_mtu = info[1].As<Napi::Number>().Int32Value();
-  LinkIoctl(info.Env(), SIOCSIFMTU, ifr, "ioctl(SIOCSIFMTU)", name);
+  Link l(info, 0);
+  l.ifr.ifr_mtu = info[1].As<Napi::Number>().Int32Value();
+  l.Ioctl(info.Env(), SIOCSIFMTU, "ioctl(SIOCSIFMTU)");
   return info.Env().Undefined();
 }
 
 static Napi::Value GetMac(const Napi::CallbackInfo& info) {
   ExpectArgs(info, "getMac", "s");
-  std::string name = NameArg(info, 0);
-  struct ifreq ifr;
-  FillName(ifr, name);
-  LinkIoctl(info.Env(), SIOCGIFHWADDR, ifr, "ioctl(SIOCGIFHWADDR)", name);
-  return Napi::Buffer<uint8_t>::Copy(info.Env(), reinterpret_cast<uint8_t*>(ifr.ifr_hwaddr.sa_data), 6);
+  Link l(info, 0);
+  l.Ioctl(info.Env(), SIOCGIFHWADDR, "ioctl(SIOCGIFHWADDR)");
+  return Napi::Buffer<uint8_t>::Copy(info.Env(), reinterpret_cast<uint8_t*>(l.ifr.ifr_hwaddr.sa_data), 6);
 }
 
 static Napi::Value SetMac(const Napi::CallbackInfo& info) {
   ExpectArgs(info, "setMac", "sb");
-  std::string name = NameArg(info, 0);
+  Link l(info, 0);
   Napi::Uint8Array mac = info[1].As<Napi::Uint8Array>();
   if (mac.ByteLength() != 6) throw Napi::RangeError::New(info.Env(), "setMac: need 6 bytes");
-  struct ifreq ifr;
-  FillName(ifr, name);
-  ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
-  memcpy(ifr.ifr_hwaddr.sa_data, mac.Data(), 6);
-  LinkIoctl(info.Env(), SIOCSIFHWADDR, ifr, "ioctl(SIOCSIFHWADDR)", name);
+  l.ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+  memcpy(l.ifr.ifr_hwaddr.sa_data, mac.Data(), 6);
+  l.Ioctl(info.Env(), SIOCSIFHWADDR, "ioctl(SIOCSIFHWADDR)");
   return info.Env().Undefined();
 }
 
 static Napi::Value SetUp(const Napi::CallbackInfo& info) {
   ExpectArgs(info, "setUp", "so");
-  std::string name = NameArg(info, 0);
-  struct ifreq ifr;
-  FillName(ifr, name);
-  LinkIoctl(info.Env(), SIOCGIFFLAGS, ifr, "ioctl(SIOCGIFFLAGS)", name);
-  if (info[1].As<Napi::Boolean>().Value()) {
-    ifr.ifr_flags |= IFF_UP;
-  } else {
-    ifr.ifr_flags &= ~IFF_UP;
-  }
-  LinkIoctl(info.Env(), SIOCSIFFLAGS, ifr, "ioctl(SIOCSIFFLAGS)", name);
+  Link l(info, 0);
+  l.Ioctl(info.Env(), SIOCGIFFLAGS, "ioctl(SIOCGIFFLAGS)");
+  l.ifr.ifr_flags = static_cast<short>(info[1].As<Napi::Boolean>().Value() ? l.ifr.ifr_flags | IFF_UP : l.ifr.ifr_flags & ~IFF_UP);
+  l.Ioctl(info.Env(), SIOCSIFFLAGS, "ioctl(SIOCSIFFLAGS)");
   return info.Env().Undefined();
 }
 
 static Napi::Value IsUp(const Napi::CallbackInfo& info) {
   ExpectArgs(info, "isUp", "s");
-  std::string name = NameArg(info, 0);
-  struct ifreq ifr;
-  FillName(ifr, name);
-  LinkIoctl(info.Env(), SIOCGIFFLAGS, ifr, "ioctl(SIOCGIFFLAGS)", name);
-  return Napi::Boolean::New(info.Env(), (ifr.ifr_flags & IFF_UP) != 0);
+  Link l(info, 0);
+  l.Ioctl(info.Env(), SIOCGIFFLAGS, "ioctl(SIOCGIFFLAGS)");
+  return Napi::Boolean::New(info.Env(), (l.ifr.ifr_flags & IFF_UP) != 0);
 }
 
 // getIpv4(name) -> 4 bytes: the interface's (primary) IPv4 address, whatever its carrier state.
 static Napi::Value GetIpv4(const Napi::CallbackInfo& info) {
   ExpectArgs(info, "getIpv4", "s");
-  std::string name = NameArg(info, 0);
-  struct ifreq ifr;
-  FillName(ifr, name);
-  ifr.ifr_addr.sa_family = AF_INET;
-  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (s < 0) throw SystemError(info.Env(), errno, "socket(AF_INET)");
-  Fd guard(s);
-  if (ioctl(s, SIOCGIFADDR, &ifr) < 0) {
-    int err = errno;
-    throw SystemError(info.Env(), err, "ioctl(SIOCGIFADDR)", err == EADDRNOTAVAIL ? name + " has no IPv4 address" : NoDeviceHint(err, name));
+  Link l(info, 0);
+  l.ifr.ifr_addr.sa_family = AF_INET;
+  if (int err = l.Try(info.Env(), SIOCGIFADDR)) {
+    throw SystemError(info.Env(), err, "ioctl(SIOCGIFADDR)", err == EADDRNOTAVAIL ? l.name + " has no IPv4 address" : NoDeviceHint(err, l.name));
   }
-  struct sockaddr_in* sin = reinterpret_cast<struct sockaddr_in*>(&ifr.ifr_addr);
+  struct sockaddr_in* sin = reinterpret_cast<struct sockaddr_in*>(&l.ifr.ifr_addr);
   return Napi::Buffer<uint8_t>::Copy(info.Env(), reinterpret_cast<uint8_t*>(&sin->sin_addr.s_addr), 4);
 }
 
 // bridgePort(bridge, port, add): brctl addif / delif.
 static Napi::Value BridgePort(const Napi::CallbackInfo& info) {
   ExpectArgs(info, "bridgePort", "sso");
-  std::string bridge = NameArg(info, 0);
+  Link br(info, 0);
   std::string port = NameArg(info, 1);
   bool add = info[2].As<Napi::Boolean>().Value();
-  unsigned idx = IndexOf(info.Env(), port);
-  struct ifreq ifr;
-  FillName(ifr, bridge);
-  ifr.ifr_ifindex = static_cast<int>(idx);
-  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (s < 0) throw SystemError(info.Env(), errno, "socket(AF_INET)");
-  Fd guard(s);
-  if (ioctl(s, add ? SIOCBRADDIF : SIOCBRDELIF, &ifr) < 0) {
-    int err = errno;
-    std::string hint = err == ENODEV ? "no bridge named " + bridge
-                     : err == EOPNOTSUPP || err == EINVAL ? bridge + " is not a Linux bridge"
+  br.ifr.ifr_ifindex = static_cast<int>(IndexOf(info.Env(), port));
+  if (int err = br.Try(info.Env(), add ? SIOCBRADDIF : SIOCBRDELIF)) {
+    std::string hint = err == ENODEV ? "no bridge named " + br.name
+                     : err == EOPNOTSUPP || err == EINVAL ? br.name + " is not a Linux bridge"
                      : err == EBUSY ? port + " is already a port of a bridge"
-                     : NoDeviceHint(err, bridge);
+                     : NoDeviceHint(err, br.name);
     throw SystemError(info.Env(), err, add ? "ioctl(SIOCBRADDIF)" : "ioctl(SIOCBRDELIF)", hint);
   }
   return info.Env().Undefined();
