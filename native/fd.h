@@ -1,9 +1,17 @@
 // An fd closed when its guard goes out of scope, unless released: every error path closes what it
-// opened.
+// opened. Retry: a syscall made again while a signal interrupts it (EINTR).
 #pragma once
 #include <unistd.h>
+#include <cerrno>
 
 namespace uvtep {
+
+template <typename F>
+auto Retry(F call) {
+  decltype(call()) r;
+  do r = call(); while (r < 0 && errno == EINTR);
+  return r;
+}
 
 class Fd {
  public:

@@ -86,11 +86,8 @@ void NetlinkTalk(Napi::Env env, struct nlmsghdr* req, const char* what, const st
   char buf[4096];
   std::string nl = std::string("netlink(") + what + ")";
   for (;;) {
-    ssize_t n = recv(s, buf, sizeof buf, 0);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw SystemError(env, errno, nl.c_str());
-    }
+    ssize_t n = Retry([&] { return recv(s, buf, sizeof buf, 0); });
+    if (n < 0) throw SystemError(env, errno, nl.c_str());
     for (struct nlmsghdr* h = reinterpret_cast<struct nlmsghdr*>(buf); NLMSG_OK(h, static_cast<unsigned>(n)); h = NLMSG_NEXT(h, n)) {
       if (h->nlmsg_type == NLMSG_ERROR) {
         struct nlmsgerr* e = static_cast<struct nlmsgerr*>(NLMSG_DATA(h));

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cerrno>
 #include "errors.h"
+#include "fd.h"
 #include "flowcache.h"
 #include "offload.h"
 #include "poller.h"
@@ -93,10 +94,7 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
       for (int k = 0; k < want; k++) res[k] = res[k] == -ECANCELED ? -EAGAIN : res[k];
       return;
     }
-    ssize_t r;
-    do {
-      r = read(fd_, buf(first), room);
-    } while (r < 0 && errno == EINTR);
+    ssize_t r = Retry([&] { return read(fd_, buf(first), room); });
     res[0] = r < 0 ? -errno : static_cast<int32_t>(r);
   }
 

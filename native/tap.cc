@@ -100,10 +100,7 @@ class Tap : public Napi::ObjectWrap<Tap> {
       ring->Queue(fd_, iov, n, transient, frames, bytes, st);
       return 0;
     }
-    ssize_t r;
-    do {
-      r = writev(fd_, iov, n);
-    } while (r < 0 && errno == EINTR);
+    ssize_t r = Retry([&] { return writev(fd_, iov, n); });
     return r < 0 ? -errno : 0;
   }
 

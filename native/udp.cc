@@ -92,10 +92,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
         msgs[i].msg_hdr.msg_control = ctrl[i];
         msgs[i].msg_hdr.msg_controllen = sizeof ctrl[i];
       }
-      int r;
-      do {
-        r = recvmmsg(fd_, msgs, static_cast<unsigned>(n), MSG_DONTWAIT, nullptr);
-      } while (r < 0 && errno == EINTR);
+      int r = Retry([&] { return recvmmsg(fd_, msgs, static_cast<unsigned>(n), MSG_DONTWAIT, nullptr); });
       stats_[kRecvCalls]++;
       if (r < 0) {
         if (errno == EAGAIN) return;
@@ -354,17 +351,12 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
       }
       int pos = 0;
       while (pos < m) {
-        int r;
-        do {
-          r = sendmmsg(fd_, msgs + pos, static_cast<unsigned>(m - pos), 0);
-        } while (r < 0 && errno == EINTR);
-        stats_[kSendCalls]++;
+        const int r = SendMsgs(msgs + pos, mCount + pos, static_cast<unsigned>(m - pos));
         if (r > 0) {
-          for (int k = pos; k < pos + r; k++) Sent(mCount[k]);
           pos += r;
           continue;
         }
-        const int err = errno;
+        const int err = -r;
         if (err == EAGAIN || err == ENOBUFS) {
           res[0] = mEntry[pos];
           res[1] = mFirst[pos];
@@ -384,10 +376,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
             alignas(struct cmsghdr) char octrl[kUdpCtrlSpace];
             UdpBuildMsg(&one, &oiov, octrl, buf.Data() + offs[entry] + static_cast<size_t>(len) * di, bytes,
                      addrs.Data() + static_cast<size_t>(entry) * astride, alen, 0, ds[entry], ttl[entry]);
-            ssize_t s;
-            do {
-              s = sendmsg(fd_, &one.msg_hdr, 0);
-            } while (s < 0 && errno == EINTR);
+            ssize_t s = Retry([&] { return sendmsg(fd_, &one.msg_hdr, 0); });
             stats_[kSendCalls]++;
             if (s >= 0) {
               Sent(1);
@@ -472,10 +461,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
     if (fd_ < 0) return -EBADF;
     unsigned done = 0;
     while (done < n) {
-      int r;
-      do {
-        r = sendmmsg(fd_, msgs + done, n - done, 0);
-      } while (r < 0 && errno == EINTR);
+      int r = Retry([&] { return sendmmsg(fd_, msgs + done, n - done, 0); });
       stats_[kSendCalls]++;
       if (r <= 0) return done > 0 ? static_cast<int>(done) : -errno;
       for (int k = 0; k < r; k++) Sent(dgrams[done + k]);
