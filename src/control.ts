@@ -137,7 +137,7 @@ export class ControlServer {
   private readonly target: ControlTarget;
   private readonly startedAt: string;
   /** Open client connections: destroyed on close, so a client holding one cannot delay a stop. */
-  private readonly conns: Set<net.Socket>;
+  private readonly conns: Set<net.Socket> = new Set();
   /** Device and inode of the socket we created: close removes the path only if it is still ours. */
   private ours: { dev: number; ino: number } | undefined;
 
@@ -145,7 +145,6 @@ export class ControlServer {
     this.target = target;
     this.path = opts.path;
     this.startedAt = new Date().toISOString();
-    this.conns = new Set();
     this.ours = undefined;
     this.server = net.createServer((sock) => {
       this.conns.add(sock);

@@ -48,29 +48,20 @@ const SPLIT = null;
 
 export class Endpoint {
   readonly transport: Transport;
-  private state: State;
+  private state: State = 'new';
   private opening: Promise<void> | undefined;
-  private readonly lanes: Map<number, Lane>;
+  private readonly lanes: Map<number, Lane> = new Map();
   /** Multicast groups joined, with the number of lanes using each. */
-  private readonly groups: Map<string, number>;
-  private readonly drops: Record<EndpointDropName, number>;
-  private rxDatagrams: number;
+  private readonly groups: Map<string, number> = new Map();
+  private readonly drops: Record<EndpointDropName, number> = { Truncated: 0, InvalidHeader: 0, TooBig: 0, UnknownVni: 0, TxError: 0 };
+  private rxDatagrams: number = 0;
   // per message of the batch being dispatched: its lane, or SPLIT
-  private msgLane: Array<Lane | null>;
-  private lastVni: number;
+  private msgLane: Array<Lane | null> = [];
+  private lastVni: number = -1;
   private lastLane: Lane | undefined;
 
   constructor(transport: Transport) {
     this.transport = transport;
-    this.state = 'new';
-    this.opening = undefined;
-    this.lanes = new Map();
-    this.groups = new Map();
-    this.drops = { Truncated: 0, InvalidHeader: 0, TooBig: 0, UnknownVni: 0, TxError: 0 };
-    this.rxDatagrams = 0;
-    this.msgLane = [];
-    this.lastVni = -1;
-    this.lastLane = undefined;
   }
 
   get family(): 4 | 6 {
@@ -317,7 +308,7 @@ class Lane implements Transport {
   /** The VTEP's flow cache on the endpoint's socket. */
   flowCache: FlowCache | undefined;
   private readonly ep: Endpoint;
-  private attached: boolean;
+  private attached: boolean = false;
 
   constructor(ep: Endpoint, vni: number, group: string | undefined) {
     this.ep = ep;
@@ -329,10 +320,7 @@ class Lane implements Transport {
     this.needsTtl = t.needsTtl === true;
     this.vni = vni;
     this.group = group;
-    this.handlers = undefined;
     this.rx = newRxBatch(Buffer.alloc(0), 64);
-    this.attached = false;
-    this.flowCache = undefined;
   }
 
   /** Appends one message (or one datagram of a split GRO message) to `rx`, growing it as needed. */

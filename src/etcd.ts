@@ -221,19 +221,19 @@ class Membership implements DirHandlers {
   readonly self: string;
   readonly dir: string;
   /** Members (not this one) installed as flood destinations, by key. */
-  readonly peers: Map<string, Remote>;
+  readonly peers: Map<string, Remote> = new Map();
   /** Member addresses accepted with `allow` (the set the Vtep reads). */
-  readonly allowed: Set<string>;
+  readonly allowed: Set<string> = new Set();
   /** MAC routes of others installed, by MAC. */
   readonly routes: Map<number, { remote: Remote; ips: string[] }>;
   readonly neigh: NeighTable | undefined;
   readonly stations: LocalStations | undefined;
   /** Stations to put, and MACs to delete, at the next publish. */
-  readonly dirty: Set<number>;
-  readonly gone: Set<number>;
+  readonly dirty: Set<number> = new Set();
+  readonly gone: Set<number> = new Set();
   /** Its VNI's directory, mirrored once claimed. */
   dirWatch: DirWatch | undefined;
-  claimed: boolean;
+  claimed: boolean = false;
   publishTimer: NodeJS.Timeout | undefined;
 
   constructor(agent: EtcdAgent, vtep: Vtep, spec: MemberSpec) {
@@ -243,12 +243,8 @@ class Membership implements DirHandlers {
     this.dir = vniDir(agent.prefix, this.vni);
     this.selfKey = memberKey(agent.prefix, this.vni, spec.advertise);
     this.self = formatListen(spec.advertise);
-    this.peers = new Map();
-    this.allowed = new Set();
     this.routes = new Map();
     this.neigh = spec.proxy === true ? new NeighTable() : undefined;
-    this.dirty = new Set();
-    this.gone = new Set();
     this.stations =
       spec.macs === true
         ? new LocalStations(
@@ -267,9 +263,6 @@ class Membership implements DirHandlers {
             { ageingS: vtep.config.ageingS },
           )
         : undefined;
-    this.dirWatch = undefined;
-    this.claimed = false;
-    this.publishTimer = undefined;
     // entries of origin etcd already in the FDB (an earlier agent's, on a VTEP that joins again)
     // are adopted, so the first reconcile removes those no longer listed
     for (const row of vtep.fdb.list()) {
@@ -416,18 +409,18 @@ export class EtcdAgent extends EventEmitter<EtcdAgentEvents> {
   readonly endpoints: readonly string[];
   private readonly client: Etcd3;
   private readonly log: EtcdLogger | undefined;
-  private readonly members: Map<Vtep, Membership>;
-  private readonly dirs: Set<DirWatch>;
+  private readonly members: Map<Vtep, Membership> = new Map();
+  private readonly dirs: Set<DirWatch> = new Set();
   private readonly leaseHooks: Array<(leaseId: string) => Promise<void>>;
   private lease: Lease | undefined;
   private currentLease: string | undefined;
-  private isUp: boolean;
+  private isUp: boolean = false;
   private closed: boolean;
-  private recovering: boolean;
+  private recovering: boolean = false;
   private recoverTimer: NodeJS.Timeout | undefined;
   private tickTimer: NodeJS.Timeout | undefined;
-  private lastWarn: number;
-  private warnsSuppressed: number;
+  private lastWarn: number = 0;
+  private warnsSuppressed: number = 0;
   private readonly counts: { requests: number; errors: number; leases: number; resyncs: number; events: number };
 
   constructor(settings: EtcdSettings) {
@@ -461,18 +454,8 @@ export class EtcdAgent extends EventEmitter<EtcdAgentEvents> {
       ...(settings.auth !== undefined ? { auth: { username: settings.auth.username, password: settings.auth.password } } : {}),
     };
     this.client = new Client(options);
-    this.members = new Map();
-    this.dirs = new Set();
     this.leaseHooks = [];
-    this.lease = undefined;
-    this.currentLease = undefined;
-    this.isUp = false;
     this.closed = false;
-    this.recovering = false;
-    this.recoverTimer = undefined;
-    this.tickTimer = undefined;
-    this.lastWarn = 0;
-    this.warnsSuppressed = 0;
     this.counts = { requests: 0, errors: 0, leases: 0, resyncs: 0, events: 0 };
   }
 

@@ -130,16 +130,16 @@ export class Fdb extends EventEmitter<FdbEvents> {
   readonly vni: number;
   readonly clock: () => number;
   /** Default destinations (the all-zero entry's remotes); the same array object while it lives. */
-  flood: Remote[];
+  flood: Remote[] = [];
   /** Learning attempts refused because the table was full. */
-  learnRefused: number;
-  private readonly table: Map<number, FdbEntry>;
+  learnRefused: number = 0;
+  private readonly table: Map<number, FdbEntry> = new Map();
   /**
    * Interned remotes. Only those some entry uses are kept: a remote is dropped with the last entry
    * that uses it (ageing, delete, flush, migration), at the latest when the table of remotes grows
    * past twice the entries (+1024), so a flood of spoofed sources cannot grow it.
    */
-  private remotes: Map<string, Remote>;
+  private remotes: Map<string, Remote> = new Map();
   private timer: NodeJS.Timeout | undefined;
   /**
    * Called after any change that can redirect or remove an existing entry (migration, append,
@@ -158,11 +158,6 @@ export class Fdb extends EventEmitter<FdbEvents> {
     this.dstPort = opts.dstPort;
     this.vni = opts.vni ?? -1;
     this.clock = opts.clock ?? Date.now;
-    this.flood = [];
-    this.learnRefused = 0;
-    this.table = new Map();
-    this.remotes = new Map();
-    this.timer = undefined;
     this.onChange = undefined;
     this.beforeAgeRead = undefined;
   }

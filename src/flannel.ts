@@ -197,11 +197,11 @@ export class FlannelMember {
   private readonly log: EtcdLogger | undefined;
   private readonly native: NativeBinding;
   private readonly ipMasq: boolean;
-  private readonly peers: Map<string, Peer>;
+  private readonly peers: Map<string, Peer> = new Map();
   private network: FlannelNetwork | undefined;
   private vtep: Vtep | undefined;
-  private tap: string;
-  private tapMac: number;
+  private tap: string = '';
+  private tapMac: number = 0;
   private ownKey: string | undefined;
   private dir: DirWatch | undefined;
   private onLost: ((reason: string) => void) | undefined;
@@ -214,13 +214,6 @@ export class FlannelMember {
     this.ipMasq = o.ipMasq ?? false;
     this.log = o.log;
     this.native = o.native ?? loadBinding();
-    this.peers = new Map();
-    this.network = undefined;
-    this.vtep = undefined;
-    this.tap = '';
-    this.tapMac = 0;
-    this.ownKey = undefined;
-    this.dir = undefined;
     this.onLost = undefined;
   }
 

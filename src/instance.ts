@@ -144,23 +144,20 @@ export function formatListen(a: { address: string; port: number }): string {
 
 export class Instance extends EventEmitter<InstanceEvents> {
   private readonly kind: TransportKind;
-  private readonly vteps: Map<string, HostedVtep>;
+  private readonly vteps: Map<string, HostedVtep> = new Map();
   private readonly endpoints: Map<string, { ep: Endpoint; config: VtepConfig }>;
   /** Adds and removes run one at a time (control clients may race). */
   private serial: Promise<unknown>;
-  private closed: boolean;
-  private anyPort: number;
+  private closed: boolean = false;
+  private anyPort: number = 0;
   private readonly plane: ControlPlane | undefined;
 
   constructor(opts: { transport?: TransportKind; plane?: ControlPlane } = {}) {
     super();
     this.plane = opts.plane;
     this.kind = transportKind(opts.transport) as TransportKind;
-    this.vteps = new Map();
     this.endpoints = new Map();
     this.serial = Promise.resolve();
-    this.closed = false;
-    this.anyPort = 0;
   }
 
   /** The transport every endpoint uses: 'native' or 'dgram'. */

@@ -56,15 +56,13 @@ export interface StationEvents {
  */
 export class LocalStations {
   readonly ageingS: number;
-  private readonly table: Map<number, Station>;
+  private readonly table: Map<number, Station> = new Map();
   private readonly handlers: StationEvents;
-  private now: number;
+  private now: number = 1;
 
   constructor(handlers: StationEvents, opts: { ageingS?: number } = {}) {
     this.ageingS = opts.ageingS ?? 300;
-    this.table = new Map();
     this.handlers = handlers;
-    this.now = 1;
   }
 
   get size(): number {
@@ -139,10 +137,9 @@ export function sourceIp(buf: Uint8Array, off: number, len: number): string | un
 
 /** Overlay IP (canonical text) -> MAC, as a vxlan device's neighbour table. */
 export class NeighTable {
-  private readonly byIp: Map<string, number>;
+  private readonly byIp: Map<string, number> = new Map();
 
   constructor() {
-    this.byIp = new Map();
   }
 
   get size(): number {

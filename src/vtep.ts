@@ -164,7 +164,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
   readonly fdb: Fdb;
   readonly device: FrameDevice;
   readonly transport: Transport;
-  private state: State;
+  private state: State = 'new';
   private readonly strict: boolean;
   private readonly vni: number;
   private readonly maxFrame: number;
@@ -178,7 +178,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
   private readonly fixedDscp: number;
   /** `ttl inherit` on a transport that sets the TTL per entry. */
   private readonly wantTtl: boolean;
-  private paused: boolean;
+  private paused: boolean = false;
   private readonly sendErrors: Map<string, { last: number; count: number }>;
   /** The `allowFrom` prefixes, or undefined when everyone is accepted. */
   private allow: SourceFilter | undefined;
@@ -214,7 +214,6 @@ export class Vtep extends EventEmitter<VtepEvents> {
     this.config = config;
     this.device = deps.device;
     this.transport = deps.transport;
-    this.state = 'new';
     this.strict = config.strictReserved;
     this.vni = config.vni;
     this.maxFrame = config.maxFrame;
@@ -227,19 +226,14 @@ export class Vtep extends EventEmitter<VtepEvents> {
     this.inheritTos = config.tos === 'inherit';
     this.fixedDscp = config.tos === 'inherit' ? 0 : config.tos & 0xfc;
     this.wantTtl = config.ttl === 'inherit' && deps.transport.needsTtl === true;
-    this.paused = false;
     this.sendErrors = new Map();
     this.allow = config.allowFrom.length > 0 ? new SourceFilter(config.allowFrom) : undefined;
-    this.members = undefined;
-    this.stations = undefined;
-    this.neigh = undefined;
     this.proxyOut = Buffer.alloc(128);
     this.proxyOffs = new Int32Array(1);
     this.proxyLens = new Int32Array(1);
     this.drops = new Float64Array(DROP_REASONS.length);
     this.rxOffs = new Int32Array(RX_FRAMES_CAP);
     this.rxLens = new Int32Array(RX_FRAMES_CAP);
-    this.fc = undefined;
     this.fdb = new Fdb({
       dstPort: config.dstPort,
       vni: config.vni,

@@ -15,21 +15,18 @@ export const LOG_QUEUE_LIMIT = 1024 * 1024;
 
 export class LogSink {
   /** Lines dropped because the reader was not reading. */
-  dropped: number;
+  dropped: number = 0;
   private readonly fd: number;
   private readonly limit: number;
   private readonly sock: net.Socket | undefined;
   /** Dropped since the last report. */
-  private unreported: number;
+  private unreported: number = 0;
   /** Stopping: the final records are kept whatever the queue (close bounds the wait). */
-  private final: boolean;
+  private final: boolean = false;
 
   constructor(fd = 1, limit = LOG_QUEUE_LIMIT) {
     this.fd = fd;
     this.limit = limit;
-    this.dropped = 0;
-    this.unreported = 0;
-    this.final = false;
     let pipe = false;
     try {
       const st = fstatSync(fd);

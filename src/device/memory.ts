@@ -32,16 +32,16 @@ export class MemoryDevice extends EventEmitter<MemoryDeviceEvents> implements Fr
   readonly name: string;
   readonly mac: number | undefined;
   /** Frames delivered to the host side, by count and bytes. */
-  delivered: number;
+  delivered: number = 0;
   private readonly batchSize: number;
   private readonly maxFrame: number;
   private readonly queueLimit: number;
   private readonly slotSize: number;
   private readonly batch: FrameBatch;
-  private readonly queue: Buffer[];
+  private readonly queue: Buffer[] = [];
   private onFrames: FramesHandler | undefined;
-  private paused: boolean;
-  private closed: boolean;
+  private paused: boolean = false;
+  private closed: boolean = false;
 
   constructor(opts: MemoryDeviceOptions = {}) {
     super();
@@ -52,11 +52,6 @@ export class MemoryDevice extends EventEmitter<MemoryDeviceEvents> implements Fr
     this.queueLimit = opts.queueLimit ?? 4096;
     this.slotSize = FRAME_HEADROOM + this.maxFrame;
     this.batch = newFrameBatch(Buffer.alloc(this.slotSize * this.batchSize), this.batchSize);
-    this.queue = [];
-    this.onFrames = undefined;
-    this.paused = false;
-    this.closed = false;
-    this.delivered = 0;
   }
 
   /** A memory device has no fatal errors: `onError` is never called. */

@@ -68,38 +68,38 @@ export class NativeTransport implements Transport {
   readonly family: 4 | 6;
   readonly kind = 'native';
   readonly needsFlowHash: boolean;
-  readonly needsDsfield: boolean;
+  readonly needsDsfield: boolean = true;
   /** The TTL per entry (`ttl inherit`): the Vtep fills `TxBatch.ttls`. */
   readonly needsTtl: boolean;
   private readonly opts: NativeTransportOptions;
   private readonly native: NativeBinding;
   private sockets: UdpSocketHandle[];
   /** Sockets that send: the pool when a source-port range is set, else the main socket. */
-  private senders: UdpSocketHandle[];
-  private readonly stats: Float64Array[];
+  private senders: UdpSocketHandle[] = [];
+  private readonly stats: Float64Array[] = [];
   private handlers: TransportHandlers | undefined;
   private readonly rx: RxBatch;
   private readonly rxSrcs: Uint8Array;
   private readonly res: Int32Array;
   private addrs: Uint8Array;
   private readonly sockaddrs: WeakMap<Remote, Uint8Array>;
-  private readonly queue: TxBatch[];
-  private queued: number;
-  private waiting: boolean;
+  private readonly queue: TxBatch[] = [];
+  private queued: number = 0;
+  private waiting: boolean = false;
   private drainWaiters: Array<() => void>;
   private gso: boolean;
   /** UDP GRO accepted by the kernel on the receiving socket. */
-  groActive: boolean;
-  private closed: boolean;
-  private boundPort: number;
+  groActive: boolean = false;
+  private closed: boolean = false;
+  private boundPort: number = 0;
   /** Every socket carries the multicast settings (set by the first group joined). */
-  private mcast: boolean;
+  private mcast: boolean = false;
   // source address strings, cached (bounded) so a batch from one peer builds no string
   private lastV4: number;
   private lastV4s: string;
   private readonly lastV6: Uint8Array;
   private lastV6s: string;
-  private readonly srcCache: Map<number, string>;
+  private readonly srcCache: Map<number, string> = new Map();
 
   constructor(opts: NativeTransportOptions) {
     this.family = opts.family;
@@ -107,32 +107,20 @@ export class NativeTransport implements Transport {
     this.native = opts.native ?? loadBinding();
     this.needsFlowHash = opts.srcport !== undefined && opts.srcport.sockets > 1;
     // the outer DS field per entry: the inner ECN is encapsulated whatever the TOS (RFC 6040)
-    this.needsDsfield = true;
     this.needsTtl = opts.ttl === 'inherit';
     this.sockets = [];
-    this.senders = [];
-    this.stats = [];
-    this.handlers = undefined;
     const n = opts.rxBatch ?? RX_BATCH_DEFAULT;
     this.rx = newRxBatch(Buffer.allocUnsafeSlow(RX_MSG * n), n);
     this.rxSrcs = new Uint8Array(SRC_STRIDE * n);
     this.res = new Int32Array(3 + 3 * RES_ERRORS);
     this.addrs = new Uint8Array(ADDR_STRIDE * 256);
     this.sockaddrs = new WeakMap();
-    this.queue = [];
-    this.queued = 0;
-    this.waiting = false;
     this.drainWaiters = [];
     this.gso = opts.gso ?? true;
-    this.groActive = false;
-    this.closed = false;
-    this.boundPort = 0;
-    this.mcast = false;
     this.lastV4 = -1;
     this.lastV4s = '';
     this.lastV6 = new Uint8Array(16);
     this.lastV6s = '';
-    this.srcCache = new Map();
   }
 
   flowSocket(): UdpSocketHandle | undefined {

@@ -29,7 +29,7 @@ export class TxBatch {
   /** Per-entry outer TTL / hop limit, -1 = the socket's (`ttl inherit`, native transport). */
   readonly ttls: Int16Array;
   readonly cap: number;
-  count: number;
+  count: number = 0;
   constructor(cap: number) {
     this.cap = cap;
     this.bufs = new Array<Buffer>(cap);
@@ -41,7 +41,6 @@ export class TxBatch {
     this.hashes = new Uint32Array(cap);
     this.dsfield = new Int16Array(cap);
     this.ttls = new Int16Array(cap).fill(-1);
-    this.count = 0;
   }
   /** Adds one entry; the caller checks `count < cap` first. */
   push(buf: Buffer, off: number, len: number, remote: Remote, hash = 0, ds = -1, segs = 1, last = len, ttl = -1): void {
