@@ -116,7 +116,7 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
           continue;
         }
         if (r < 0) {
-          if (n > 0) Deliver(n);
+          if (n > 0) CallBatch(this, onBatch_, n, ctx_);
           Fail(-r, "read");
           return;
         }
@@ -141,7 +141,7 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
         n -= sent;
       }
     }
-    if (n > 0) Deliver(n);
+    if (n > 0) CallBatch(this, onBatch_, n, ctx_);
   }
 
  private:
@@ -235,12 +235,6 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
     }
     self->Drain();
     BusyPollAfterBatch();
-  }
-
-  void Deliver(int n) {
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
-    CallJs(env, onBatch_, Value(), {Napi::Number::New(env, n)}, ctx_);
   }
 
   void Fail(int err, const char* syscall) {

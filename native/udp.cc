@@ -151,7 +151,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
           FlowCacheDecap(&UdpSocket::FindCache, this, rxSlab_, rxOffs_, rxLens_, rxSegs_, rxTos_, rxSrcs_, kSrcStride, out)) {
         out = 0;
       }
-      if (out > 0) Deliver(out);
+      if (out > 0) CallBatch(this, onBatch_, out, ctx_);
       if (r < n) return;  // the queue is empty
     }
   }
@@ -509,12 +509,6 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
       self->Drain();
       BusyPollAfterBatch();
     }
-  }
-
-  void Deliver(int n) {
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
-    CallJs(env, onBatch_, Value(), {Napi::Number::New(env, n)}, ctx_);
   }
 
   void Fail(int err, const char* syscall) {
