@@ -1,10 +1,10 @@
 // Packaging as a user installs it: `npm pack` (prepack: the TypeScript build and the prebuilt
 // addons, scripts/prebuild.sh: linux-arm64 cross-compiled, then linux-x64), then the tarball
 // installed into a clean folder. The addon must load from prebuilds/ without compiling (no build/
-// directory appears), `npx uvtep --help` must work and the library must import. The arm64 addon
-// runs on Debian's arm64 Node under qemu-user (test/package/arm64-node.sh) and must compute byte
-// for byte what the x64 one does (test/package/addon-smoke.cjs). The pack runs in a copy of the
-// tree, so the addon the other tests load is never rebuilt under them. (The prebuild is named
+// directory appears), `npx uvtep --help` must work, and the library must import and require. The
+// arm64 addon runs on Debian's arm64 Node under qemu-user (test/package/arm64-node.sh) and must
+// compute byte for byte what the x64 one does (test/package/addon-smoke.cjs). The pack runs in a
+// copy of the tree, so the addon the other tests load is never rebuilt under them. (The prebuild is named
 // addon.node: node-gyp-build reads a file name starting with "uv" as a libuv version tag, so
 // uvtep.node, prebuildify's default, would never be selected.)
 import { execFile, spawnSync } from 'node:child_process';
@@ -52,6 +52,9 @@ it('npm pack, installed in a clean folder: the prebuilt addon loads without comp
   expect(help.stdout).toMatch(/Usage: uvtep \[options\]/);
   const lib = await run(process.execPath, ['--input-type=module', '-e', "const m = await import('uvtep'); console.log(typeof m.createVtep, m.nativeTransportAvailable())"], { cwd: app });
   expect(lib.stdout.trim()).toBe('function true');
+  // and from CommonJS (require of an ES module: Node 20.19 and later)
+  const cjs = await run(process.execPath, ['-e', "console.log(typeof require('uvtep').createVtep)"], { cwd: app });
+  expect(cjs.stdout.trim()).toBe('function');
 }, 60_000);
 
 describeWhen(missing, 'the arm64 prebuild tests')('the linux-arm64 prebuild', () => {
