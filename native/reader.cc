@@ -9,6 +9,7 @@
 // fixed stride (entry i: segs[i] frames, each lens[i] bytes but the last lasts[i], frame k at
 // offs[i] + k * (lens[i] + 8)) with complete checksums, or finishes a partial checksum.
 // Refused super-frames are counted in stats (never delivered).
+#include <sched.h>
 #include <unistd.h>
 #include <uv.h>
 #include <algorithm>
@@ -142,6 +143,9 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
       }
     }
     if (n > 0) CallBatch(this, onBatch_, n, ctx_);
+    // the batch filled every slot and the TAP has more: give the CPU to whoever waits for it
+    // before the next (the UDP endpoint's receive rounds do the same, udp.cc)
+    if (more) sched_yield();
   }
 
  private:

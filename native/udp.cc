@@ -8,8 +8,10 @@
 #include <netinet/udp.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <sched.h>
 #include <unistd.h>
 #include <uv.h>
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -29,6 +31,7 @@ namespace {
 
 constexpr int kMaxRecvMsgs = 64;
 constexpr int kMaxRecvRounds = 8;
+constexpr int kRoundDatagrams = 128;  // a receive round's budget (see Drain)
 constexpr int kSendMsgs = 256;
 constexpr int kSendIovs = 4 * kSendMsgs;  // a message per entry, or one per datagram of a train
 constexpr int kSrcStride = 20;        // per received message: family, 0, port (BE), address (16)
@@ -74,13 +77,18 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
 
   int PollFd() const override { return fd_; }
 
+  // Receives in rounds of one recvmmsg each, as NAPI polls with a budget: a round asks for as
+  // many messages as hold about kRoundDatagrams datagrams at the last round's GRO size, and after
+  // a full round the thread yields the CPU before the next. Without that, one round of GRO
+  // messages (up to 64 x 64 datagrams) went to a TAP at once, and a reader of the overlay that
+  // shares the CPU found its socket buffer overrun: a burst larger than the buffer is lost.
   void Drain() override {
     for (int round = 0; round < kMaxRecvRounds && reading_; round++) {
       struct mmsghdr msgs[kMaxRecvMsgs];
       struct iovec iov[kMaxRecvMsgs];
       struct sockaddr_storage names[kMaxRecvMsgs];
       alignas(struct cmsghdr) char ctrl[kMaxRecvMsgs][64];
-      const int n = rxCap_;
+      const int n = roundMsgs_ < rxCap_ ? roundMsgs_ : rxCap_;
       for (int i = 0; i < n; i++) {
         iov[i].iov_base = rxSlab_ + static_cast<size_t>(i) * rxMsgSize_;
         iov[i].iov_len = rxMsgSize_;
@@ -103,6 +111,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
         return;
       }
       int out = 0;
+      int dgrams = 0;
       for (int i = 0; i < r; i++) {
         struct msghdr& h = msgs[i].msg_hdr;
         stats_[kMsgsRecv]++;
@@ -128,7 +137,12 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
             tos = v;
           }
         }
-        if (seg > 0 && static_cast<uint32_t>(seg) < msgs[i].msg_len) stats_[kGroMsgs]++;
+        if (seg > 0 && static_cast<uint32_t>(seg) < msgs[i].msg_len) {
+          stats_[kGroMsgs]++;
+          dgrams += static_cast<int>((msgs[i].msg_len + seg - 1) / seg);
+        } else {
+          dgrams++;
+        }
         rxSegs_[out] = seg;
         rxTos_[out] = static_cast<int16_t>(tos);
         uint8_t* s = rxSrcs_ + out * kSrcStride;
@@ -152,7 +166,9 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
         out = 0;
       }
       if (out > 0) CallBatch(this, onBatch_, out, ctx_);
+      roundMsgs_ = std::max(1, std::min(kMaxRecvMsgs, kRoundDatagrams * r / dgrams));
       if (r < n) return;  // the queue is empty
+      sched_yield();
     }
   }
 
@@ -535,6 +551,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
   bool refd_ = false;
   uint32_t rxMsgSize_ = 0;
   int rxCap_ = 0;
+  int roundMsgs_ = kMaxRecvMsgs;  // messages the next receive round asks for
   uint8_t* rxSlab_ = nullptr;
   int32_t* rxOffs_ = nullptr;
   int32_t* rxLens_ = nullptr;

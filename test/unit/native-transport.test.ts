@@ -92,6 +92,36 @@ describe('native UDP endpoint against the kernel (loopback)', () => {
     expect(rx.t.counters()).toMatchObject({ recvMsgs: 1, groMsgs: 1 });
   });
 
+  it('receive rounds have a budget of about 128 datagrams: GRO messages of 64 come two per round, lone datagrams up to 64', async () => {
+    const rx = await endpoint();
+    const tx = await endpoint();
+    const slab = Buffer.alloc(64 * 100 * 10);
+    const to = fdb.remote('127.0.0.1', rx.port);
+    // one GRO message first: the next rounds are sized by it
+    let b = new TxBatch(16);
+    run(b, slab, 0, 100, 64, 100, to);
+    tx.t.send(b);
+    await waitFor(() => rx.msgs.length === 1, 'the first message');
+    // ten GSO messages of 64 datagrams, queued at the receiver before it reads (one JS turn)
+    b = new TxBatch(16);
+    for (let i = 0; i < 10; i++) run(b, slab, i * 6400, 100, 64, 100, to, i);
+    rx.batches.length = 0;
+    tx.t.send(b);
+    await waitFor(() => rx.msgs.length === 11, 'ten more messages');
+    expect(rx.msgs.slice(1).every((m) => m.seg === 100 && m.bytes.length === 6400)).toBe(true);
+    expect(Math.max(...rx.batches)).toBeLessThanOrEqual(2);
+    expect(rx.batches.reduce((a, c) => a + c, 0)).toBe(10);
+    // 200 lone datagrams (no GSO trains): a full round of two raises the budget to 64 messages
+    const plain = await endpoint({ gso: false });
+    b = new TxBatch(256);
+    for (let i = 0; i < 200; i++) run(b, slab, i * 100, 100, 1, 100, to, i);
+    rx.batches.length = 0;
+    plain.t.send(b);
+    await waitFor(() => rx.msgs.length === 211, '200 datagrams');
+    expect(Math.max(...rx.batches)).toBe(64);
+    expect(rx.batches.length).toBeLessThanOrEqual(6);
+  });
+
   it('a batch of many entries to several remotes goes in one sendmmsg; receive is one JS call per batch', async () => {
     const rx = await endpoint({ gro: false });
     const s = await sink();
