@@ -310,34 +310,35 @@ int FlowCacheEncap(FlowCache* fc, uint8_t* slab, const int32_t* offs, const int3
   return fc == nullptr ? 0 : fc->Encap(slab, offs, lens, segs, n);
 }
 
-bool FlowCacheDecap(FlowCacheFinder find, void* ctx, uint8_t* slab, const int32_t* offs, const int32_t* lens, const int32_t* segs,
+int FlowCacheDecap(FlowCacheFinder find, void* ctx, uint8_t* slab, const int32_t* offs, const int32_t* lens, const int32_t* segs,
                     const int16_t* tos, const uint8_t* srcs, int srcStride, int n) {
-  if (n > kMaxBatch) return false;
+  if (n > kMaxBatch) return -1;
   // a GRO message (segs[i] < lens[i]) is a train of datagrams of segs[i] bytes, the last shorter
   const auto stride = [&](int i) { return segs[i] > 0 && segs[i] < lens[i] ? segs[i] : lens[i]; };
   FlowCache* to[kMaxBatch];
   int slots[kMaxBatch * kGsoMaxSegs];
   int nd = 0;
   for (int i = 0; i < n; i++) {
-    if (tos[i] > 0 && (tos[i] & 3) != 0) return false;  // an ECN mark: JS applies it (RFC 6040)
-    if (lens[i] < kVxlanHlen) return false;  // empty or truncated: JS counts it
+    if (tos[i] > 0 && (tos[i] & 3) != 0) return -1;  // an ECN mark: JS applies it (RFC 6040)
+    if (lens[i] < kVxlanHlen) return -1;  // empty or truncated: JS counts it
     to[i] = nullptr;
     const int step = stride(i);
     for (int at = 0; at < lens[i]; at += step) {
       const int len = std::min(step, lens[i] - at);
       const uint8_t* p = slab + offs[i] + at;
-      if (len < kVxlanHlen || nd == kMaxBatch * kGsoMaxSegs) return false;  // a truncated last datagram
+      if (len < kVxlanHlen || nd == kMaxBatch * kGsoMaxSegs) return -1;  // a truncated last datagram
       // I flag alone, every reserved bit clear (both reserved-bits policies accept it)
-      if (p[0] != 0x08 || p[1] != 0 || p[2] != 0 || p[3] != 0 || p[7] != 0) return false;
+      if (p[0] != 0x08 || p[1] != 0 || p[2] != 0 || p[3] != 0 || p[7] != 0) return -1;
       const uint32_t vni = (uint32_t(p[4]) << 16) | (uint32_t(p[5]) << 8) | p[6];
       FlowCache* fc = find(ctx, vni);
-      if (fc == nullptr || (to[i] != nullptr && fc != to[i]) || !fc->Qualifies(p, len, srcs + i * srcStride, &slots[nd++])) return false;
+      if (fc == nullptr || (to[i] != nullptr && fc != to[i]) || !fc->Qualifies(p, len, srcs + i * srcStride, &slots[nd++])) return -1;
       to[i] = fc;
     }
   }
   // one coalescing pass per run of messages for the same VTEP, in order
   int i = 0;
   int d = 0;
+  int writes = 0;
   while (i < n) {
     FlowCache* fc = to[i];
     TapBatch b(fc->tap(), fc->gro(), fc->mtu());
@@ -353,10 +354,11 @@ bool FlowCacheDecap(FlowCacheFinder find, void* ctx, uint8_t* slab, const int32_
     }
     const GroStats& s = b.End();
     fc->CountWrites(s);
+    writes += static_cast<int>(s.writes);
     if (s.lostFrames > 0) fc->Lost(s.lostFrames, s.lostBytes);
     i = j;
   }
-  return true;
+  return writes;
 }
 
 FlowCache* FlowCacheOf(Napi::Env env, Napi::Value v) {

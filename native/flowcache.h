@@ -25,10 +25,11 @@ int FlowCacheEncap(FlowCache* fc, uint8_t* slab, const int32_t* offs, const int3
 
 // Decapsulation, from UdpSocket::Drain: the messages of one recvmmsg (see udp.cc for the arrays),
 // a UDP GRO message taken datagram by datagram.
-// `find(vni)` gives the VTEP's cache or null. Returns true when every message qualified and was
-// written to its TAP (the caller then delivers nothing to JS), false when none was touched.
+// `find(vni)` gives the VTEP's cache or null. Returns the number of TAP writes when every message
+// qualified and was written to its TAP (the caller then delivers nothing to JS), -1 when none was
+// touched.
 using FlowCacheFinder = FlowCache* (*)(void* ctx, uint32_t vni);
-bool FlowCacheDecap(FlowCacheFinder find, void* ctx, uint8_t* slab, const int32_t* offs, const int32_t* lens, const int32_t* segs,
+int FlowCacheDecap(FlowCacheFinder find, void* ctx, uint8_t* slab, const int32_t* offs, const int32_t* lens, const int32_t* segs,
                     const int16_t* tos, const uint8_t* srcs, int srcStride, int n);
 
 }  // namespace uvtep

@@ -31,7 +31,7 @@ namespace {
 
 constexpr int kMaxRecvMsgs = 64;
 constexpr int kMaxRecvRounds = 8;
-constexpr int kRoundDatagrams = 128;  // a receive round's budget (see Drain)
+constexpr int kRoundWrites = 128;  // a receive round's budget (see Drain)
 constexpr int kSendMsgs = 256;
 constexpr int kSendIovs = 4 * kSendMsgs;  // a message per entry, or one per datagram of a train
 constexpr int kSrcStride = 20;        // per received message: family, 0, port (BE), address (16)
@@ -78,10 +78,12 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
   int PollFd() const override { return fd_; }
 
   // Receives in rounds of one recvmmsg each, as NAPI polls with a budget: a round asks for as
-  // many messages as hold about kRoundDatagrams datagrams at the last round's GRO size, and after
-  // a full round the thread yields the CPU before the next. Without that, one round of GRO
-  // messages (up to 64 x 64 datagrams) went to a TAP at once, and a reader of the overlay that
-  // shares the CPU found its socket buffer overrun: a burst larger than the buffer is lost.
+  // many messages as made about kRoundWrites frames for the receiving stack in the last round
+  // (TAP writes where the flow cache wrote them: a TCP stream's coalesced segments count once;
+  // else datagrams), and after a full round the thread yields the CPU before the next. Without
+  // that, one round of GRO messages (up to 64 x 64 datagrams) went to a TAP at once, and a
+  // reader of the overlay that shares the CPU found its socket buffer overrun: a burst larger
+  // than the buffer is lost.
   void Drain() override {
     for (int round = 0; round < kMaxRecvRounds && reading_; round++) {
       struct mmsghdr msgs[kMaxRecvMsgs];
@@ -161,12 +163,16 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
         out++;
       }
       // a batch that only repeats the VTEPs' decisions goes to the TAPs here, without JS
-      if (out > 0 && !caches_.empty() &&
-          FlowCacheDecap(&UdpSocket::FindCache, this, rxSlab_, rxOffs_, rxLens_, rxSegs_, rxTos_, rxSrcs_, kSrcStride, out)) {
-        out = 0;
+      int frames = dgrams;
+      if (out > 0 && !caches_.empty()) {
+        const int writes = FlowCacheDecap(&UdpSocket::FindCache, this, rxSlab_, rxOffs_, rxLens_, rxSegs_, rxTos_, rxSrcs_, kSrcStride, out);
+        if (writes >= 0) {
+          frames = std::max(writes, 1);
+          out = 0;
+        }
       }
       if (out > 0) CallBatch(this, onBatch_, out, ctx_);
-      roundMsgs_ = std::max(1, std::min(kMaxRecvMsgs, kRoundDatagrams * r / dgrams));
+      roundMsgs_ = std::max(1, std::min(kMaxRecvMsgs, kRoundWrites * r / frames));
       if (r < n) return;  // the queue is empty
       sched_yield();
     }
