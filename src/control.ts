@@ -145,7 +145,6 @@ export class ControlServer {
     this.target = target;
     this.path = opts.path;
     this.startedAt = new Date().toISOString();
-    this.ours = undefined;
     this.server = net.createServer((sock) => {
       this.conns.add(sock);
       sock.once('close', () => this.conns.delete(sock));

@@ -225,7 +225,7 @@ class Membership implements DirHandlers {
   /** Member addresses accepted with `allow` (the set the Vtep reads). */
   readonly allowed: Set<string> = new Set();
   /** MAC routes of others installed, by MAC. */
-  readonly routes: Map<number, { remote: Remote; ips: string[] }>;
+  readonly routes: Map<number, { remote: Remote; ips: string[] }> = new Map();
   readonly neigh: NeighTable | undefined;
   readonly stations: LocalStations | undefined;
   /** Stations to put, and MACs to delete, at the next publish. */
@@ -243,7 +243,6 @@ class Membership implements DirHandlers {
     this.dir = vniDir(agent.prefix, this.vni);
     this.selfKey = memberKey(agent.prefix, this.vni, spec.advertise);
     this.self = formatListen(spec.advertise);
-    this.routes = new Map();
     this.neigh = spec.proxy === true ? new NeighTable() : undefined;
     this.stations =
       spec.macs === true
@@ -411,17 +410,17 @@ export class EtcdAgent extends EventEmitter<EtcdAgentEvents> {
   private readonly log: EtcdLogger | undefined;
   private readonly members: Map<Vtep, Membership> = new Map();
   private readonly dirs: Set<DirWatch> = new Set();
-  private readonly leaseHooks: Array<(leaseId: string) => Promise<void>>;
+  private readonly leaseHooks: Array<(leaseId: string) => Promise<void>> = [];
   private lease: Lease | undefined;
   private currentLease: string | undefined;
   private isUp: boolean = false;
-  private closed: boolean;
+  private closed: boolean = false;
   private recovering: boolean = false;
   private recoverTimer: NodeJS.Timeout | undefined;
   private tickTimer: NodeJS.Timeout | undefined;
   private lastWarn: number = 0;
   private warnsSuppressed: number = 0;
-  private readonly counts: { requests: number; errors: number; leases: number; resyncs: number; events: number };
+  private readonly counts = { requests: 0, errors: 0, leases: 0, resyncs: 0, events: 0 };
 
   constructor(settings: EtcdSettings) {
     super();
@@ -454,9 +453,6 @@ export class EtcdAgent extends EventEmitter<EtcdAgentEvents> {
       ...(settings.auth !== undefined ? { auth: { username: settings.auth.username, password: settings.auth.password } } : {}),
     };
     this.client = new Client(options);
-    this.leaseHooks = [];
-    this.closed = false;
-    this.counts = { requests: 0, errors: 0, leases: 0, resyncs: 0, events: 0 };
   }
 
   /** The etcd client (one gRPC connection), for other control planes of the process. */

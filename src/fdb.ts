@@ -158,8 +158,6 @@ export class Fdb extends EventEmitter<FdbEvents> {
     this.dstPort = opts.dstPort;
     this.vni = opts.vni ?? -1;
     this.clock = opts.clock ?? Date.now;
-    this.onChange = undefined;
-    this.beforeAgeRead = undefined;
   }
 
   /** Number of entries, the all-zero (flood) entry not counted. */

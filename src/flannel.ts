@@ -214,7 +214,6 @@ export class FlannelMember {
     this.ipMasq = o.ipMasq ?? false;
     this.log = o.log;
     this.native = o.native ?? loadBinding();
-    this.onLost = undefined;
   }
 
   /**

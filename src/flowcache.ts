@@ -53,9 +53,9 @@ export class FlowCache {
   readonly seen: Float64Array;
   private handle: FlowCacheHandle | undefined;
   private readonly family: 4 | 6;
-  private readonly tx: Set<number>;
+  private readonly tx: Set<number> = new Set();
   /** rx entries: MAC -> slot of `seen`. */
-  private readonly rx: Map<number, number>;
+  private readonly rx: Map<number, number> = new Map();
   private readonly detachDevice: () => void;
   private readonly transport: Transport;
   private readonly vni: number;
@@ -82,8 +82,6 @@ export class FlowCache {
     this.seen = seen;
     this.family = transport.family;
     this.handle = handle;
-    this.tx = new Set();
-    this.rx = new Map();
     this.detachDevice = detachDevice;
     this.transport = transport;
     this.vni = vni;

@@ -145,9 +145,9 @@ export function formatListen(a: { address: string; port: number }): string {
 export class Instance extends EventEmitter<InstanceEvents> {
   private readonly kind: TransportKind;
   private readonly vteps: Map<string, HostedVtep> = new Map();
-  private readonly endpoints: Map<string, { ep: Endpoint; config: VtepConfig }>;
+  private readonly endpoints: Map<string, { ep: Endpoint; config: VtepConfig }> = new Map();
   /** Adds and removes run one at a time (control clients may race). */
-  private serial: Promise<unknown>;
+  private serial: Promise<unknown> = Promise.resolve();
   private closed: boolean = false;
   private anyPort: number = 0;
   private readonly plane: ControlPlane | undefined;
@@ -156,8 +156,6 @@ export class Instance extends EventEmitter<InstanceEvents> {
     super();
     this.plane = opts.plane;
     this.kind = transportKind(opts.transport) as TransportKind;
-    this.endpoints = new Map();
-    this.serial = Promise.resolve();
   }
 
   /** The transport every endpoint uses: 'native' or 'dgram'. */

@@ -179,7 +179,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
   /** `ttl inherit` on a transport that sets the TTL per entry. */
   private readonly wantTtl: boolean;
   private paused: boolean = false;
-  private readonly sendErrors: Map<string, { last: number; count: number }>;
+  private readonly sendErrors: Map<string, { last: number; count: number }> = new Map();
   /** The `allowFrom` prefixes, or undefined when everyone is accepted. */
   private allow: SourceFilter | undefined;
   /** Underlay addresses of the members of a control plane (`setMembers`), accepted besides `allow`. */
@@ -226,7 +226,6 @@ export class Vtep extends EventEmitter<VtepEvents> {
     this.inheritTos = config.tos === 'inherit';
     this.fixedDscp = config.tos === 'inherit' ? 0 : config.tos & 0xfc;
     this.wantTtl = config.ttl === 'inherit' && deps.transport.needsTtl === true;
-    this.sendErrors = new Map();
     this.allow = config.allowFrom.length > 0 ? new SourceFilter(config.allowFrom) : undefined;
     this.proxyOut = Buffer.alloc(128);
     this.proxyOffs = new Int32Array(1);

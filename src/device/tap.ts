@@ -75,7 +75,7 @@ export class TapDevice implements FrameDevice {
   readonly offloads: number;
   /** Whether reads and writes go to the kernel in batches through io_uring. */
   readonly ioUring: boolean;
-  lostBytes: number;
+  lostBytes: number = 0;
   private readonly native: NativeBinding;
   private readonly dev: NativeTap;
   private readonly batch: FrameBatch;
@@ -84,8 +84,8 @@ export class TapDevice implements FrameDevice {
   private readonly readStats: Float64Array;
   private readonly writeStats: Float64Array;
   private reader: TapReaderHandle | undefined;
-  private closed: boolean;
-  private running: boolean;
+  private closed: boolean = false;
+  private running: boolean = false;
 
   /** Opens (creates) the TAP device and applies the link settings; throws on failure, leaving nothing behind. */
   constructor(opts: TapOptions = {}) {
@@ -128,10 +128,6 @@ export class TapDevice implements FrameDevice {
     this.batch = newFrameBatch(Buffer.allocUnsafeSlow(this.slotSize * batchSize), batchSize);
     this.readStats = new Float64Array(READER_STATS);
     this.writeStats = new Float64Array(WRITER_STATS);
-    this.lostBytes = 0;
-    this.reader = undefined;
-    this.closed = false;
-    this.running = false;
   }
 
   start(onFrames: FramesHandler, onError: DeviceErrorHandler): void {

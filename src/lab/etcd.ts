@@ -47,7 +47,7 @@ export class EtcdServer {
   private readonly opts: EtcdServerOptions;
   private readonly peerPort: number;
   private child: ChildProcess | undefined;
-  log: string;
+  log: string = '';
 
   private constructor(opts: EtcdServerOptions, clientPort: number, peerPort: number) {
     this.opts = opts;
@@ -56,8 +56,6 @@ export class EtcdServer {
     this.peerPort = peerPort;
     this.url = `${opts.tls !== undefined ? 'https' : 'http'}://${h}:${clientPort}`;
     this.dataDir = mkdtempSync(path.join(tmpdir(), 'uvt-etcd-'));
-    this.child = undefined;
-    this.log = '';
   }
 
   static async start(opts: EtcdServerOptions = {}): Promise<EtcdServer> {

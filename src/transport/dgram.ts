@@ -40,14 +40,14 @@ export class DgramTransport implements Transport {
   private readonly opts: DgramTransportOptions;
   private readonly socket: dgram.Socket;
   /** Sockets that send: the pool when a source-port range is set, else the main socket. */
-  private senders: dgram.Socket[];
+  private senders: dgram.Socket[] = [];
   private handlers: TransportHandlers | undefined;
-  private drainWaiters: Array<() => void>;
-  private closed: boolean;
+  private drainWaiters: Array<() => void> = [];
+  private closed: boolean = false;
   private readonly lookup: (address: string, o: unknown, cb: LookupCb) => void;
   private readonly rx: RxBatch;
-  private sendCalls: number;
-  private recvCalls: number;
+  private sendCalls: number = 0;
+  private recvCalls: number = 0;
   private readonly sentCbs: WeakMap<Remote, (err: Error | null) => void>;
   /** The multicast interface address once a group was joined ('' = the system's choice). */
   private mcastIface: string | undefined;
@@ -61,15 +61,8 @@ export class DgramTransport implements Transport {
     // Remotes are IP literals validated by config: answer the per-send lookup synchronously.
     this.lookup = (address: string, _o: unknown, cb: LookupCb): void => cb(null, address, fam);
     this.socket = this.createSocket();
-    this.senders = [];
-    this.handlers = undefined;
-    this.drainWaiters = [];
-    this.closed = false;
     this.rx = newRxBatch(Buffer.alloc(0), 1);
-    this.sendCalls = 0;
-    this.recvCalls = 0;
     this.sentCbs = new WeakMap();
-    this.mcastIface = undefined;
   }
 
   private createSocket(): dgram.Socket {

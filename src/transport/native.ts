@@ -73,7 +73,7 @@ export class NativeTransport implements Transport {
   readonly needsTtl: boolean;
   private readonly opts: NativeTransportOptions;
   private readonly native: NativeBinding;
-  private sockets: UdpSocketHandle[];
+  private sockets: UdpSocketHandle[] = [];
   /** Sockets that send: the pool when a source-port range is set, else the main socket. */
   private senders: UdpSocketHandle[] = [];
   private readonly stats: Float64Array[] = [];
@@ -86,7 +86,7 @@ export class NativeTransport implements Transport {
   private readonly queue: TxBatch[] = [];
   private queued: number = 0;
   private waiting: boolean = false;
-  private drainWaiters: Array<() => void>;
+  private drainWaiters: Array<() => void> = [];
   private gso: boolean;
   /** UDP GRO accepted by the kernel on the receiving socket. */
   groActive: boolean = false;
@@ -95,10 +95,10 @@ export class NativeTransport implements Transport {
   /** Every socket carries the multicast settings (set by the first group joined). */
   private mcast: boolean = false;
   // source address strings, cached (bounded) so a batch from one peer builds no string
-  private lastV4: number;
-  private lastV4s: string;
+  private lastV4: number = -1;
+  private lastV4s: string = '';
   private readonly lastV6: Uint8Array;
-  private lastV6s: string;
+  private lastV6s: string = '';
   private readonly srcCache: Map<number, string> = new Map();
 
   constructor(opts: NativeTransportOptions) {
@@ -108,19 +108,14 @@ export class NativeTransport implements Transport {
     this.needsFlowHash = opts.srcport !== undefined && opts.srcport.sockets > 1;
     // the outer DS field per entry: the inner ECN is encapsulated whatever the TOS (RFC 6040)
     this.needsTtl = opts.ttl === 'inherit';
-    this.sockets = [];
     const n = opts.rxBatch ?? RX_BATCH_DEFAULT;
     this.rx = newRxBatch(Buffer.allocUnsafeSlow(RX_MSG * n), n);
     this.rxSrcs = new Uint8Array(SRC_STRIDE * n);
     this.res = new Int32Array(3 + 3 * RES_ERRORS);
     this.addrs = new Uint8Array(ADDR_STRIDE * 256);
     this.sockaddrs = new WeakMap();
-    this.drainWaiters = [];
     this.gso = opts.gso ?? true;
-    this.lastV4 = -1;
-    this.lastV4s = '';
     this.lastV6 = new Uint8Array(16);
-    this.lastV6s = '';
   }
 
   flowSocket(): UdpSocketHandle | undefined {

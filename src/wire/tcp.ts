@@ -26,10 +26,10 @@ export function tcpHeaderLen(b: Uint8Array, l4: number): number {
  * Whether `b[off, off+len)` is a TCP segment that a kernel on this host handed over with
  * CHECKSUM_PARTIAL: its TCP checksum field holds exactly the pseudo-header sum. A kernel VTEP
  * over veth with tx checksum offload sends a whole TCP super-frame in one (tunnel GSO) datagram
- * like this; a datagram reassembled from IP fragments never looks like it (its checksum is
- * complete), so the two can be told apart without trusting the length alone. One complete
- * checksum in 65,536 equals the pseudo-header sum and reads as partial: the bytes are then the
- * same either way, and completing the checksum gives back the same value.
+ * like this; a datagram reassembled from IP fragments has a complete checksum, so the two can be
+ * told apart without trusting the length alone. The one complete checksum in 65,536 that equals
+ * the pseudo-header sum reads as partial: the bytes are the same either way, and completing the
+ * checksum gives back the same value.
  */
 export function isPartialTcp(b: Uint8Array, off: number, len: number): boolean {
   if (len < ETH_HLEN + IPV6_HLEN) return false;
