@@ -13,9 +13,10 @@
 // the default), uvtep <-> kernel, uvtep <-> uvtep over the node:dgram fallback, uvtep <-> uvtep
 // with --busy-poll 50, uvtep <-> uvtep with --no-flow-cache (every packet through JS). Optional peer when installed: socat TAP-over-UDP (a userspace L2 tunnel
 // without VXLAN headers), and with cc the same socat holding a ballast of uvtep's peak RSS (what
-// a process's resident size costs its round trips here).
+// a process's resident size costs its round trips here), and that ballast in transparent huge
+// pages where the kernel offers them (as many bytes, far fewer page-table entries).
 // Measures: iperf3 TCP 1 stream (h1 -> h2 and reverse), TCP 4 streams, 64-byte UDP packets/s
-// delivered and loss, ping RTT avg/p99 (pings 10 ms apart) and after idle spells (0.2 s apart,
+// delivered and loss, ping RTT avg/p50/p99 and the share over 1 ms (pings 10 ms apart) and after idle spells (0.2 s apart,
 // with the userspace peer's CPU per ping: the run time of all its threads from /proc/PID/task/*/schedstat,
 // less what the same time without pings cost it: timers); whole-machine CPU during the 1-stream TCP test (busy %
 // from /proc/stat, and core-seconds per GB carried); for the userspace processes, CPU (% of one
@@ -54,10 +55,24 @@ if (hasSocat) {
   if (r.code === 0) ballastSo = path.join(dir, 'ballast.so');
   else log(`bench: cannot build the ballast (cc: ${r.stderr.trim()}): the socat-ballast row is skipped`);
 }
-const ALL = ['bare', 'kernel', 'uvtep', 'uvtep-kernel', 'uvtep-dgram', 'uvtep-busy', 'uvtep-nofc', ...(hasSocat ? ['socat'] : []), ...(ballastSo ? ['socat-ballast'] : [])];
+// the huge-page ballast means something only where transparent huge pages can be asked for
+const thp = (() => {
+  try {
+    return /\[(\w+)\]/.exec(readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8'))?.[1] ?? 'unknown';
+  } catch {
+    return 'absent';
+  }
+})();
+const hugeBallast = ballastSo !== undefined && (thp === 'always' || thp === 'madvise');
+if (ballastSo && !hugeBallast) log(`bench: transparent huge pages are ${thp}: the socat-ballast-huge row is skipped`);
+const ALL = ['bare', 'kernel', 'uvtep', 'uvtep-kernel', 'uvtep-dgram', 'uvtep-busy', 'uvtep-nofc', ...(hasSocat ? ['socat'] : []), ...(ballastSo ? ['socat-ballast'] : []), ...(hugeBallast ? ['socat-ballast-huge'] : [])];
 const caseNames = opt('--cases', ALL.join(',')).split(',');
-if (caseNames.includes('socat-ballast') && !ballastSo) {
+if (caseNames.some((c) => c.startsWith('socat-ballast')) && !ballastSo) {
   log('bench: socat-ballast needs socat and cc (apt-get install socat gcc)');
+  process.exit(1);
+}
+if (caseNames.includes('socat-ballast-huge') && !hugeBallast) {
+  log(`bench: socat-ballast-huge needs transparent huge pages (always or madvise; here: ${thp})`);
   process.exit(1);
 }
 if (!hasSocat) log('bench: socat is not installed (apt-get install socat): the userspace TAP-over-UDP peer is skipped');
@@ -72,6 +87,7 @@ const CASES = {
   'uvtep-nofc': { label: 'uvtep <-> uvtep, --no-flow-cache (every packet through JS)', kind: 'uvtep' },
   socat: { label: 'socat TAP-over-UDP (userspace peer, no VXLAN)', kind: 'peer' },
   'socat-ballast': { label: "socat with uvtep's resident size (the same socat, holding a ballast)", kind: 'peer' },
+  'socat-ballast-huge': { label: 'socat with the same ballast in 2 MB pages', kind: 'peer' },
 };
 
 
@@ -145,8 +161,9 @@ async function udpSmall(h1, h2, target, dev) {
 async function rtt(h1, target) {
   const r = await h1.exec(['ping', '-n', '-c', String(pings), '-i', '0.01', '-W', '1', target], { timeoutMs: (pings * 0.05 + 10) * 1000 });
   const xs = [...r.stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1])).sort((a, b) => a - b);
-  if (!xs.length) return { avg: NaN, p99: NaN };
-  return { avg: xs.reduce((a, b) => a + b, 0) / xs.length, p99: xs[Math.min(xs.length - 1, Math.floor(xs.length * 0.99))] };
+  if (!xs.length) return { avg: NaN, p50: NaN, p99: NaN, over1ms: NaN };
+  const q = (p) => xs[Math.min(xs.length - 1, Math.floor(xs.length * p))];
+  return { avg: xs.reduce((a, b) => a + b, 0) / xs.length, p50: q(0.5), p99: q(0.99), over1ms: (xs.filter((x) => x > 1).length / xs.length) * 100 };
 }
 
 /** The process's time on a CPU so far, all its threads (V8's, libuv's), µs (/proc/PID/task/TID/schedstat, nanoseconds). */
@@ -180,9 +197,11 @@ function procStat(pid) {
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     const cpu = (Number(f[11]) + Number(f[12])) / 100; // utime + stime, clock ticks (USER_HZ 100)
     const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return { cpu, rssMb: hwm ? Number(hwm[1]) / 1024 : NaN };
+    // resident memory mapped in 2 MB pages (the huge-page ballast's, checked)
+    const huge = /AnonHugePages:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
+    return { cpu, rssMb: hwm ? Number(hwm[1]) / 1024 : NaN, hugeMb: huge ? Number(huge[1]) / 1024 : NaN };
   } catch {
-    return { cpu: NaN, rssMb: NaN };
+    return { cpu: NaN, rssMb: NaN, hugeMb: NaN };
   }
 }
 
@@ -199,6 +218,31 @@ let profiling = false;
 function uvtep(h, remote, address, mac, extra = []) {
   const nodeArgs = profiling ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
   return new UvtepProcess(h, ['--vni', '1', '--remote', remote, '--name', 'vxlan1', '--address', address, '--mac', mac, ...extra], nodeArgs);
+}
+
+/**
+ * The kernel's own memory monitor, if it runs: DAMON samples pages' accessed bits at its sampling
+ * interval (and, with a pageout scheme, reclaims what it finds cold), which costs a process in
+ * proportion to the pages it maps (docs/benchmarks.md, "Round trips and the process's size").
+ */
+function damonFacts() {
+  const base = '/sys/kernel/mm/damon/admin/kdamonds';
+  const read = (p) => readFileSync(path.join(base, p), 'utf8').trim();
+  try {
+    const on = [];
+    for (let k = 0; k < Number(read('nr_kdamonds')); k++) {
+      if (read(`${k}/state`) !== 'on') continue;
+      for (let c = 0; c < Number(read(`${k}/contexts/nr_contexts`)); c++) {
+        const ctx = `${k}/contexts/${c}`;
+        const actions = [];
+        for (let i = 0; i < Number(read(`${ctx}/schemes/nr_schemes`)); i++) actions.push(read(`${ctx}/schemes/${i}/action`));
+        on.push(`${read(`${ctx}/operations`)}, a sample every ${Number(read(`${ctx}/monitoring_attrs/intervals/sample_us`)) / 1000} ms${actions.length ? `, schemes: ${actions.join(', ')}` : ''}`);
+      }
+    }
+    return on.length ? `on (${on.join('; ')})` : 'off';
+  } catch {
+    return 'absent';
+  }
 }
 
 /** Whole-machine CPU counters (jiffies): busy and total, from the first line of /proc/stat. */
@@ -235,10 +279,11 @@ async function setup(name) {
   } else if (name === 'uvtep-kernel') {
     procs.push(uvtep(h1, '198.51.100.2', ...A));
     await kernelVtep(h2, '198.51.100.1', ...B, false); // kernel defaults: tx checksum offload on (see docs/scenarios.md)
-  } else if (name === 'socat' || name === 'socat-ballast') {
+  } else if (name.startsWith('socat')) {
     // the classic userspace L2 tunnel: one Ethernet frame per UDP datagram, no VXLAN header;
-    // socat-ballast: the same, holding as much resident memory as uvtep did in this run
-    const env = name === 'socat' ? [] : ['env', `LD_PRELOAD=${ballastSo}`, `UVT_BALLAST_MB=${ballastMb()}`];
+    // socat-ballast: the same, holding as much resident memory as uvtep did in this run;
+    // socat-ballast-huge: that memory in transparent huge pages (far fewer page-table entries)
+    const env = name === 'socat' ? [] : ['env', `LD_PRELOAD=${ballastSo}`, `UVT_BALLAST_MB=${ballastMb()}`, `UVT_BALLAST_HUGE=${name === 'socat-ballast-huge' ? 1 : 0}`];
     for (const [h, local, remote, addr] of [[h1, '198.51.100.1', '198.51.100.2', A[0]], [h2, '198.51.100.2', '198.51.100.1', B[0]]]) {
       const p = h.spawn([...env, 'socat', `UDP-DATAGRAM:${remote}:5555,bind=${local}:5555`, `TUN:${addr},tun-type=tap,tun-name=tap0,iff-up`]);
       let err = '';
@@ -312,7 +357,7 @@ async function vniStreams(h1, h2, vnis) {
   }, 0);
 }
 
-const metrics = ['tcp1', 'tcp1rev', 'tcp4', 'udpPps', 'udpLoss', 'udpArrived', 'udpAfter', 'rttAvg', 'rttP99', 'rttIdle', 'cpuPerPing', 'cpuPct', 'rssMb', 'machineBusy', 'coreSecPerGB', 'dgPerSend', 'dgPerRecv', 'framesPerRead', 'framesPerWrite'];
+const metrics = ['tcp1', 'tcp1rev', 'tcp4', 'udpPps', 'udpLoss', 'udpArrived', 'udpAfter', 'rttAvg', 'rttP50', 'rttP99', 'rttOver1ms', 'rttIdle', 'cpuPerPing', 'cpuPct', 'rssMb', 'hugeMb', 'machineBusy', 'coreSecPerGB', 'dgPerSend', 'dgPerRecv', 'framesPerRead', 'framesPerWrite'];
 const results = {};
 /** Aggregate Gbit/s of the many-VNIs measurement, per repetition. */
 const manyVnis = { kernel: [], uvtep: [] };
@@ -352,7 +397,9 @@ try {
       r.udpAfter.push(u.afterPct);
       const p = await rtt(h1, target);
       r.rttAvg.push(p.avg);
+      r.rttP50.push(p.p50);
       r.rttP99.push(p.p99);
+      r.rttOver1ms.push(p.over1ms);
       const idle = await idleRtt(h1, target, pids);
       r.rttIdle.push(idle.avg);
       r.cpuPerPing.push(idle.cpuUs);
@@ -363,6 +410,7 @@ try {
         const cpu = Math.max(...after.map((a, i) => a.cpu - before[i].cpu));
         r.cpuPct.push((cpu / wall) * 100);
         r.rssMb.push(Math.max(...after.map((a) => a.rssMb)));
+        r.hugeMb.push(Math.min(...after.map((a) => a.hugeMb)));
       }
       const finals = [];
       for (const pr of procs) finals.push((await pr.stop()).final);
@@ -398,7 +446,7 @@ try {
 // ---- report
 const med = {};
 for (const [name, r] of Object.entries(results)) med[name] = Object.fromEntries(metrics.map((m) => [m, median(r[m])]));
-const machine = { cores: os.cpus().length, cpu: os.cpus()[0]?.model ?? '?', kernel: os.release(), node: process.version };
+const machine = { cores: os.cpus().length, cpu: os.cpus()[0]?.model ?? '?', kernel: os.release(), node: process.version, thp, damon: damonFacts() };
 const date = new Date().toISOString();
 const command = `node bench/e2e/run.js ${argv.join(' ')}`.trim();
 mkdirSync(outDir, { recursive: true });
@@ -416,10 +464,10 @@ for (const name of caseNames) {
   const cell = (k, inv) => (ref ? `${f(ratio(m[k], ref[k], inv))}×` : 'n/a');
   table += `| ${CASES[name].label} | ${cell('tcp1')} | ${cell('tcp1rev')} | ${cell('tcp4')} | ${cell('udpPps')} | ${cell('rttAvg', true)} | ${cell('rttP99', true)} | ${cell('rttIdle', true)} |\n`;
 }
-let raw = '| case | TCP 1 (Gbit/s) | reverse | TCP 4 | UDP 64 B (kpps, loss %) | RTT avg / p99 (ms) | RTT after idle spells (ms) | userspace CPU per idle ping (µs) | machine busy during TCP 1 (%) | core-seconds per GB | userspace CPU (% of a core) | userspace peak RSS (MB) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n';
+let raw = '| case | TCP 1 (Gbit/s) | reverse | TCP 4 | UDP 64 B (kpps, loss %) | RTT avg / p50 / p99 (ms), over 1 ms (%) | RTT after idle spells (ms) | userspace CPU per idle ping (µs) | machine busy during TCP 1 (%) | core-seconds per GB | userspace CPU (% of a core) | userspace peak RSS (MB) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n';
 for (const name of caseNames) {
   const m = med[name];
-  raw += `| ${CASES[name].label} | ${f(m.tcp1)} | ${f(m.tcp1rev)} | ${f(m.tcp4)} | ${f(m.udpPps / 1000, 0)} (${f(m.udpLoss, 1)}) | ${f(m.rttAvg, 3)} / ${f(m.rttP99, 3)} | ${f(m.rttIdle, 3)} | ${f(m.cpuPerPing, 0)} | ${f(m.machineBusy, 0)} | ${f(m.coreSecPerGB, 2)} | ${f(m.cpuPct, 0)} | ${f(m.rssMb, 0)} |\n`;
+  raw += `| ${CASES[name].label} | ${f(m.tcp1)} | ${f(m.tcp1rev)} | ${f(m.tcp4)} | ${f(m.udpPps / 1000, 0)} (${f(m.udpLoss, 1)}) | ${f(m.rttAvg, 3)} / ${f(m.rttP50, 3)} / ${f(m.rttP99, 3)}, ${f(m.rttOver1ms, 1)} | ${f(m.rttIdle, 3)} | ${f(m.cpuPerPing, 0)} | ${f(m.machineBusy, 0)} | ${f(m.coreSecPerGB, 2)} | ${f(m.cpuPct, 0)} | ${f(m.rssMb, 0)} |\n`;
 }
 let udp = '| case | 64-byte UDP handed to h2 (kpps) | ratio to the kernel | of those, lost before iperf3 read them (%) |\n|---|---:|---:|---:|\n';
 for (const name of caseNames) {
@@ -435,7 +483,7 @@ for (const name of caseNames) {
 }
 const svg = chart(caseNames, med);
 writeFileSync(path.join(outDir, smoke ? 'e2e-smoke.svg' : 'e2e.svg'), svg);
-const md = `Run ${date} on ${machine.cores} cores (${machine.cpu}), Linux ${machine.kernel}, Node ${machine.node}; ` +
+const md = `Run ${date} on ${machine.cores} cores (${machine.cpu}), Linux ${machine.kernel}, Node ${machine.node}, transparent huge pages ${machine.thp}, DAMON ${machine.damon}; ` +
   `${reps} repetition(s) per case, median shown, ${seconds} s per iperf3 measurement, ${pings} pings 10 ms apart, ${idlePings} pings 0.2 s apart (idle spells). Command: \`${command}\`.\n\n` +
   `**Ratio to the kernel VTEP measured in the same run** (higher is better; for RTT, kernel RTT ÷ case RTT):\n\n${table}\n` +
   `Medians behind the ratios (this machine is shared and noisy; compare within a run only):\n\n${raw}\n` +

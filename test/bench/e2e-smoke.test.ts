@@ -13,11 +13,11 @@ describeNs('e2e benchmark, smoke mode', () => {
     try {
       const r = await sh(process.execPath, [path.resolve('bench/e2e/run.js'), '--smoke', '--out', out], { timeoutMs: 330_000 });
       expect(r.code, r.stderr).toBe(0);
-      expect(r.stderr).toMatch(/\[9\/9\] socat with uvtep's resident size .*, repetition 1\/1/);
+      expect(r.stderr).toMatch(/\[10\/10\] socat with the same ballast in 2 MB pages, repetition 1\/1/);
       const j = JSON.parse(readFileSync(path.join(out, 'e2e-smoke.json'), 'utf8')) as { median: Record<string, Record<string, number>> };
-      expect(Object.keys(j.median)).toEqual(['bare', 'kernel', 'uvtep', 'uvtep-kernel', 'uvtep-dgram', 'uvtep-busy', 'uvtep-nofc', 'socat', 'socat-ballast']);
+      expect(Object.keys(j.median)).toEqual(['bare', 'kernel', 'uvtep', 'uvtep-kernel', 'uvtep-dgram', 'uvtep-busy', 'uvtep-nofc', 'socat', 'socat-ballast', 'socat-ballast-huge']);
       for (const [name, m] of Object.entries(j.median)) {
-        for (const k of ['tcp1', 'tcp1rev', 'tcp4', 'udpPps', 'udpArrived', 'rttAvg', 'rttP99', 'rttIdle', 'machineBusy', 'coreSecPerGB']) {
+        for (const k of ['tcp1', 'tcp1rev', 'tcp4', 'udpPps', 'udpArrived', 'rttAvg', 'rttP50', 'rttP99', 'rttIdle', 'machineBusy', 'coreSecPerGB']) {
           expect(Number.isFinite(m[k]) && m[k]! > 0, `${name}.${k} = ${m[k]}`).toBe(true);
         }
         if (name.startsWith('uvtep') || name.startsWith('socat')) {
@@ -31,6 +31,15 @@ describeNs('e2e benchmark, smoke mode', () => {
       }
       // the ballast row holds uvtep's resident size (the same socat otherwise)
       expect(j.median['socat-ballast']!.rssMb! - j.median.socat!.rssMb!).toBeGreaterThan(0.5 * j.median.uvtep!.rssMb!);
+      expect(j.median['socat-ballast-huge']!.rssMb! - j.median.socat!.rssMb!).toBeGreaterThan(0.5 * j.median.uvtep!.rssMb!);
+      // ... and that row's ballast is in 2 MB pages, the other's is not
+      expect(j.median['socat-ballast-huge']!.hugeMb!).toBeGreaterThan(0.5 * j.median.uvtep!.rssMb!);
+      expect(j.median['socat-ballast']!.hugeMb!).toBeLessThan(0.1 * j.median.uvtep!.rssMb!);
+      for (const name of Object.keys(j.median)) expect(Number.isFinite(j.median[name]!.rttOver1ms), `${name}.rttOver1ms`).toBe(true);
+      // the machine facts the RTT rows depend on
+      const machine = (j as unknown as { machine: { thp: string; damon: string } }).machine;
+      expect(machine.thp).toMatch(/^(always|madvise)$/);
+      expect(machine.damon).toMatch(/^(on \(.+\)|off|absent)$/);
       // many VNIs on one port: the kernel's and uvtep's aggregate, and their ratio
       const v = (j as unknown as { manyVnis: { vnis: number; median: { kernel: number; uvtep: number }; ratio: number } }).manyVnis;
       expect(v.vnis).toBe(4);
