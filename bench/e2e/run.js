@@ -222,8 +222,9 @@ function uvtep(h, remote, address, mac, extra = []) {
 
 /**
  * The kernel's own memory monitor, if it runs: DAMON samples pages' accessed bits at its sampling
- * interval (and, with a pageout scheme, reclaims what it finds cold), which costs a process in
- * proportion to the pages it maps (docs/benchmarks.md, "Round trips and the process's size").
+ * interval (and, with a pageout scheme, reclaims what it finds cold). The likely cause of a
+ * round-trip tail that grows with the 4 KB pages a process maps (docs/benchmarks.md, "Round trips
+ * and page-table entries").
  */
 function damonFacts() {
   const base = '/sys/kernel/mm/damon/admin/kdamonds';

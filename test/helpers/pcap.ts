@@ -1,6 +1,11 @@
 // Minimal pcap reader (libpcap format, Ethernet link type): enough to pull UDP datagrams out of
 // a tcpdump capture and check them byte by byte.
 import { readFileSync } from 'node:fs';
+import { ETH_HLEN, ethType } from '../../src/wire/ethernet.js';
+import { ETH_P_IP, ipv4HeaderLen, ipv4TotalLen } from '../../src/wire/ipv4.js';
+import { ETH_P_IPV6, IPV6_HLEN, ipv6PayloadLen } from '../../src/wire/ipv6.js';
+import { ARP_FRAME_LEN, ETH_P_ARP } from '../../src/wire/nd.js';
+import { checkVxlan, VXLAN_HLEN, VxlanCheck } from '../../src/wire/vxlan.js';
 
 export interface UdpRecord {
   src: string;
@@ -50,53 +55,46 @@ function ip6(b: Buffer, o: number): string {
 export function udpRecords(file: string): UdpRecord[] {
   const out: UdpRecord[] = [];
   for (const f of readPcapFrames(file)) {
-    const type = f.readUInt16BE(12);
-    let u: number;
-    if (type === 0x0800) {
-      if (f[14 + 9] !== 17) continue;
-      u = 14 + (f[14]! & 0x0f) * 4;
-    } else if (type === 0x86dd) {
-      if (f[14 + 6] !== 17) continue;
-      u = 14 + 40;
-    } else continue;
-    const payload = f.subarray(u + 8, u + f.readUInt16BE(u + 4));
-    const parts = vxlanGsoParts(payload);
+    const v4 = f.readUInt16BE(12) === ETH_P_IP;
+    if (v4 ? f[ETH_HLEN + 9] !== 17 : f.readUInt16BE(12) !== ETH_P_IPV6 || f[ETH_HLEN + 6] !== 17) continue;
+    const u = ETH_HLEN + (v4 ? ipv4HeaderLen(f, ETH_HLEN) : IPV6_HLEN);
+    const head = {
+      src: v4 ? [...f.subarray(26, 30)].join('.') : ip6(f, 22),
+      dst: v4 ? [...f.subarray(30, 34)].join('.') : ip6(f, 38),
+      srcPort: f.readUInt16BE(u),
+      dstPort: f.readUInt16BE(u + 2),
+      fragWord: v4 ? f.readUInt16BE(14 + 6) : 0,
+    };
+    const parts = vxlanGsoParts(f.subarray(u + 8, u + f.readUInt16BE(u + 4)));
+    if (parts.length === 1) {
+      out.push({ ...head, payload: parts[0]!, frame: f });
+      continue;
+    }
     parts.forEach((part, i) => {
-      let frame = f;
-      if (parts.length > 1) {
-        frame = Buffer.concat([f.subarray(0, u + 8), part]);
-        frame.writeUInt16BE(8 + part.length, u + 4);
-        if (type === 0x0800) {
-          frame.writeUInt16BE(u - 14 + 8 + part.length, 16);
-          frame.writeUInt16BE((f.readUInt16BE(18) + i) & 0xffff, 18);
-        } else frame.writeUInt16BE(8 + part.length, 18);
-      }
-      out.push({
-        src: type === 0x0800 ? [...frame.subarray(26, 30)].join('.') : ip6(frame, 22),
-        dst: type === 0x0800 ? [...frame.subarray(30, 34)].join('.') : ip6(frame, 38),
-        srcPort: frame.readUInt16BE(u),
-        dstPort: frame.readUInt16BE(u + 2),
-        payload: frame.subarray(u + 8, u + 8 + part.length),
-        fragWord: type === 0x0800 ? frame.readUInt16BE(14 + 6) : 0,
-        frame,
-      });
+      const frame = Buffer.concat([f.subarray(0, u + 8), part]);
+      frame.writeUInt16BE(8 + part.length, u + 4);
+      if (v4) {
+        frame.writeUInt16BE(u - ETH_HLEN + 8 + part.length, ETH_HLEN + 2);
+        frame.writeUInt16BE((f.readUInt16BE(18) + i) & 0xffff, 18);
+      } else frame.writeUInt16BE(8 + part.length, ETH_HLEN + 4);
+      out.push({ ...head, payload: frame.subarray(u + 8), frame });
     });
   }
   return out;
 }
 
-/** The length of the inner frame a VXLAN datagram at `o` carries, from its IP or ARP header. */
-function innerFrameLength(p: Buffer, o: number): number | undefined {
-  const e = o + 8;
-  if (p.length < e + 14) return undefined;
-  const type = p.readUInt16BE(e + 12);
-  if (type === 0x0800 && p.length >= e + 18) return 14 + p.readUInt16BE(e + 16);
-  if (type === 0x86dd && p.length >= e + 20) return 14 + 40 + p.readUInt16BE(e + 18);
-  if (type === 0x0806) return 14 + 28;
+/** A VXLAN header the kernel sends (I flag alone, reserved bits clear) at `o`, with an inner Ethernet header after it. */
+const vxlanAt = (p: Buffer, o: number) => p.length >= o + VXLAN_HLEN + ETH_HLEN && checkVxlan(p, o, p.length, true) === VxlanCheck.Ok;
+
+/** The length of the inner frame of the VXLAN datagram at the start of `p`, from its IP or ARP header. */
+function innerFrameLength(p: Buffer): number | undefined {
+  const type = ethType(p, VXLAN_HLEN);
+  const l3 = VXLAN_HLEN + ETH_HLEN;
+  if (type === ETH_P_IP && p.length >= l3 + 4) return ETH_HLEN + ipv4TotalLen(p, l3);
+  if (type === ETH_P_IPV6 && p.length >= l3 + 6) return ETH_HLEN + IPV6_HLEN + ipv6PayloadLen(p, l3);
+  if (type === ETH_P_ARP) return ARP_FRAME_LEN;
   return undefined;
 }
-
-const vxlanHeaderAt = (p: Buffer, o: number) => p.length >= o + 8 + 14 && p[o] === 0x08 && p[o + 1] === 0 && p[o + 2] === 0 && p[o + 3] === 0 && p[o + 7] === 0;
 
 /**
  * The datagrams of a UDP GSO send: the payload alone unless it holds, after its first VXLAN
@@ -104,12 +102,10 @@ const vxlanHeaderAt = (p: Buffer, o: number) => p.length >= o + 8 + 14 && p[o] =
  * no VXLAN header, so a padded frame stays whole).
  */
 function vxlanGsoParts(p: Buffer): Buffer[] {
-  if (!vxlanHeaderAt(p, 0)) return [p];
-  const inner = innerFrameLength(p, 0);
-  if (inner === undefined) return [p];
-  const size = 8 + inner;
-  if (size >= p.length || !vxlanHeaderAt(p, size)) return [p];
+  const inner = vxlanAt(p, 0) ? innerFrameLength(p) : undefined;
+  const size = inner === undefined ? p.length : VXLAN_HLEN + inner;
+  if (size >= p.length || !vxlanAt(p, size)) return [p];
   const parts: Buffer[] = [];
-  for (let o = 0; o < p.length; o += size) parts.push(p.subarray(o, Math.min(o + size, p.length)));
+  for (let o = 0; o < p.length; o += size) parts.push(p.subarray(o, o + size));
   return parts;
 }
