@@ -12,7 +12,7 @@
 import { ConfigError, ErrorCode } from '../errors.js';
 import { checkInt, checkUnicastMac } from '../check.js';
 import { VXLAN_MTU_HEADROOM_V6 } from '../wire/vxlan.js';
-import { Link, parseCidr, type CidrAddress } from '../link.js';
+import { Link, parseCidr, type CidrAddress } from './link.js';
 import { loadBinding, READER_STATS, ReaderStat, TunOffload, WRITER_STATS, WriterStat, type NativeBinding, type FlowCacheHandle, type NativeTap, type TapReaderHandle, type UdpSocketHandle } from '../native.js';
 import type { FlowCacheParams } from '../flowcache.js';
 import { newFrameBatch, type FrameBatch, type FrameDevice, type FramesHandler, type DeviceCounters, type DeviceErrorHandler } from './device.js';

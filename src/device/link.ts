@@ -3,9 +3,9 @@
  * `ip addr add` and `brctl addif` do.
  */
 import { Address4, Address6 } from 'ip-address';
-import { ConfigError, ErrorCode } from './errors.js';
-import { loadBinding, type NativeBinding } from './native.js';
-import { macAt, writeMac } from './wire/ethernet.js';
+import { ConfigError, ErrorCode } from '../errors.js';
+import { loadBinding, type NativeBinding } from '../native.js';
+import { macAt, writeMac } from '../wire/ethernet.js';
 
 /** An interface address in CIDR form, parsed. */
 export interface CidrAddress {
