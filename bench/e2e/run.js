@@ -371,9 +371,12 @@ if (profile) {
   mkdirSync(profileDir, { recursive: true });
 }
 try {
-  for (const name of caseNames) {
-    results[name] = Object.fromEntries(metrics.map((m) => [m, []]));
-    for (let rep = 1; rep <= reps; rep++) {
+  // Rounds: every case once per round, then the next round, so that each case's median (and the
+  // kernel reference's) spans the whole run and a slow spell of the shared machine falls on every
+  // case alike instead of on whichever case it ran beside.
+  for (const name of caseNames) results[name] = Object.fromEntries(metrics.map((m) => [m, []]));
+  for (let rep = 1; rep <= reps; rep++) {
+    for (const name of caseNames) {
       step++;
       const left = Math.max(0, Math.round((totalSteps - step + 1) * perRep));
       log(`[${step}/${totalSteps}] ${CASES[name].label}, repetition ${rep}/${reps} (about ${left} s left)`);
@@ -485,7 +488,7 @@ for (const name of caseNames) {
 const svg = chart(caseNames, med);
 writeFileSync(path.join(outDir, smoke ? 'e2e-smoke.svg' : 'e2e.svg'), svg);
 const md = `Run ${date} on ${machine.cores} cores (${machine.cpu}), Linux ${machine.kernel}, Node ${machine.node}, transparent huge pages ${machine.thp}, DAMON ${machine.damon}; ` +
-  `${reps} repetition(s) per case, median shown, ${seconds} s per iperf3 measurement, ${pings} pings 10 ms apart, ${idlePings} pings 0.2 s apart (idle spells). Command: \`${command}\`.\n\n` +
+  `${reps} repetition(s) per case in rounds (every case once per round), median shown, ${seconds} s per iperf3 measurement, ${pings} pings 10 ms apart, ${idlePings} pings 0.2 s apart (idle spells). Command: \`${command}\`.\n\n` +
   `**Ratio to the kernel VTEP measured in the same run** (higher is better; for RTT, kernel RTT ÷ case RTT):\n\n${table}\n` +
   `Medians behind the ratios (this machine is shared and noisy; compare within a run only):\n\n${raw}\n` +
   `64-byte UDP, where it was lost: the frames the tunnel handed to h2's stack (rx_packets of its overlay device, so the tunnel's own delivery), and the share of them lost after that, before iperf3 read them (its socket's receive buffer full: UDP RcvbufErrors):\n\n${udp}\n` +
@@ -517,6 +520,71 @@ if (profile) {
   writeFileSync(path.join(outDir, 'profile.md'), prof);
   process.stdout.write('\n' + prof);
   if (writeDocs) writeSection(path.join(root, 'docs/benchmarks.md'), 'profile', prof);
+  await perfPass();
+}
+
+/**
+ * Where a sending uvtep's CPU goes, kernel included (V8's profile cannot see past a native call):
+ * `perf record -g` on h1's uvtep while it sends one TCP stream to a kernel VTEP, each sample
+ * put in the first category its call chain matches. Needs perf (Debian: linux-perf); skipped
+ * with a line saying so without it.
+ */
+async function perfPass() {
+  if ((await sh('perf', ['--version'])).code !== 0) {
+    log('bench: perf is missing (apt-get install linux-perf): no kernel profile of the sending uvtep');
+    return;
+  }
+  log(`perf: uvtep (h1) -> kernel VTEP (h2) under TCP load (${seconds * 2} s)...`);
+  profiling = false;
+  const { h1, h2, target, procs } = await setup('uvtep-kernel');
+  const data = path.join(outDir, 'perf-h1.data');
+  const rec = sh('perf', ['record', '-g', '-F', '999', '-p', String(procs[0].child.pid), '-o', data, '--', 'sleep', String(seconds * 2 - 2)], { timeoutMs: seconds * 4000 + 30_000 });
+  const gbit = await tcp(h1, h2, target, ['-t', String(seconds * 2)]);
+  await rec;
+  for (const pr of procs) await pr.stop();
+  await bed.cleanup();
+  const script = await sh('perf', ['script', '-i', data, '-F', 'ip,sym'], { timeoutMs: 120_000 });
+  rmSync(data, { force: true });
+  // first match wins; a chain is read from the sampled function down to main
+  const kinds = [
+    ['the receiving kernel VTEP, run inside uvtep\'s send (veth delivers in the sender\'s softirq)', /net_rx_action[\s\S]*udp_sendmsg/],
+    ['UDP send: uvtep\'s own socket and IP output', /udp_sendmsg/],
+    ['TAP read (copy of super-frames to uvtep)', /tun_do_read|tun_chr_read_iter/],
+    ['TAP write (the ACKs; h1\'s TCP takes them inside the write)', /tun_get_user/],
+    ['UDP receive (recvmmsg, the ACKs)', /udp_recvmsg|__sys_recvmmsg/],
+    ['split and checksums (native)', /uvtep::Segment|uvtep::CsumAdd/],
+    ['waiting and waking (epoll, scheduler)', /schedule|epoll_wait|epoll_pwait|ep_poll|do_epoll/],
+    ['the rest of uvtep (JavaScript, batches, io_uring submission)', /uvtep::|Builtins_|v8::/],
+  ];
+  const count = new Map(kinds.map(([k]) => [k, 0]));
+  let other = 0;
+  let total = 0;
+  const self = new Map();
+  for (const chunk of script.stdout.split('\n\n')) {
+    const frames = chunk.trim().split('\n').map((l) => l.trim().split(/\s+/).slice(1).join(' ')).filter(Boolean);
+    if (frames.length === 0) continue;
+    total++;
+    const top = frames[0].replace(/\+0x[0-9a-f]+$/, '');
+    self.set(top, (self.get(top) ?? 0) + 1);
+    const chain = frames.join('\n');
+    const hit = kinds.find(([, re]) => re.test(chain));
+    if (hit) count.set(hit[0], count.get(hit[0]) + 1);
+    else other++;
+  }
+  if (total === 0) {
+    log(`bench: perf recorded no samples (${script.stderr.trim().split('\n')[0] ?? ''})`);
+    return;
+  }
+  const pct = (n) => `${((n / total) * 100).toFixed(1)}%`;
+  let out = `Kernel and native profile of the sending uvtep (h1) under one TCP stream to a kernel VTEP (${f(gbit)} Gbit/s while recorded; \`perf record -g\`, ${total} samples), ${date}.\n\n`;
+  out += `| where (by call chain) | share of h1's samples |\n|---|---:|\n`;
+  for (const [k, n] of count) out += `| ${k} | ${pct(n)} |\n`;
+  out += `| other | ${pct(other)} |\n\n`;
+  out += `| function (self) | share |\n|---|---:|\n`;
+  for (const [k, n] of [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, 12)) out += `| \`${k}\` | ${pct(n)} |\n`;
+  writeFileSync(path.join(outDir, 'perf.md'), out);
+  process.stdout.write('\n' + out);
+  if (writeDocs) writeSection(path.join(root, 'docs/benchmarks.md'), 'perf', out);
 }
 
 function chart(names, m) {
