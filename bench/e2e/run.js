@@ -1,13 +1,15 @@
 #!/usr/bin/env node
 // End-to-end benchmark: the same two namespace hosts (veth underlay, MTU 1500) for every case,
 // built and torn down by this script (prefix uvt-bench-), cases run one after another in the
-// same run, each repeated and reported as the median, and as a ratio to the kernel VTEP.
+// same run, in rounds (every case once per round), each repeated and reported as the median, and as a ratio to the kernel VTEP.
 //
 //   npm run bench                         full run (3 repetitions, 5 s per measurement)
 //   node bench/e2e/run.js --smoke --out DIR   1 s, 1 repetition (the test suite runs this)
 //   options: --reps N  --seconds S  --pings N  --cases a,b,...  --out DIR  --no-docs  --profile
 //            --vnis N (tenant networks of the many-VNIs measurement, default 4; 0 skips it)
 //            --idle-pings N (pings 0.2 s apart for the idle-spell RTT and CPU per ping, default 25)
+//   --profile: V8 CPU profiles of uvtep <-> uvtep under a stream, and with perf installed a
+//   `perf record -g` of the sending uvtep against a kernel VTEP, sorted by call chain.
 //
 // Cases: bare veth (ceiling), kernel <-> kernel (reference), uvtep <-> uvtep (native endpoint,
 // the default), uvtep <-> kernel, uvtep <-> uvtep over the node:dgram fallback, uvtep <-> uvtep
@@ -538,7 +540,7 @@ async function perfPass() {
   profiling = false;
   const { h1, h2, target, procs } = await setup('uvtep-kernel');
   const data = path.join(outDir, 'perf-h1.data');
-  const rec = sh('perf', ['record', '-g', '-F', '999', '-p', String(procs[0].child.pid), '-o', data, '--', 'sleep', String(seconds * 2 - 2)], { timeoutMs: seconds * 4000 + 30_000 });
+  const rec = sh('perf', ['record', '-g', '-F', '999', '-p', String(procs[0].child.pid), '-o', data, '--', 'sleep', String(Math.max(1, seconds * 2 - 2))], { timeoutMs: seconds * 4000 + 30_000 });
   const gbit = await tcp(h1, h2, target, ['-t', String(seconds * 2)]);
   await rec;
   for (const pr of procs) await pr.stop();
@@ -564,8 +566,7 @@ async function perfPass() {
     const frames = chunk.trim().split('\n').map((l) => l.trim().split(/\s+/).slice(1).join(' ')).filter(Boolean);
     if (frames.length === 0) continue;
     total++;
-    const top = frames[0].replace(/\+0x[0-9a-f]+$/, '');
-    self.set(top, (self.get(top) ?? 0) + 1);
+    self.set(frames[0], (self.get(frames[0]) ?? 0) + 1);
     const chain = frames.join('\n');
     const hit = kinds.find(([, re]) => re.test(chain));
     if (hit) count.set(hit[0], count.get(hit[0]) + 1);

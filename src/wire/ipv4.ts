@@ -16,6 +16,7 @@ export const ETH_P_IP = 0x0800;
 export const IPV4_HLEN = 20;
 export const IPV4_TOS = 1;
 export const IPV4_TOT_LEN = 2;
+export const IPV4_ID = 4;
 export const IPV4_FRAG = 6;
 export const IPV4_TTL = 8;
 export const IPV4_PROTO = 9;

@@ -2,8 +2,8 @@
 // a tcpdump capture and check them byte by byte.
 import { readFileSync } from 'node:fs';
 import { ETH_HLEN, ethType } from '../../src/wire/ethernet.js';
-import { ETH_P_IP, ipv4HeaderLen, ipv4TotalLen } from '../../src/wire/ipv4.js';
-import { ETH_P_IPV6, IPV6_HLEN, ipv6PayloadLen } from '../../src/wire/ipv6.js';
+import { ETH_P_IP, IPV4_DST, IPV4_FRAG, IPV4_ID, IPV4_PROTO, IPV4_SRC, IPV4_TOT_LEN, ipv4HeaderLen, ipv4Text, ipv4TotalLen } from '../../src/wire/ipv4.js';
+import { ETH_P_IPV6, IPV6_DST, IPV6_HLEN, IPV6_NEXT, IPV6_PLEN, IPV6_SRC, ipv6PayloadLen, ipv6Text } from '../../src/wire/ipv6.js';
 import { ARP_FRAME_LEN, ETH_P_ARP } from '../../src/wire/nd.js';
 import { checkVxlan, VXLAN_HLEN, VxlanCheck } from '../../src/wire/vxlan.js';
 
@@ -39,12 +39,6 @@ export function readPcapFrames(file: string): Buffer[] {
   return frames;
 }
 
-function ip6(b: Buffer, o: number): string {
-  const parts: string[] = [];
-  for (let i = 0; i < 16; i += 2) parts.push(b.readUInt16BE(o + i).toString(16));
-  return parts.join(':').replace(/(^|:)0(:0)+(:|$)/, '::');
-}
-
 /**
  * One record per UDP datagram on the wire. A capture on the sending host sees a UDP GSO send
  * (UDP_SEGMENT) before it is cut, as one datagram holding several VXLAN datagrams back to back;
@@ -55,15 +49,15 @@ function ip6(b: Buffer, o: number): string {
 export function udpRecords(file: string): UdpRecord[] {
   const out: UdpRecord[] = [];
   for (const f of readPcapFrames(file)) {
-    const v4 = f.readUInt16BE(12) === ETH_P_IP;
-    if (v4 ? f[ETH_HLEN + 9] !== 17 : f.readUInt16BE(12) !== ETH_P_IPV6 || f[ETH_HLEN + 6] !== 17) continue;
+    const v4 = ethType(f, 0) === ETH_P_IP;
+    if (v4 ? f[ETH_HLEN + IPV4_PROTO] !== 17 : ethType(f, 0) !== ETH_P_IPV6 || f[ETH_HLEN + IPV6_NEXT] !== 17) continue;
     const u = ETH_HLEN + (v4 ? ipv4HeaderLen(f, ETH_HLEN) : IPV6_HLEN);
     const head = {
-      src: v4 ? [...f.subarray(26, 30)].join('.') : ip6(f, 22),
-      dst: v4 ? [...f.subarray(30, 34)].join('.') : ip6(f, 38),
+      src: v4 ? ipv4Text(f, ETH_HLEN + IPV4_SRC) : ipv6Text(f, ETH_HLEN + IPV6_SRC),
+      dst: v4 ? ipv4Text(f, ETH_HLEN + IPV4_DST) : ipv6Text(f, ETH_HLEN + IPV6_DST),
       srcPort: f.readUInt16BE(u),
       dstPort: f.readUInt16BE(u + 2),
-      fragWord: v4 ? f.readUInt16BE(14 + 6) : 0,
+      fragWord: v4 ? f.readUInt16BE(ETH_HLEN + IPV4_FRAG) : 0,
     };
     const parts = vxlanGsoParts(f.subarray(u + 8, u + f.readUInt16BE(u + 4)));
     if (parts.length === 1) {
@@ -74,9 +68,9 @@ export function udpRecords(file: string): UdpRecord[] {
       const frame = Buffer.concat([f.subarray(0, u + 8), part]);
       frame.writeUInt16BE(8 + part.length, u + 4);
       if (v4) {
-        frame.writeUInt16BE(u - ETH_HLEN + 8 + part.length, ETH_HLEN + 2);
-        frame.writeUInt16BE((f.readUInt16BE(18) + i) & 0xffff, 18);
-      } else frame.writeUInt16BE(8 + part.length, ETH_HLEN + 4);
+        frame.writeUInt16BE(u - ETH_HLEN + 8 + part.length, ETH_HLEN + IPV4_TOT_LEN);
+        frame.writeUInt16BE((f.readUInt16BE(ETH_HLEN + IPV4_ID) + i) & 0xffff, ETH_HLEN + IPV4_ID);
+      } else frame.writeUInt16BE(8 + part.length, ETH_HLEN + IPV6_PLEN);
       out.push({ ...head, payload: frame.subarray(u + 8), frame });
     });
   }
