@@ -29,6 +29,7 @@ constexpr int kSlots = 256;        // per table, a power of two
 constexpr int kMaxUsed = kSlots / 2;  // open addressing stays short
 constexpr int kVxlanHlen = 8;
 constexpr int kMaxBatch = 64;
+constexpr int kMaxMsgs = 2 * kMaxBatch;  // a super-frame of 64 segments may need two messages
 
 enum FlowCacheStat { kTxFrames, kTxBytes, kRxDatagrams, kRxBytes, kRxLost, kRxLostBytes, kStatCount };
 
@@ -92,48 +93,114 @@ class FlowCache : public Napi::ObjectWrap<FlowCache> {
     Reset();
   }
 
+  // The VXLAN header (I flag, this VTEP's VNI) at h[0, 8).
+  void WriteVxlan(uint8_t* h) const {
+    h[0] = 0x08;
+    h[1] = h[2] = h[3] = 0;
+    h[4] = static_cast<uint8_t>(vni_ >> 16);
+    h[5] = static_cast<uint8_t>(vni_ >> 8);
+    h[6] = static_cast<uint8_t>(vni_);
+    h[7] = 0;
+  }
+
   bool Active() const { return enabled_ && tap_ != nullptr && udp_ != nullptr; }
   uint32_t vni() const { return vni_; }
 
   // ---- the data path (flowcache.h)
 
-  int Encap(uint8_t* slab, const int32_t* offs, const int32_t* lens, const int32_t* segs, int n) {
+  // Entry i: segs[i] frames at a stride of lens[i] + 8, the last lasts[i] bytes (a super-frame
+  // the reader split) or one frame. A partly sent entry is left as its unsent rest (offs and
+  // segs advanced) for JS.
+  int Encap(uint8_t* slab, int32_t* offs, const int32_t* lens, int32_t* segs, const int32_t* lasts, int n) {
     if (!Active() || n > kMaxBatch) return 0;
     const TxEntry* to[kMaxBatch];
     for (int i = 0; i < n; i++) {
       const uint8_t* f = slab + offs[i];
       const int len = lens[i];
-      if (segs[i] != 1 || len < kEthHlen || len > maxFrame_ || (f[0] & 1) != 0 || !NoInnerEcn(f, len)) return 0;
+      // a split super-frame leaves as GSO messages only: without GSO, JS sends it datagram by datagram
+      if (segs[i] < 1 || (segs[i] > 1 && !gso_) || len < kEthHlen || len > maxFrame_ || lasts[i] < kEthHlen || lasts[i] > len ||
+          (f[0] & 1) != 0 || !NoInnerEcn(f, len)) {
+        return 0;
+      }
       to[i] = FindTx(MacAt(f));
       if (to[i] == nullptr) return 0;
     }
-    // one message per run of equal-size frames to one destination (the last may be shorter): with
-    // GSO a run of small frames (UDP, ACKs) crosses the stack as one datagram train
-    struct mmsghdr msgs[kMaxBatch];
-    struct iovec iov[kMaxBatch];
-    alignas(struct cmsghdr) char ctrl[kMaxBatch][kUdpCtrlSpace];
-    int counts[kMaxBatch];
-    int m = 0;
+    // the VXLAN header into the headroom before every frame (FRAME_HEADROOM, and the 8 bytes the
+    // split leaves between segments)
     for (int i = 0; i < n; i++) {
-      uint8_t* h = slab + offs[i] - kVxlanHlen;  // FRAME_HEADROOM: writable bytes before every frame
-      h[0] = 0x08;  // I flag
-      h[1] = h[2] = h[3] = 0;
-      h[4] = static_cast<uint8_t>(vni_ >> 16);
-      h[5] = static_cast<uint8_t>(vni_ >> 8);
-      h[6] = static_cast<uint8_t>(vni_);
-      h[7] = 0;
-      const size_t len = static_cast<size_t>(lens[i]) + kVxlanHlen;
-      if (m > 0 && gso_ && to[i] == to[i - 1] && UdpJoinTrain(&msgs[m - 1], &counts[m - 1], ctrl[m - 1], h, len, -1, -1)) continue;
-      UdpBuildMsg(&msgs[m], &iov[i], ctrl[m], h, len, &to[i]->addr, to[i]->alen, 0, -1, -1);
-      counts[m++] = 1;
+      const size_t stride = static_cast<size_t>(lens[i]) + kVxlanHlen;
+      for (int k = 0; k < segs[i]; k++) WriteVxlan(slab + offs[i] - kVxlanHlen + stride * k);
     }
-    const int sent = UdpSendMsgs(udp_, msgs, counts, static_cast<unsigned>(m));
-    if (sent <= 0) return 0;  // JS sends them again and handles the error (backpressure, reports)
-    int frames = 0;
-    for (int k = 0; k < sent; k++) frames += counts[k];
-    for (int i = 0; i < frames; i++) stats_[kTxBytes] += lens[i];
-    stats_[kTxFrames] += frames;
-    return frames;
+    // A super-frame is one message per 64 datagrams or 65,000 bytes (UDP_SEGMENT); a run of
+    // single frames of one size to one destination (the last may be shorter) is joined into one,
+    // a train the stack carries as one packet (with gso).
+    struct mmsghdr msgs[kMaxMsgs];
+    struct iovec iov[kMaxMsgs];  // one per message, and one per frame a train joins
+    alignas(struct cmsghdr) char ctrl[kMaxMsgs][kUdpCtrlSpace];
+    int counts[kMaxMsgs];
+    int mEntry[kMaxMsgs];
+    int done = 0;  // entries sent whole
+    int e = 0;
+    int d = 0;  // datagrams of entry e already in messages
+    while (e < n) {
+      int m = 0;
+      int used = 0;
+      const int first = e;
+      const int firstD = d;
+      while (e < n && m < kMaxMsgs && used < kMaxMsgs) {
+        const size_t stride = static_cast<size_t>(lens[e]) + kVxlanHlen;
+        uint8_t* h = slab + offs[e] - kVxlanHlen + stride * d;
+        if (segs[e] == 1) {
+          const size_t len = static_cast<size_t>(lasts[e]) + kVxlanHlen;
+          if (!(m > 0 && gso_ && mEntry[m - 1] >= 0 && to[e] == to[mEntry[m - 1]] &&
+                UdpJoinTrain(&msgs[m - 1], &counts[m - 1], ctrl[m - 1], h, len, -1, -1))) {
+            UdpBuildMsg(&msgs[m], &iov[used], ctrl[m], h, len, &to[e]->addr, to[e]->alen, 0, -1, -1);
+            counts[m] = 1;
+            mEntry[m++] = e;
+          }
+          used++;
+          e++;
+          continue;
+        }
+        const int per = std::max(1, std::min(kGsoMaxSegs, static_cast<int>(kGsoMaxBytes / stride)));
+        const int k = std::min(per, segs[e] - d);
+        const bool end = d + k == segs[e];
+        const size_t bytes = stride * (k - 1) + (end ? static_cast<size_t>(lasts[e]) + kVxlanHlen : stride);
+        UdpBuildMsg(&msgs[m], &iov[used++], ctrl[m], h, bytes, &to[e]->addr, to[e]->alen, k > 1 ? static_cast<int>(stride) : 0, -1, -1);
+        counts[m] = k;
+        mEntry[m++] = -1 - e;  // part of a super-frame: joins no train
+        d += k;
+        if (end) {
+          e++;
+          d = 0;
+        }
+      }
+      const int sent = UdpSendMsgs(udp_, msgs, counts, static_cast<unsigned>(m));
+      // JS sends what is left again and handles the error (backpressure, reports)
+      const int ok = sent < 0 ? 0 : sent;
+      // account for the datagrams that left, from entry `first`, datagram `firstD` on
+      int fe = first;
+      int fd = firstD;
+      for (int k = 0; k < ok; k++) {
+        stats_[kTxFrames] += counts[k];
+        for (int c = 0; c < counts[k]; c++) {
+          stats_[kTxBytes] += fd == segs[fe] - 1 ? lasts[fe] : lens[fe];
+          if (++fd == segs[fe]) {
+            fe++;
+            fd = 0;
+          }
+        }
+      }
+      if (ok < m) {
+        if (fd > 0) {  // the rest of a super-frame: the unsent segments are an entry of their own
+          offs[fe] += static_cast<int32_t>((static_cast<size_t>(lens[fe]) + kVxlanHlen) * fd);
+          segs[fe] -= fd;
+        }
+        return fe;
+      }
+      done = e;
+    }
+    return done;
   }
 
   // Whether datagram p[0, len) from src (udp.cc's 20-byte record) qualifies; *inner set to the frame.
@@ -306,8 +373,8 @@ class FlowCache : public Napi::ObjectWrap<FlowCache> {
   int rxUsed_ = 0;
 };
 
-int FlowCacheEncap(FlowCache* fc, uint8_t* slab, const int32_t* offs, const int32_t* lens, const int32_t* segs, int n) {
-  return fc == nullptr ? 0 : fc->Encap(slab, offs, lens, segs, n);
+int FlowCacheEncap(FlowCache* fc, uint8_t* slab, int32_t* offs, const int32_t* lens, int32_t* segs, const int32_t* lasts, int n) {
+  return fc == nullptr ? 0 : fc->Encap(slab, offs, lens, segs, lasts, n);
 }
 
 int FlowCacheDecap(FlowCacheFinder find, void* ctx, uint8_t* slab, const int32_t* offs, const int32_t* lens, const int32_t* segs,

@@ -17,11 +17,13 @@ namespace uvtep {
 
 class FlowCache;
 
-// Encapsulation, from TapReader::Drain: entries i < n of a read batch (frame at slab + offs[i],
-// lens[i] bytes, segs[i] frames). Consecutive frames of one size to one destination leave as one
-// UDP GSO message (with gso). Returns how many leading entries were sent (n: all of them; 0: none
-// qualified or the first send failed); the caller hands the rest to JS.
-int FlowCacheEncap(FlowCache* fc, uint8_t* slab, const int32_t* offs, const int32_t* lens, const int32_t* segs, int n);
+// Encapsulation, from TapReader::Drain: entries i < n of a read batch (segs[i] frames from slab +
+// offs[i] at a stride of lens[i] + 8 bytes, the last lasts[i] bytes: one frame, or a super-frame
+// the reader split). A super-frame leaves as UDP GSO messages (with gso), and consecutive single
+// frames of one size to one destination as one. Returns how many leading entries were sent whole
+// (n: all of them; 0: none qualified or the first send failed); an entry sent in part is left as
+// its unsent rest (offs[i] and segs[i] advanced). The caller hands the rest to JS.
+int FlowCacheEncap(FlowCache* fc, uint8_t* slab, int32_t* offs, const int32_t* lens, int32_t* segs, const int32_t* lasts, int n);
 
 // Decapsulation, from UdpSocket::Drain: the messages of one recvmmsg (see udp.cc for the arrays),
 // a UDP GRO message taken datagram by datagram.

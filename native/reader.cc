@@ -131,7 +131,7 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
     }
     if (n > 0 && fc_ != nullptr) {
       // a batch that only repeats the VTEP's decisions leaves here, without JS (flowcache.h)
-      const int sent = FlowCacheEncap(fc_, slab_, offs_, lens_, segs_, n);
+      const int sent = FlowCacheEncap(fc_, slab_, offs_, lens_, segs_, lasts_, n);
       if (sent > 0) {
         for (int i = sent; i < n; i++) {
           offs_[i - sent] = offs_[i];

@@ -96,7 +96,7 @@ export class FlowCache {
     this.handle?.enable(on);
   }
 
-  /** The Vtep sent a lone frame to unicast `mac`'s only remote `r`. */
+  /** The Vtep sent a frame (or a split super-frame) to unicast `mac`'s only remote `r`. */
   sawTx(mac: number, r: Remote): void {
     if (this.handle === undefined || this.tx.has(mac) || r.family !== this.family) return;
     if (this.handle.setTx(mac, addressBytes(r.address, this.family), r.port)) this.tx.add(mac);

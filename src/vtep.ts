@@ -477,8 +477,8 @@ export class Vtep extends EventEmitter<VtepEvents> {
         this.drops[DropReason.NoRemote]! += segs;
         continue;
       }
-      // a lone frame to a known station with one destination: the next ones need no JS
-      if (entry !== undefined && nr === 1 && segs === 1 && this.fc !== undefined) this.fc.sawTx(entry.mac, remotes[0]!);
+      // a frame (or super-frame) to a known station with one destination: the next ones need no JS
+      if (entry !== undefined && nr === 1 && this.fc !== undefined) this.fc.sawTx(entry.mac, remotes[0]!);
       const stride = len + VXLAN_HLEN;
       const hdr = off - FRAME_HEADROOM;
       for (let k = 0; k < segs; k++) emitVxlan(buf, hdr + k * stride, vni);

@@ -17,6 +17,7 @@ interface Io {
   transport: string;
   ioUring: boolean;
   superFrames: number;
+  flowCacheTx: number;
   csumCompleted: number;
   groMsgs: number;
   sendCalls: number;
@@ -77,6 +78,19 @@ describeNs('fast path: integrity (SHA-256) with the native endpoint and TAP offl
       expect(s.io.groMsgs, 'UDP GRO messages').toBeGreaterThan(100);
       expect(s.rxGroSegments / s.rxGroWrites, 'segments per coalesced TAP write').toBeGreaterThan(4);
       expect(s.io.sentDatagrams / s.io.sendCalls, 'datagrams per send syscall').toBeGreaterThan(4);
+      // the stream's super-frames (and its ACKs) left through the flow cache, without JS
+      expect(s.io.flowCacheTx / s.txPackets, 'frames sent natively').toBeGreaterThan(0.8);
+      expect(s.dropsTotal).toBe(0);
+    }
+  }, 400_000);
+
+  it('uvtep <-> uvtep, --no-flow-cache: 64 MB each way with every super-frame through TypeScript', async () => {
+    const { h1, h2, a, b } = await uvtepPair('fpnofc', false, ['--no-flow-cache'], ['--no-flow-cache']);
+    await bothWays(h1, h2, 64 * MB);
+    for (const s of [statsOf((await a.stop()).final), statsOf((await b.stop()).final)]) {
+      expect(s.io.superFrames, 'TAP super-frames split').toBeGreaterThan(100);
+      expect(s.io.flowCacheTx).toBe(0);
+      expect(s.txGsoSends, 'GSO messages').toBeGreaterThan(100);
       expect(s.dropsTotal).toBe(0);
     }
   }, 400_000);
@@ -90,6 +104,7 @@ describeNs('fast path: integrity (SHA-256) with the native endpoint and TAP offl
     await bothWays(h1, h2, 128 * MB);
     const s = statsOf((await a.stop()).final) as Stats & { io: Io & { partialCsum: number; rxSuperFrames: number; badCsum: number } };
     expect(s.io.superFrames).toBeGreaterThan(100);
+    expect(s.io.flowCacheTx / s.txPackets, 'frames sent natively').toBeGreaterThan(0.8);
     expect(s.dropsTotal).toBe(0);
     expect(s.io.badCsum).toBe(0);
     if (offl === 'on') {
