@@ -61,8 +61,19 @@ const READ_MAX = 65535 + 22;
 const BATCH_DEFAULT = 64;
 /** Headroom per slot: the 10-byte vnet header is read into it, then overwritten by the VXLAN header. */
 const HEADROOM = 16;
-/** Segments per super-frame (the TAP's gso_max_segs; native/offload.h kMaxSegs). */
+/** Segments per super-frame at most (the TAP's gso_max_segs; native/offload.h kMaxSegs). */
 export const TAP_MAX_SEGS = 64;
+/** Bytes of datagrams one UDP GSO send carries (native/uvtep.h kGsoMaxBytes). */
+const GSO_MAX_BYTES = 65_000;
+
+/**
+ * The TAP's gso_max_segs for a TAP of this MTU: as many segments as one UDP GSO send carries, each
+ * with its Ethernet header, a VLAN tag and the VXLAN header (MTU 1450: 44), so that one
+ * super-frame read leaves as one message, not a full one and a small one; at most TAP_MAX_SEGS.
+ */
+export function tapGsoMaxSegs(mtu: number): number {
+  return Math.max(1, Math.min(TAP_MAX_SEGS, Math.floor(GSO_MAX_BYTES / (mtu + 14 + 4 + 8))));
+}
 /** Growth of a split super-frame per segment: a VXLAN header and a header run (native kSegGrowth). */
 const SEG_GROWTH = 8 + 160;
 
@@ -110,9 +121,9 @@ export class TapDevice implements FrameDevice {
     this.ioUring = dev.ioUring;
     this.link = new Link(actual, this.native);
     try {
-      // the stack never hands the TAP more segments than one GSO send carries
-      if (offloads !== 0) this.native.setGsoMaxSegs(actual, TAP_MAX_SEGS);
       if (mtu !== undefined) this.link.mtu = mtu;
+      // the stack never hands the TAP more segments than one GSO send carries
+      if (offloads !== 0) this.native.setGsoMaxSegs(actual, tapGsoMaxSegs(this.link.mtu));
       if (mac !== undefined) this.link.mac = mac;
       for (const a of addrs) this.link.addAddress(a);
       if (opts.bridge !== undefined) this.link.attach(opts.bridge);

@@ -1,7 +1,7 @@
 // TapDevice over a scripted native binding: no device needed.
 import { describe, expect, it, vi } from 'vitest';
 import { ReaderStat, WriterStat, type NativeBinding, type NativeTap, type TapReaderHandle } from '../../src/native.js';
-import { TapDevice } from '../../src/device/tap.js';
+import { TAP_MAX_SEGS, TapDevice, tapGsoMaxSegs } from '../../src/device/tap.js';
 import { FRAME_HEADROOM, type FrameBatch } from '../../src/device/device.js';
 
 interface Script {
@@ -87,7 +87,7 @@ describe('TapDevice', () => {
   it('opens, applies link settings in order, and reports them', () => {
     const s = scripted();
     const p = new TapDevice({ name: 'vxlan1', mtu: 1450, mac: '02:00:00:00:00:0a', addresses: ['10.0.0.106/24', '2001:db8:1::1/64'], bridge: 'br0', native: s.binding });
-    expect(s.calls).toEqual(['open vxlan1 false offloads', 'gso_max_segs 64', 'mtu 1450', 'mac', 'addr 4 0a00006a/24', 'addr 6 20010db8000100000000000000000001/64', 'bridge br0 vxlan1 true', 'up true']);
+    expect(s.calls).toEqual(['open vxlan1 false offloads', 'mtu 1450', 'gso_max_segs 44', 'mac', 'addr 4 0a00006a/24', 'addr 6 20010db8000100000000000000000001/64', 'bridge br0 vxlan1 true', 'up true']);
     expect(p.name).toBe('vxlan1');
     expect(p.mtu).toBe(1450);
     expect(p.mac).toBe(0x02000000000a);
@@ -105,7 +105,7 @@ describe('TapDevice', () => {
     const err = Object.assign(new Error('ioctl(SIOCSIFMTU) failed: EINVAL'), { code: 'EINVAL', errno: -22, syscall: 'ioctl(SIOCSIFMTU)' });
     const s = scripted({ mtuError: err });
     expect(() => new TapDevice({ mtu: 9000, native: s.binding })).toThrow(err);
-    expect(s.calls).toEqual(['open  false offloads', 'gso_max_segs 64', 'close uvtep0']);
+    expect(s.calls).toEqual(['open  false offloads', 'close uvtep0']);
   });
 
   it('system errors from open pass through with code, errno and syscall', () => {
@@ -160,12 +160,26 @@ describe('TapDevice', () => {
     const s = scripted();
     const p = new TapDevice({ native: s.binding });
     expect(p.offloads).toBeGreaterThan(0);
-    expect(s.calls.slice(0, 2)).toEqual(['open  false offloads', 'gso_max_segs 64']);
+    // MTU 1500: 42 segments of up to 1526 bytes with their VXLAN headers fill one 65,000-byte GSO send
+    expect(s.calls.slice(0, 2)).toEqual(['open  false offloads', 'gso_max_segs 42']);
     const plain = scripted();
     const q = new TapDevice({ native: plain.binding, tso: false });
     expect(q.offloads).toBe(0);
     expect(plain.calls[0]).toBe('open  false');
-    expect(plain.calls).not.toContain('gso_max_segs 64');
+    expect(plain.calls.filter((c) => c.startsWith('gso_max_segs'))).toEqual([]);
+  });
+
+  it('gso_max_segs: one super-frame fits one UDP GSO send at any MTU, at most 64 segments', () => {
+    for (const mtu of [68, 576, 1280, 1450, 1500, 9000, 65_000]) {
+      const segs = tapGsoMaxSegs(mtu);
+      expect(segs).toBeGreaterThanOrEqual(1);
+      expect(segs).toBeLessThanOrEqual(TAP_MAX_SEGS);
+      // the largest frame (MTU + Ethernet header + a VLAN tag) with its VXLAN header
+      if (segs > 1) expect(segs * (mtu + 14 + 4 + 8)).toBeLessThanOrEqual(65_000);
+      if (segs < TAP_MAX_SEGS) expect((segs + 1) * (mtu + 14 + 4 + 8)).toBeGreaterThan(65_000);
+    }
+    expect(tapGsoMaxSegs(1450)).toBe(44);
+    expect(tapGsoMaxSegs(576)).toBe(TAP_MAX_SEGS);
   });
 
   it('io_uring: asked for by default and reported; ioUring: false asks for one writev per frame', () => {
