@@ -2,9 +2,10 @@
 # What the namespace tests, the demo and the benchmarks need of a Debian 12 machine, by command
 # and package: iproute2 (ip netns, bridges), iputils-ping, ethtool (tx checksum offload off on the
 # kernel side in interop tests), tcpdump (wire captures), iperf3 and socat (benchmarks), etcd and
-# etcdctl (the etcd control plane's tests start their own), the aarch64 cross-compiler and
-# qemu-user (the package test builds the linux-arm64 prebuild and runs it on an arm64 Node); with
-# --toolchain also what node-gyp needs to build the TAP addon (g++, make, python3).
+# etcdctl (the etcd control plane's tests start their own), python3 (an application sending UDP
+# GSO through the overlay: Node's dgram cannot), the aarch64 cross-compiler and qemu-user (the
+# package test builds the linux-arm64 prebuild and runs it on an arm64 Node); with --toolchain
+# also what node-gyp needs to build the TAP addon (g++, make; python3 too).
 #
 #   scripts/test-deps.sh              name what is missing, with the apt-get command
 #   scripts/test-deps.sh --install    install it when run as root with apt-get (npm test does this)
@@ -30,10 +31,10 @@ need etcd etcd-server
 need etcdctl etcd-client
 need aarch64-linux-gnu-g++ g++-aarch64-linux-gnu
 need qemu-aarch64 qemu-user
+need python3 python3
 if [ "$toolchain" = 1 ]; then
   need make make
   need g++ g++
-  need python3 python3
 fi
 [ ${#pkgs[@]} -eq 0 ] && exit 0
 if [ "$install" = 1 ] && [ "${EUID:-1}" = 0 ] && command -v apt-get >/dev/null 2>&1; then
