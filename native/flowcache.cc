@@ -125,82 +125,70 @@ class FlowCache : public Napi::ObjectWrap<FlowCache> {
       to[i] = FindTx(MacAt(f));
       if (to[i] == nullptr) return 0;
     }
-    // the VXLAN header into the headroom before every frame (FRAME_HEADROOM, and the 8 bytes the
-    // split leaves between segments)
-    for (int i = 0; i < n; i++) {
-      const size_t stride = static_cast<size_t>(lens[i]) + kVxlanHlen;
-      for (int k = 0; k < segs[i]; k++) WriteVxlan(slab + offs[i] - kVxlanHlen + stride * k);
-    }
     // A super-frame is one message per 64 datagrams or 65,000 bytes (UDP_SEGMENT); a run of
     // single frames of one size to one destination (the last may be shorter) is joined into one,
-    // a train the stack carries as one packet (with gso).
+    // a train the stack carries as one packet (with gso). The VXLAN header goes into the headroom
+    // before every frame (FRAME_HEADROOM, and the 8 bytes the split leaves between segments).
     struct mmsghdr msgs[kMaxMsgs];
     struct iovec iov[kMaxMsgs];  // one per message, and one per frame a train joins
     alignas(struct cmsghdr) char ctrl[kMaxMsgs][kUdpCtrlSpace];
     int counts[kMaxMsgs];
-    int mEntry[kMaxMsgs];
-    int done = 0;  // entries sent whole
+    int mEntry[kMaxMsgs];   // the (first) entry of message m
+    int mFirst[kMaxMsgs];   // its first datagram within that entry
+    double mBytes[kMaxMsgs];  // the inner frames' bytes it carries
     int e = 0;
     int d = 0;  // datagrams of entry e already in messages
     while (e < n) {
       int m = 0;
-      int used = 0;
-      const int first = e;
-      const int firstD = d;
-      while (e < n && m < kMaxMsgs && used < kMaxMsgs) {
+      int used = 0;  // iovs, never fewer than messages
+      while (e < n && used < kMaxMsgs) {
         const size_t stride = static_cast<size_t>(lens[e]) + kVxlanHlen;
         uint8_t* h = slab + offs[e] - kVxlanHlen + stride * d;
         if (segs[e] == 1) {
+          WriteVxlan(h);
           const size_t len = static_cast<size_t>(lasts[e]) + kVxlanHlen;
-          if (!(m > 0 && gso_ && mEntry[m - 1] >= 0 && to[e] == to[mEntry[m - 1]] &&
-                UdpJoinTrain(&msgs[m - 1], &counts[m - 1], ctrl[m - 1], h, len, -1, -1))) {
+          if (m > 0 && gso_ && segs[mEntry[m - 1]] == 1 && to[e] == to[mEntry[m - 1]] &&
+              UdpJoinTrain(&msgs[m - 1], &counts[m - 1], ctrl[m - 1], h, len, -1, -1)) {
+            mBytes[m - 1] += lasts[e];
+          } else {
             UdpBuildMsg(&msgs[m], &iov[used], ctrl[m], h, len, &to[e]->addr, to[e]->alen, 0, -1, -1);
             counts[m] = 1;
-            mEntry[m++] = e;
+            mEntry[m] = e;
+            mFirst[m] = 0;
+            mBytes[m++] = lasts[e];
           }
           used++;
           e++;
           continue;
         }
-        const int per = std::max(1, std::min(kGsoMaxSegs, static_cast<int>(kGsoMaxBytes / stride)));
-        const int k = std::min(per, segs[e] - d);
+        const int k = std::min(UdpGsoPerMsg(stride), segs[e] - d);
         const bool end = d + k == segs[e];
+        for (int c = 0; c < k; c++) WriteVxlan(h + stride * c);
         const size_t bytes = stride * (k - 1) + (end ? static_cast<size_t>(lasts[e]) + kVxlanHlen : stride);
         UdpBuildMsg(&msgs[m], &iov[used++], ctrl[m], h, bytes, &to[e]->addr, to[e]->alen, k > 1 ? static_cast<int>(stride) : 0, -1, -1);
         counts[m] = k;
-        mEntry[m++] = -1 - e;  // part of a super-frame: joins no train
-        d += k;
-        if (end) {
-          e++;
-          d = 0;
-        }
+        mEntry[m] = e;
+        mFirst[m] = d;
+        mBytes[m++] = static_cast<double>(bytes) - kVxlanHlen * k;
+        d = end ? 0 : d + k;
+        if (end) e++;
       }
-      const int sent = UdpSendMsgs(udp_, msgs, counts, static_cast<unsigned>(m));
       // JS sends what is left again and handles the error (backpressure, reports)
-      const int ok = sent < 0 ? 0 : sent;
-      // account for the datagrams that left, from entry `first`, datagram `firstD` on
-      int fe = first;
-      int fd = firstD;
+      const int ok = std::max(0, UdpSendMsgs(udp_, msgs, counts, static_cast<unsigned>(m)));
       for (int k = 0; k < ok; k++) {
         stats_[kTxFrames] += counts[k];
-        for (int c = 0; c < counts[k]; c++) {
-          stats_[kTxBytes] += fd == segs[fe] - 1 ? lasts[fe] : lens[fe];
-          if (++fd == segs[fe]) {
-            fe++;
-            fd = 0;
-          }
-        }
+        stats_[kTxBytes] += mBytes[k];
       }
       if (ok < m) {
-        if (fd > 0) {  // the rest of a super-frame: the unsent segments are an entry of their own
-          offs[fe] += static_cast<int32_t>((static_cast<size_t>(lens[fe]) + kVxlanHlen) * fd);
-          segs[fe] -= fd;
+        const int rest = mEntry[ok];
+        if (mFirst[ok] > 0) {  // the rest of a super-frame: its unsent segments are an entry of their own
+          offs[rest] += static_cast<int32_t>((static_cast<size_t>(lens[rest]) + kVxlanHlen) * mFirst[ok]);
+          segs[rest] -= mFirst[ok];
         }
-        return fe;
+        return rest;
       }
-      done = e;
     }
-    return done;
+    return n;
   }
 
   // Whether datagram p[0, len) from src (udp.cc's 20-byte record) qualifies; *inner set to the frame.

@@ -350,12 +350,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
           e++;
           continue;
         }
-        int per = 1;
-        if (gso && segs[e] > 1) {
-          per = static_cast<int>(kGsoMaxBytes / static_cast<size_t>(len));
-          if (per > kGsoMaxSegs) per = kGsoMaxSegs;
-          if (per < 1) per = 1;
-        }
+        const int per = gso && segs[e] > 1 ? UdpGsoPerMsg(static_cast<size_t>(len)) : 1;
         int n = segs[e] - d < per ? segs[e] - d : per;
         const size_t bytes = static_cast<size_t>(len) * (n - 1) + (d + n == segs[e] ? lasts[e] : len);
         UdpBuildMsg(&msgs[m], &iov[used++], ctrl[m], buf.Data() + offs[e] + static_cast<size_t>(len) * d, bytes,

@@ -2,6 +2,7 @@
 #include <napi.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <algorithm>
 #include <cstdint>
 #include "offload.h"
 
@@ -47,6 +48,8 @@ int UdpSendMsgs(UdpSocket* s, struct mmsghdr* msgs, const int* dgrams, unsigned 
 #endif
 constexpr int kGsoMaxSegs = 64;
 constexpr size_t kGsoMaxBytes = 65000;
+// Datagrams of `stride` bytes one UDP GSO message carries (at least 1).
+inline int UdpGsoPerMsg(size_t stride) { return stride >= kGsoMaxBytes ? 1 : std::min(kGsoMaxSegs, static_cast<int>(kGsoMaxBytes / stride)); }
 // Room for a message's control data: UDP_SEGMENT, DS field, TTL / hop limit.
 constexpr size_t kUdpCtrlSpace = CMSG_SPACE(sizeof(uint16_t)) + 2 * CMSG_SPACE(sizeof(int));
 // mm: one message of len bytes at data to addr; gsoSize > 0: a GSO message of datagrams of that

@@ -11,7 +11,8 @@
  */
 import { ConfigError, ErrorCode } from '../errors.js';
 import { checkInt, checkUnicastMac } from '../check.js';
-import { VXLAN_MTU_HEADROOM_V6 } from '../wire/vxlan.js';
+import { ETH_HLEN, VLAN_HLEN } from '../wire/ethernet.js';
+import { VXLAN_HLEN, VXLAN_MTU_HEADROOM_V6 } from '../wire/vxlan.js';
 import { Link, parseCidr, type CidrAddress } from './link.js';
 import { loadBinding, READER_STATS, ReaderStat, TunOffload, WRITER_STATS, WriterStat, type NativeBinding, type FlowCacheHandle, type NativeTap, type TapReaderHandle, type UdpSocketHandle } from '../native.js';
 import type { FlowCacheParams } from '../flowcache.js';
@@ -72,7 +73,7 @@ const GSO_MAX_BYTES = 65_000;
  * super-frame read leaves as one message, not a full one and a small one; at most TAP_MAX_SEGS.
  */
 export function tapGsoMaxSegs(mtu: number): number {
-  return Math.max(1, Math.min(TAP_MAX_SEGS, Math.floor(GSO_MAX_BYTES / (mtu + 14 + 4 + 8))));
+  return Math.max(1, Math.min(TAP_MAX_SEGS, Math.floor(GSO_MAX_BYTES / (mtu + ETH_HLEN + VLAN_HLEN + VXLAN_HLEN))));
 }
 /** Growth of a split super-frame per segment: a VXLAN header and a header run (native kSegGrowth). */
 const SEG_GROWTH = 8 + 160;

@@ -14,6 +14,8 @@ export const ETH_HLEN = 14;
 /** 802.1Q VLAN and 802.1ad service tags (4 bytes before the inner ethertype). */
 export const ETH_P_8021Q = 0x8100;
 export const ETH_P_8021AD = 0x88a8;
+/** The length of one such tag. */
+export const VLAN_HLEN = 4;
 const OFF_DST = 0;
 const OFF_SRC = 6;
 const TWO_32 = 0x1_0000_0000;

@@ -4,7 +4,7 @@
  * INET_ECN_encapsulate and INET_ECN_decapsulate). ECN is the low two bits of the IPv4 TOS / IPv6
  * traffic class: 00 not-ECT, 10 ECT(0), 01 ECT(1), 11 CE. Every read is bounds-checked against `len`.
  */
-import { ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ethType } from './ethernet.js';
+import { ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ethType, VLAN_HLEN } from './ethernet.js';
 import { csumReplace16 } from './checksum.js';
 import { ETH_P_IP, IPV4_CSUM, IPV4_HLEN, IPV4_TOS, IPV4_TTL, isIpv4 } from './ipv4.js';
 import { ETH_P_IPV6, IPV6_HLEN, IPV6_HOPS, ipv6TrafficClass, isIpv6, setIpv6TrafficClass } from './ipv6.js';
@@ -19,9 +19,9 @@ function innerL3(b: Uint8Array, off: number, len: number): number {
   if (len < ETH_HLEN) return -1;
   let type = ethType(b, off);
   let l3 = off + ETH_HLEN;
-  while ((type === ETH_P_8021Q || type === ETH_P_8021AD) && l3 + 4 <= end) {
+  while ((type === ETH_P_8021Q || type === ETH_P_8021AD) && l3 + VLAN_HLEN <= end) {
     type = (b[l3 + 2]! << 8) | b[l3 + 3]!;
-    l3 += 4;
+    l3 += VLAN_HLEN;
   }
   if (type === ETH_P_IP && l3 + IPV4_HLEN <= end && isIpv4(b, l3)) return l3;
   if (type === ETH_P_IPV6 && l3 + IPV6_HLEN <= end && isIpv6(b, l3)) return l3;
