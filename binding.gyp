@@ -12,10 +12,26 @@
         "native/offload.cc",
         "native/poller.cc",
         "native/flowcache.cc",
-        "native/ring.cc"
+        "native/ring.cc",
+        "native/udpmsg.cc",
+        "native/flowtable.cc",
+        "native/datapath.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "cflags_cc": ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    },
+    {
+      "target_name": "uvtep-datapath",
+      "type": "executable",
+      "sources": [
+        "native/datapath/main.cc",
+        "native/flowtable.cc",
+        "native/udpmsg.cc",
+        "native/offload.cc"
+      ],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions"],
       "cflags_cc": ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]

@@ -1,5 +1,6 @@
 // Addon entry: registration only (errors.cc holds the error helpers).
 #include <napi.h>
+#include "datapath.h"
 #include "uvtep.h"
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -9,6 +10,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   uvtep::InitUdp(env, exports);
   uvtep::InitPoller(env, exports);
   uvtep::InitFlowCache(env, exports);
+  uvtep::InitDatapath(env, exports);
   return exports;
 }
 

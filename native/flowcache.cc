@@ -1,6 +1,6 @@
 // See flowcache.h. One FlowCache per VTEP, made by TypeScript with the VTEP's Tap and UdpSocket:
 //
-//   new FlowCache(tap, udp, vni, ownMac, maxFrame, learning, gro, gso, mtu, stats, seen, tapStats)
+//   new FlowCache(tap, udp, vni, ownMac, maxFrame, learning, gro, gso, mtu, stats, seen, tapStats, datapath)
 //   setTx(mac, addr, port) -> bool    unicast `mac` is sent to addr:port (false: the table is full)
 //   setRx(mac, addr) -> slot | -1     datagrams with inner source `mac` from `addr` need no learning
 //   clear(), enable(on), close()
@@ -10,14 +10,23 @@
 // counted into tapStats, the TAP's own writer stats (as if JS had written them). seen[slot]
 // is set to 1 when an rx entry forwarded a datagram: TypeScript refreshes the FDB entry's age
 // from it (the FDB's ageing, not this cache, decides when a station is gone).
+//
+// With a Datapath (datapath.h) the packets are forwarded in the datapath process: every change
+// to the tables is sent there too (the process applies the same operations to its copy, so the
+// slots agree), and stats, seen and tapStats are arrays in the memory the two share, written
+// by the process only. Without one (null), the addon's readers call Encap and Decap here.
 #include "flowcache.h"
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <algorithm>
+#include <optional>
 #include <cerrno>
 #include <cstring>
 #include "errors.h"
+#include "datapath.h"
+#include "dpproto.h"
+#include "flowtable.h"
 #include "offload.h"
 #include "uvtep.h"
 
@@ -25,30 +34,29 @@ namespace uvtep {
 
 namespace {
 
-constexpr int kSlots = 256;        // per table, a power of two
-constexpr int kMaxUsed = kSlots / 2;  // open addressing stays short
-constexpr int kVxlanHlen = 8;
-constexpr int kMaxBatch = 64;
-constexpr int kMaxMsgs = 2 * kMaxBatch;  // a super-frame of 64 segments may need two messages
-
-enum FlowCacheStat { kTxFrames, kTxBytes, kRxDatagrams, kRxBytes, kRxLost, kRxLostBytes, kStatCount };
-
 const napi_type_tag kFlowCacheTag = {0x7576746570464c4fULL, 0x5743414348450001ULL};
 
-inline uint64_t MacAt(const uint8_t* p) {
-  return (uint64_t(p[0]) << 40) | (uint64_t(p[1]) << 32) | (uint64_t(p[2]) << 24) | (uint64_t(p[3]) << 16) | (uint64_t(p[4]) << 8) | p[5];
-}
+// The Node process's TAP and socket as a FlowTable's sinks.
+class NodeTapSink : public TapSink {
+ public:
+  explicit NodeTapSink(Tap* tap) : tap_(tap) {}
+  void Begin(bool gro, uint32_t mtu) override { b_.emplace(tap_, gro, mtu); }
+  void Add(uint8_t* p, uint32_t len) override { b_->Add(p, len); }
+  const GroStats& End() override { return b_->End(); }
 
-inline int SlotOf(uint64_t mac) { return static_cast<int>((mac * 0x9e3779b97f4a7c15ULL) >> 56) & (kSlots - 1); }
+ private:
+  Tap* tap_;
+  std::optional<TapBatch> b_;
+};
 
-// The ECN bits of an untagged IPv4/IPv6 frame are zero (other ethertypes have none): the outer
-// header then needs no per-packet DS field (RFC 6040 encapsulation copies a non-zero ECN).
-bool NoInnerEcn(const uint8_t* f, int len) {
-  const uint16_t type = Be16(f + 12);
-  if (type == kEthIp) return len >= kEthHlen + 20 && (f[15] & 3) == 0;
-  if (type == kEthIpv6) return len >= kEthHlen + 40 && ((f[15] >> 4) & 3) == 0;
-  return type != kEthVlan && type != kEthQinq;  // tagged: JS looks past the tags
-}
+class NodeUdpSink : public UdpSink {
+ public:
+  explicit NodeUdpSink(UdpSocket* s) : s_(s) {}
+  int SendMsgs(struct mmsghdr* msgs, const int* dgrams, unsigned n) override { return UdpSendMsgs(s_, msgs, dgrams, n); }
+
+ private:
+  UdpSocket* s_;
+};
 
 }  // namespace
 
@@ -64,356 +72,179 @@ class FlowCache : public Napi::ObjectWrap<FlowCache> {
   explicit FlowCache(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FlowCache>(info) {
     Napi::Env env = info.Env();
     ExpectArgs(info, "FlowCache", "xxnnnooonbbb");
-    tap_ = TapOf(env, info[0]);
-    udp_ = UdpSocketOf(env, info[1]);
+    Tap* tap = TapOf(env, info[0]);
+    UdpSocket* udp = UdpSocketOf(env, info[1]);
     tapRef_ = Napi::Persistent(info[0].As<Napi::Object>());
     udpRef_ = Napi::Persistent(info[1].As<Napi::Object>());
-    vni_ = info[2].As<Napi::Number>().Uint32Value() & 0xffffff;
+    FlowConfig c;
+    c.vni = info[2].As<Napi::Number>().Uint32Value() & 0xffffff;
     const double own = info[3].As<Napi::Number>().DoubleValue();
-    hasOwn_ = own >= 0;
-    own_ = hasOwn_ ? static_cast<uint64_t>(own) : 0;
-    maxFrame_ = info[4].As<Napi::Number>().Int32Value();
-    learning_ = info[5].As<Napi::Boolean>().Value();
-    gro_ = info[6].As<Napi::Boolean>().Value();
-    gso_ = info[7].As<Napi::Boolean>().Value();
-    mtu_ = info[8].As<Napi::Number>().Uint32Value();
+    c.hasOwn = own >= 0;
+    c.own = c.hasOwn ? static_cast<uint64_t>(own) : 0;
+    c.maxFrame = info[4].As<Napi::Number>().Int32Value();
+    c.learning = info[5].As<Napi::Boolean>().Value();
+    c.gro = info[6].As<Napi::Boolean>().Value();
+    c.gso = info[7].As<Napi::Boolean>().Value();
+    c.mtu = info[8].As<Napi::Number>().Uint32Value();
+    c.family = UdpFamily(udp);
     Napi::Float64Array st = info[9].As<Napi::Float64Array>();
     Napi::Float64Array seen = info[10].As<Napi::Float64Array>();
     Napi::Float64Array tapSt = info[11].As<Napi::Float64Array>();
     if (tapSt.ElementLength() < 8) throw Napi::RangeError::New(env, "FlowCache: tapStats too short");
-    tapStats_ = tapSt.Data();
-    tapStatsRef_ = Napi::Persistent(info[11].As<Napi::Object>());
-    if (st.ElementLength() < kStatCount || seen.ElementLength() < static_cast<size_t>(kSlots)) throw Napi::RangeError::New(env, "FlowCache: stats or seen too short");
-    stats_ = st.Data();
-    seen_ = seen.Data();
-    statsRef_ = Napi::Persistent(info[9].As<Napi::Object>());
-    seenRef_ = Napi::Persistent(info[10].As<Napi::Object>());
-    family_ = UdpFamily(udp_);
+    if (st.ElementLength() < kFlowStatCount || seen.ElementLength() < static_cast<size_t>(kFlowSlots)) throw Napi::RangeError::New(env, "FlowCache: stats or seen too short");
+    for (int i : {9, 10, 11}) refs_[i - 9] = Napi::Persistent(info[i].As<Napi::Object>());
+    table_.emplace(c, st.Data(), seen.Data(), tapSt.Data());
+    dp_ = info.Length() > 12 ? DatapathOf(env, info[12]) : nullptr;
+    if (dp_ != nullptr) {
+      dpRef_ = Napi::Persistent(info[12].As<Napi::Object>());
+      DpAddFlow m{};
+      m.h = {kDpAddFlow, DatapathNewId(dp_)};
+      m.tap = DatapathTapId(dp_, tap);
+      m.udp = DatapathUdpId(dp_, udp);
+      if (m.tap == 0 || m.udp == 0) throw Napi::Error::New(env, "FlowCache: the TAP and the socket must be registered with the datapath first");
+      m.vni = c.vni;
+      m.hasOwn = c.hasOwn;
+      m.own = c.own;
+      m.maxFrame = c.maxFrame;
+      m.learning = c.learning;
+      m.gro = c.gro;
+      m.gso = c.gso;
+      m.mtu = c.mtu;
+      m.family = c.family;
+      const int64_t offs[] = {DatapathOffset(dp_, st.Data(), kFlowStatCount * 8), DatapathOffset(dp_, seen.Data(), kFlowSlots * 8), DatapathOffset(dp_, tapSt.Data(), 8 * 8)};
+      for (int64_t o : offs) {
+        if (o < 0) throw Napi::RangeError::New(env, "FlowCache: with a datapath, stats, seen and tapStats must be in its shared memory");
+      }
+      m.stats = static_cast<uint64_t>(offs[0]);
+      m.seen = static_cast<uint64_t>(offs[1]);
+      m.tapStats = static_cast<uint64_t>(offs[2]);
+      id_ = m.h.id;
+      Mirror(env, &m, sizeof m);
+    } else {
+      tapSink_.emplace(tap);
+      udpSink_.emplace(udp);
+      table_->Attach(&*tapSink_, &*udpSink_);
+    }
     info.This().As<Napi::Object>().TypeTag(&kFlowCacheTag);
-    Reset();
   }
 
-  // The VXLAN header (I flag, this VTEP's VNI) at h[0, 8).
-  void WriteVxlan(uint8_t* h) const {
-    h[0] = 0x08;
-    h[1] = h[2] = h[3] = 0;
-    h[4] = static_cast<uint8_t>(vni_ >> 16);
-    h[5] = static_cast<uint8_t>(vni_ >> 8);
-    h[6] = static_cast<uint8_t>(vni_);
-    h[7] = 0;
-  }
-
-  bool Active() const { return enabled_ && tap_ != nullptr && udp_ != nullptr; }
-  uint32_t vni() const { return vni_; }
-
-  // ---- the data path (flowcache.h)
-
-  // Entry i: segs[i] frames at a stride of lens[i] + 8, the last lasts[i] bytes (a super-frame
-  // the reader split) or one frame. A partly sent entry is left as its unsent rest (offs and
-  // segs advanced) for JS.
-  int Encap(uint8_t* slab, int32_t* offs, const int32_t* lens, int32_t* segs, const int32_t* lasts, int n) {
-    if (!Active() || n > kMaxBatch) return 0;
-    const TxEntry* to[kMaxBatch];
-    for (int i = 0; i < n; i++) {
-      const uint8_t* f = slab + offs[i];
-      const int len = lens[i];
-      // a split super-frame leaves as GSO messages only: without GSO, JS sends it datagram by datagram
-      if (segs[i] < 1 || (segs[i] > 1 && !gso_) || len < kEthHlen || len > maxFrame_ || lasts[i] < kEthHlen || lasts[i] > len ||
-          (f[0] & 1) != 0 || !NoInnerEcn(f, len)) {
-        return 0;
-      }
-      to[i] = FindTx(MacAt(f));
-      if (to[i] == nullptr) return 0;
-    }
-    // A super-frame is one message per 64 datagrams or 65,000 bytes (UDP_SEGMENT); a run of
-    // single frames of one size to one destination (the last may be shorter) is joined into one,
-    // a train the stack carries as one packet (with gso). The VXLAN header goes into the headroom
-    // before every frame (FRAME_HEADROOM, and the 8 bytes the split leaves between segments).
-    struct mmsghdr msgs[kMaxMsgs];
-    struct iovec iov[kMaxMsgs];  // one per message, and one per frame a train joins
-    alignas(struct cmsghdr) char ctrl[kMaxMsgs][kUdpCtrlSpace];
-    int counts[kMaxMsgs];
-    int mEntry[kMaxMsgs];   // the (first) entry of message m
-    int mFirst[kMaxMsgs];   // its first datagram within that entry
-    double mBytes[kMaxMsgs];  // the inner frames' bytes it carries
-    int e = 0;
-    int d = 0;  // datagrams of entry e already in messages
-    while (e < n) {
-      int m = 0;
-      int used = 0;  // iovs, never fewer than messages
-      while (e < n && used < kMaxMsgs) {
-        const size_t stride = static_cast<size_t>(lens[e]) + kVxlanHlen;
-        uint8_t* h = slab + offs[e] - kVxlanHlen + stride * d;
-        if (segs[e] == 1) {
-          WriteVxlan(h);
-          const size_t len = static_cast<size_t>(lasts[e]) + kVxlanHlen;
-          if (m > 0 && gso_ && segs[mEntry[m - 1]] == 1 && to[e] == to[mEntry[m - 1]] &&
-              UdpJoinTrain(&msgs[m - 1], &counts[m - 1], ctrl[m - 1], h, len, -1, -1)) {
-            mBytes[m - 1] += lasts[e];
-          } else {
-            UdpBuildMsg(&msgs[m], &iov[used], ctrl[m], h, len, &to[e]->addr, to[e]->alen, 0, -1, -1);
-            counts[m] = 1;
-            mEntry[m] = e;
-            mFirst[m] = 0;
-            mBytes[m++] = lasts[e];
-          }
-          used++;
-          e++;
-          continue;
-        }
-        const int k = std::min(UdpGsoPerMsg(stride), segs[e] - d);
-        const bool end = d + k == segs[e];
-        for (int c = 0; c < k; c++) WriteVxlan(h + stride * c);
-        const size_t bytes = stride * (k - 1) + (end ? static_cast<size_t>(lasts[e]) + kVxlanHlen : stride);
-        UdpBuildMsg(&msgs[m], &iov[used++], ctrl[m], h, bytes, &to[e]->addr, to[e]->alen, k > 1 ? static_cast<int>(stride) : 0, -1, -1);
-        counts[m] = k;
-        mEntry[m] = e;
-        mFirst[m] = d;
-        mBytes[m++] = static_cast<double>(bytes) - kVxlanHlen * k;
-        d = end ? 0 : d + k;
-        if (end) e++;
-      }
-      // JS sends what is left again and handles the error (backpressure, reports)
-      const int ok = std::max(0, UdpSendMsgs(udp_, msgs, counts, static_cast<unsigned>(m)));
-      for (int k = 0; k < ok; k++) {
-        stats_[kTxFrames] += counts[k];
-        stats_[kTxBytes] += mBytes[k];
-      }
-      if (ok < m) {
-        const int rest = mEntry[ok];
-        if (mFirst[ok] > 0) {  // the rest of a super-frame: its unsent segments are an entry of their own
-          offs[rest] += static_cast<int32_t>((static_cast<size_t>(lens[rest]) + kVxlanHlen) * mFirst[ok]);
-          segs[rest] -= mFirst[ok];
-        }
-        return rest;
-      }
-    }
-    return n;
-  }
-
-  // Whether datagram p[0, len) from src (udp.cc's 20-byte record) qualifies; *inner set to the frame.
-  bool Qualifies(const uint8_t* p, int len, const uint8_t* src, int* slot) const {
-    if (!Active() || len < kVxlanHlen + kEthHlen || len - kVxlanHlen > maxFrame_) return false;
-    const uint8_t* f = p + kVxlanHlen;
-    const uint64_t smac = MacAt(f + 6);
-    if ((f[6] & 1) != 0 || smac == 0 || (hasOwn_ && smac == own_)) return false;
-    *slot = -1;
-    if (!learning_) return true;
-    const int s = FindRx(smac);
-    if (s < 0) return false;
-    const RxEntry& e = rx_[s];
-    const int fam = src[0] == 4 ? AF_INET : src[0] == 6 ? AF_INET6 : -1;
-    if (fam != e.fam || memcmp(src + 4, e.addr, fam == AF_INET ? 4 : 16) != 0) return false;
-    *slot = s;
-    return true;
-  }
-
-  void Delivered(int slot, int len) {
-    stats_[kRxDatagrams]++;
-    stats_[kRxBytes] += len;
-    if (slot >= 0) seen_[slot] = 1;
-  }
-
-  void Lost(double frames, double bytes) {
-    stats_[kRxLost] += frames;
-    stats_[kRxLostBytes] += bytes;
-    stats_[kRxBytes] -= bytes;
-  }
-
-  Tap* tap() const { return tap_; }
-  bool gro() const { return gro_; }
-  uint32_t mtu() const { return mtu_; }
-  void CountWrites(const GroStats& g) { g.AddTo(tapStats_); }
+  FlowTable* table() { return dp_ == nullptr && table_ ? &*table_ : nullptr; }
+  uint32_t vni() const { return table_->config().vni; }
 
  private:
-  struct TxEntry {
-    uint64_t mac;
-    bool used;
-    sockaddr_storage addr;
-    socklen_t alen;
-  };
-  struct RxEntry {
-    uint64_t mac;
-    bool used;
-    int fam;
-    uint8_t addr[16];
-  };
-
-  void Reset() {
-    for (auto& e : tx_) e.used = false;
-    for (auto& e : rx_) e.used = false;
-    txUsed_ = rxUsed_ = 0;
-  }
-
-  const TxEntry* FindTx(uint64_t mac) const {
-    for (int i = SlotOf(mac), k = 0; k < kSlots; i = (i + 1) & (kSlots - 1), k++) {
-      if (!tx_[i].used) return nullptr;
-      if (tx_[i].mac == mac) return &tx_[i];
-    }
-    return nullptr;
-  }
-
-  int FindRx(uint64_t mac) const {
-    for (int i = SlotOf(mac), k = 0; k < kSlots; i = (i + 1) & (kSlots - 1), k++) {
-      if (!rx_[i].used) return -1;
-      if (rx_[i].mac == mac) return i;
-    }
-    return -1;
-  }
-
-  // the slot for `mac` in table t (its own, or the first free one), -1 when full
-  template <typename E>
-  static int Place(E* t, int used, uint64_t mac) {
-    for (int i = SlotOf(mac), k = 0; k < kSlots; i = (i + 1) & (kSlots - 1), k++) {
-      if (t[i].used && t[i].mac == mac) return i;
-      if (!t[i].used) return used >= kMaxUsed ? -1 : i;
-    }
-    return -1;
-  }
-
   static uint64_t MacArg(const Napi::Value& v) {
     const double d = v.As<Napi::Number>().DoubleValue();
     return d >= 0 && d < 281474976710656.0 ? static_cast<uint64_t>(d) : ~0ULL;
+  }
+
+  // a change the datapath process applies to its copy of the table
+  void Mirror(Napi::Env env, const void* msg, size_t len) {
+    if (dp_ != nullptr && !DatapathSend(dp_, msg, len)) throw Napi::Error::New(env, "FlowCache: the datapath process is gone");
   }
 
   // setTx(mac, addr(4|16 bytes), port) -> bool
   Napi::Value SetTx(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     ExpectArgs(info, "setTx", "nbn");
+    if (!table_) return Napi::Boolean::New(env, false);
     const uint64_t mac = MacArg(info[0]);
     Napi::Uint8Array a = info[1].As<Napi::Uint8Array>();
     const int port = info[2].As<Napi::Number>().Int32Value();
-    if (mac == ~0ULL || port < 1 || port > 65535) return Napi::Boolean::New(env, false);
-    sockaddr_storage ss;
-    const socklen_t alen = MakeSockaddr(family_, a.Data(), a.ByteLength(), port, 0, &ss);
-    if (alen == 0) return Napi::Boolean::New(env, false);
-    const int i = Place(tx_, txUsed_, mac);
-    if (i < 0) return Napi::Boolean::New(env, false);
-    if (!tx_[i].used) txUsed_++;
-    tx_[i].used = true;
-    tx_[i].mac = mac;
-    tx_[i].addr = ss;
-    tx_[i].alen = alen;
-    return Napi::Boolean::New(env, true);
+    const bool ok = table_->SetTx(mac, a.Data(), a.ByteLength(), port);
+    if (ok && dp_ != nullptr) {
+      DpFlowTx m{};
+      m.h = {kDpFlowTx, id_};
+      m.mac = mac;
+      m.len = static_cast<uint32_t>(a.ByteLength());
+      m.port = port;
+      memcpy(m.addr, a.Data(), m.len);
+      Mirror(env, &m, sizeof m);
+    }
+    return Napi::Boolean::New(env, ok);
   }
 
   // setRx(mac, addr(4|16 bytes)) -> slot, or -1 (full, or an address of the other family)
   Napi::Value SetRx(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     ExpectArgs(info, "setRx", "nb");
+    if (!table_) return Napi::Number::New(env, -1);
     const uint64_t mac = MacArg(info[0]);
     Napi::Uint8Array a = info[1].As<Napi::Uint8Array>();
-    const size_t want = family_ == AF_INET ? 4 : 16;
-    if (mac == ~0ULL || a.ByteLength() != want) return Napi::Number::New(env, -1);
-    const int i = Place(rx_, rxUsed_, mac);
-    if (i < 0) return Napi::Number::New(env, -1);
-    if (!rx_[i].used) rxUsed_++;
-    rx_[i].used = true;
-    rx_[i].mac = mac;
-    rx_[i].fam = family_;
-    memset(rx_[i].addr, 0, sizeof rx_[i].addr);
-    memcpy(rx_[i].addr, a.Data(), want);
-    seen_[i] = 0;
-    return Napi::Number::New(env, i);
+    const int slot = table_->SetRx(mac, a.Data(), a.ByteLength());
+    if (slot >= 0 && dp_ != nullptr) {
+      DpFlowRx m{};
+      m.h = {kDpFlowRx, id_};
+      m.mac = mac;
+      m.len = static_cast<uint32_t>(a.ByteLength());
+      memcpy(m.addr, a.Data(), m.len);
+      Mirror(env, &m, sizeof m);
+    }
+    return Napi::Number::New(env, slot);
   }
 
   Napi::Value Clear(const Napi::CallbackInfo& info) {
-    Reset();
+    if (table_) table_->Reset();
+    const DpHeader m{kDpFlowClear, id_};
+    if (table_) Mirror(info.Env(), &m, sizeof m);
     return info.Env().Undefined();
   }
 
   Napi::Value Enable(const Napi::CallbackInfo& info) {
     ExpectArgs(info, "enable", "o");
-    enabled_ = info[0].As<Napi::Boolean>().Value();
+    const bool on = info[0].As<Napi::Boolean>().Value();
+    if (!table_) return info.Env().Undefined();
+    table_->Enable(on);
+    const DpValue m{{kDpFlowEnable, id_}, on ? 1u : 0u};
+    Mirror(info.Env(), &m, sizeof m);
     return info.Env().Undefined();
   }
 
-  // close(): off for good; the Tap and the socket are no longer held
+  // close(): off for good; the Tap and the socket are no longer held (nor is the process's copy)
   Napi::Value Close(const Napi::CallbackInfo& info) {
-    enabled_ = false;
-    Reset();
-    tap_ = nullptr;
-    udp_ = nullptr;
+    if (!table_) return info.Env().Undefined();
+    if (dp_ != nullptr) {
+      const DpHeader m{kDpDelFlow, id_};
+      DatapathCall(dp_, &m, sizeof m);  // a process already gone has let go too
+    }
+    table_.reset();
+    tapSink_.reset();
+    udpSink_.reset();
+    dp_ = nullptr;
+    dpRef_.Reset();
     tapRef_.Reset();
     udpRef_.Reset();
     return info.Env().Undefined();
   }
 
-  Tap* tap_ = nullptr;
-  UdpSocket* udp_ = nullptr;
-  Napi::ObjectReference tapRef_, udpRef_, statsRef_, seenRef_, tapStatsRef_;
-  double* tapStats_ = nullptr;
-  uint32_t vni_ = 0;
-  bool hasOwn_ = false;
-  uint64_t own_ = 0;
-  int maxFrame_ = 0;
-  bool learning_ = true;
-  bool gro_ = true;
-  bool gso_ = true;
-  uint32_t mtu_ = 0;
-  int family_ = AF_INET;
-  bool enabled_ = false;
-  double* stats_ = nullptr;
-  double* seen_ = nullptr;
-  TxEntry tx_[kSlots];
-  RxEntry rx_[kSlots];
-  int txUsed_ = 0;
-  int rxUsed_ = 0;
+  std::optional<FlowTable> table_;
+  std::optional<NodeTapSink> tapSink_;
+  std::optional<NodeUdpSink> udpSink_;
+  Datapath* dp_ = nullptr;
+  uint32_t id_ = 0;
+  Napi::ObjectReference tapRef_, udpRef_, dpRef_, refs_[3];
 };
 
 int FlowCacheEncap(FlowCache* fc, uint8_t* slab, int32_t* offs, const int32_t* lens, int32_t* segs, const int32_t* lasts, int n) {
-  return fc == nullptr ? 0 : fc->Encap(slab, offs, lens, segs, lasts, n);
+  FlowTable* t = fc == nullptr ? nullptr : fc->table();
+  return t == nullptr ? 0 : t->Encap(slab, offs, lens, segs, lasts, n);
 }
+
+namespace {
+struct FinderCtx {
+  FlowCacheFinder find;
+  void* ctx;
+};
+FlowTable* FindTable(void* ctx, uint32_t vni) {
+  auto* f = static_cast<FinderCtx*>(ctx);
+  FlowCache* fc = f->find(f->ctx, vni);
+  return fc == nullptr ? nullptr : fc->table();
+}
+}  // namespace
 
 int FlowCacheDecap(FlowCacheFinder find, void* ctx, uint8_t* slab, const int32_t* offs, const int32_t* lens, const int32_t* segs,
                     const int16_t* tos, const uint8_t* srcs, int srcStride, int n) {
-  if (n > kMaxBatch) return -1;
-  // a GRO message (segs[i] < lens[i]) is a train of datagrams of segs[i] bytes, the last shorter
-  const auto stride = [&](int i) { return segs[i] > 0 && segs[i] < lens[i] ? segs[i] : lens[i]; };
-  FlowCache* to[kMaxBatch];
-  int slots[kMaxBatch * kGsoMaxSegs];
-  int nd = 0;
-  for (int i = 0; i < n; i++) {
-    if (tos[i] > 0 && (tos[i] & 3) != 0) return -1;  // an ECN mark: JS applies it (RFC 6040)
-    if (lens[i] < kVxlanHlen) return -1;  // empty or truncated: JS counts it
-    to[i] = nullptr;
-    const int step = stride(i);
-    for (int at = 0; at < lens[i]; at += step) {
-      const int len = std::min(step, lens[i] - at);
-      const uint8_t* p = slab + offs[i] + at;
-      if (len < kVxlanHlen || nd == kMaxBatch * kGsoMaxSegs) return -1;  // a truncated last datagram
-      // I flag alone, every reserved bit clear (both reserved-bits policies accept it)
-      if (p[0] != 0x08 || p[1] != 0 || p[2] != 0 || p[3] != 0 || p[7] != 0) return -1;
-      const uint32_t vni = (uint32_t(p[4]) << 16) | (uint32_t(p[5]) << 8) | p[6];
-      FlowCache* fc = find(ctx, vni);
-      if (fc == nullptr || (to[i] != nullptr && fc != to[i]) || !fc->Qualifies(p, len, srcs + i * srcStride, &slots[nd++])) return -1;
-      to[i] = fc;
-    }
-  }
-  // one coalescing pass per run of messages for the same VTEP, in order
-  int i = 0;
-  int d = 0;
-  int writes = 0;
-  while (i < n) {
-    FlowCache* fc = to[i];
-    TapBatch b(fc->tap(), fc->gro(), fc->mtu());
-    int j = i;
-    for (; j < n && to[j] == fc; j++) {
-      const int step = stride(j);
-      for (int at = 0; at < lens[j]; at += step) {
-        uint8_t* f = slab + offs[j] + at + kVxlanHlen;
-        const int flen = std::min(step, lens[j] - at) - kVxlanHlen;
-        fc->Delivered(slots[d++], flen);
-        b.Add(f, static_cast<uint32_t>(flen));
-      }
-    }
-    const GroStats& s = b.End();
-    fc->CountWrites(s);
-    writes += static_cast<int>(s.writes);
-    if (s.lostFrames > 0) fc->Lost(s.lostFrames, s.lostBytes);
-    i = j;
-  }
-  return writes;
+  FinderCtx f{find, ctx};
+  return FlowTableDecap(&FindTable, &f, slab, offs, lens, segs, tos, srcs, srcStride, n);
 }
 
 FlowCache* FlowCacheOf(Napi::Env env, Napi::Value v) {

@@ -492,4 +492,26 @@ void Coalescer::Flush() {
   nflows_ = 0;
 }
 
+int TakeRead(uint8_t* frame, int32_t r, int vnet, size_t room, double* stats, SegOut* out) {
+  stats[kStReads]++;
+  if (r < vnet) return 0;  // cannot happen with a vnet header configured; never deliver garbage
+  const size_t len = static_cast<size_t>(r - vnet);
+  int segs = 1;
+  out->segLen = out->lastLen = static_cast<int>(len);
+  if (vnet > 0) {
+    VnetHdr h;
+    ReadVnet(frame - vnet, &h);
+    if ((h.flags & kVnetNeedsCsum) != 0 || h.gsoType != kGsoNone) {
+      segs = Segment(frame, len, room, h, out);
+      if (segs < 0) {
+        stats[segs == kSegBadVnet ? kStBadVnet : segs == kSegBadHeaders ? kStBadHeaders : segs == kSegTooMany ? kStTooMany : kStNoRoom]++;
+        return 0;
+      }
+      stats[h.gsoType != kGsoNone ? kStSuper : kStCsum]++;
+    }
+  }
+  stats[kStFrames] += segs;
+  return segs;
+}
+
 }  // namespace uvtep

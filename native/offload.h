@@ -73,6 +73,15 @@ struct SegOut {
 // and everything stays within frame[0, cap). Finishes partial checksums of non-GSO frames.
 int Segment(uint8_t* frame, size_t len, size_t cap, const VnetHdr& h, SegOut* out);
 
+// A TAP reader's stats (src/native.ts ReaderStat reads them by the same numbers; ProxyDropped
+// is the datapath process's, native/datapath/main.cc).
+enum ReaderStat { kStReads, kStFrames, kStSuper, kStCsum, kStBadVnet, kStBadHeaders, kStTooMany, kStNoRoom, kStProxyDropped, kReaderStatCount };
+
+// One TAP read of r bytes at frame - vnet (room: bytes the slot has from frame on): validated,
+// split in place with Segment when its virtio_net_hdr asks, and counted into stats (ReaderStat).
+// Returns its frames (out: their lengths), or 0 when it was refused.
+int TakeRead(uint8_t* frame, int32_t r, int vnet, size_t room, double* stats, SegOut* out);
+
 // Writes one packet: iov[0] is the virtio_net_hdr. Returns 0 or -errno. A writer may queue the
 // packet instead (WriteRing): the first `transient` pieces live on the caller's stack (headers it
 // built) and are copied, the others stay valid until the batch is submitted; a later failure adds

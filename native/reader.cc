@@ -10,12 +10,16 @@
 // offs[i] + k * (lens[i] + 8)) with complete checksums, or finishes a partial checksum.
 // Refused super-frames are counted in stats (never delivered).
 #include <sched.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include <uv.h>
 #include <algorithm>
 #include <cerrno>
 #include "errors.h"
 #include "fd.h"
+#include "datapath.h"
+#include "dpproto.h"
 #include "flowcache.h"
 #include "offload.h"
 #include "poller.h"
@@ -24,8 +28,6 @@
 
 namespace uvtep {
 
-// stats indices (src/native.ts, ReaderStat reads them by the same numbers)
-enum ReaderStat { kStReads, kStFrames, kStSuper, kStCsum, kStBadVnet, kStBadHeaders, kStTooMany, kStNoRoom, kStCount };
 
 class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
  public:
@@ -35,14 +37,24 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
                         InstanceMethod("setFlowCache", &TapReader::SetFlowCache), InstanceMethod("close", &TapReader::Close)});
   }
 
-  // new TapReader(tap, slab, slotSize, headroom, offs, lens, segs, lasts, stats, onBatch(count), onError(err), vnet):
-  // reads the fd of `tap` (a Tap object, kept alive by the reader; JS closes the reader first)
+  // new TapReader(tap, slab, slotSize, headroom, offs, lens, segs, lasts, stats, onBatch(count), onError(err), vnet[, datapath, id]):
+  // reads the fd of `tap` (a Tap object, kept alive by the reader; JS closes the reader first).
+  // With a datapath: reads what the datapath process hands over on the TAP's proxy (id) instead,
+  // entries it already split and counted (dpproto.h), and answers each batch.
   explicit TapReader(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TapReader>(info), ctx_(info.Env(), "uvtep:TapReader") {
     Napi::Env env = info.Env();
     ExpectArgs(info, "TapReader", "xbnnbbbbbffo");
     fd_ = TapFd(env, info[0]);
     if (fd_ < 0) throw SystemError(env, EBADF, "TapReader", "the TAP is closed");
     ring_ = TapIoUring(TapOf(env, info[0])) ? ThreadReadRing() : nullptr;
+    if (info.Length() > 13 && !info[12].IsUndefined() && !info[12].IsNull()) {
+      Datapath* dp = DatapathOf(env, info[12]);
+      fd_ = DatapathProxyFd(dp, info[13].As<Napi::Number>().Uint32Value());
+      if (fd_ < 0) throw Napi::Error::New(env, "TapReader: the TAP is not registered with the datapath");
+      proxy_ = true;
+      ring_ = nullptr;
+      dpRef_ = Napi::Persistent(info[12].As<Napi::Object>());
+    }
     Napi::Uint8Array slab = info[1].As<Napi::Uint8Array>();
     slot_ = info[2].As<Napi::Number>().Int32Value();
     headroom_ = info[3].As<Napi::Number>().Int32Value();
@@ -53,7 +65,7 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
     Napi::Float64Array stats = info[8].As<Napi::Float64Array>();
     vnet_ = info[11].As<Napi::Boolean>().Value() ? kVnetHdrLen : 0;
     if (slot_ <= headroom_ || headroom_ < vnet_ || headroom_ < 8) throw Napi::RangeError::New(env, "TapReader: slotSize must exceed headroom, headroom must hold the vnet and VXLAN headers");
-    if (stats.ElementLength() < kStCount) throw Napi::RangeError::New(env, "TapReader: stats too short");
+    if (stats.ElementLength() < kStProxyDropped) throw Napi::RangeError::New(env, "TapReader: stats too short");
     size_t cap = slab.ByteLength() / static_cast<size_t>(slot_);
     for (size_t n : {offs.ElementLength(), lens.ElementLength(), segs.ElementLength(), lasts.ElementLength()}) cap = n < cap ? n : cap;
     if (cap == 0) throw Napi::RangeError::New(env, "TapReader: no room for one frame");
@@ -99,7 +111,50 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
     res[0] = r < 0 ? -errno : static_cast<int32_t>(r);
   }
 
+  // The datapath process's entries (dpproto.h DpTapEntry), each into a slot as Take would
+  // leave it; the batch is answered once JS has it and the reader still runs (else on start).
+  void DrainProxy() {
+    int n = 0;
+    while (n < cap_) {
+      DpTapEntry e;
+      uint8_t* frame = slab_ + static_cast<size_t>(n) * slot_ + headroom_;
+      struct iovec iov[2] = {{&e, sizeof e}, {frame, static_cast<size_t>(slot_ - headroom_)}};
+      const ssize_t r = Retry([&] { return readv(fd_, iov, 2); });
+      if (r < 0 && errno == EAGAIN) break;
+      if (r <= 0) {
+        if (n > 0) CallBatch(this, onBatch_, n, ctx_);
+        Fail(r == 0 ? EPIPE : errno, "read(datapath proxy)");
+        return;
+      }
+      const int64_t stride = int64_t(e.len) + 8;
+      if (r < static_cast<ssize_t>(sizeof e) || e.segs < 1 || e.len < 1 || e.last < 1 || e.last > e.len ||
+          stride * (e.segs - 1) + e.last != r - static_cast<ssize_t>(sizeof e)) {
+        continue;  // cannot come from the process; never deliver garbage
+      }
+      offs_[n] = static_cast<int32_t>(frame - slab_);
+      lens_[n] = e.len;
+      segs_[n] = e.segs;
+      lasts_[n] = e.last;
+      n++;
+    }
+    if (n == 0) return;
+    CallBatch(this, onBatch_, n, ctx_);
+    pendingAck_ += static_cast<uint32_t>(n);
+    if (active_) Ack();
+  }
+
+  void Ack() {
+    if (pendingAck_ == 0 || fd_ < 0) return;
+    const uint32_t n = pendingAck_;
+    pendingAck_ = 0;
+    Retry([&] { return send(fd_, &n, sizeof n, MSG_NOSIGNAL | MSG_DONTWAIT); });
+  }
+
   void Drain() override {
+    if (proxy_) {
+      DrainProxy();
+      return;
+    }
     int n = 0;
     const size_t room = static_cast<size_t>(slot_ - headroom_);
     int32_t res[Ring::kEntries];
@@ -154,33 +209,13 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
 
   // One read of r bytes at frame - vnet: validated and split into entry n; false when refused.
   bool Take(uint8_t* frame, int32_t r, size_t room, int n) {
-    stats_[kStReads]++;
-    if (r < vnet_) return false;  // cannot happen with a vnet header configured; never deliver garbage
-    const size_t len = static_cast<size_t>(r - vnet_);
-    int segs = 1;
-    int segLen = static_cast<int>(len);
-    int lastLen = segLen;
-    if (vnet_ > 0) {
-      VnetHdr h;
-      ReadVnet(frame - vnet_, &h);
-      if ((h.flags & kVnetNeedsCsum) != 0 || h.gsoType != kGsoNone) {
-        SegOut out;
-        segs = Segment(frame, len, room, h, &out);
-        if (segs < 0) {
-          stats_[segs == kSegBadVnet ? kStBadVnet : segs == kSegBadHeaders ? kStBadHeaders : segs == kSegTooMany ? kStTooMany : kStNoRoom]++;
-          return false;
-        }
-        segLen = out.segLen;
-        lastLen = out.lastLen;
-        if (h.gsoType != kGsoNone) stats_[kStSuper]++;
-        else stats_[kStCsum]++;
-      }
-    }
+    SegOut out;
+    const int segs = TakeRead(frame, r, vnet_, room, stats_, &out);
+    if (segs == 0) return false;
     offs_[n] = static_cast<int32_t>(frame - slab_);
-    lens_[n] = segLen;
+    lens_[n] = out.segLen;
     segs_[n] = segs;
-    lasts_[n] = lastLen;
-    stats_[kStFrames] += segs;
+    lasts_[n] = out.lastLen;
     return true;
   }
 
@@ -190,9 +225,10 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
       int r = uv_poll_start(poll_, UV_READABLE, &TapReader::OnPoll);
       if (r != 0) throw SystemError(info.Env(), -r, "uv_poll_start");
       active_ = true;
-      PollRegister(this);
+      if (!proxy_) PollRegister(this);
       Ref();  // keep the wrapper alive while the loop may call it
     }
+    if (proxy_) Ack();
     return info.Env().Undefined();
   }
 
@@ -220,7 +256,7 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
     if (active_ && poll_ != nullptr) {
       uv_poll_stop(poll_);
       active_ = false;
-      PollUnregister(this);
+      if (!proxy_) PollUnregister(this);
       Unref();
     }
   }
@@ -245,7 +281,7 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
     StopPoll();
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
-    const char* hint = (err == EBADFD || err == EBADF) ? "the TAP device was removed" : "";
+    const char* hint = proxy_ ? "the datapath process (uvtep-datapath) ended or let go of the TAP" : (err == EBADFD || err == EBADF) ? "the TAP device was removed" : "";
     CallJs(env, onError_, Value(), {SystemError(env, err, syscall, hint).Value()}, ctx_);
   }
 
@@ -268,6 +304,9 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
   uv_poll_t* poll_ = nullptr;
   bool active_ = false;
   Ring* ring_ = nullptr;  // the thread's (ThreadReadRing)
+  bool proxy_ = false;    // reading the datapath process's proxy
+  uint32_t pendingAck_ = 0;
+  Napi::ObjectReference dpRef_;
   int readAhead_ = 2;
 };
 

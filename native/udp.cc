@@ -17,6 +17,8 @@
 #include <vector>
 #include "errors.h"
 #include "fd.h"
+#include "datapath.h"
+#include "dpproto.h"
 #include "flowcache.h"
 #include "poller.h"
 #include "uvtep.h"
@@ -29,15 +31,11 @@ namespace uvtep {
 
 namespace {
 
-constexpr int kMaxRecvMsgs = 64;
 constexpr int kMaxRecvRounds = 8;
 constexpr int kRoundWrites = 128;  // a receive round's budget (see Drain)
 constexpr int kSendMsgs = 256;
 constexpr int kSendIovs = 4 * kSendMsgs;  // a message per entry, or one per datagram of a train
-constexpr int kSrcStride = 20;        // per received message: family, 0, port (BE), address (16)
 
-// stats indices (src/transport/native.ts reads them by the same numbers)
-enum SockStat { kSendCalls, kMsgsSent, kDgramsSent, kGsoMsgs, kGsoDgrams, kGsoFallbacks, kRecvCalls, kMsgsRecv, kGroMsgs, kTruncated, kStatCount };
 
 const napi_type_tag kUdpTag = {0x7576746570554450ULL, 0x534f434b45540001ULL};
 
@@ -60,7 +58,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
     ExpectArgs(info, "UdpSocket", "nb");
     family_ = info[0].As<Napi::Number>().Int32Value() == 6 ? AF_INET6 : AF_INET;
     Napi::Float64Array st = info[1].As<Napi::Float64Array>();
-    if (st.ElementLength() < kStatCount) throw Napi::RangeError::New(env, "UdpSocket: stats too short");
+    if (st.ElementLength() < kSockStatCount) throw Napi::RangeError::New(env, "UdpSocket: stats too short");
     stats_ = st.Data();
     statsRef_ = Napi::Persistent(info[1].As<Napi::Object>());
     Fd fd(socket(family_, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
@@ -84,25 +82,60 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
   // that, one round of GRO messages (up to 64 x 64 datagrams) went to a TAP at once, and a
   // reader of the overlay that shares the CPU found its socket buffer overrun: a burst larger
   // than the buffer is lost.
+  // What the datapath process hands over (dpproto.h DpUdpEntry per message), in the shape of a
+  // recvmmsg batch; answered once JS has it.
+  void DrainProxy() {
+    struct mmsghdr msgs[kMaxRecvMsgs];
+    struct iovec iov[kMaxRecvMsgs][2];
+    DpUdpEntry hdr[kMaxRecvMsgs];
+    const int n = rxCap_;
+    for (int i = 0; i < n; i++) {
+      iov[i][0] = {&hdr[i], sizeof hdr[i]};
+      iov[i][1] = {rxSlab_ + static_cast<size_t>(i) * rxMsgSize_, rxMsgSize_};
+      memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
+      msgs[i].msg_hdr.msg_iov = iov[i];
+      msgs[i].msg_hdr.msg_iovlen = 2;
+    }
+    const int r = Retry([&] { return recvmmsg(proxyFd_, msgs, static_cast<unsigned>(n), MSG_DONTWAIT, nullptr); });
+    if (r < 0 && errno == EAGAIN) return;
+    if (r <= 0) {
+      Fail(r == 0 ? EPIPE : errno, "recvmmsg(datapath proxy)");
+      return;
+    }
+    int out = 0;
+    for (int i = 0; i < r; i++) {
+      const DpUdpEntry& e = hdr[i];
+      const int64_t body = int64_t(msgs[i].msg_len) - int64_t(sizeof e);
+      if (body < 0 || (e.len >= 0 && e.len != body) || (e.len < 0 && body != 0)) continue;  // cannot come from the process
+      rxOffs_[out] = static_cast<int32_t>(i * rxMsgSize_);
+      rxLens_[out] = e.len;
+      rxSegs_[out] = e.seg;
+      rxTos_[out] = e.tos;
+      memcpy(rxSrcs_ + out * kSrcStride, e.src, kSrcStride);
+      out++;
+    }
+    if (out > 0) CallBatch(this, onBatch_, out, ctx_);
+    pendingAck_ += static_cast<uint32_t>(r);
+    if (reading_) Ack();
+  }
+
+  void Ack() {
+    if (pendingAck_ == 0 || proxyFd_ < 0) return;
+    const uint32_t n = pendingAck_;
+    pendingAck_ = 0;
+    Retry([&] { return send(proxyFd_, &n, sizeof n, MSG_NOSIGNAL | MSG_DONTWAIT); });
+  }
+
   void Drain() override {
+    if (proxy_) {
+      DrainProxy();
+      return;
+    }
     for (int round = 0; round < kMaxRecvRounds && reading_; round++) {
-      struct mmsghdr msgs[kMaxRecvMsgs];
-      struct iovec iov[kMaxRecvMsgs];
-      struct sockaddr_storage names[kMaxRecvMsgs];
-      alignas(struct cmsghdr) char ctrl[kMaxRecvMsgs][64];
+      UdpRecvRound rr;
       const int n = roundMsgs_ < rxCap_ ? roundMsgs_ : rxCap_;
-      for (int i = 0; i < n; i++) {
-        iov[i].iov_base = rxSlab_ + static_cast<size_t>(i) * rxMsgSize_;
-        iov[i].iov_len = rxMsgSize_;
-        memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
-        msgs[i].msg_hdr.msg_name = &names[i];
-        msgs[i].msg_hdr.msg_namelen = sizeof names[i];
-        msgs[i].msg_hdr.msg_iov = &iov[i];
-        msgs[i].msg_hdr.msg_iovlen = 1;
-        msgs[i].msg_hdr.msg_control = ctrl[i];
-        msgs[i].msg_hdr.msg_controllen = sizeof ctrl[i];
-      }
-      int r = Retry([&] { return recvmmsg(fd_, msgs, static_cast<unsigned>(n), MSG_DONTWAIT, nullptr); });
+      rr.Prepare(rxSlab_, rxMsgSize_, n);
+      int r = Retry([&] { return recvmmsg(fd_, rr.msgs, static_cast<unsigned>(n), MSG_DONTWAIT, nullptr); });
       stats_[kRecvCalls]++;
       if (r < 0) {
         if (errno == EAGAIN) return;
@@ -115,51 +148,8 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
       int out = 0;
       int dgrams = 0;
       for (int i = 0; i < r; i++) {
-        struct msghdr& h = msgs[i].msg_hdr;
-        stats_[kMsgsRecv]++;
-        if ((h.msg_flags & MSG_TRUNC) != 0) {
-          stats_[kTruncated]++;
-          rxLens_[out] = -1;  // JS counts it as TooBig
-        } else {
-          rxLens_[out] = static_cast<int32_t>(msgs[i].msg_len);
-        }
         rxOffs_[out] = static_cast<int32_t>(i * rxMsgSize_);
-        int seg = 0;
-        int tos = -1;
-        for (struct cmsghdr* c = CMSG_FIRSTHDR(&h); c != nullptr; c = CMSG_NXTHDR(&h, c)) {
-          if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
-            int v;
-            memcpy(&v, CMSG_DATA(c), sizeof v);
-            seg = v;
-          } else if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_TOS) {
-            tos = *reinterpret_cast<unsigned char*>(CMSG_DATA(c));
-          } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_TCLASS) {
-            int v;
-            memcpy(&v, CMSG_DATA(c), sizeof v);
-            tos = v;
-          }
-        }
-        if (seg > 0 && static_cast<uint32_t>(seg) < msgs[i].msg_len) {
-          stats_[kGroMsgs]++;
-          dgrams += static_cast<int>((msgs[i].msg_len + seg - 1) / seg);
-        } else {
-          dgrams++;
-        }
-        rxSegs_[out] = seg;
-        rxTos_[out] = static_cast<int16_t>(tos);
-        uint8_t* s = rxSrcs_ + out * kSrcStride;
-        memset(s, 0, kSrcStride);
-        if (names[i].ss_family == AF_INET) {
-          auto* a = reinterpret_cast<struct sockaddr_in*>(&names[i]);
-          s[0] = 4;
-          memcpy(s + 2, &a->sin_port, 2);
-          memcpy(s + 4, &a->sin_addr, 4);
-        } else if (names[i].ss_family == AF_INET6) {
-          auto* a = reinterpret_cast<struct sockaddr_in6*>(&names[i]);
-          s[0] = 6;
-          memcpy(s + 2, &a->sin6_port, 2);
-          memcpy(s + 4, &a->sin6_addr, 16);
-        }
+        dgrams += rr.Parse(i, &rxLens_[out], &rxSegs_[out], &rxTos_[out], rxSrcs_ + out * kSrcStride, stats_);
         out++;
       }
       // a batch that only repeats the VTEPs' decisions goes to the TAPs here, without JS
@@ -246,9 +236,25 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
     for (int i : {0, 2, 3, 4, 5, 6}) rxRefs_[k++] = Napi::Persistent(info[i].As<Napi::Object>());
     onBatch_ = Napi::Persistent(info[7].As<Napi::Function>());
     onError_ = Napi::Persistent(info[8].As<Napi::Function>());
+    if (info.Length() > 10 && !info[9].IsUndefined() && !info[9].IsNull()) {
+      // read what the datapath process hands over instead of the socket (recvStart once per mode)
+      Datapath* dp = DatapathOf(env, info[9]);
+      const int fd = DatapathProxyFd(dp, info[10].As<Napi::Number>().Uint32Value());
+      if (fd < 0) throw Napi::Error::New(env, "recvStart: the socket is not registered with the datapath");
+      if (proxyPoll_ == nullptr || fd != proxyFd_) {
+        ClosePoll(&proxyPoll_);
+        proxyPoll_ = NewPoll(env, fd, this, "UdpSocket");
+      }
+      proxyFd_ = fd;
+      proxy_ = true;
+      dpRef_ = Napi::Persistent(info[9].As<Napi::Object>());
+    } else {
+      proxy_ = false;
+    }
     reading_ = true;
-    PollRegister(this);
+    if (!proxy_) PollRegister(this);
     Rearm(env);
+    if (proxy_) Ack();
     return env.Undefined();
   }
 
@@ -271,8 +277,15 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
 
   void Rearm(Napi::Env env) {
     if (poll_ == nullptr) return;
-    int events = (reading_ ? UV_READABLE : 0) | (wantWrite_ ? UV_WRITABLE : 0);
-    if (events == 0) {
+    const bool viaProxy = proxy_ && proxyPoll_ != nullptr;
+    if (viaProxy && reading_) {
+      int r = uv_poll_start(proxyPoll_, UV_READABLE, &UdpSocket::OnProxyPoll);
+      if (r != 0) throw SystemError(env, -r, "uv_poll_start");
+    } else if (proxyPoll_ != nullptr) {
+      uv_poll_stop(proxyPoll_);
+    }
+    int events = (reading_ && !viaProxy ? UV_READABLE : 0) | (wantWrite_ ? UV_WRITABLE : 0);
+    if (events == 0 && !(viaProxy && reading_)) {
       uv_poll_stop(poll_);
       if (refd_) {
         refd_ = false;
@@ -280,7 +293,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
       }
       return;
     }
-    int r = uv_poll_start(poll_, events, &UdpSocket::OnPoll);
+    int r = events == 0 ? uv_poll_stop(poll_) : uv_poll_start(poll_, events, &UdpSocket::OnPoll);
     if (r != 0) throw SystemError(env, -r, "uv_poll_start");
     if (!refd_) {
       refd_ = true;
@@ -417,14 +430,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
     return Napi::Number::New(env, 0);
   }
 
-  void Sent(int dgrams) {
-    stats_[kMsgsSent]++;
-    stats_[kDgramsSent] += dgrams;
-    if (dgrams > 1) {
-      stats_[kGsoMsgs]++;
-      stats_[kGsoDgrams] += dgrams;
-    }
-  }
+  void Sent(int dgrams) { UdpCountSent(stats_, dgrams); }
 
   static void AddError(Napi::Int32Array& res, int maxErr, int entry, int err, int dgrams) {
     const int k = res[2];
@@ -474,18 +480,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
   }
 
  public:
-  int SendMsgs(struct mmsghdr* msgs, const int* dgrams, unsigned n) {
-    if (fd_ < 0) return -EBADF;
-    unsigned done = 0;
-    while (done < n) {
-      int r = Retry([&] { return sendmmsg(fd_, msgs + done, n - done, 0); });
-      stats_[kSendCalls]++;
-      if (r <= 0) return done > 0 ? static_cast<int>(done) : -errno;
-      for (int k = 0; k < r; k++) Sent(dgrams[done + k]);
-      done += static_cast<unsigned>(r);
-    }
-    return static_cast<int>(done);
-  }
+  int SendMsgs(struct mmsghdr* msgs, const int* dgrams, unsigned n) { return UdpSendmmsg(fd_, msgs, dgrams, n, stats_); }
   int family() const { return family_; }
 
  private:
@@ -495,6 +490,8 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
     wantWrite_ = false;
     PollUnregister(this);
     ClosePoll(&poll_);
+    ClosePoll(&proxyPoll_);
+    proxyFd_ = -1;
     if (refd_) {
       refd_ = false;
       Unref();
@@ -506,6 +503,16 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
       close(fd_);
       fd_ = -1;
     }
+  }
+
+  static void OnProxyPoll(uv_poll_t* handle, int status, int events) {
+    UdpSocket* self = static_cast<UdpSocket*>(handle->data);
+    if (self == nullptr) return;
+    if (status < 0) {
+      self->Fail(-status, "poll");
+      return;
+    }
+    if (self->reading_) self->DrainProxy();
   }
 
   static void OnPoll(uv_poll_t* handle, int status, int events) {
@@ -538,7 +545,8 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
     } catch (const Napi::Error&) {
     }
     if (onError_.IsEmpty()) return;
-    CallJs(env, onError_, Value(), {SystemError(env, err, syscall).Value()}, ctx_);
+    const char* hint = proxy_ ? "the datapath process (uvtep-datapath) ended or let go of the socket" : "";
+    CallJs(env, onError_, Value(), {SystemError(env, err, syscall, hint).Value()}, ctx_);
   }
 
   Napi::AsyncContext ctx_;
@@ -550,6 +558,11 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
   bool reading_ = false;
   bool wantWrite_ = false;
   bool refd_ = false;
+  bool proxy_ = false;        // receiving through the datapath process (datapath.h)
+  int proxyFd_ = -1;          // the socket's proxy, held by the Datapath
+  uv_poll_t* proxyPoll_ = nullptr;
+  uint32_t pendingAck_ = 0;
+  Napi::ObjectReference dpRef_;
   uint32_t rxMsgSize_ = 0;
   int rxCap_ = 0;
   int roundMsgs_ = kMaxRecvMsgs;  // messages the next receive round asks for
@@ -574,81 +587,10 @@ UdpSocket* UdpSocketOf(Napi::Env env, Napi::Value v) {
   return UdpSocket::Unwrap(v.As<Napi::Object>());
 }
 
-void UdpBuildMsg(struct mmsghdr* mm, struct iovec* iov, char* ctrl, uint8_t* data, size_t len, const void* addr, socklen_t alen, int gsoSize, int ds, int ttl) {
-  iov->iov_base = data;
-  iov->iov_len = len;
-  struct msghdr& h = mm->msg_hdr;
-  memset(&h, 0, sizeof h);
-  h.msg_name = const_cast<void*>(addr);
-  h.msg_namelen = alen;
-  h.msg_iov = iov;
-  h.msg_iovlen = 1;
-  mm->msg_len = 0;
-  size_t used = 0;
-  if (gsoSize > 0 || ds >= 0 || ttl > 0) {
-    memset(ctrl, 0, kUdpCtrlSpace);
-    h.msg_control = ctrl;
-    h.msg_controllen = kUdpCtrlSpace;
-    struct cmsghdr* c = CMSG_FIRSTHDR(&h);
-    if (gsoSize > 0) {
-      c->cmsg_level = SOL_UDP;
-      c->cmsg_type = UDP_SEGMENT;
-      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-      uint16_t g = static_cast<uint16_t>(gsoSize);
-      memcpy(CMSG_DATA(c), &g, sizeof g);
-      used += CMSG_SPACE(sizeof(uint16_t));
-      c = CMSG_NXTHDR(&h, c);
-    }
-    const bool v6 = alen == sizeof(struct sockaddr_in6);
-    // an int-valued IP option as a control message (DS field, TTL / hop limit)
-    const auto addInt = [&](int type4, int type6, int value) {
-      if (c == nullptr) return;
-      c->cmsg_level = v6 ? IPPROTO_IPV6 : IPPROTO_IP;
-      c->cmsg_type = v6 ? type6 : type4;
-      c->cmsg_len = CMSG_LEN(sizeof(int));
-      memcpy(CMSG_DATA(c), &value, sizeof value);
-      used += CMSG_SPACE(sizeof(int));
-      c = CMSG_NXTHDR(&h, c);
-    };
-    if (ds >= 0) addInt(IP_TOS, IPV6_TCLASS, ds);
-    // ttl inherit: the inner packet's TTL / hop limit
-    if (ttl > 0) addInt(IP_TTL, IPV6_HOPLIMIT, ttl);
-    h.msg_controllen = used;
-  }
-}
-
-bool UdpJoinTrain(struct mmsghdr* mm, int* count, char* ctrl, uint8_t* data, size_t size, int ds, int ttl) {
-  struct msghdr& h = mm->msg_hdr;
-  const size_t seg = h.msg_iov[0].iov_len;
-  if (*count >= kGsoMaxSegs || size > seg || h.msg_iov[h.msg_iovlen - 1].iov_len != seg || seg * (*count + 1) > kGsoMaxBytes) return false;
-  if (*count == 1) UdpBuildMsg(mm, h.msg_iov, ctrl, static_cast<uint8_t*>(h.msg_iov[0].iov_base), seg, h.msg_name, h.msg_namelen, static_cast<int>(seg), ds, ttl);
-  h.msg_iov[h.msg_iovlen++] = {data, size};
-  (*count)++;
-  return true;
-}
-
 int UdpSendMsgs(UdpSocket* s, struct mmsghdr* msgs, const int* dgrams, unsigned n) { return s->SendMsgs(msgs, dgrams, n); }
 
 int UdpFamily(const UdpSocket* s) { return s->family(); }
 
-socklen_t MakeSockaddr(int family, const uint8_t* addr, size_t len, int port, uint32_t scope, struct sockaddr_storage* ss) {
-  memset(ss, 0, sizeof *ss);
-  if (family == AF_INET && len == 4) {
-    auto* s = reinterpret_cast<struct sockaddr_in*>(ss);
-    s->sin_family = AF_INET;
-    s->sin_port = htons(static_cast<uint16_t>(port));
-    memcpy(&s->sin_addr, addr, 4);
-    return sizeof *s;
-  }
-  if (family == AF_INET6 && len == 16) {
-    auto* s = reinterpret_cast<struct sockaddr_in6*>(ss);
-    s->sin6_family = AF_INET6;
-    s->sin6_port = htons(static_cast<uint16_t>(port));
-    s->sin6_scope_id = scope;
-    memcpy(&s->sin6_addr, addr, 16);
-    return sizeof *s;
-  }
-  return 0;
-}
+int UdpSocketFd(const UdpSocket* s) { return s->PollFd(); }
 
 }  // namespace uvtep

@@ -106,7 +106,16 @@ export interface VtepOptions {
    * (src/flowcache.ts). Off: every packet goes through the TypeScript path.
    */
   flowCache?: boolean;
+  /**
+   * Where the flow cache forwards (src/datapath.ts): 'process' (the default on Linux where
+   * build/Release/uvtep-datapath is built) reads the TAP and the socket in a small native
+   * process of its own and hands JS only what the cache does not cover; 'inline' does it in this
+   * process's event loop. Applies only where the flow cache does.
+   */
+  datapath?: DatapathMode;
 }
+
+export type DatapathMode = 'process' | 'inline';
 
 export type { AllowCidr } from './allow.js';
 export type { RemoteSpec } from './check.js';
@@ -143,6 +152,8 @@ export interface VtepConfig {
   gro: boolean;
   busyPoll: number;
   flowCache: boolean;
+  /** Undefined: the default (src/datapath.ts datapathDefault). */
+  datapath: DatapathMode | undefined;
 }
 
 export function resolveConfig(o: VtepOptions): VtepConfig {
@@ -218,6 +229,7 @@ export function resolveConfig(o: VtepOptions): VtepConfig {
     srcport = { min, max, sockets: Math.min(sockets, max - min + 1) };
   }
   const tos = o.tos === 'inherit' ? 'inherit' : checkInt(o.tos ?? 0, 'tos', 0, 255, '"inherit" or an integer');
+  if (o.datapath !== undefined && o.datapath !== 'process' && o.datapath !== 'inline') fail('datapath', ErrorCode.InvalidOption, `expected "process" or "inline", got ${show(o.datapath)}`);
   const df = o.df ?? 'unset';
   if (df !== 'set' && df !== 'unset') fail('df', ErrorCode.InvalidOption, `expected "set" or "unset", got ${show(df)}`);
 
@@ -254,5 +266,6 @@ export function resolveConfig(o: VtepOptions): VtepConfig {
     gro: checkBool(o.gro ?? true, 'gro'),
     busyPoll: checkInt(o.busyPoll ?? 0, 'busyPoll', 0, 1_000_000, 'microseconds'),
     flowCache: checkBool(o.flowCache ?? true, 'flowCache'),
+    datapath: o.datapath,
   };
 }

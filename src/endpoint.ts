@@ -16,6 +16,7 @@
  */
 import { ConfigError, ErrorCode, StateError } from './errors.js';
 import type { FlowCache } from './flowcache.js';
+import type { DatapathProcess } from './datapath.js';
 import type { UdpSocketHandle } from './native.js';
 import { newRxBatch, type RxBatch, type SendError, type Transport, type TransportCounters, type TransportHandlers, type TxBatch } from './transport/transport.js';
 import type { DropReasonName } from './vtep.js';
@@ -376,6 +377,10 @@ class Lane implements Transport {
 
   flowSocket(): UdpSocketHandle | undefined {
     return this.attached ? this.ep.transport.flowSocket?.() : undefined;
+  }
+
+  useDatapath(dp: DatapathProcess): boolean {
+    return this.attached && this.ep.transport.useDatapath?.(dp) === true;
   }
 
   attachFlowCache(vni: number, fc: FlowCache | undefined): void {

@@ -20,6 +20,7 @@
  */
 import type { Remote } from './fdb.js';
 import type { FrameDevice } from './device/device.js';
+import type { DatapathProcess } from './datapath.js';
 import { FLOW_CACHE_SLOTS, FLOW_CACHE_STATS, FlowCacheStat, type FlowCacheHandle } from './native.js';
 import { addressBytes, type Transport } from './transport/transport.js';
 
@@ -65,17 +66,23 @@ export class FlowCache {
    * `enable(true)`); undefined when either has no native side (a memory device, the dgram
    * transport, a source-port range).
    */
-  static open(device: FrameDevice, transport: Transport, p: Omit<FlowCacheParams, 'stats' | 'seen'>): FlowCache | undefined {
+  static open(device: FrameDevice, transport: Transport, p: Omit<FlowCacheParams, 'stats' | 'seen'>, datapath?: DatapathProcess): FlowCache | undefined {
     const socket = transport.flowSocket?.();
     if (socket === undefined || device.flowCache === undefined || transport.attachFlowCache === undefined) return undefined;
-    const stats = new Float64Array(FLOW_CACHE_STATS);
-    const seen = new Float64Array(FLOW_CACHE_SLOTS);
-    const d = device.flowCache(socket, { ...p, stats, seen });
+    // in the datapath process when both sides can hand their reading over; else in this one
+    const dp = datapath !== undefined && datapath.room(FLOW_CACHE_STATS + FLOW_CACHE_SLOTS) && device.useDatapath?.(datapath) === true && transport.useDatapath?.(datapath) === true ? datapath : undefined;
+    const stats = dp !== undefined ? dp.alloc(FLOW_CACHE_STATS) : new Float64Array(FLOW_CACHE_STATS);
+    const seen = dp !== undefined ? dp.alloc(FLOW_CACHE_SLOTS) : new Float64Array(FLOW_CACHE_SLOTS);
+    const d = device.flowCache(socket, { ...p, stats, seen }, dp);
     if (d === undefined) return undefined;
     const fc = new FlowCache(transport, p.vni, d.handle, stats, seen, d.detach);
+    fc.datapath = dp !== undefined;
     transport.attachFlowCache(p.vni, fc);
     return fc;
   }
+
+  /** Whether the cache forwards in the datapath process (src/datapath.ts). */
+  datapath: boolean = false;
 
   private constructor(transport: Transport, vni: number, handle: FlowCacheHandle, stats: Float64Array, seen: Float64Array, detachDevice: () => void) {
     this.stats = stats;

@@ -6,13 +6,14 @@
  *   await vtep.start();
  */
 export { createVtep, createEndpoint, nativeTransportAvailable } from './create.js';
+export { datapathDefault, datapathExecutable } from './datapath.js';
 export type { CreateVtepOptions, EndpointOptions, TransportKind } from './create.js';
 export { Vtep, DropReason, DROP_REASONS } from './vtep.js';
 export { Endpoint, ENDPOINT_DROPS } from './endpoint.js';
 export type { EndpointStats, EndpointDropName } from './endpoint.js';
 export type { VtepStats, VtepIo, VtepEvents, VtepDeps, DropReasonName, VtepSendErrorInfo } from './vtep.js';
 export { resolveConfig, DEFAULTS } from './config.js';
-export type { VtepOptions, VtepConfig, RemoteSpec } from './config.js';
+export type { VtepOptions, VtepConfig, RemoteSpec, DatapathMode } from './config.js';
 export { Fdb, FdbEntry, LearnResult, FDB_AGE_DEFAULT_S, FDB_AGE_INTERVAL_S, FDB_MAX_DEFAULT } from './fdb.js';
 export type { Remote, FdbRow, FdbOptions, FdbOrigin, FdbChangeOptions } from './fdb.js';
 export { MemoryDevice } from './device/memory.js';

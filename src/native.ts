@@ -39,14 +39,15 @@ export const FLOW_CACHE_STATS = 6;
 export const FLOW_CACHE_SLOTS = 256;
 
 /** Indices of the TAP reader's stats array (native/reader.cc). */
-export const ReaderStat = { Reads: 0, Frames: 1, SuperFrames: 2, CsumCompleted: 3, BadVnet: 4, BadHeaders: 5, TooManySegs: 6, NoRoom: 7 } as const;
-export const READER_STATS = 8;
+export const ReaderStat = { Reads: 0, Frames: 1, SuperFrames: 2, CsumCompleted: 3, BadVnet: 4, BadHeaders: 5, TooManySegs: 6, NoRoom: 7, ProxyDropped: 8 } as const;
+/** (ProxyDropped: frames the datapath process could not hand over, its proxy full; src/datapath.ts.) */
+export const READER_STATS = 9;
 /** Indices of the TAP writer's stats array (native/tap.cc writeFrames). */
 export const WriterStat = { Writes: 0, GroWrites: 1, GroSegments: 2, LostFrames: 3, LostBytes: 4, BadCsum: 5, PartialCsum: 6, BigWrites: 7 } as const;
 export const WRITER_STATS = 8;
 /** Indices of a UDP socket's stats array (native/udp.cc). */
-export const SockStat = { SendCalls: 0, MsgsSent: 1, DgramsSent: 2, GsoMsgs: 3, GsoDgrams: 4, GsoFallbacks: 5, RecvCalls: 6, MsgsRecv: 7, GroMsgs: 8, Truncated: 9 } as const;
-export const SOCK_STATS = 10;
+export const SockStat = { SendCalls: 0, MsgsSent: 1, DgramsSent: 2, GsoMsgs: 3, GsoDgrams: 4, GsoFallbacks: 5, RecvCalls: 6, MsgsRecv: 7, GroMsgs: 8, Truncated: 9, ProxyDropped: 10 } as const;
+export const SOCK_STATS = 11;
 /** Bytes per received message in `recvStart`'s `srcs`: family (4|6), 0, port (big-endian), address (16). */
 export const SRC_STRIDE = 20;
 
@@ -67,7 +68,20 @@ export interface UdpSocketHandle {
    * at i * msgSize) and calls `onBatch(count)` once per recvmmsg. For message i: offs/lens (len -1:
    * truncated), segs (UDP GRO stride, 0 = one datagram), srcs (SRC_STRIDE bytes), tos (-1 unknown).
    */
-  recvStart(slab: Uint8Array, msgSize: number, offs: Int32Array, lens: Int32Array, segs: Int32Array, srcs: Uint8Array, tos: Int16Array, onBatch: (count: number) => void, onError: (err: Error) => void): void;
+  recvStart(
+    slab: Uint8Array,
+    msgSize: number,
+    offs: Int32Array,
+    lens: Int32Array,
+    segs: Int32Array,
+    srcs: Uint8Array,
+    tos: Int16Array,
+    onBatch: (count: number) => void,
+    onError: (err: Error) => void,
+    /** Receive what the datapath process hands over for registered socket `id` instead. */
+    datapath?: NativeDatapath,
+    id?: number,
+  ): void;
   recvStop(): void;
   /**
    * Sends entries start..start+count-1 with sendmmsg (see native/udp.cc): 0 when all went (or
@@ -99,6 +113,29 @@ export interface NativeTap {
   close(): void;
 }
 
+/**
+ * The datapath process, seen from the addon (native/datapath.cc, dpproto.h): src/datapath.ts
+ * spawns it with `childFd()` as its fd 3, then registers TAPs and sockets with it.
+ */
+export interface NativeDatapath {
+  childFd(): number;
+  releaseChild(): void;
+  /** The memory shared with the process: counters it writes. */
+  memory(): ArrayBuffer;
+  /** Hands over the memory; throws when the process does not answer within 5 s. */
+  hello(): void;
+  /** The process reads the TAP from now on; `readerStats` (READER_STATS, in memory()) is its. Returns the id. */
+  addTap(tap: NativeTap, readerStats: Float64Array, slotSize: number, headroom: number, batch: number): number;
+  /** The process receives on the socket from now on; `stats` (SOCK_STATS, in memory()) counts its receives and sends. */
+  addUdp(socket: UdpSocketHandle, stats: Float64Array, msgSize: number): number;
+  /** Answered: the process has closed its copy of the fd. */
+  removeTap(tap: NativeTap): void;
+  removeUdp(socket: UdpSocketHandle): void;
+  setBusyPoll(us: number): void;
+  /** The process exits when it sees this. */
+  close(): void;
+}
+
 export interface NativeBinding {
   /**
    * Opens (creates) a TAP that owns its fd; `offloads` (TunOffload bits) is offered with
@@ -123,9 +160,14 @@ export interface NativeBinding {
     onBatch: (count: number) => void,
     onError: (err: Error) => void,
     vnet: boolean,
+    /** Read what the datapath process hands over for registered TAP `id` instead of the TAP. */
+    datapath?: NativeDatapath,
+    id?: number,
   ) => TapReaderHandle;
   UdpSocket: new (family: 4 | 6, stats: Float64Array) => UdpSocketHandle;
-  FlowCache: new (tap: NativeTap, socket: UdpSocketHandle, vni: number, ownMac: number, maxFrame: number, learning: boolean, gro: boolean, gso: boolean, mtu: number, stats: Float64Array, seen: Float64Array, tapStats: Float64Array) => FlowCacheHandle;
+  /** With `datapath`, the cache forwards in the datapath process (stats, seen, tapStats in its memory). */
+  FlowCache: new (tap: NativeTap, socket: UdpSocketHandle, vni: number, ownMac: number, maxFrame: number, learning: boolean, gro: boolean, gso: boolean, mtu: number, stats: Float64Array, seen: Float64Array, tapStats: Float64Array, datapath?: NativeDatapath) => FlowCacheHandle;
+  Datapath: new (shmBytes: number) => NativeDatapath;
   /** Busy polling after each batch, in microseconds (0 = off). Process-wide. */
   setBusyPoll(us: number): void;
   ifindex(name: string): number;

@@ -27,6 +27,7 @@ import { EcnDecap, ecnDecapsulate, encapEcn, innerEcn, innerTtl } from './wire/i
 import { isPartialTcp } from './wire/tcp.js';
 import { proxyReply, type LocalStations, type NeighTable } from './neigh.js';
 import { FlowCache } from './flowcache.js';
+import { DatapathProcess, datapathDefault } from './datapath.js';
 
 /** Why a frame or datagram was dropped. Numeric on the data path; names via `DROP_REASONS`. */
 export const DropReason = {
@@ -72,6 +73,12 @@ export const DropReason = {
    * kernel does (it counts rx_frame_errors).
    */
   EcnError: 15,
+  /**
+   * tx or rx: the datapath process (src/datapath.ts) read the frame or datagram, the flow cache
+   * did not cover it, and JS had not yet taken the megabytes it had already been handed: dropped
+   * there (the process stops reading before that; this counts what a failing handover lost).
+   */
+  DatapathBusy: 16,
 } as const;
 export type DropReason = (typeof DropReason)[keyof typeof DropReason];
 export type DropReasonName = keyof typeof DropReason;
@@ -113,7 +120,7 @@ export interface VtepStats {
   io: VtepIo;
 }
 
-export interface VtepIo extends Omit<DeviceCounters, 'offloadInvalid' | 'groWrites' | 'groSegments'>, Omit<TransportCounters, 'gsoSends' | 'gsoDatagrams'> {
+export interface VtepIo extends Omit<DeviceCounters, 'offloadInvalid' | 'groWrites' | 'groSegments' | 'datapathDropped'>, Omit<TransportCounters, 'gsoSends' | 'gsoDatagrams' | 'datapathDropped'> {
   /** 'native' or 'dgram'. */
   transport: string;
   /** Whether the TAP's reads and writes go to the kernel in batches through io_uring. */
@@ -124,6 +131,8 @@ export interface VtepIo extends Omit<DeviceCounters, 'offloadInvalid' | 'groWrit
   flowCache: boolean;
   flowCacheTx: number;
   flowCacheRx: number;
+  /** Where the flow cache forwards: 'process' (the datapath process, src/datapath.ts) or 'inline'. */
+  datapath: 'process' | 'inline';
 }
 
 export interface VtepSendErrorInfo {
@@ -194,6 +203,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
   private proxyReplies = 0;
   /** Decisions forwarded natively (src/flowcache.ts), when the device and the transport allow it. */
   private fc: FlowCache | undefined;
+  private dp: DatapathProcess | undefined;
   // counters
   private rxDatagrams = 0;
   private rxPackets = 0;
@@ -331,7 +341,12 @@ export class Vtep extends EventEmitter<VtepEvents> {
     this.state = 'running';
     this.fdb.startAgeing();
     this.device.start(this.onFrames, this.onFatal);
-    this.openFlowCache();
+    try {
+      this.openFlowCache();
+    } catch (e) {
+      await this.close();
+      throw e;
+    }
   }
 
   /**
@@ -341,7 +356,16 @@ export class Vtep extends EventEmitter<VtepEvents> {
    */
   private openFlowCache(): void {
     if (!this.config.flowCache || this.inheritTos || this.wantTtl) return;
-    const fc = FlowCache.open(this.device, this.transport, { vni: this.vni, ownMac: this.ownMac, maxFrame: this.maxFrame, learning: this.learning, gso: this.config.gso });
+    const canHand = this.device.useDatapath !== undefined && this.transport.useDatapath !== undefined && this.transport.flowSocket?.() !== undefined;
+    // an explicit 'process' that cannot start is an error; the default falls back to inline. The
+    // process reads only where the cache runs: while a policy keeps the cache off, it hands JS
+    // every packet, which costs more than reading inline (docs/benchmarks.md)
+    // by default only where the cache starts on: a source filter keeps it off for good
+    const mode = this.config.datapath ?? (this.allow !== undefined ? 'inline' : datapathDefault());
+    const dp = canHand && mode === 'process' ? DatapathProcess.acquire() : undefined;
+    const fc = FlowCache.open(this.device, this.transport, { vni: this.vni, ownMac: this.ownMac, maxFrame: this.maxFrame, learning: this.learning, gso: this.config.gso }, dp);
+    if (dp !== undefined && fc?.datapath !== true) dp.release();
+    else if (dp !== undefined) this.dp = dp;
     if (fc === undefined) return;
     this.fc = fc;
     const touch = (mac: number) => this.fdb.touch(mac);
@@ -367,7 +391,14 @@ export class Vtep extends EventEmitter<VtepEvents> {
     this.fdb.stopAgeing();
     this.fc?.close();
     await Promise.allSettled([this.device.close(), this.transport.close()]);
+    this.dp?.release();
+    this.dp = undefined;
     this.emit('close');
+  }
+
+  /** The pid of the datapath process forwarding for this VTEP (src/datapath.ts); undefined inline. */
+  get datapathPid(): number | undefined {
+    return this.dp?.pid;
   }
 
   /** The bound underlay address and port. */
@@ -385,7 +416,12 @@ export class Vtep extends EventEmitter<VtepEvents> {
     let total = 0;
     for (let i = 0; i < DROP_REASONS.length; i++) {
       // frames the device refused to read (bad offload metadata) are counted by the device, once
-      const n = i === DropReason.OffloadInvalid ? (p?.offloadInvalid ?? 0) : this.drops[i]! + (i === DropReason.TapBusy ? (f?.rxLost ?? 0) : 0);
+      const n =
+        i === DropReason.OffloadInvalid
+          ? (p?.offloadInvalid ?? 0)
+          : i === DropReason.DatapathBusy
+            ? (p?.datapathDropped ?? 0) + (t?.datapathDropped ?? 0)
+            : this.drops[i]! + (i === DropReason.TapBusy ? (f?.rxLost ?? 0) : 0);
       drops[DROP_REASONS[i]!] = n;
       total += n;
     }
@@ -420,6 +456,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
         partialCsum: p?.partialCsum ?? 0,
         rxSuperFrames: this.rxSuperFrames,
         flowCache: f !== undefined,
+        datapath: this.fc?.datapath === true ? 'process' : 'inline',
         flowCacheTx: f?.txFrames ?? 0,
         flowCacheRx: f?.rxDatagrams ?? 0,
         sendCalls: t?.sendCalls ?? 0,

@@ -294,9 +294,10 @@ async function serve(
   const announce = (h: HostedVtep): void => {
     watch(h);
     const i = instance.info(h);
+    const dpPid = h.vtep.datapathPid;
     log.info(
-      { tap: h.name, mtu: i.mtu, mac: i.mac, vni: i.vni, remotes: i.remotes, dstport: i.dstport, listen: i.listen, bridge: h.bridge, control: control?.path },
-      `${h.name} up: vni ${i.vni}, mtu ${i.mtu}, mac ${i.mac}, remotes ${i.remotes.length ? i.remotes.join(', ') : 'none (learning and static entries only)'}, dstport ${i.dstport}, listening on ${i.listen}${h.bridge ? `, bridge ${h.bridge}` : ''}`,
+      { tap: h.name, mtu: i.mtu, mac: i.mac, vni: i.vni, remotes: i.remotes, dstport: i.dstport, listen: i.listen, bridge: h.bridge, control: control?.path, datapath: dpPid !== undefined ? 'process' : 'inline', datapathPid: dpPid },
+      `${h.name} up: vni ${i.vni}, mtu ${i.mtu}, mac ${i.mac}, remotes ${i.remotes.length ? i.remotes.join(', ') : 'none (learning and static entries only)'}, dstport ${i.dstport}, listening on ${i.listen}${h.bridge ? `, bridge ${h.bridge}` : ''}${dpPid !== undefined ? `, datapath process ${dpPid}` : ''}`,
     );
   };
   /** A VTEP's counters, its endpoint's and its FDB, for its last record. */

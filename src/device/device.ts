@@ -5,6 +5,7 @@
  */
 
 import type { FlowCacheHandle, UdpSocketHandle } from '../native.js';
+import type { DatapathProcess } from '../datapath.js';
 import type { FlowCacheParams } from '../flowcache.js';
 
 /** Writable bytes every device guarantees before each frame, so the VXLAN header goes in place. */
@@ -45,6 +46,8 @@ export interface DeviceCounters {
   csumCompleted: number;
   /** Reads refused: an offload header the frame contradicts, or that cannot be handled. */
   offloadInvalid: number;
+  /** Frames the datapath process read and could not hand to JS (src/datapath.ts; 0 inline). */
+  datapathDropped?: number;
   /** Write syscalls; those that carried several coalesced TCP segments, and how many. */
   writes: number;
   groWrites: number;
@@ -84,7 +87,13 @@ export interface FrameDevice {
    * attached to the device's reader; `detach` unhooks it. Undefined when the device has no
    * native reader (memory) or is not reading.
    */
-  flowCache?(socket: UdpSocketHandle, p: FlowCacheParams): { handle: FlowCacheHandle; detach: () => void } | undefined;
+  flowCache?(socket: UdpSocketHandle, p: FlowCacheParams, datapath?: DatapathProcess): { handle: FlowCacheHandle; detach: () => void } | undefined;
+  /**
+   * From now on the datapath process (src/datapath.ts) reads the device, and the device's
+   * reader takes what the process hands over; false when it cannot (not reading, no native
+   * side, another process already).
+   */
+  useDatapath?(datapath: DatapathProcess): boolean;
   close(): Promise<void>;
 }
 

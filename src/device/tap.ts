@@ -16,6 +16,7 @@ import { VXLAN_HLEN, VXLAN_MTU_HEADROOM_V6 } from '../wire/vxlan.js';
 import { Link, parseCidr, type CidrAddress } from './link.js';
 import { loadBinding, READER_STATS, ReaderStat, TunOffload, WRITER_STATS, WriterStat, type NativeBinding, type FlowCacheHandle, type NativeTap, type TapReaderHandle, type UdpSocketHandle } from '../native.js';
 import type { FlowCacheParams } from '../flowcache.js';
+import type { DatapathProcess } from '../datapath.js';
 import { newFrameBatch, type FrameBatch, type FrameDevice, type FramesHandler, type DeviceCounters, type DeviceErrorHandler } from './device.js';
 
 /** TAP MTU bounds: IPv4 minimum 68 (RFC 791), and what a 64 KiB underlay datagram can carry. */
@@ -62,6 +63,8 @@ const READ_MAX = 65535 + 22;
 const BATCH_DEFAULT = 64;
 /** Headroom per slot: the 10-byte vnet header is read into it, then overwritten by the VXLAN header. */
 const HEADROOM = 16;
+/** Reads per batch in the datapath process (native/datapath/main.cc kMaxBatch). */
+const DATAPATH_BATCH = 64;
 /** Segments per super-frame at most (the TAP's gso_max_segs; native/offload.h kMaxSegs). */
 export const TAP_MAX_SEGS = 64;
 /** Bytes of datagrams one UDP GSO send carries (native/uvtep.h kGsoMaxBytes). */
@@ -93,9 +96,14 @@ export class TapDevice implements FrameDevice {
   private readonly batch: FrameBatch;
   private readonly slotSize: number;
   private readonly gro: boolean;
-  private readonly readStats: Float64Array;
+  private readStats: Float64Array;
   private readonly writeStats: Float64Array;
+  /** The datapath process's TAP writes (its flow cache's), when it reads this TAP. */
+  private dpWriteStats: Float64Array | undefined;
+  private datapath: DatapathProcess | undefined;
+  private dpId: number = 0;
   private reader: TapReaderHandle | undefined;
+  private handlers: { onFrames: FramesHandler; onError: DeviceErrorHandler } | undefined;
   private closed: boolean = false;
   private running: boolean = false;
 
@@ -144,8 +152,18 @@ export class TapDevice implements FrameDevice {
 
   start(onFrames: FramesHandler, onError: DeviceErrorHandler): void {
     if (this.reader !== undefined || this.closed) return;
+    this.handlers = { onFrames, onError };
+    this.reader = this.newReader();
+    this.running = true;
+    this.reader.start();
+  }
+
+  /** A reader of the TAP, or of what the datapath process hands over once it reads the TAP. */
+  private newReader(): TapReaderHandle {
     const b = this.batch;
-    this.reader = new this.native.TapReader(
+    const { onFrames, onError } = this.handlers!;
+    const dp = this.datapath;
+    return new this.native.TapReader(
       this.dev,
       b.buf,
       this.slotSize,
@@ -164,9 +182,26 @@ export class TapDevice implements FrameDevice {
         onError(err);
       },
       true,
+      dp?.handle,
+      dp !== undefined ? this.dpId : undefined,
     );
-    this.running = true;
-    this.reader.start();
+  }
+
+  useDatapath(dp: DatapathProcess): boolean {
+    if (this.datapath !== undefined) return this.datapath === dp;
+    if (this.reader === undefined || this.closed || this.offloads === 0 || !dp.room(READER_STATS + WRITER_STATS)) return false;
+    // the process counts the reads from now on, after what this process read so far
+    const stats = dp.alloc(READER_STATS);
+    stats.set(this.readStats);
+    this.dpId = dp.handle.addTap(this.dev, stats, this.slotSize, HEADROOM, Math.min(this.batch.offs.length, DATAPATH_BATCH));
+    this.datapath = dp;
+    this.readStats = stats;
+    this.dpWriteStats = dp.alloc(WRITER_STATS);
+    // no frame is in flight here: the old reader delivers synchronously, and stops reading now
+    this.reader.close();
+    this.reader = this.newReader();
+    if (this.running) this.reader.start();
+    return true;
   }
 
   pause(): void {
@@ -194,23 +229,30 @@ export class TapDevice implements FrameDevice {
     return lost;
   }
 
-  flowCache(socket: UdpSocketHandle, p: FlowCacheParams): { handle: FlowCacheHandle; detach: () => void } | undefined {
+  flowCache(socket: UdpSocketHandle, p: FlowCacheParams, dp?: DatapathProcess): { handle: FlowCacheHandle; detach: () => void } | undefined {
     const reader = this.reader;
     if (reader === undefined || this.closed) return undefined;
-    const handle = new this.native.FlowCache(this.dev, socket, p.vni, p.ownMac, p.maxFrame, p.learning, this.gro, p.gso, this.mtu, p.stats, p.seen, this.writeStats);
+    if (dp !== undefined && dp !== this.datapath) return undefined;
+    const handle =
+      dp !== undefined
+        ? new this.native.FlowCache(this.dev, socket, p.vni, p.ownMac, p.maxFrame, p.learning, this.gro, p.gso, this.mtu, p.stats, p.seen, this.dpWriteStats!, dp.handle)
+        : new this.native.FlowCache(this.dev, socket, p.vni, p.ownMac, p.maxFrame, p.learning, this.gro, p.gso, this.mtu, p.stats, p.seen, this.writeStats);
     reader.setFlowCache(handle);
     return { handle, detach: () => reader.setFlowCache(null) };
   }
 
   counters(): DeviceCounters {
     const r = this.readStats;
-    const w = this.writeStats;
+    let w = this.writeStats;
+    const dw = this.dpWriteStats;
+    if (dw !== undefined) w = w.map((v, i) => v + dw[i]!);
     return {
       reads: r[ReaderStat.Reads]!,
       readFrames: r[ReaderStat.Frames]!,
       superFrames: r[ReaderStat.SuperFrames]!,
       csumCompleted: r[ReaderStat.CsumCompleted]!,
       offloadInvalid: r[ReaderStat.BadVnet]! + r[ReaderStat.BadHeaders]! + r[ReaderStat.TooManySegs]! + r[ReaderStat.NoRoom]!,
+      datapathDropped: r[ReaderStat.ProxyDropped]!,
       writes: w[WriterStat.Writes]!,
       groWrites: w[WriterStat.GroWrites]!,
       groSegments: w[WriterStat.GroSegments]!,
@@ -226,6 +268,8 @@ export class TapDevice implements FrameDevice {
     this.running = false;
     this.reader?.close();
     this.reader = undefined;
+    // the process lets go of its copy of the fd first (answered): the device then goes with ours
+    if (this.datapath !== undefined) this.datapath.handle.removeTap(this.dev);
     try {
       this.dev.close();
     } catch {

@@ -12,6 +12,7 @@
 import { getSystemErrorName } from 'node:util';
 import type { Remote } from '../fdb.js';
 import type { FlowCache } from '../flowcache.js';
+import type { DatapathProcess } from '../datapath.js';
 import { ConfigError, ErrorCode } from '../errors.js';
 import { loadBinding, SOCK_STATS, SockStat, SRC_STRIDE, type NativeBinding, type UdpSocketHandle } from '../native.js';
 import { ipv6Text } from '../wire/ipv6.js';
@@ -100,6 +101,9 @@ export class NativeTransport implements Transport {
   private readonly lastV6: Uint8Array;
   private lastV6s: string = '';
   private readonly srcCache: Map<number, string> = new Map();
+  private onBatch: ((count: number) => void) | undefined;
+  private onError: ((err: Error) => void) | undefined;
+  private datapath: DatapathProcess | undefined;
 
   constructor(opts: NativeTransportOptions) {
     this.family = opts.family;
@@ -125,6 +129,20 @@ export class NativeTransport implements Transport {
 
   attachFlowCache(vni: number, fc: FlowCache | undefined): void {
     this.sockets[0]?.setFlowCache(vni, fc?.native ?? null);
+  }
+
+  useDatapath(dp: DatapathProcess): boolean {
+    if (this.datapath !== undefined) return this.datapath === dp;
+    const main = this.flowSocket();
+    if (main === undefined || this.onBatch === undefined || this.onError === undefined || !dp.room(SOCK_STATS)) return false;
+    const st = dp.alloc(SOCK_STATS);
+    const id = dp.handle.addUdp(main, st, RX_MSG);
+    this.datapath = dp;
+    this.stats.push(st);
+    const rx = this.rx;
+    main.recvStop();
+    main.recvStart(rx.buf, RX_MSG, rx.offs, rx.lens, rx.segs, this.rxSrcs, rx.tos, this.onBatch, this.onError, dp.handle, id);
+    return true;
   }
 
   private newSocket(): UdpSocketHandle {
@@ -158,6 +176,8 @@ export class NativeTransport implements Transport {
         this.handlers?.onDatagrams(rx);
       };
       const onError = (err: Error): void => this.handlers?.onError(err);
+      this.onBatch = onBatch;
+      this.onError = onError;
       for (const s of this.sockets) s.recvStart(rx.buf, RX_MSG, rx.offs, rx.lens, rx.segs, this.rxSrcs, rx.tos, onBatch, onError);
     } catch (e) {
       await this.close();
@@ -424,7 +444,7 @@ export class NativeTransport implements Transport {
   }
 
   counters(): TransportCounters {
-    const c: TransportCounters = { sendCalls: 0, sentMsgs: 0, sentDatagrams: 0, gsoSends: 0, gsoDatagrams: 0, gsoFallbacks: 0, recvCalls: 0, recvMsgs: 0, groMsgs: 0 };
+    const c: TransportCounters = { sendCalls: 0, sentMsgs: 0, sentDatagrams: 0, gsoSends: 0, gsoDatagrams: 0, gsoFallbacks: 0, recvCalls: 0, recvMsgs: 0, groMsgs: 0, datapathDropped: 0 };
     for (const st of this.stats) {
       c.sendCalls += st[SockStat.SendCalls]!;
       c.sentMsgs += st[SockStat.MsgsSent]!;
@@ -435,6 +455,7 @@ export class NativeTransport implements Transport {
       c.recvCalls += st[SockStat.RecvCalls]!;
       c.recvMsgs += st[SockStat.MsgsRecv]!;
       c.groMsgs += st[SockStat.GroMsgs]!;
+      c.datapathDropped! += st[SockStat.ProxyDropped]!;
     }
     return c;
   }
@@ -443,6 +464,8 @@ export class NativeTransport implements Transport {
     if (this.closed) return Promise.resolve();
     this.closed = true;
     for (const s of this.sockets) s.close();
+    // answered: the process has closed its copy, the port is free when this returns
+    if (this.datapath !== undefined) this.datapath.handle.removeUdp(this.sockets[0]!);
     this.queue.length = 0;
     this.queued = 0;
     const ws = this.drainWaiters;

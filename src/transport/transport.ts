@@ -5,6 +5,7 @@
  */
 import { Address4, Address6 } from 'ip-address';
 import type { Remote } from '../fdb.js';
+import type { DatapathProcess } from '../datapath.js';
 import type { FlowCache } from '../flowcache.js';
 import type { UdpSocketHandle } from '../native.js';
 import { ConfigError, ErrorCode } from '../errors.js';
@@ -115,6 +116,8 @@ export interface TransportCounters {
   recvCalls: number;
   recvMsgs: number;
   groMsgs: number;
+  /** Datagrams the datapath process received and could not hand to JS (src/datapath.ts). */
+  datapathDropped?: number;
 }
 
 export interface Transport {
@@ -152,6 +155,11 @@ export interface Transport {
   flowSocket?(): UdpSocketHandle | undefined;
   /** Datagrams of `vni` go through `fc` when a whole batch qualifies; undefined removes it. */
   attachFlowCache?(vni: number, fc: FlowCache | undefined): void;
+  /**
+   * From now on the datapath process receives on the flow socket, and this transport takes what
+   * the process hands over; false when it cannot. Sends stay with this process.
+   */
+  useDatapath?(datapath: DatapathProcess): boolean;
   close(): Promise<void>;
 }
 

@@ -44,14 +44,16 @@ afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 it('npm pack, installed in a clean folder: the prebuilt addon loads without compiling, npx uvtep --help, import("uvtep")', async () => {
   expect(listing).toMatch(/^package\/prebuilds\/linux-x64\/addon\.node$/m);
+  expect(listing).toMatch(/^package\/prebuilds\/linux-x64\/uvtep-datapath$/m);
   expect(listing).toMatch(/^package\/dist\/index\.js$/m);
   expect(listing).not.toMatch(/^package\/build\//m);
   // the prebuilt addon was used: nothing was compiled
   expect(existsSync(path.join(app, 'node_modules/uvtep/build'))).toBe(false);
   const help = await run('npx', ['--no-install', 'uvtep', '--help'], { cwd: app });
   expect(help.stdout).toMatch(/Usage: uvtep \[options\]/);
-  const lib = await run(process.execPath, ['--input-type=module', '-e', "const m = await import('uvtep'); console.log(typeof m.createVtep, m.nativeTransportAvailable())"], { cwd: app });
-  expect(lib.stdout.trim()).toBe('function true');
+  const lib = await run(process.execPath, ['--input-type=module', '-e', "const m = await import('uvtep'); console.log(typeof m.createVtep, m.nativeTransportAvailable(), m.datapathDefault())"], { cwd: app });
+  // the prebuilt datapath process is found and is the default
+  expect(lib.stdout.trim()).toBe('function true process');
   // and from CommonJS (require of an ES module: Node 20.19 and later)
   const cjs = await run(process.execPath, ['-e', "console.log(typeof require('uvtep').createVtep)"], { cwd: app });
   expect(cjs.stdout.trim()).toBe('function');
@@ -60,6 +62,7 @@ it('npm pack, installed in a clean folder: the prebuilt addon loads without comp
 describeWhen(missing, 'the arm64 prebuild tests')('the linux-arm64 prebuild', () => {
   it('is in the package and computes byte for byte what the linux-x64 one does, on an arm64 Node under qemu-user', async () => {
     expect(listing).toMatch(/^package\/prebuilds\/linux-arm64\/addon\.node$/m);
+    expect(listing).toMatch(/^package\/prebuilds\/linux-arm64\/uvtep-datapath$/m);
     const prebuilds = path.join(app, 'node_modules/uvtep/prebuilds');
     const smoke = path.join(repo, 'test/package/addon-smoke.cjs');
     const x64 = await run(process.execPath, [smoke, path.join(prebuilds, 'linux-x64/addon.node')]);

@@ -45,6 +45,7 @@ function scripted(opts: { openError?: Error; mtuError?: Error; lost?: number; of
     setBusyPoll: () => undefined,
     UdpSocket: class {} as unknown as NativeBinding['UdpSocket'],
     FlowCache: class {} as unknown as NativeBinding['FlowCache'],
+    Datapath: class {} as unknown as NativeBinding['Datapath'],
     TapReader: class implements TapReaderHandle {
       constructor(_tap: NativeTap, slab: Uint8Array, slot: number, _h: number, offs: Int32Array, lens: Int32Array, segs: Int32Array, lasts: Int32Array, stats: Float64Array, onBatch: (n: number) => void, onError: (e: Error) => void) {
         s.reader = { onBatch, onError, slab, slot, offs, lens, segs, lasts, stats };

@@ -1,0 +1,115 @@
+// The flow cache's tables and data path, without Node: the addon's FlowCache (flowcache.cc)
+// wraps one for a VTEP in the Node process, and the datapath process (datapath/main.cc) holds
+// its own copy for each VTEP it forwards for. See flowcache.h for what the cache is.
+#pragma once
+#include <sys/socket.h>
+#include <cstdint>
+#include "offload.h"
+
+namespace uvtep {
+
+constexpr int kFlowSlots = 256;  // per table, a power of two
+enum FlowCacheStat { kTxFrames, kTxBytes, kRxDatagrams, kRxBytes, kRxLost, kRxLostBytes, kFlowStatCount };
+
+// Where a FlowTable sends datagrams: sendmmsg on the VTEP's UDP socket, counted as its sends.
+class UdpSink {
+ public:
+  virtual ~UdpSink() = default;
+  // Message k carries dgrams[k] datagrams: the messages sent, or -errno when none was.
+  virtual int SendMsgs(struct mmsghdr* msgs, const int* dgrams, unsigned n) = 0;
+};
+
+// Where a FlowTable writes frames: the VTEP's TAP, one batch at a time (coalesced with gro).
+class TapSink {
+ public:
+  virtual ~TapSink() = default;
+  virtual void Begin(bool gro, uint32_t mtu) = 0;
+  virtual void Add(uint8_t* p, uint32_t len) = 0;
+  // Writes what is left of the batch: the batch's counts.
+  virtual const GroStats& End() = 0;
+};
+
+struct FlowConfig {
+  uint32_t vni = 0;
+  bool hasOwn = false;
+  uint64_t own = 0;  // the TAP's own MAC (never learned from the underlay)
+  int maxFrame = 0;
+  bool learning = true;
+  bool gro = true;
+  bool gso = true;
+  uint32_t mtu = 0;
+  int family = AF_INET;  // the socket's
+};
+
+class FlowTable {
+ public:
+  // stats: kFlowStatCount, seen: kFlowSlots, tapStats: the TAP writer's 8 (GroStats::AddTo).
+  FlowTable(const FlowConfig& c, double* stats, double* seen, double* tapStats) : c_(c), stats_(stats), seen_(seen), tapStats_(tapStats) { Reset(); }
+
+  void Attach(TapSink* tap, UdpSink* udp) {
+    tap_ = tap;
+    udp_ = udp;
+  }
+  const FlowConfig& config() const { return c_; }
+  bool Active() const { return enabled_ && tap_ != nullptr && udp_ != nullptr; }
+
+  // unicast mac goes to addr (4 or 16 bytes, the socket's family):port; false: refused or full
+  bool SetTx(uint64_t mac, const uint8_t* addr, size_t len, int port);
+  // datagrams with inner source mac from addr need no learning: the slot, or -1
+  int SetRx(uint64_t mac, const uint8_t* addr, size_t len);
+  void Reset();
+  void Enable(bool on) { enabled_ = on; }
+
+  // flowcache.h's FlowCacheEncap for this table
+  int Encap(uint8_t* slab, int32_t* offs, const int32_t* lens, int32_t* segs, const int32_t* lasts, int n);
+  // Whether datagram p[0, len) from src (a kSrcStride record) qualifies: *slot its rx entry (-1: no learning).
+  bool Qualifies(const uint8_t* p, int len, const uint8_t* src, int* slot) const;
+  void Delivered(int slot, int len) {
+    stats_[kRxDatagrams]++;
+    stats_[kRxBytes] += len;
+    if (slot >= 0) seen_[slot] = 1;
+  }
+  void Lost(double frames, double bytes) {
+    stats_[kRxLost] += frames;
+    stats_[kRxLostBytes] += bytes;
+    stats_[kRxBytes] -= bytes;
+  }
+  TapSink* tap() const { return tap_; }
+  void CountWrites(const GroStats& g) { g.AddTo(tapStats_); }
+
+ private:
+  struct TxEntry {
+    uint64_t mac;
+    bool used;
+    sockaddr_storage addr;
+    socklen_t alen;
+  };
+  struct RxEntry {
+    uint64_t mac;
+    bool used;
+    int fam;
+    uint8_t addr[16];
+  };
+  const TxEntry* FindTx(uint64_t mac) const;
+  int FindRx(uint64_t mac) const;
+  void WriteVxlan(uint8_t* h) const;
+
+  FlowConfig c_;
+  double* stats_;
+  double* seen_;
+  double* tapStats_;
+  TapSink* tap_ = nullptr;
+  UdpSink* udp_ = nullptr;
+  bool enabled_ = false;
+  TxEntry tx_[kFlowSlots];
+  RxEntry rx_[kFlowSlots];
+  int txUsed_ = 0;
+  int rxUsed_ = 0;
+};
+
+// flowcache.h's FlowCacheDecap over FlowTables: `find(ctx, vni)` gives the VTEP's table or null.
+using FlowTableFinder = FlowTable* (*)(void* ctx, uint32_t vni);
+int FlowTableDecap(FlowTableFinder find, void* ctx, uint8_t* slab, const int32_t* offs, const int32_t* lens, const int32_t* segs,
+                   const int16_t* tos, const uint8_t* srcs, int srcStride, int n);
+
+}  // namespace uvtep
