@@ -30,7 +30,8 @@
         "native/datapath/main.cc",
         "native/flowtable.cc",
         "native/udpmsg.cc",
-        "native/offload.cc"
+        "native/offload.cc",
+        "native/ring.cc"
       ],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions"],

@@ -197,6 +197,7 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
     m.slotSize = info[2].As<Napi::Number>().Int32Value();
     m.headroom = info[3].As<Napi::Number>().Int32Value();
     m.batch = info[4].As<Napi::Number>().Int32Value();
+    m.ioUring = TapIoUring(tap) ? 1 : 0;
     if (m.slotSize <= m.headroom || m.headroom < kVnetHdrLen || m.batch < 1) throw Napi::RangeError::New(env, "addTap: bad slot size, headroom or batch");
     return Napi::Number::New(env, Register(env, tap, TapFd(env, info[0]), &m.h, sizeof m));
   }

@@ -51,6 +51,8 @@ struct DpAddTap {  // fds: the TAP, the proxy
   int32_t slotSize;  // as the addon's TapReader (a read, split in place, fits one slot)
   int32_t headroom;
   int32_t batch;     // reads per batch at most
+  int32_t ioUring;   // write through the thread's io_uring (as the addon's Tap does), where allowed
+  int32_t pad;
   uint64_t readerStats;  // ReaderStat[9]: the process does all the reading
 };
 

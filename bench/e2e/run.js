@@ -67,7 +67,7 @@ const thp = (() => {
 })();
 const hugeBallast = ballastSo !== undefined && (thp === 'always' || thp === 'madvise');
 if (ballastSo && !hugeBallast) log(`bench: transparent huge pages are ${thp}: the socat-ballast-huge row is skipped`);
-const ALL = ['bare', 'kernel', 'uvtep', 'uvtep-kernel', 'uvtep-dgram', 'uvtep-busy', 'uvtep-nofc', ...(hasSocat ? ['socat'] : []), ...(ballastSo ? ['socat-ballast'] : []), ...(hugeBallast ? ['socat-ballast-huge'] : [])];
+const ALL = ['bare', 'kernel', 'uvtep', 'uvtep-kernel', 'uvtep-dgram', 'uvtep-busy', 'uvtep-nofc', 'uvtep-inline', ...(hasSocat ? ['socat'] : []), ...(ballastSo ? ['socat-ballast'] : []), ...(hugeBallast ? ['socat-ballast-huge'] : [])];
 const caseNames = opt('--cases', ALL.join(',')).split(',');
 if (caseNames.some((c) => c.startsWith('socat-ballast')) && !ballastSo) {
   log('bench: socat-ballast needs socat and cc (apt-get install socat gcc)');
@@ -87,6 +87,7 @@ const CASES = {
   'uvtep-dgram': { label: 'uvtep <-> uvtep, --transport dgram (fallback)', kind: 'uvtep' },
   'uvtep-busy': { label: 'uvtep <-> uvtep, --busy-poll 50', kind: 'uvtep' },
   'uvtep-nofc': { label: 'uvtep <-> uvtep, --no-flow-cache (every packet through JS)', kind: 'uvtep' },
+  'uvtep-inline': { label: 'uvtep <-> uvtep, --datapath inline (the flow cache in the Node process)', kind: 'uvtep' },
   socat: { label: 'socat TAP-over-UDP (userspace peer, no VXLAN)', kind: 'peer' },
   'socat-ballast': { label: "socat with uvtep's resident size (the same socat, holding a ballast)", kind: 'peer' },
   'socat-ballast-huge': { label: 'socat with the same ballast in 2 MB pages', kind: 'peer' },
@@ -168,10 +169,16 @@ async function rtt(h1, target) {
   return { avg: xs.reduce((a, b) => a + b, 0) / xs.length, p50: q(0.5), p99: q(0.99), over1ms: (xs.filter((x) => x > 1).length / xs.length) * 100 };
 }
 
-/** The process's time on a CPU so far, all its threads (V8's, libuv's), µs (/proc/PID/task/TID/schedstat, nanoseconds). */
-function runTimeUs(pid) {
+/** The datapath process of a uvtep (its startup line says), if it has one. */
+function datapathPids(p) {
+  const up = p.records.find((r) => typeof r.datapathPid === 'number');
+  return up ? [up.datapathPid] : [];
+}
+
+/** The processes' time on a CPU so far, all their threads (V8's, libuv's), µs (/proc/PID/task/TID/schedstat, nanoseconds). */
+function runTimeUs(pids) {
   try {
-    return readdirSync(`/proc/${pid}/task`).reduce((us, tid) => us + Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]) / 1000, 0);
+    return pids.reduce((sum, pid) => sum + readdirSync(`/proc/${pid}/task`).reduce((us, tid) => us + Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]) / 1000, 0), 0);
   } catch {
     return NaN;
   }
@@ -193,8 +200,9 @@ async function idleRtt(h1, target, pids) {
   return { avg: xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN, cpuUs: cpu };
 }
 
-function procStat(pid) {
-  try {
+/** CPU seconds, peak RSS and 2 MB-page memory of a group of processes (summed). */
+function procStat(pids) {
+  const one = (pid) => {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     const cpu = (Number(f[11]) + Number(f[12])) / 100; // utime + stime, clock ticks (USER_HZ 100)
@@ -202,6 +210,9 @@ function procStat(pid) {
     // resident memory mapped in 2 MB pages (the huge-page ballast's, checked)
     const huge = /AnonHugePages:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
     return { cpu, rssMb: hwm ? Number(hwm[1]) / 1024 : NaN, hugeMb: huge ? Number(huge[1]) / 1024 : NaN };
+  };
+  try {
+    return pids.map(one).reduce((a, b) => ({ cpu: a.cpu + b.cpu, rssMb: a.rssMb + b.rssMb, hugeMb: a.hugeMb + b.hugeMb }));
   } catch {
     return { cpu: NaN, rssMb: NaN, hugeMb: NaN };
   }
@@ -258,7 +269,8 @@ function machineCpu() {
 
 /** The ballast for socat-ballast, MB: uvtep's median peak RSS so far in this run (90 before any uvtep case). */
 function ballastMb() {
-  const xs = [...(results.uvtep?.rssMb ?? [])].sort((a, b) => a - b);
+  // the Node process's own size: the inline case's, where the Node process forwards
+  const xs = [...(results['uvtep-inline']?.rssMb ?? results.uvtep?.rssMb ?? [])].sort((a, b) => a - b);
   return Math.round(xs.length ? xs[Math.floor(xs.length / 2)] : 90);
 }
 
@@ -276,8 +288,8 @@ async function setup(name) {
   if (name === 'kernel') {
     await kernelVtep(h1, '198.51.100.2', ...A, false);
     await kernelVtep(h2, '198.51.100.1', ...B, false);
-  } else if (name === 'uvtep' || name === 'uvtep-dgram' || name === 'uvtep-busy' || name === 'uvtep-nofc') {
-    const extra = { 'uvtep-dgram': ['--transport', 'dgram'], 'uvtep-busy': ['--busy-poll', '50'], 'uvtep-nofc': ['--no-flow-cache'] }[name] ?? [];
+  } else if (name === 'uvtep' || name === 'uvtep-dgram' || name === 'uvtep-busy' || name === 'uvtep-nofc' || name === 'uvtep-inline') {
+    const extra = { 'uvtep-dgram': ['--transport', 'dgram'], 'uvtep-busy': ['--busy-poll', '50'], 'uvtep-nofc': ['--no-flow-cache'], 'uvtep-inline': ['--datapath', 'inline'] }[name] ?? [];
     procs.push(uvtep(h1, '198.51.100.2', ...A, extra), uvtep(h2, '198.51.100.1', ...B, extra));
   } else if (name === 'uvtep-kernel') {
     procs.push(uvtep(h1, '198.51.100.2', ...A));
@@ -383,7 +395,8 @@ try {
       const left = Math.max(0, Math.round((totalSteps - step + 1) * perRep));
       log(`[${step}/${totalSteps}] ${CASES[name].label}, repetition ${rep}/${reps} (about ${left} s left)`);
       const { h1, h2, target, procs, peers } = await setup(name);
-      const pids = [...procs.map((p) => p.child.pid), ...peers.map((p) => p.pid)];
+      // a uvtep and its datapath process (src/datapath.ts) count as one peer: CPU and RSS summed
+      const pids = [...procs.map((p) => [p.child.pid, ...datapathPids(p)]), ...peers.map((p) => [p.pid])];
       const before = pids.map(procStat);
       const tStart = Date.now();
       const r = results[name];
@@ -508,15 +521,16 @@ if (writeDocs) {
   writeSection(path.join(root, 'docs/benchmarks.md'), 'e2e', md);
 }
 if (profile) {
-  // A dedicated pass: uvtep <-> uvtep under a TCP stream h1 -> h2, each process profiled.
-  log(`profiling uvtep <-> uvtep under TCP load (${seconds * 2} s)...`);
+  // A dedicated pass: uvtep <-> uvtep under a TCP stream h1 -> h2, each Node process profiled
+  // (--datapath inline: with the datapath process, the stream does not run JavaScript at all).
+  log(`profiling uvtep <-> uvtep --datapath inline under TCP load (${seconds * 2} s)...`);
   profiling = true;
-  const { h1, h2, target, procs } = await setup('uvtep');
+  const { h1, h2, target, procs } = await setup('uvtep-inline');
   const [sender, receiver] = procs.map((p) => p.child.pid);
   const gbit = await tcp(h1, h2, target, ['-t', String(seconds * 2)]);
   for (const pr of procs) await pr.stop();
   await bed.cleanup();
-  let prof = `Profile of uvtep <-> uvtep under one TCP stream h1 -> h2 (${f(gbit)} Gbit/s while profiled), ${date}.\n\n`;
+  let prof = `V8 profile of uvtep <-> uvtep with \`--datapath inline\` (the flow cache in the Node process) under one TCP stream h1 -> h2 (${f(gbit)} Gbit/s while profiled), ${date}.\n\n`;
   prof += `**h1, encapsulating the data stream** (TAP read -> encap -> send; it also decapsulates the ACKs):\n\n${summariseProfile(profileDir, sender)}\n`;
   prof += `**h2, decapsulating the data stream** (recv -> decap -> TAP write; it also encapsulates the ACKs):\n\n${summariseProfile(profileDir, receiver)}\n`;
   writeFileSync(path.join(outDir, 'profile.md'), prof);
@@ -540,7 +554,8 @@ async function perfPass() {
   profiling = false;
   const { h1, h2, target, procs } = await setup('uvtep-kernel');
   const data = path.join(outDir, 'perf-h1.data');
-  const rec = sh('perf', ['record', '-g', '-F', '999', '-p', String(procs[0].child.pid), '-o', data, '--', 'sleep', String(Math.max(1, seconds * 2 - 2))], { timeoutMs: seconds * 4000 + 30_000 });
+  // uvtep and its datapath process (which does the forwarding by default)
+  const rec = sh('perf', ['record', '-g', '-F', '999', '-p', [procs[0].child.pid, ...datapathPids(procs[0])].join(','), '-o', data, '--', 'sleep', String(Math.max(1, seconds * 2 - 2))], { timeoutMs: seconds * 4000 + 30_000 });
   const gbit = await tcp(h1, h2, target, ['-t', String(seconds * 2)]);
   await rec;
   for (const pr of procs) await pr.stop();
@@ -577,7 +592,7 @@ async function perfPass() {
     return;
   }
   const pct = (n) => `${((n / total) * 100).toFixed(1)}%`;
-  let out = `Kernel and native profile of the sending uvtep (h1) under one TCP stream to a kernel VTEP (${f(gbit)} Gbit/s while recorded; \`perf record -g\`, ${total} samples), ${date}.\n\n`;
+  let out = `Kernel and native profile of the sending uvtep (h1: the Node process and its datapath process) under one TCP stream to a kernel VTEP (${f(gbit)} Gbit/s while recorded; \`perf record -g\`, ${total} samples), ${date}.\n\n`;
   out += `| where (by call chain) | share of h1's samples |\n|---|---:|\n`;
   for (const [k, n] of count) out += `| ${k} | ${pct(n)} |\n`;
   out += `| other | ${pct(other)} |\n\n`;
@@ -596,7 +611,7 @@ function chart(names, m) {
     { key: 'rttAvg', title: 'ping RTT ms (lower better)' },
   ];
   const pw = (W - pad - gap * (panels.length - 1) - 20) / panels.length;
-  const colors = { bare: '#9e9e9e', kernel: '#1565c0', uvtep: '#ef6c00', 'uvtep-kernel': '#2e7d32', 'uvtep-dgram': '#ffb74d', 'uvtep-busy': '#d84315', 'uvtep-nofc': '#a1887f', socat: '#8e24aa' };
+  const colors = { bare: '#9e9e9e', kernel: '#1565c0', uvtep: '#ef6c00', 'uvtep-kernel': '#2e7d32', 'uvtep-dgram': '#ffb74d', 'uvtep-busy': '#d84315', 'uvtep-nofc': '#a1887f', 'uvtep-inline': '#ffa726', socat: '#8e24aa' };
   let s = `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11">\n<rect width="100%" height="100%" fill="white"/>\n`;
   panels.forEach((p, i) => {
     const x0 = pad + i * (pw + gap);

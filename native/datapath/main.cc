@@ -32,6 +32,7 @@
 #include "../fd.h"
 #include "../flowtable.h"
 #include "../offload.h"
+#include "../ring.h"
 #include "../udpmsg.h"
 
 namespace uvtep {
@@ -70,20 +71,29 @@ uint8_t* NewSlab(size_t bytes) {
   return aligned;
 }
 
+// A TAP's writes: a batch's writes go to the kernel in one io_uring_enter where the TAP was
+// opened for it and io_uring is allowed (as the addon's Tap), else one writev each.
 class FdTapSink : public TapSink {
  public:
   int fd = -1;
+  bool ioUring = false;
   void Begin(bool gro, uint32_t mtu) override { c_.emplace(&FdTapSink::Write, this, gro, mtu); }
   void Add(uint8_t* p, uint32_t len) override { c_->Add(p, len); }
   const GroStats& End() override {
     c_->Flush();
+    if (WriteRing* ring = Ring()) ring->Submit();
     return c_->stats;
   }
 
  private:
-  static int Write(void* ctx, struct iovec* iov, int iovcnt, int, double, double) {
-    const int fd = static_cast<FdTapSink*>(ctx)->fd;
-    return Retry([&] { return writev(fd, iov, iovcnt); }) < 0 ? -errno : 0;
+  WriteRing* Ring() const { return ioUring ? ThreadWriteRing() : nullptr; }
+  static int Write(void* ctx, struct iovec* iov, int iovcnt, int transient, double frames, double bytes) {
+    FdTapSink* self = static_cast<FdTapSink*>(ctx);
+    if (WriteRing* ring = self->Ring()) {
+      ring->Queue(self->fd, iov, iovcnt, transient, frames, bytes, &self->c_->stats);
+      return 0;
+    }
+    return Retry([&] { return writev(self->fd, iov, iovcnt); }) < 0 ? -errno : 0;
   }
   std::optional<Coalescer> c_;
 };
@@ -413,6 +423,7 @@ bool Control() {
       if (t->slab == nullptr) break;
       t->rstats = rs;
       t->sink.fd = t->fd;
+      t->sink.ioUring = m.tap.ioUring != 0;
       Watch(*t);
       g_taps[id] = std::move(t);
       Reply(id);
