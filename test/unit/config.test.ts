@@ -60,6 +60,7 @@ describe('resolveConfig errors name the option and what is accepted', () => {
     ['underlay mtu', { vni: 1, underlayMtu: 100 }, 'underlayMtu', 'UVTEP_ERR_INVALID_OPTION', /138 to 65535/],
     ['allowFrom malformed', { vni: 1, allowFrom: ['198.51.100.0/33'] }, 'allowFrom', 'UVTEP_ERR_INVALID_ADDRESS', /address or CIDR/],
     ['learning not boolean', { vni: 1, learning: 'no' as never }, 'learning', 'UVTEP_ERR_INVALID_OPTION', /true or false/],
+    ['datapath unknown', { vni: 1, datapath: 'kernel' as never }, 'datapath', 'UVTEP_ERR_INVALID_OPTION', /"process" or "inline", got "kernel"/],
   ];
   it.each(cases)('%s', (_n, opts, option, code, msg) => {
     let err: unknown;
