@@ -181,6 +181,7 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
       throw Napi::Error::New(env, "the datapath process is gone");
     }
     ids_[obj] = msg->id;
+    kinds_[msg->id] = msg->op == kDpAddTap ? kDpDelTap : kDpDelUdp;
     proxies_[msg->id] = ours;
     return msg->id;
   }
@@ -222,6 +223,7 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
     const DpHeader m{op, id};
     Call(&m, sizeof m);  // a process already gone has let go too
     ids_.erase(obj);
+    kinds_.erase(id);
     auto it = proxies_.find(id);
     if (it != proxies_.end()) {
       close(it->second);
@@ -252,10 +254,17 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
     return info.Env().Undefined();
   }
 
+  // Closes everything; objects still registered are let go of first (answered), so that their
+  // devices and ports are free when this returns, not when the process gets round to exiting.
   void Shut() {
+    for (const auto& e : ids_) {
+      const DpHeader m{kinds_[e.second], e.second};
+      Call(&m, sizeof m);
+    }
     for (auto& [id, fd] : proxies_) close(fd);
     proxies_.clear();
     ids_.clear();
+    kinds_.clear();
     for (int* fd : {&ctl_, &child_, &memFd_}) {
       if (*fd >= 0) close(*fd);
       *fd = -1;
@@ -273,6 +282,7 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
   uint32_t lastId_ = 0;
   std::map<const void*, uint32_t> ids_;
   std::map<uint32_t, int> proxies_;
+  std::map<uint32_t, DpOp> kinds_;  // how each registered object is let go of
   Napi::Reference<Napi::ArrayBuffer> memory_;
 };
 

@@ -102,7 +102,8 @@ struct DpValue {  // kDpFlowEnable (on), kDpBusyPoll (microseconds)
 };
 
 // On a TAP's proxy: segs frames at a stride of len + 8 bytes, the last `last` bytes (as the
-// reader's entries), already split and counted.
+// reader's entries), already split and counted. segs 0: reading the TAP failed with errno -last
+// (the process has let go of it).
 struct DpTapEntry {
   int32_t len;
   int32_t segs;
@@ -110,7 +111,8 @@ struct DpTapEntry {
   int32_t pad;
 };
 
-// On a UDP socket's proxy: one received message (len -1: truncated, no bytes follow).
+// On a UDP socket's proxy: one received message (len -1: truncated, no bytes follow; len -2:
+// receiving failed with errno seg, and the process has let go of the socket).
 struct DpUdpEntry {
   uint8_t src[20];  // kSrcStride
   int16_t tos;

@@ -126,6 +126,11 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
         Fail(r == 0 ? EPIPE : errno, "read(datapath proxy)");
         return;
       }
+      if (r == static_cast<ssize_t>(sizeof e) && e.segs == 0 && e.last < 0) {  // the TAP failed in the process
+        if (n > 0) CallBatch(this, onBatch_, n, ctx_);
+        Fail(-e.last, "read");
+        return;
+      }
       const int64_t stride = int64_t(e.len) + 8;
       if (r < static_cast<ssize_t>(sizeof e) || e.segs < 1 || e.len < 1 || e.last < 1 || e.last > e.len ||
           stride * (e.segs - 1) + e.last != r - static_cast<ssize_t>(sizeof e)) {
@@ -281,7 +286,7 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
     StopPoll();
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
-    const char* hint = proxy_ ? "the datapath process (uvtep-datapath) ended or let go of the TAP" : (err == EBADFD || err == EBADF) ? "the TAP device was removed" : "";
+    const char* hint = (err == EBADFD || err == EBADF) ? "the TAP device was removed" : proxy_ ? "the datapath process (uvtep-datapath) ended or let go of the TAP" : "";
     CallJs(env, onError_, Value(), {SystemError(env, err, syscall, hint).Value()}, ctx_);
   }
 

@@ -105,6 +105,11 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
     int out = 0;
     for (int i = 0; i < r; i++) {
       const DpUdpEntry& e = hdr[i];
+      if (e.len == -2 && msgs[i].msg_len == sizeof e) {  // receiving failed in the process
+        if (out > 0) CallBatch(this, onBatch_, out, ctx_);
+        Fail(e.seg, "recvmmsg");
+        return;
+      }
       const int64_t body = int64_t(msgs[i].msg_len) - int64_t(sizeof e);
       if (body < 0 || (e.len >= 0 && e.len != body) || (e.len < 0 && body != 0)) continue;  // cannot come from the process
       rxOffs_[out] = static_cast<int32_t>(i * rxMsgSize_);
@@ -545,7 +550,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
     } catch (const Napi::Error&) {
     }
     if (onError_.IsEmpty()) return;
-    const char* hint = proxy_ ? "the datapath process (uvtep-datapath) ended or let go of the socket" : "";
+    const char* hint = proxy_ && err == EPIPE ? "the datapath process (uvtep-datapath) ended or let go of the socket" : "";
     CallJs(env, onError_, Value(), {SystemError(env, err, syscall, hint).Value()}, ctx_);
   }
 

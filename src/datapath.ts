@@ -115,7 +115,12 @@ export class DatapathProcess {
     return this.used + n * 8 <= this.memory.byteLength;
   }
 
-  /** A VTEP lets go; the last one closes the process (it exits when its control socket closes). */
+  /** One more user (a device or a socket handed over): the process stays while any is left. */
+  retain(): void {
+    this.users++;
+  }
+
+  /** A user lets go; the last one closes the process (it exits when its control socket closes). */
   release(): void {
     if (--this.users > 0 || this.closed) return;
     this.closed = true;

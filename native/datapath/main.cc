@@ -195,6 +195,12 @@ void Drop(Obj& o) {
   o.fd = o.proxy = -1;
 }
 
+// Whether the object's fd may be read now. While a flow table forwards from it, only when
+// everything handed over was answered (as in-process, where the reader stops while JS holds a
+// batch, or has paused it); otherwise as far as the proxy has room, so that what only JS
+// handles flows without waiting for each answer.
+bool CanRead(const Obj& o);
+
 // Hands messages to the Node side (msgs[k]: iov[2 * k], iov[2 * k + 1]); returns how many went
 // (the rest were dropped: the proxy was full, which Room() keeps from happening).
 int Hand(Obj& o, struct iovec* iov, int n) {
@@ -216,8 +222,34 @@ int Hand(Obj& o, struct iovec* iov, int n) {
     done += r;
   }
   o.handed += static_cast<uint64_t>(done);
-  Arm(o, o.Room());
+  Arm(o, CanRead(o));
   return done;
+}
+
+bool CanRead(const Obj& o) {
+  bool active = false;
+  if (o.tap) {
+    const FlowTable* f = static_cast<const TapObj&>(o).flow;
+    active = f != nullptr && f->Active();
+  } else {
+    for (const auto& v : static_cast<const UdpObj&>(o).flows) active = active || v.second->Active();
+  }
+  return active ? o.Settled() : o.Room();
+}
+
+// A fatal error on the object's fd: told to the Node side (whose reader fails with it, as it
+// would have reading the fd itself), then the object stops.
+void Fail(Obj& o, int err) {
+  if (o.tap) {
+    DpTapEntry e = {0, 0, -err, 0};
+    Retry([&] { return send(o.proxy, &e, sizeof e, MSG_DONTWAIT | MSG_NOSIGNAL); });
+  } else {
+    DpUdpEntry e = {};
+    e.len = -2;
+    e.seg = err;
+    Retry([&] { return send(o.proxy, &e, sizeof e, MSG_DONTWAIT | MSG_NOSIGNAL); });
+  }
+  Drop(o);
 }
 
 // One read of r bytes at frame - vnet into entry n, as the addon's TapReader takes it.
@@ -233,21 +265,21 @@ bool Take(TapObj& t, uint8_t* frame, int32_t r, int n) {
 }
 
 void DrainTap(TapObj& t) {
-  if (!t.Room()) return;
+  if (!CanRead(t)) return;
   int n = 0;
+  int reads = 0;  // refused reads count too: a flood of them cannot hold the loop
   bool more = true;
-  while (more && n < t.batch) {
+  while (more && reads++ < t.batch) {
     uint8_t* frame = t.slab + static_cast<size_t>(n) * t.slot + t.headroom;
     const ssize_t r = Retry([&] { return read(t.fd, frame - t.vnet, static_cast<size_t>(t.slot - t.headroom + t.vnet)); });
     if (r < 0) {
       if (errno == EAGAIN) break;
-      fprintf(stderr, "uvtep-datapath: read(TAP): %s\n", strerror(errno));
-      Drop(t);
+      Fail(t, errno);
       return;
     }
     if (Take(t, frame, static_cast<int32_t>(r), n)) n++;
   }
-  more = n == t.batch;
+  more = reads > t.batch;  // the batch filled: the TAP may have more
   int sent = 0;
   if (n > 0 && t.flow != nullptr && t.Settled()) sent = t.flow->Encap(t.slab, t.offs, t.lens, t.segs, t.lasts, n);
   if (sent < n) {
@@ -274,7 +306,7 @@ FlowTable* FindFlow(void* ctx, uint32_t vni) {
 
 void DrainUdp(UdpObj& u) {
   double* st = u.sink.stats;
-  for (int round = 0; round < kMaxRecvRounds && u.Room(); round++) {
+  for (int round = 0; round < kMaxRecvRounds && CanRead(u); round++) {
     UdpRecvRound rr;
     const int n = u.roundMsgs;
     rr.Prepare(u.slab, static_cast<size_t>(u.msgSize), n);
@@ -283,8 +315,7 @@ void DrainUdp(UdpObj& u) {
     if (r < 0) {
       if (errno == EAGAIN) return;
       if (errno == ECONNREFUSED || errno == EHOSTUNREACH || errno == ENETUNREACH) continue;
-      fprintf(stderr, "uvtep-datapath: recvmmsg: %s\n", strerror(errno));
-      Drop(u);
+      Fail(u, errno);
       return;
     }
     int dgrams = 0;
@@ -331,7 +362,7 @@ void ReadAcks(Obj& o) {
     if (r == 0) Drop(o);  // the Node side closed it
     break;
   }
-  if (o.fd >= 0) Arm(o, o.Room());
+  if (o.fd >= 0) Arm(o, CanRead(o));
 }
 
 void Reply(uint32_t id) {

@@ -194,6 +194,7 @@ export class TapDevice implements FrameDevice {
     const stats = dp.alloc(READER_STATS);
     stats.set(this.readStats);
     this.dpId = dp.handle.addTap(this.dev, stats, this.slotSize, HEADROOM, Math.min(this.batch.offs.length, DATAPATH_BATCH));
+    dp.retain();
     this.datapath = dp;
     this.readStats = stats;
     this.dpWriteStats = dp.alloc(WRITER_STATS);
@@ -269,7 +270,10 @@ export class TapDevice implements FrameDevice {
     this.reader?.close();
     this.reader = undefined;
     // the process lets go of its copy of the fd first (answered): the device then goes with ours
-    if (this.datapath !== undefined) this.datapath.handle.removeTap(this.dev);
+    if (this.datapath !== undefined) {
+      this.datapath.handle.removeTap(this.dev);
+      this.datapath.release();
+    }
     try {
       this.dev.close();
     } catch {

@@ -137,6 +137,7 @@ export class NativeTransport implements Transport {
     if (main === undefined || this.onBatch === undefined || this.onError === undefined || !dp.room(SOCK_STATS)) return false;
     const st = dp.alloc(SOCK_STATS);
     const id = dp.handle.addUdp(main, st, RX_MSG);
+    dp.retain();
     this.datapath = dp;
     this.stats.push(st);
     const rx = this.rx;
@@ -465,7 +466,10 @@ export class NativeTransport implements Transport {
     this.closed = true;
     for (const s of this.sockets) s.close();
     // answered: the process has closed its copy, the port is free when this returns
-    if (this.datapath !== undefined) this.datapath.handle.removeUdp(this.sockets[0]!);
+    if (this.datapath !== undefined) {
+      this.datapath.handle.removeUdp(this.sockets[0]!);
+      this.datapath.release();
+    }
     this.queue.length = 0;
     this.queued = 0;
     const ws = this.drainWaiters;

@@ -4,7 +4,8 @@
 // counters add up across the two processes; it ends with uvtep and lets go of the TAP and the
 // port; if it dies, the VTEP fails loudly instead of going deaf. --datapath inline keeps the
 // old shape: no process, the same behaviour.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { expect, it } from 'vitest';
 import { ping, tcpTransfer, uvtepBin, type Host, type LogRecord } from '../../src/lab/testbed.js';
 import { waitFor } from '../helpers/wait.js';
@@ -94,6 +95,49 @@ describeNs('the datapath process', () => {
     const fatal = a.records.find((r: LogRecord) => r.level >= 50);
     expect(fatal?.msg ?? a.stderr).toMatch(/datapath process/);
     expect((await h1.exec(['ip', 'link', 'show', 'vxlan1'])).code).not.toBe(0);
+  });
+
+  it('outlives its VTEPs while a shared endpoint stays open: a VTEP that joins later forwards through it', async () => {
+    const hosts = await twoHosts(fx.newBed('dpep'));
+    await quietIpv6(hosts.h1);
+    const b = fx.uvtep(hosts.h2, ['--vni', '1', '--name', 'vxlan1', '--remote', hosts.u1, '--address', '10.0.0.107/24', '--mac', B_MAC]);
+    await b.ready();
+    // the library on h1: one endpoint, a VTEP on it, closed (SIGUSR2), then another
+    const script = fx.tmpFile('endpoint.mjs');
+    const lib = path.resolve('dist/index.js');
+    writeFileSync(
+      script,
+      `import { createEndpoint, createVtep } from ${JSON.stringify(lib)};
+const ep = createEndpoint({ port: 4789 });
+const mk = async () => {
+  const v = createVtep({ vni: 1, remotes: ['${hosts.u2}'], endpoint: ep, tap: { name: 'vxlan1', addresses: ['10.0.0.106/24'], mac: '${A_MAC}' } });
+  v.on('error', (e) => console.log('error ' + e.message));
+  await v.start();
+  return v;
+};
+let v = await mk();
+console.log('up ' + v.datapathPid);
+process.on('SIGUSR2', async () => {
+  await v.close();
+  v = await mk();
+  console.log('again ' + v.datapathPid);
+});
+process.on('SIGTERM', async () => { await v.close(); await ep.close(); process.exit(0); });
+`,
+    );
+    const child = hosts.h1.spawn([process.execPath, script]);
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    try {
+      await waitFor(() => /up \d+/.test(out), 'the first VTEP');
+      expect((await ping(hosts.h1, '10.0.0.107', 3, 0.05)).received).toBe(3);
+      child.kill('SIGUSR2');
+      await waitFor(() => /again \d+/.test(out), 'the second VTEP');
+      expect((await ping(hosts.h1, '10.0.0.107', 5, 0.05)).received).toBe(5);
+      expect(out).not.toMatch(/error/);
+    } finally {
+      child.kill('SIGTERM');
+    }
   });
 
   it('--datapath inline: no process, the same forwarding and counters', async () => {
