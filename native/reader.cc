@@ -87,30 +87,6 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
 
   int PollFd() const override { return fd_; }
 
-  // Reads into slots first .. first + want - 1: res[k] is the bytes read or -errno (EAGAIN: nothing
-  // more to read). Without a ring: one read() (want is 1).
-  void ReadInto(int first, int want, int32_t* res) {
-    const size_t room = static_cast<size_t>(slot_ - headroom_ + vnet_);
-    auto buf = [&](int slot) { return slab_ + static_cast<size_t>(slot) * slot_ + headroom_ - vnet_; };
-    if (Ring* ring = ReadRing()) {
-      for (int k = 0; k < want; k++) {
-        struct io_uring_sqe* e = ring->Next();
-        e->opcode = IORING_OP_READ;
-        e->fd = fd_;
-        e->addr = reinterpret_cast<uint64_t>(buf(first + k));
-        e->len = static_cast<uint32_t>(room);
-        e->off = static_cast<uint64_t>(-1);
-        e->rw_flags = RWF_NOWAIT;  // nothing to read ends in EAGAIN; O_NONBLOCK alone would wait
-      }
-      if (ring->Run(res)) return;
-      // the ring failed and is closed: what it read is kept, the rest waits for the next poll and read()
-      for (int k = 0; k < want; k++) res[k] = res[k] == -ECANCELED ? -EAGAIN : res[k];
-      return;
-    }
-    ssize_t r = Retry([&] { return read(fd_, buf(first), room); });
-    res[0] = r < 0 ? -errno : static_cast<int32_t>(r);
-  }
-
   // The datapath process's entries (dpproto.h DpTapEntry), each into a slot as Take would
   // leave it; the batch is answered once JS has it and the reader still runs (else on start).
   void DrainProxy() {
@@ -162,32 +138,14 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
     }
     int n = 0;
     const size_t room = static_cast<size_t>(slot_ - headroom_);
-    int32_t res[Ring::kEntries];
-    int slot = 0;
-    bool more = true;
-    while (more && slot < cap_) {
-      const int want = ReadRing() != nullptr ? std::min({cap_ - slot, readAhead_, static_cast<int>(Ring::kEntries)}) : 1;
-      ReadInto(slot, want, res);
-      int got = 0;
-      for (int k = 0; k < want; k++) {
-        uint8_t* frame = slab_ + static_cast<size_t>(slot + k) * slot_ + headroom_;
-        const int32_t r = res[k];
-        if (r == -EAGAIN) {
-          more = false;
-          continue;
-        }
-        if (r < 0) {
-          if (n > 0) CallBatch(this, onBatch_, n, ctx_);
-          Fail(-r, "read");
-          return;
-        }
-        got++;
-        if (!Take(frame, r, room, n)) continue;
-        n++;
-      }
-      slot += want;
-      // read ahead as far as the last round went: a lone ping costs one enter, a stream fills batches
-      readAhead_ = got == want ? std::min(readAhead_ * 2, cap_) : std::max(got + 1, 2);
+    TapReadBatch batch(ReadRing(), fd_, slab_, static_cast<size_t>(slot_), static_cast<size_t>(headroom_ - vnet_), room + vnet_, cap_);
+    const int more = batch.Run(&readAhead_, [&](int slot, int32_t r) {
+      if (Take(slab_ + static_cast<size_t>(slot) * slot_ + headroom_, r, room, n)) n++;
+    });
+    if (more < 0) {
+      if (n > 0) CallBatch(this, onBatch_, n, ctx_);
+      Fail(-more, "read");
+      return;
     }
     if (n > 0 && fc_ != nullptr) {
       // a batch that only repeats the VTEP's decisions leaves here, without JS (flowcache.h)
@@ -205,7 +163,7 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
     if (n > 0) CallBatch(this, onBatch_, n, ctx_);
     // the batch filled every slot and the TAP has more: give the CPU to whoever waits for it
     // before the next (the UDP endpoint's receive rounds do the same, udp.cc)
-    if (more) sched_yield();
+    if (more > 0) sched_yield();
   }
 
  private:

@@ -1,5 +1,6 @@
 // Ring and WriteRing: see ring.h.
 #include "ring.h"
+#include "fd.h"
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -171,6 +172,27 @@ void WriteRing::Submit() {
   }
   iovUsed_ = 0;
   arenaUsed_ = 0;
+}
+
+void TapReadBatch::Read(bool viaRing, int first, int want, int32_t* res) {
+  auto buf = [&](int slot) { return slab_ + static_cast<size_t>(slot) * slotSize_ + offset_; };
+  if (viaRing) {
+    for (int k = 0; k < want; k++) {
+      struct io_uring_sqe* e = ring_->Next();
+      e->opcode = IORING_OP_READ;
+      e->fd = fd_;
+      e->addr = reinterpret_cast<uint64_t>(buf(first + k));
+      e->len = static_cast<uint32_t>(room_);
+      e->off = static_cast<uint64_t>(-1);
+      e->rw_flags = RWF_NOWAIT;  // nothing to read ends in EAGAIN; O_NONBLOCK alone would wait
+    }
+    if (ring_->Run(res)) return;
+    // the ring failed and is closed: what it read is kept, the rest waits for the next poll and read()
+    for (int k = 0; k < want; k++) res[k] = res[k] == -ECANCELED ? -EAGAIN : res[k];
+    return;
+  }
+  ssize_t r = Retry([&] { return read(fd_, buf(first), room_); });
+  res[0] = r < 0 ? -errno : static_cast<int32_t>(r);
 }
 
 }  // namespace uvtep

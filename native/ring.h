@@ -9,6 +9,8 @@
 #pragma once
 #include <linux/io_uring.h>
 #include <sys/uio.h>
+#include <algorithm>
+#include <cerrno>
 #include <cstdint>
 #include "offload.h"
 
@@ -79,6 +81,51 @@ class WriteRing {
   int32_t res_[Ring::kEntries];
   struct iovec iovs_[kIovs];
   uint8_t arena_[kArena];
+};
+
+// One batch of reads from a TAP (fd) into a slab's slots: read i lands at slab + i * slotSize +
+// offset with room bytes. Through `ring` when it is open (several reads per io_uring_enter, as
+// many as the last batch suggests, *readAhead), else one read() each. take(i, bytes) gets every
+// read in order. Returns 1 when all cap slots were read (the TAP may have more), 0 when the TAP
+// ran dry (EAGAIN), or -errno when a read failed (after take() for the reads before it).
+class TapReadBatch {
+ public:
+  TapReadBatch(Ring* ring, int fd, uint8_t* slab, size_t slotSize, size_t offset, size_t room, int cap)
+      : ring_(ring), fd_(fd), slab_(slab), slotSize_(slotSize), offset_(offset), room_(room), cap_(cap) {}
+  template <typename Take>
+  int Run(int* readAhead, Take take) {
+    int32_t res[Ring::kEntries];
+    int slot = 0;
+    while (slot < cap_) {
+      const bool viaRing = ring_ != nullptr && ring_->open();
+      const int want = viaRing ? std::min({cap_ - slot, *readAhead, static_cast<int>(Ring::kEntries)}) : 1;
+      Read(viaRing, slot, want, res);
+      int got = 0;
+      bool dry = false;
+      for (int k = 0; k < want; k++) {
+        if (res[k] == -EAGAIN) {
+          dry = true;
+          continue;
+        }
+        if (res[k] < 0) return res[k];
+        got++;
+        take(slot + k, res[k]);
+      }
+      slot += want;
+      // read ahead as far as the last round went: a lone ping costs one enter, a stream fills batches
+      *readAhead = got == want ? std::min(*readAhead * 2, cap_) : std::max(got + 1, 2);
+      if (dry) return 0;
+    }
+    return 1;
+  }
+
+ private:
+  void Read(bool viaRing, int first, int want, int32_t* res);
+  Ring* ring_;
+  int fd_;
+  uint8_t* slab_;
+  size_t slotSize_, offset_, room_;
+  int cap_;
 };
 
 // The rings of the calling thread, opened on first use and shared by all its TAPs (every batch is

@@ -267,19 +267,15 @@ bool Take(TapObj& t, uint8_t* frame, int32_t r, int n) {
 void DrainTap(TapObj& t) {
   if (!CanRead(t)) return;
   int n = 0;
-  int reads = 0;  // refused reads count too: a flood of them cannot hold the loop
-  bool more = true;
-  while (more && reads++ < t.batch) {
-    uint8_t* frame = t.slab + static_cast<size_t>(n) * t.slot + t.headroom;
-    const ssize_t r = Retry([&] { return read(t.fd, frame - t.vnet, static_cast<size_t>(t.slot - t.headroom + t.vnet)); });
-    if (r < 0) {
-      if (errno == EAGAIN) break;
-      Fail(t, errno);
-      return;
-    }
-    if (Take(t, frame, static_cast<int32_t>(r), n)) n++;
+  const size_t room = static_cast<size_t>(t.slot - t.headroom);
+  TapReadBatch batch(t.sink.ioUring ? ThreadReadRing() : nullptr, t.fd, t.slab, static_cast<size_t>(t.slot), static_cast<size_t>(t.headroom - t.vnet), room + t.vnet, t.batch);
+  const int more = batch.Run(&t.readAhead, [&](int slot, int32_t r) {
+    if (Take(t, t.slab + static_cast<size_t>(slot) * t.slot + t.headroom, r, n)) n++;
+  });
+  if (more < 0) {
+    Fail(t, -more);  // what was read before the error is lost with the device
+    return;
   }
-  more = reads > t.batch;  // the batch filled: the TAP may have more
   int sent = 0;
   if (n > 0 && t.flow != nullptr && t.Settled()) sent = t.flow->Encap(t.slab, t.offs, t.lens, t.segs, t.lasts, n);
   if (sent < n) {
@@ -295,7 +291,7 @@ void DrainTap(TapObj& t) {
     const int went = Hand(t, iov, m);
     for (int k = went; k < m; k++) t.rstats[kStProxyDropped] += t.segs[sent + k];
   }
-  if (more) sched_yield();
+  if (more > 0) sched_yield();
 }
 
 FlowTable* FindFlow(void* ctx, uint32_t vni) {
