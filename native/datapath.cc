@@ -299,6 +299,13 @@ int64_t DatapathOffset(Datapath* dp, const void* p, size_t bytes) { return dp->O
 bool DatapathSend(Datapath* dp, const void* msg, size_t len) { return dp->Send(msg, len); }
 bool DatapathCall(Datapath* dp, const void* msg, size_t len) { return dp->Call(msg, len); }
 
+void DatapathAnswer(int proxyFd, uint32_t* pending) {
+  if (*pending == 0 || proxyFd < 0) return;
+  const uint32_t n = *pending;
+  *pending = 0;
+  Retry([&] { return send(proxyFd, &n, sizeof n, MSG_NOSIGNAL | MSG_DONTWAIT); });
+}
+
 void InitDatapath(Napi::Env env, Napi::Object exports) { exports.Set("Datapath", Datapath::Define(env)); }
 
 }  // namespace uvtep

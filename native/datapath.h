@@ -26,6 +26,10 @@ bool DatapathSend(Datapath* dp, const void* msg, size_t len);
 // A control message the process answers (kDpReply): false when it is gone or did not answer.
 bool DatapathCall(Datapath* dp, const void* msg, size_t len);
 
+// The reader side of a proxy answers the entries it handed JS (*pending, then zeroed): the
+// process reads that device on only when everything it handed over was answered (dpproto.h).
+void DatapathAnswer(int proxyFd, uint32_t* pending);
+
 void InitDatapath(Napi::Env env, Napi::Object exports);
 
 }  // namespace uvtep

@@ -124,12 +124,7 @@ class TapReader : public Napi::ObjectWrap<TapReader>, public Pollable {
     if (active_) Ack();
   }
 
-  void Ack() {
-    if (pendingAck_ == 0 || fd_ < 0) return;
-    const uint32_t n = pendingAck_;
-    pendingAck_ = 0;
-    Retry([&] { return send(fd_, &n, sizeof n, MSG_NOSIGNAL | MSG_DONTWAIT); });
-  }
+  void Ack() { DatapathAnswer(fd_, &pendingAck_); }
 
   void Drain() override {
     if (proxy_) {

@@ -124,12 +124,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket>, public Pollable {
     if (reading_) Ack();
   }
 
-  void Ack() {
-    if (pendingAck_ == 0 || proxyFd_ < 0) return;
-    const uint32_t n = pendingAck_;
-    pendingAck_ = 0;
-    Retry([&] { return send(proxyFd_, &n, sizeof n, MSG_NOSIGNAL | MSG_DONTWAIT); });
-  }
+  void Ack() { DatapathAnswer(proxyFd_, &pendingAck_); }
 
   void Drain() override {
     if (proxy_) {
