@@ -28,6 +28,7 @@
       "type": "executable",
       "sources": [
         "native/datapath/main.cc",
+        "native/tunnel.cc",
         "native/flowtable.cc",
         "native/udpmsg.cc",
         "native/offload.cc",

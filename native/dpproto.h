@@ -79,6 +79,8 @@ struct DpAddFlow {
   uint64_t stats;     // FlowCacheStat[6]
   uint64_t seen;      // [256]
   uint64_t tapStats;  // WriterStat[8]
+  uint32_t tunnel;    // send TCP super-frames whole as tunnel GSO (tunnel.h); the result in stats[kTunnelState]
+  uint32_t pad;
 };
 
 struct DpFlowTx {

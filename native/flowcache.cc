@@ -118,6 +118,7 @@ class FlowCache : public Napi::ObjectWrap<FlowCache> {
       m.stats = static_cast<uint64_t>(offs[0]);
       m.seen = static_cast<uint64_t>(offs[1]);
       m.tapStats = static_cast<uint64_t>(offs[2]);
+      m.tunnel = info.Length() > 13 && info[13].ToBoolean().Value() ? 1 : 0;
       id_ = m.h.id;
       Mirror(env, &m, sizeof m);
     } else {

@@ -2,7 +2,9 @@
 #include "flowtable.h"
 #include <netinet/in.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include "udpmsg.h"
 
@@ -86,7 +88,14 @@ bool FlowTable::SetTx(uint64_t mac, const uint8_t* addr, size_t len, int port) {
   tx_[i].mac = mac;
   tx_[i].addr = ss;
   tx_[i].alen = alen;
+  tx_[i].tunnel = tun_ != nullptr && tun_->Route(ss, &tx_[i].route);
   return true;
+}
+
+bool FlowTable::TunnelTo(const uint8_t* frame) const {
+  if (!Active() || tun_ == nullptr || (frame[0] & 1) != 0) return false;
+  const TxEntry* e = FindTx(MacAt(frame));
+  return e != nullptr && e->tunnel;
 }
 
 int FlowTable::SetRx(uint64_t mac, const uint8_t* addr, size_t len) {
@@ -104,18 +113,25 @@ int FlowTable::SetRx(uint64_t mac, const uint8_t* addr, size_t len) {
   return i;
 }
 
-int FlowTable::Encap(uint8_t* slab, int32_t* offs, const int32_t* lens, int32_t* segs, const int32_t* lasts, int n) {
+int FlowTable::Encap(uint8_t* slab, int32_t* offs, const int32_t* lens, int32_t* segs, const int32_t* lasts, int n, const VnetHdr* vh,
+                     const GsoShape* gs) {
   if (!Active() || n > kMaxBatch) return 0;
-  const TxEntry* to[kMaxBatch];
+  TxEntry* to[kMaxBatch];
   for (int i = 0; i < n; i++) {
     const uint8_t* f = slab + offs[i];
     const int len = lens[i];
+    if (segs[i] < 0) {  // whole: its route was there when it was read
+      if (tun_ == nullptr || vh == nullptr || gs == nullptr || len < kEthHlen || (f[0] & 1) != 0 || !NoInnerEcn(f, len)) return 0;
+      to[i] = const_cast<TxEntry*>(FindTx(MacAt(f)));
+      if (to[i] == nullptr || !to[i]->tunnel) return 0;
+      continue;
+    }
     // a split super-frame leaves as GSO messages only: without GSO, JS sends it datagram by datagram
     if (segs[i] < 1 || (segs[i] > 1 && !c_.gso) || len < kEthHlen || len > c_.maxFrame || lasts[i] < kEthHlen || lasts[i] > len ||
         (f[0] & 1) != 0 || !NoInnerEcn(f, len)) {
       return 0;
     }
-    to[i] = FindTx(MacAt(f));
+    to[i] = const_cast<TxEntry*>(FindTx(MacAt(f)));
     if (to[i] == nullptr) return 0;
   }
   // A super-frame is one message per 64 datagrams or 65,000 bytes (UDP_SEGMENT); a run of
@@ -132,9 +148,19 @@ int FlowTable::Encap(uint8_t* slab, int32_t* offs, const int32_t* lens, int32_t*
   int e = 0;
   int d = 0;  // datagrams of entry e already in messages
   while (e < n) {
+    if (segs[e] < 0) {  // whole, after everything before it
+      const int k = -segs[e];
+      const int rc = Whole(to[e], vh[e], gs[e], slab + offs[e], static_cast<size_t>(lens[e]));
+      if (rc < 0) return e;
+      stats_[kTxFrames] += k;
+      stats_[kTxBytes] += static_cast<double>(lens[e]) + static_cast<double>(gs[e].hdrLen) * (k - 1);
+      stats_[kTxTunnel]++;
+      e++;
+      continue;
+    }
     int m = 0;
     int used = 0;  // iovs, never fewer than messages
-    while (e < n && used < kMaxMsgs) {
+    while (e < n && used < kMaxMsgs && segs[e] > 0) {
       const size_t stride = static_cast<size_t>(lens[e]) + kVxlanHlen;
       uint8_t* h = slab + offs[e] - kVxlanHlen + stride * d;
       if (segs[e] == 1) {
@@ -184,11 +210,24 @@ int FlowTable::Encap(uint8_t* slab, int32_t* offs, const int32_t* lens, int32_t*
   return n;
 }
 
+int FlowTable::Whole(TxEntry* to, const VnetHdr& h, const GsoShape& g, const uint8_t* f, size_t len) {
+  // the route again after a second: addresses, routes and socket options change under it
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  const uint64_t now = static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
+  if (now - to->route.at > 1000 && !tun_->Route(to->addr, &to->route)) {
+    to->tunnel = false;
+    return -EHOSTUNREACH;
+  }
+  return tun_->Send(to->route, c_.vni, h, g, f, len);
+}
 
 // Whether datagram p[0, len) from src (udp.cc's 20-byte record) qualifies; *inner set to the frame.
 bool FlowTable::Qualifies(const uint8_t* p, int len, const uint8_t* src, int* slot) const {
-  if (!Active() || len < kVxlanHlen + kEthHlen || len - kVxlanHlen > c_.maxFrame) return false;
+  if (!Active() || len < kVxlanHlen + kEthHlen) return false;
   const uint8_t* f = p + kVxlanHlen;
+  // larger than a frame: only a TCP super-frame sent whole (tunnel GSO), which the TAP takes as a GSO frame
+  if (len - kVxlanHlen > c_.maxFrame && !TakesWhole(f, static_cast<uint32_t>(len - kVxlanHlen), c_.mtu)) return false;
   const uint64_t smac = MacAt(f + 6);
   if ((f[6] & 1) != 0 || smac == 0 || (c_.hasOwn && smac == c_.own)) return false;
   *slot = -1;

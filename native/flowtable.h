@@ -5,11 +5,15 @@
 #include <sys/socket.h>
 #include <cstdint>
 #include "offload.h"
+#include "tunnel.h"
 
 namespace uvtep {
 
 constexpr int kFlowSlots = 256;  // per table, a power of two
-enum FlowCacheStat { kTxFrames, kTxBytes, kRxDatagrams, kRxBytes, kRxLost, kRxLostBytes, kFlowStatCount };
+// kTxTunnel: super-frames sent whole as tunnel GSO (tunnel.h); kRxSuper: TCP super-frames
+// received whole (tunnel GSO from a VTEP on this host) and written as GSO frames; kTunnelState:
+// 1 while the table sends tunnel GSO, -errno when the injector could not be made, 0 when not asked for.
+enum FlowCacheStat { kTxFrames, kTxBytes, kRxDatagrams, kRxBytes, kRxLost, kRxLostBytes, kTxTunnel, kRxSuper, kTunnelState, kFlowStatCount };
 
 // Where a FlowTable sends datagrams: sendmmsg on the VTEP's UDP socket, counted as its sends.
 class UdpSink {
@@ -50,6 +54,11 @@ class FlowTable {
     tap_ = tap;
     udp_ = udp;
   }
+  // Super-frames to IPv4 remotes the tunnel sink routes leave whole through it (tunnel.h).
+  void AttachTunnel(TunnelSink* t) { tun_ = t; }
+  // Whether a super-frame read from the TAP might leave whole: then the reader keeps it unsplit
+  // (an entry with segs < 0, Encap) if its destination `frame` (a unicast MAC) has a route.
+  bool TunnelTo(const uint8_t* frame) const;
   const FlowConfig& config() const { return c_; }
   bool Active() const { return enabled_ && tap_ != nullptr && udp_ != nullptr; }
 
@@ -60,13 +69,18 @@ class FlowTable {
   void Reset();
   void Enable(bool on) { enabled_ = on; }
 
-  // flowcache.h's FlowCacheEncap for this table
-  int Encap(uint8_t* slab, int32_t* offs, const int32_t* lens, int32_t* segs, const int32_t* lasts, int n);
+  // flowcache.h's FlowCacheEncap for this table. With a tunnel sink, an entry may also be a
+  // whole super-frame: segs[i] = -(its segment count), lens[i] its length, vh[i] and gs[i] its
+  // vnet header and shape; it leaves whole, in order. The entries from the returned index on
+  // were not sent (a whole one among them is still whole).
+  int Encap(uint8_t* slab, int32_t* offs, const int32_t* lens, int32_t* segs, const int32_t* lasts, int n, const VnetHdr* vh = nullptr,
+            const GsoShape* gs = nullptr);
   // Whether datagram p[0, len) from src (a kSrcStride record) qualifies: *slot its rx entry (-1: no learning).
   bool Qualifies(const uint8_t* p, int len, const uint8_t* src, int* slot) const;
   void Delivered(int slot, int len) {
     stats_[kRxDatagrams]++;
     stats_[kRxBytes] += len;
+    if (len > c_.maxFrame) stats_[kRxSuper]++;
     if (slot >= 0) seen_[slot] = 1;
   }
   void Lost(double frames, double bytes) {
@@ -81,8 +95,10 @@ class FlowTable {
   struct TxEntry {
     uint64_t mac;
     bool used;
+    bool tunnel;  // route holds the way through the tunnel sink
     sockaddr_storage addr;
     socklen_t alen;
+    TunnelRoute route;
   };
   struct RxEntry {
     uint64_t mac;
@@ -91,6 +107,8 @@ class FlowTable {
     uint8_t addr[16];
   };
   const TxEntry* FindTx(uint64_t mac) const;
+  // Sends whole super-frame f[0, len) to `to` through the tunnel sink: 0 or -errno.
+  int Whole(TxEntry* to, const VnetHdr& h, const GsoShape& g, const uint8_t* f, size_t len);
   int FindRx(uint64_t mac) const;
   void WriteVxlan(uint8_t* h) const;
 
@@ -100,6 +118,7 @@ class FlowTable {
   double* tapStats_;
   TapSink* tap_ = nullptr;
   UdpSink* udp_ = nullptr;
+  TunnelSink* tun_ = nullptr;
   bool enabled_ = false;
   TxEntry tx_[kFlowSlots];
   RxEntry rx_[kFlowSlots];

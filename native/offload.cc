@@ -117,25 +117,10 @@ uint16_t CsumFold(uint64_t sum) {
   return static_cast<uint16_t>(sum);
 }
 
-int Segment(uint8_t* f, size_t len, size_t cap, const VnetHdr& h, SegOut* out) {
+int CheckGso(const uint8_t* f, size_t len, const VnetHdr& h, GsoShape* out) {
   if ((h.flags & ~(kVnetNeedsCsum | kVnetDataValid)) != 0) return kSegBadVnet;
   const uint8_t gso = static_cast<uint8_t>(h.gsoType & ~kGsoEcn);
   if (len < kEthHlen) return kSegBadHeaders;
-  if (gso == kGsoNone) {
-    if ((h.gsoType & kGsoEcn) != 0) return kSegBadVnet;
-    if ((h.flags & kVnetNeedsCsum) != 0) {
-      // CHECKSUM_PARTIAL: the field holds the pseudo-header sum; sum from csum_start to the end
-      const size_t cs = h.csumStart;
-      const size_t at = cs + h.csumOffset;
-      if (cs < kEthHlen || at + 2 > len) return kSegBadVnet;
-      uint16_t c = static_cast<uint16_t>(~CsumFold(CsumAdd(f + cs, len - cs, 0)));
-      if (c == 0 && h.csumOffset == kUdpCsumOff) c = 0xffff;  // UDP: 0 means "no checksum"
-      PutCsum(f + at, c);
-    }
-    out->segLen = static_cast<int>(len);
-    out->lastLen = static_cast<int>(len);
-    return 1;
-  }
   if (gso != kGsoTcpV4 && gso != kGsoTcpV6 && gso != kGsoUdpL4) return kSegBadVnet;
   if (gso == kGsoUdpL4 && (h.gsoType & kGsoEcn) != 0) return kSegBadVnet;
 
@@ -143,7 +128,7 @@ int Segment(uint8_t* f, size_t len, size_t cap, const VnetHdr& h, SegOut* out) {
   uint16_t type = 0;
   const int l3 = L3Offset(f, len, &type);
   if (l3 == 0) return kSegBadHeaders;
-  uint8_t* ip = f + l3;
+  const uint8_t* ip = f + l3;
   const bool tcp = gso != kGsoUdpL4;
   const uint8_t proto = tcp ? kProtoTcp : kProtoUdp;
   bool v6;
@@ -180,6 +165,37 @@ int Segment(uint8_t* f, size_t len, size_t cap, const VnetHdr& h, SegOut* out) {
   const uint32_t mss = h.gsoSize;
   const int segs = payload == 0 ? 1 : static_cast<int>((payload + mss - 1) / mss);
   if (segs > kMaxSegs) return kSegTooMany;
+  *out = {l3, iphl, l4, l4hl, hdrLen, v6, tcp, mss};
+  return segs;
+}
+
+int Segment(uint8_t* f, size_t len, size_t cap, const VnetHdr& h, SegOut* out) {
+  if ((h.flags & ~(kVnetNeedsCsum | kVnetDataValid)) != 0) return kSegBadVnet;
+  const uint8_t gso = static_cast<uint8_t>(h.gsoType & ~kGsoEcn);
+  if (len < kEthHlen) return kSegBadHeaders;
+  if (gso == kGsoNone) {
+    if ((h.gsoType & kGsoEcn) != 0) return kSegBadVnet;
+    if ((h.flags & kVnetNeedsCsum) != 0) {
+      // CHECKSUM_PARTIAL: the field holds the pseudo-header sum; sum from csum_start to the end
+      const size_t cs = h.csumStart;
+      const size_t at = cs + h.csumOffset;
+      if (cs < kEthHlen || at + 2 > len) return kSegBadVnet;
+      uint16_t c = static_cast<uint16_t>(~CsumFold(CsumAdd(f + cs, len - cs, 0)));
+      if (c == 0 && h.csumOffset == kUdpCsumOff) c = 0xffff;  // UDP: 0 means "no checksum"
+      PutCsum(f + at, c);
+    }
+    out->segLen = static_cast<int>(len);
+    out->lastLen = static_cast<int>(len);
+    return 1;
+  }
+  GsoShape g;
+  const int segs = CheckGso(f, len, h, &g);
+  if (segs < 0) return segs;
+  const int l3 = g.l3, iphl = g.iphl, l4 = g.l4, l4hl = g.l4hl, hdrLen = g.hdrLen;
+  const bool v6 = g.v6, tcp = g.tcp;
+  const uint8_t proto = tcp ? kProtoTcp : kProtoUdp;
+  const uint32_t mss = g.mss;
+  const uint32_t payload = static_cast<uint32_t>(len) - hdrLen;
   const uint32_t lastPay = payload - (segs - 1) * mss;
   const size_t stride = static_cast<size_t>(hdrLen) + mss + 8;
   if ((segs - 1) * stride + hdrLen + lastPay > cap) return kSegNoRoom;
@@ -392,6 +408,12 @@ void Coalescer::Emit(Flow& f) {
     stats.groWrites++;
     stats.groSegments += f.count;
   }
+}
+
+bool TakesWhole(const uint8_t* p, uint32_t len, uint32_t mtu) {
+  Seg s;
+  Parse(p, len, &s);
+  return s.l4 && !s.udp && s.partial && mtu > static_cast<uint32_t>(s.iphl + s.doff) && len > mtu + kEthHlen;
 }
 
 void Coalescer::EmitBig(uint8_t* p, uint32_t len, bool v6, int iphl, int doff) {

@@ -68,6 +68,15 @@ struct SegOut {
   int lastLen;  // length of the last frame
 };
 
+// What CheckGso() found in a GSO frame's headers (offsets from the frame's start).
+struct GsoShape {
+  int l3, iphl, l4, l4hl, hdrLen;
+  bool v6, tcp;
+  uint32_t mss;
+};
+// Validates GSO frame f[0, len) against its vnet header h as Segment() does, without touching
+// it: its segment count (out: its shape), or one of the kSeg* refusals.
+int CheckGso(const uint8_t* f, size_t len, const VnetHdr& h, GsoShape* out);
 // frame[0, len) is one frame read from the TAP behind vnet header h. Segments in place: frame k
 // starts at frame + k * (segLen + 8) (8 bytes of headroom before each for the VXLAN header),
 // and everything stays within frame[0, cap). Finishes partial checksums of non-GSO frames.
@@ -104,6 +113,10 @@ struct GroStats {
   }
 };
 
+// Whether a received frame larger than the TAP's MTU is a TCP super-frame a Coalescer writes as
+// one GSO frame: a local kernel peer's (or uvtep's own tunnel-GSO) frame whose checksum field
+// holds exactly the pseudo-header sum. Anything else that large is JS's to count.
+bool TakesWhole(const uint8_t* p, uint32_t len, uint32_t mtu);
 // Receive-side coalescing over one batch: TCP segments of one flow (GSO TCPV4/TCPV6); TCP and UDP
 // checksums verified (or recognised as partial from a local kernel peer) and marked for the kernel. Add() each frame in order, then Flush(). Frames must
 // stay valid until Flush() returns.

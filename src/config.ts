@@ -113,6 +113,17 @@ export interface VtepOptions {
    * process's event loop. Applies only where the flow cache does.
    */
   datapath?: DatapathMode;
+  /**
+   * Tunnel GSO (default false; Linux 6.17 or later, IPv4 underlay, the datapath process): TCP
+   * super-frames leave whole, as one VXLAN-in-UDP packet with its offload metadata, the way the
+   * kernel's VTEP sends them, instead of UDP GSO messages of MSS-sized datagrams. A kernel VTEP
+   * on the same host takes them without cutting them apart; a NIC with UDP tunnel segmentation
+   * cuts them in hardware. They go through a TAP of the datapath process's own (`uvt-gso<pid>`)
+   * and a BPF program that hands them to the underlay device, past the host's netfilter OUTPUT
+   * and POSTROUTING hooks (docs/design.md). Opening the VTEP fails with the reason where this
+   * cannot work.
+   */
+  tunnelGso?: boolean;
 }
 
 export type DatapathMode = 'process' | 'inline';
@@ -154,6 +165,7 @@ export interface VtepConfig {
   flowCache: boolean;
   /** Undefined: the default (src/datapath.ts datapathDefault). */
   datapath: DatapathMode | undefined;
+  tunnelGso: boolean;
 }
 
 export function resolveConfig(o: VtepOptions): VtepConfig {
@@ -230,6 +242,9 @@ export function resolveConfig(o: VtepOptions): VtepConfig {
   }
   const tos = o.tos === 'inherit' ? 'inherit' : checkInt(o.tos ?? 0, 'tos', 0, 255, '"inherit" or an integer');
   if (o.datapath !== undefined && o.datapath !== 'process' && o.datapath !== 'inline') fail('datapath', ErrorCode.InvalidOption, `expected "process" or "inline", got ${show(o.datapath)}`);
+  const tunnelGso = checkBool(o.tunnelGso ?? false, 'tunnelGso');
+  if (tunnelGso && o.datapath === 'inline') fail('tunnelGso', ErrorCode.InvalidOption, 'tunnel GSO is sent by the datapath process: not with datapath "inline"');
+  if (tunnelGso && o.flowCache === false) fail('tunnelGso', ErrorCode.InvalidOption, 'tunnel GSO is sent by the flow cache: not with flowCache false');
   const df = o.df ?? 'unset';
   if (df !== 'set' && df !== 'unset') fail('df', ErrorCode.InvalidOption, `expected "set" or "unset", got ${show(df)}`);
 
@@ -267,5 +282,6 @@ export function resolveConfig(o: VtepOptions): VtepConfig {
     busyPoll: checkInt(o.busyPoll ?? 0, 'busyPoll', 0, 1_000_000, 'microseconds'),
     flowCache: checkBool(o.flowCache ?? true, 'flowCache'),
     datapath: o.datapath,
+    tunnelGso,
   };
 }

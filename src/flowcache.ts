@@ -34,6 +34,10 @@ export interface FlowCacheCounters {
   rxBytes: number;
   /** Frames the TAP did not take (counted as `TapBusy` drops); its writes are the TAP's own counters. */
   rxLost: number;
+  /** TCP super-frames sent whole as tunnel GSO (their frames and bytes are in txFrames and txBytes). */
+  txTunnel: number;
+  /** TCP super-frames received whole (tunnel GSO from a VTEP on this host) and written as GSO frames. */
+  rxSuper: number;
 }
 
 /** What a device and a transport need to build the native cache for a VTEP. */
@@ -45,6 +49,8 @@ export interface FlowCacheParams {
   learning: boolean;
   /** Runs of equal-size frames to one destination leave as one UDP GSO message. */
   gso: boolean;
+  /** TCP super-frames leave whole as tunnel GSO (the datapath process only: native/tunnel.h). */
+  tunnelGso?: boolean;
   stats: Float64Array;
   seen: Float64Array;
 }
@@ -99,6 +105,11 @@ export class FlowCache {
     return this.handle;
   }
 
+  /** 1: tunnel GSO is on; -errno: asked for and could not be; 0: not asked (read after a round trip to the datapath process). */
+  get tunnelState(): number {
+    return this.stats[FlowCacheStat.TunnelState]!;
+  }
+
   enable(on: boolean): void {
     this.handle?.enable(on);
   }
@@ -141,6 +152,8 @@ export class FlowCache {
       rxDatagrams: s[FlowCacheStat.RxDatagrams]!,
       rxBytes: s[FlowCacheStat.RxBytes]!,
       rxLost: s[FlowCacheStat.RxLost]!,
+      txTunnel: s[FlowCacheStat.TxTunnel]!,
+      rxSuper: s[FlowCacheStat.RxSuper]!,
     };
   }
 

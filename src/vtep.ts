@@ -13,7 +13,9 @@
 import { EventEmitter } from 'node:events';
 import type { VtepConfig } from './config.js';
 import { SourceFilter } from './allow.js';
-import { StateError } from './errors.js';
+import { ErrorCode, StateError } from './errors.js';
+import { fail } from './check.js';
+import { constants as osConstants } from 'node:os';
 import { Fdb, LearnResult, type FdbEvents, type Remote } from './fdb.js';
 import type { FrameBatch, FrameDevice } from './device/device.js';
 import { FRAME_HEADROOM } from './device/device.js';
@@ -125,7 +127,7 @@ export interface VtepIo extends Omit<DeviceCounters, 'offloadInvalid' | 'groWrit
   transport: string;
   /** Whether the TAP's reads and writes go to the kernel in batches through io_uring. */
   ioUring: boolean;
-  /** TCP super-frames received whole from a kernel VTEP on this host (tunnel GSO over veth). */
+  /** TCP super-frames received whole from a VTEP on this host (tunnel GSO over veth: a kernel VTEP, or uvtep with `tunnelGso`). */
   rxSuperFrames: number;
   /** Whether the native flow cache is in use, and the frames sent and datagrams received through it without JS. */
   flowCache: boolean;
@@ -133,6 +135,9 @@ export interface VtepIo extends Omit<DeviceCounters, 'offloadInvalid' | 'groWrit
   flowCacheRx: number;
   /** Where the flow cache forwards: 'process' (the datapath process, src/datapath.ts) or 'inline'. */
   datapath: 'process' | 'inline';
+  /** Whether TCP super-frames leave whole as tunnel GSO (`tunnelGso`), and how many did. */
+  tunnelGso: boolean;
+  txTunnelSuperFrames: number;
 }
 
 export interface VtepSendErrorInfo {
@@ -355,19 +360,32 @@ export class Vtep extends EventEmitter<VtepEvents> {
    * TTL inherit).
    */
   private openFlowCache(): void {
-    if (!this.config.flowCache || this.inheritTos || this.wantTtl) return;
+    const tunnel = this.config.tunnelGso;
+    if (!this.config.flowCache || this.inheritTos || this.wantTtl) {
+      if (tunnel) fail('tunnelGso', ErrorCode.InvalidOption, `tunnel GSO is sent by the flow cache, which ${this.config.flowCache ? 'a TOS or TTL of "inherit" keeps off' : 'is off'}`);
+      return;
+    }
     const canHand = this.device.useDatapath !== undefined && this.transport.useDatapath !== undefined && this.transport.flowSocket?.() !== undefined;
     // an explicit 'process' that cannot start is an error; the default falls back to inline. The
     // process reads only where the cache runs: while a policy keeps the cache off, it hands JS
     // every packet, which costs more than reading inline (docs/benchmarks.md)
     // by default only where the cache starts on: a source filter keeps it off for good
-    const mode = this.config.datapath ?? (this.allow !== undefined ? 'inline' : datapathDefault());
+    const mode = this.config.datapath ?? (this.allow !== undefined && !tunnel ? 'inline' : datapathDefault());
     const dp = canHand && mode === 'process' ? DatapathProcess.acquire() : undefined;
-    const fc = FlowCache.open(this.device, this.transport, { vni: this.vni, ownMac: this.ownMac, maxFrame: this.maxFrame, learning: this.learning, gso: this.config.gso }, dp);
+    const fc = FlowCache.open(this.device, this.transport, { vni: this.vni, ownMac: this.ownMac, maxFrame: this.maxFrame, learning: this.learning, gso: this.config.gso, tunnelGso: tunnel }, dp);
     if (dp !== undefined && fc?.datapath !== true) dp.release();
     else if (dp !== undefined) this.dp = dp;
-    if (fc === undefined) return;
+    if (fc === undefined) {
+      if (tunnel) fail('tunnelGso', ErrorCode.InvalidOption, 'tunnel GSO needs the native TAP and UDP endpoint (not a memory device or the dgram transport, nor a --srcport range)');
+      return;
+    }
     this.fc = fc;
+    if (tunnel) {
+      if (!fc.datapath) fail('tunnelGso', ErrorCode.InvalidOption, `tunnel GSO is sent by the datapath process, which ${mode === 'inline' ? 'is not asked for (datapath "inline", or a source filter)' : 'could not take this VTEP'}`);
+      dp!.handle.hello(); // the process has made the table (and tried the injector) when it answers
+      const state = fc.tunnelState;
+      if (state < 0) fail('tunnelGso', ErrorCode.InvalidOption, `tunnel GSO is not available here: ${tunnelReason(-state)}`);
+    }
     const touch = (mac: number) => this.fdb.touch(mac);
     this.fdb.beforeAgeRead = () => fc.refresh(touch);
     this.fdb.onChange = () => {
@@ -454,11 +472,13 @@ export class Vtep extends EventEmitter<VtepEvents> {
         writes: p?.writes ?? 0,
         badCsum: p?.badCsum ?? 0,
         partialCsum: p?.partialCsum ?? 0,
-        rxSuperFrames: this.rxSuperFrames,
+        rxSuperFrames: this.rxSuperFrames + (f?.rxSuper ?? 0),
         flowCache: f !== undefined,
         datapath: this.fc?.datapath === true ? 'process' : 'inline',
         flowCacheTx: f?.txFrames ?? 0,
         flowCacheRx: f?.rxDatagrams ?? 0,
+        tunnelGso: this.fc !== undefined && this.fc.tunnelState > 0,
+        txTunnelSuperFrames: f?.txTunnel ?? 0,
         sendCalls: t?.sendCalls ?? 0,
         sentMsgs: t?.sentMsgs ?? 0,
         sentDatagrams: t?.sentDatagrams ?? 0,
@@ -723,4 +743,13 @@ export class Vtep extends EventEmitter<VtepEvents> {
       if (this.listenerCount('error') > 0) this.emit('error', err);
     });
   };
+}
+
+/** Why the datapath process could not send tunnel GSO (native/tunnel.cc logs the step too). */
+function tunnelReason(errno: number): string {
+  const name = Object.entries(osConstants.errno).find(([, v]) => v === errno)?.[0] ?? `errno ${errno}`;
+  if (name === 'EAFNOSUPPORT') return 'it needs an IPv4 underlay (EAFNOSUPPORT)';
+  if (name === 'EINVAL') return 'this kernel has no UDP tunnel GSO for TAP devices or no tcx BPF hook (Linux 6.17 or later) (EINVAL)';
+  if (name === 'EPERM' || name === 'EACCES') return `creating a TAP and loading a BPF program needs CAP_NET_ADMIN and CAP_BPF (${name})`;
+  return `${name} (the datapath process's stderr names the step)`;
 }

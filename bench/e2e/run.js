@@ -67,7 +67,7 @@ const thp = (() => {
 })();
 const hugeBallast = ballastSo !== undefined && (thp === 'always' || thp === 'madvise');
 if (ballastSo && !hugeBallast) log(`bench: transparent huge pages are ${thp}: the socat-ballast-huge row is skipped`);
-const ALL = ['bare', 'kernel', 'uvtep', 'uvtep-kernel', 'uvtep-dgram', 'uvtep-busy', 'uvtep-nofc', 'uvtep-inline', ...(hasSocat ? ['socat'] : []), ...(ballastSo ? ['socat-ballast'] : []), ...(hugeBallast ? ['socat-ballast-huge'] : [])];
+const ALL = ['bare', 'kernel', 'uvtep', 'uvtep-kernel', 'uvtep-kernel-tgso', 'uvtep-tgso', 'uvtep-dgram', 'uvtep-busy', 'uvtep-nofc', 'uvtep-inline', ...(hasSocat ? ['socat'] : []), ...(ballastSo ? ['socat-ballast'] : []), ...(hugeBallast ? ['socat-ballast-huge'] : [])];
 const caseNames = opt('--cases', ALL.join(',')).split(',');
 if (caseNames.some((c) => c.startsWith('socat-ballast')) && !ballastSo) {
   log('bench: socat-ballast needs socat and cc (apt-get install socat gcc)');
@@ -84,6 +84,8 @@ const CASES = {
   kernel: { label: 'kernel VTEP <-> kernel VTEP', kind: 'reference' },
   uvtep: { label: 'uvtep <-> uvtep', kind: 'uvtep' },
   'uvtep-kernel': { label: 'uvtep (h1) <-> kernel VTEP (h2)', kind: 'uvtep' },
+  'uvtep-kernel-tgso': { label: 'uvtep --tunnel-gso (h1) <-> kernel VTEP (h2)', kind: 'uvtep' },
+  'uvtep-tgso': { label: 'uvtep <-> uvtep, --tunnel-gso', kind: 'uvtep' },
   'uvtep-dgram': { label: 'uvtep <-> uvtep, --transport dgram (fallback)', kind: 'uvtep' },
   'uvtep-busy': { label: 'uvtep <-> uvtep, --busy-poll 50', kind: 'uvtep' },
   'uvtep-nofc': { label: 'uvtep <-> uvtep, --no-flow-cache (every packet through JS)', kind: 'uvtep' },
@@ -288,11 +290,11 @@ async function setup(name) {
   if (name === 'kernel') {
     await kernelVtep(h1, '198.51.100.2', ...A, false);
     await kernelVtep(h2, '198.51.100.1', ...B, false);
-  } else if (name === 'uvtep' || name === 'uvtep-dgram' || name === 'uvtep-busy' || name === 'uvtep-nofc' || name === 'uvtep-inline') {
-    const extra = { 'uvtep-dgram': ['--transport', 'dgram'], 'uvtep-busy': ['--busy-poll', '50'], 'uvtep-nofc': ['--no-flow-cache'], 'uvtep-inline': ['--datapath', 'inline'] }[name] ?? [];
+  } else if (name === 'uvtep' || name === 'uvtep-dgram' || name === 'uvtep-busy' || name === 'uvtep-nofc' || name === 'uvtep-inline' || name === 'uvtep-tgso') {
+    const extra = { 'uvtep-dgram': ['--transport', 'dgram'], 'uvtep-busy': ['--busy-poll', '50'], 'uvtep-nofc': ['--no-flow-cache'], 'uvtep-inline': ['--datapath', 'inline'], 'uvtep-tgso': ['--tunnel-gso'] }[name] ?? [];
     procs.push(uvtep(h1, '198.51.100.2', ...A, extra), uvtep(h2, '198.51.100.1', ...B, extra));
-  } else if (name === 'uvtep-kernel') {
-    procs.push(uvtep(h1, '198.51.100.2', ...A));
+  } else if (name === 'uvtep-kernel' || name === 'uvtep-kernel-tgso') {
+    procs.push(uvtep(h1, '198.51.100.2', ...A, name === 'uvtep-kernel-tgso' ? ['--tunnel-gso'] : []));
     await kernelVtep(h2, '198.51.100.1', ...B, false); // kernel defaults: tx checksum offload on (see docs/scenarios.md)
   } else if (name.startsWith('socat')) {
     // the classic userspace L2 tunnel: one Ethernet frame per UDP datagram, no VXLAN header;

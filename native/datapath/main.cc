@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
+#include <net/if.h>
 #include <unistd.h>
 #include <algorithm>
 #include <cerrno>
@@ -33,6 +34,7 @@
 #include "../flowtable.h"
 #include "../offload.h"
 #include "../ring.h"
+#include "../tunnel.h"
 #include "../udpmsg.h"
 
 namespace uvtep {
@@ -130,6 +132,8 @@ struct TapObj : Obj {
   int vnet = 0, slot = 0, headroom = 0, batch = 0;
   uint8_t* slab = nullptr;
   int32_t offs[kMaxBatch], lens[kMaxBatch], segs[kMaxBatch], lasts[kMaxBatch];
+  VnetHdr vh[kMaxBatch];  // of the entries kept whole (segs < 0) for tunnel GSO
+  GsoShape gs[kMaxBatch];
   double* rstats = nullptr;
   FlowTable* flow = nullptr;  // the VTEP on this TAP
   FdTapSink sink;
@@ -145,6 +149,7 @@ struct UdpObj : Obj {
   uint8_t srcs[kMaxRecvMsgs * kSrcStride];
   std::map<uint32_t, FlowTable*> flows;  // by VNI
   FdUdpSink sink;
+  std::unique_ptr<InjectorSink> tunnel;  // its way through g_injector, once a table asks for it
   int roundMsgs = kMaxRecvMsgs;
 };
 
@@ -155,6 +160,20 @@ struct FlowObj {
 };
 
 int g_ep = -1;
+TunnelInjector g_injector;
+int g_injectorState = 0;  // 0 not tried, 1 open, -errno
+
+// The tunnel-GSO injector (tunnel.h), made when the first flow table asks for it: 1, or -errno.
+int Injector() {
+  if (g_injectorState != 0) return g_injectorState;
+  char name[IFNAMSIZ];
+  snprintf(name, sizeof name, "uvt-gso%d", static_cast<int>(getpid()));
+  const char* what = "";
+  const int rc = g_injector.Open(name, &what);
+  if (rc < 0) fprintf(stderr, "uvtep-datapath: tunnel GSO: %s failed: %s\n", what, strerror(-rc));
+  g_injectorState = rc < 0 ? rc : 1;
+  return g_injectorState;
+}
 std::map<uint32_t, std::unique_ptr<TapObj>> g_taps;
 std::map<uint32_t, std::unique_ptr<UdpObj>> g_udps;
 std::map<uint32_t, FlowObj> g_flows;
@@ -252,8 +271,47 @@ void Fail(Obj& o, int err) {
   Drop(o);
 }
 
+// A TCP super-frame the flow table may send whole (tunnel GSO): kept unsplit in entry n with
+// segs = -(its segments), counted as the reader counts it. Only one that a later split (the
+// entry goes to JS after all: SplitLate) is sure to fit.
+bool TakeWhole(TapObj& t, uint8_t* frame, int32_t r, int n) {
+  if (t.vnet == 0 || t.flow == nullptr || r - t.vnet < kEthHlen + 40 || !t.flow->TunnelTo(frame)) return false;
+  VnetHdr h;
+  ReadVnet(frame - t.vnet, &h);
+  const uint8_t type = static_cast<uint8_t>(h.gsoType & ~kGsoEcn);
+  const size_t len = static_cast<size_t>(r - t.vnet);
+  if ((type != kGsoTcpV4 && type != kGsoTcpV6) || (h.flags & kVnetNeedsCsum) == 0 || len + kTunnelOuter - kEthHlen > 65535) return false;
+  GsoShape g;
+  const int k = CheckGso(frame, len, h, &g);
+  if (k < 2) return false;
+  const size_t lastPay = len - static_cast<size_t>(g.hdrLen) - static_cast<size_t>(k - 1) * g.mss;
+  if (static_cast<size_t>(k - 1) * (static_cast<size_t>(g.hdrLen) + g.mss + 8) + static_cast<size_t>(g.hdrLen) + lastPay > static_cast<size_t>(t.slot - t.headroom)) return false;
+  t.rstats[kStReads]++;
+  t.rstats[kStSuper]++;
+  t.rstats[kStFrames] += k;
+  t.offs[n] = static_cast<int32_t>(frame - t.slab);
+  t.lens[n] = static_cast<int32_t>(len);
+  t.segs[n] = -k;
+  t.lasts[n] = 0;
+  t.vh[n] = h;
+  t.gs[n] = g;
+  return true;
+}
+
+// A whole entry that goes to JS after all: split as the reader splits (TakeWhole counted it).
+bool SplitLate(TapObj& t, int i) {
+  SegOut out;
+  const int k = Segment(t.slab + t.offs[i], static_cast<size_t>(t.lens[i]), static_cast<size_t>(t.slot - t.headroom), t.vh[i], &out);
+  if (k != -t.segs[i]) return false;
+  t.lens[i] = out.segLen;
+  t.segs[i] = k;
+  t.lasts[i] = out.lastLen;
+  return true;
+}
+
 // One read of r bytes at frame - vnet into entry n, as the addon's TapReader takes it.
 bool Take(TapObj& t, uint8_t* frame, int32_t r, int n) {
+  if (TakeWhole(t, frame, r, n)) return true;
   SegOut out;
   const int segs = TakeRead(frame, r, t.vnet, static_cast<size_t>(t.slot - t.headroom), t.rstats, &out);
   if (segs == 0) return false;
@@ -277,19 +335,24 @@ void DrainTap(TapObj& t) {
     return;
   }
   int sent = 0;
-  if (n > 0 && t.flow != nullptr && t.Settled()) sent = t.flow->Encap(t.slab, t.offs, t.lens, t.segs, t.lasts, n);
+  if (n > 0 && t.flow != nullptr && t.Settled()) sent = t.flow->Encap(t.slab, t.offs, t.lens, t.segs, t.lasts, n, t.vh, t.gs);
   if (sent < n) {
     DpTapEntry e[kMaxBatch];
     struct iovec iov[2 * kMaxBatch];
-    const int m = n - sent;
-    for (int k = 0; k < m; k++) {
-      const int i = sent + k;
-      e[k] = {t.lens[i], t.segs[i], t.lasts[i], 0};
-      iov[2 * k] = {&e[k], sizeof e[k]};
-      iov[2 * k + 1] = {t.slab + t.offs[i], static_cast<size_t>(t.lens[i] + 8) * (t.segs[i] - 1) + t.lasts[i]};
+    int at[kMaxBatch];
+    int m = 0;
+    for (int i = sent; i < n; i++) {
+      if (t.segs[i] < 0 && !SplitLate(t, i)) {  // cannot happen: TakeWhole made sure it fits
+        t.rstats[kStNoRoom]++;
+        continue;
+      }
+      e[m] = {t.lens[i], t.segs[i], t.lasts[i], 0};
+      iov[2 * m] = {&e[m], sizeof e[m]};
+      iov[2 * m + 1] = {t.slab + t.offs[i], static_cast<size_t>(t.lens[i] + 8) * (t.segs[i] - 1) + t.lasts[i]};
+      at[m++] = i;
     }
-    const int went = Hand(t, iov, m);
-    for (int k = went; k < m; k++) t.rstats[kStProxyDropped] += t.segs[sent + k];
+    const int went = m > 0 ? Hand(t, iov, m) : 0;
+    for (int k = went; k < m; k++) t.rstats[kStProxyDropped] += t.segs[at[k]];
   }
   if (more > 0) sched_yield();
 }
@@ -497,6 +560,14 @@ bool Control() {
       FlowObj f;
       f.table = std::make_unique<FlowTable>(c, st, seen, ts);
       f.table->Attach(&t->sink, &u->sink);
+      if (m.flow.tunnel != 0) {
+        const int state = c.family != AF_INET ? -EAFNOSUPPORT : Injector();
+        st[kTunnelState] = state;
+        if (state > 0) {
+          if (!u->tunnel) u->tunnel = std::make_unique<InjectorSink>(&g_injector, u->fd);
+          f.table->AttachTunnel(u->tunnel.get());
+        }
+      }
       f.tap = t;
       f.udp = u;
       t->flow = f.table.get();

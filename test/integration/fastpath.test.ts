@@ -25,7 +25,7 @@ interface Io {
   recvCalls: number;
   recvMsgs: number;
 }
-type Stats = { rxPackets: number; txPackets: number; rxGroWrites: number; rxGroSegments: number; txGsoSends: number; dropsTotal: number; drops: Record<string, number>; io: Io };
+type Stats = { rxPackets: number; rxDatagrams: number; txPackets: number; rxGroWrites: number; rxGroSegments: number; txGsoSends: number; dropsTotal: number; drops: Record<string, number>; io: Io };
 const statsOf = (r: LogRecord | undefined) => r!.stats as Stats;
 
 const A = (u: string, extra: string[] = []) => ['--vni', '1', '--remote', u, '--name', 'vxlan1', '--address', '10.0.0.106/24', '--mac', A_MAC, ...extra];
@@ -115,6 +115,56 @@ describeNs('fast path: integrity (SHA-256) with the native endpoint and TAP offl
       expect(s.io.partialCsum).toBe(0);
     }
   }, 400_000);
+});
+
+type TunnelStats = Stats & { io: Io & { tunnelGso: boolean; txTunnelSuperFrames: number; rxSuperFrames: number; partialCsum: number; badCsum: number; datapath: string } };
+
+describeNs('fast path: tunnel GSO (--tunnel-gso)', () => {
+  it.each([
+    ['kernel offloads on', 'on'],
+    ['kernel offloads off', 'off'],
+  ])('uvtep --tunnel-gso -> kernel VTEP, %s: super-frames leave whole through the injector, 128 MB each way byte-identical', async (_n, offl) => {
+    const { h1, h2, a } = await kernelPair(`tgk${offl}`, false, offl as 'on' | 'off', ['--tunnel-gso']);
+    const up = (await a.ready()) as LogRecord & { datapathPid: number };
+    const injector = `uvt-gso${up.datapathPid}`;
+    // the datapath process's TAP of its own, up, in uvtep's namespace
+    expect((await h1.exec(['ip', 'link', 'show', injector])).stdout).toMatch(/state (UNKNOWN|UP)/);
+    const before = Number((await h2.exec(['cat', '/sys/class/net/vxlan1/statistics/rx_packets'])).stdout);
+    await bothWays(h1, h2, 128 * MB);
+    const rxPackets = Number((await h2.exec(['cat', '/sys/class/net/vxlan1/statistics/rx_packets'])).stdout) - before;
+    const s = statsOf((await a.stop()).final) as TunnelStats;
+    expect(s.io.tunnelGso).toBe(true);
+    expect(s.io.datapath).toBe('process');
+    // 128 MB went out as whole super-frames of several segments each...
+    expect(s.io.txTunnelSuperFrames, 'super-frames sent as tunnel GSO').toBeGreaterThan(500);
+    expect(s.io.flowCacheTx / s.txPackets, 'frames sent natively').toBeGreaterThan(0.8);
+    // ...and the kernel VTEP took most of them whole: far fewer packets than 1398-byte segments
+    if (offl === 'on') expect(rxPackets, "h2's VXLAN device packets for 2 x 128 MB").toBeLessThan((128 * MB) / 1398 / 2);
+    expect(s.dropsTotal).toBe(0);
+    expect(s.io.badCsum).toBe(0);
+    // the injector goes with the process
+    expect((await h1.exec(['ip', 'link', 'show', injector])).code).not.toBe(0);
+  }, 400_000);
+
+  it('uvtep <-> uvtep, both --tunnel-gso: each takes the other\'s whole super-frames natively, 64 MB each way byte-identical', async () => {
+    const { h1, h2, a, b } = await uvtepPair('tguu', false, ['--tunnel-gso'], ['--tunnel-gso']);
+    await bothWays(h1, h2, 64 * MB);
+    for (const s of [statsOf((await a.stop()).final), statsOf((await b.stop()).final)] as TunnelStats[]) {
+      expect(s.io.tunnelGso).toBe(true);
+      expect(s.io.txTunnelSuperFrames).toBeGreaterThan(200);
+      expect(s.io.rxSuperFrames, 'super-frames received whole').toBeGreaterThan(200);
+      expect(s.rxPackets).toBe(s.rxDatagrams);
+      expect(s.dropsTotal).toBe(0);
+    }
+  }, 400_000);
+
+  it('an IPv6 underlay: uvtep refuses to start and says why', async () => {
+    const hosts = await twoHosts(fx.newBed('tg6'), true);
+    const a = fx.uvtep(hosts.h1, A(hosts.u2, ['--tunnel-gso']));
+    const { code } = await a.exited;
+    expect(code).not.toBe(0);
+    expect(a.stderr + a.records.map((r) => r.msg).join('\n')).toMatch(/--tunnel-gso.*IPv4 underlay/);
+  }, 60_000);
 });
 
 describeNs('fast path: UDP datagrams through the batched receive path', () => {

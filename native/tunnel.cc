@@ -1,0 +1,284 @@
+// See tunnel.h.
+#include "tunnel.h"
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <linux/bpf.h>
+#include <linux/if_tun.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <initializer_list>
+#include "fd.h"
+
+namespace uvtep {
+
+namespace {
+
+// Linux 6.17's UAPI, newer than the build machine's headers may be.
+constexpr unsigned kTunFUdpTunnelGso = 0x080;
+constexpr int kVnetTunnelHdrLen = 24;  // struct virtio_net_hdr_v1_hash_tunnel
+constexpr uint8_t kGsoUdpTunnelIpv4 = 0x20;
+constexpr uint32_t kTcxIngress = 46;  // BPF_TCX_INGRESS (Linux 6.6)
+constexpr int32_t kFuncSkbLoadBytes = 26;
+constexpr int32_t kFuncRedirectNeigh = 152;
+constexpr int32_t kTcActShot = 2;
+// Where the program finds the underlay's ifindex: bytes 8-11 of the Ethernet source address
+// (native order), which bpf_redirect_neigh replaces with the device's own.
+constexpr int kIfindexAt = 8;
+
+long Bpf(int cmd, union bpf_attr* a) { return syscall(__NR_bpf, cmd, a, sizeof *a); }
+
+struct Insn {
+  uint8_t code;
+  uint8_t regs;  // dst in the low nibble, src in the high one
+  int16_t off;
+  int32_t imm;
+};
+
+constexpr Insn I(uint8_t code, int dst, int src, int16_t off, int32_t imm) { return {code, static_cast<uint8_t>(dst | (src << 4)), off, imm}; }
+
+// ifindex = load 4 bytes at kIfindexAt; return bpf_redirect_neigh(ifindex, NULL, 0, 0); a packet
+// too short to hold them is dropped.
+const Insn kProgram[] = {
+    I(0xb7, 2, 0, 0, kIfindexAt),          // r2 = offset (r1 is the skb)
+    I(0xbf, 3, 10, 0, 0),                  // r3 = r10
+    I(0x07, 3, 0, 0, -8),                  // r3 += -8
+    I(0xb7, 4, 0, 0, 4),                   // r4 = 4
+    I(0x85, 0, 0, 0, kFuncSkbLoadBytes),   // r0 = bpf_skb_load_bytes(skb, off, r10 - 8, 4)
+    I(0x55, 0, 0, 6, 0),                   // if r0 != 0 goto drop
+    I(0x61, 1, 10, -8, 0),                 // r1 = *(u32 *)(r10 - 8)
+    I(0xb7, 2, 0, 0, 0),                   // r2 = NULL
+    I(0xb7, 3, 0, 0, 0),                   // r3 = 0
+    I(0xb7, 4, 0, 0, 0),                   // r4 = 0
+    I(0x85, 0, 0, 0, kFuncRedirectNeigh),  // r0 = bpf_redirect_neigh(r1, NULL, 0, 0)
+    I(0x95, 0, 0, 0, 0),                   // return r0
+    I(0xb7, 0, 0, 0, kTcActShot),          // drop: r0 = TC_ACT_SHOT
+    I(0x95, 0, 0, 0, 0),
+};
+
+uint64_t NowMs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
+}
+
+void PutLe16(uint8_t* p, uint16_t v) {
+  p[0] = static_cast<uint8_t>(v);
+  p[1] = static_cast<uint8_t>(v >> 8);
+}
+
+void PutBe16At(uint8_t* p, uint16_t v) {
+  p[0] = static_cast<uint8_t>(v >> 8);
+  p[1] = static_cast<uint8_t>(v);
+}
+
+// Appends attribute `type` to the netlink message at msg (a buffer of 128 bytes).
+void AddAttr(uint8_t* msg, uint16_t type, const void* data, size_t len) {
+  auto* n = reinterpret_cast<struct nlmsghdr*>(msg);
+  const size_t at = NLMSG_ALIGN(n->nlmsg_len);
+  const struct rtattr a = {static_cast<unsigned short>(RTA_LENGTH(len)), type};
+  memcpy(msg + at, &a, sizeof a);
+  memcpy(msg + at + RTA_LENGTH(0), data, len);
+  n->nlmsg_len = static_cast<uint32_t>(at + RTA_ALIGN(RTA_LENGTH(len)));
+}
+
+}  // namespace
+
+TunnelInjector::~TunnelInjector() {
+  for (int fd : {link_, prog_, tap_, nl_}) {
+    if (fd >= 0) close(fd);
+  }
+}
+
+int TunnelInjector::Open(const char* name, const char** what) {
+  Fd tap(::open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK));
+  *what = "opening /dev/net/tun";
+  if (tap.get() < 0) return -errno;
+  struct ifreq ifr = {};
+  snprintf(ifr.ifr_name, IFNAMSIZ, "%s", name);
+  ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+  *what = "creating its TAP";
+  if (ioctl(tap.get(), TUNSETIFF, &ifr) < 0) return -errno;
+  int hdr = kVnetTunnelHdrLen;
+  *what = "setting its virtio_net_hdr size";
+  if (ioctl(tap.get(), TUNSETVNETHDRSZ, &hdr) < 0) return -errno;
+  // the kernels that take tunnel-GSO writes are the ones that know this flag
+  *what = "enabling UDP tunnel GSO on its TAP (Linux 6.17 or later)";
+  if (ioctl(tap.get(), TUNSETOFFLOAD, static_cast<unsigned long>(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | kTunFUdpTunnelGso)) < 0) return -errno;
+  char path[96];
+  snprintf(path, sizeof path, "/proc/sys/net/ipv6/conf/%s/disable_ipv6", ifr.ifr_name);
+  if (int f = ::open(path, O_WRONLY | O_CLOEXEC); f >= 0) {  // no link-local address, no router solicitations
+    (void)!write(f, "1", 1);
+    close(f);
+  }
+  Fd ctl(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  *what = "bringing its TAP up";
+  if (ctl.get() < 0 || ioctl(ctl.get(), SIOCGIFFLAGS, &ifr) < 0) return -errno;
+  ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
+  if (ioctl(ctl.get(), SIOCSIFFLAGS, &ifr) < 0) return -errno;
+  const int ifindex = static_cast<int>(if_nametoindex(ifr.ifr_name));
+
+  union bpf_attr a;
+  memset(&a, 0, sizeof a);
+  a.prog_type = BPF_PROG_TYPE_SCHED_CLS;
+  a.insns = reinterpret_cast<uint64_t>(kProgram);
+  a.insn_cnt = sizeof kProgram / sizeof kProgram[0];
+  a.license = reinterpret_cast<uint64_t>("GPL");
+  snprintf(a.prog_name, sizeof a.prog_name, "uvtep_tunnel");
+  *what = "loading its BPF program";
+  Fd prog(static_cast<int>(Bpf(BPF_PROG_LOAD, &a)));
+  if (prog.get() < 0) return -errno;
+  memset(&a, 0, sizeof a);
+  a.link_create.prog_fd = static_cast<uint32_t>(prog.get());
+  a.link_create.target_ifindex = static_cast<uint32_t>(ifindex);
+  a.link_create.attach_type = kTcxIngress;
+  *what = "attaching its BPF program to tcx ingress (Linux 6.6 or later)";
+  Fd link(static_cast<int>(Bpf(BPF_LINK_CREATE, &a)));
+  if (link.get() < 0) return -errno;
+  *what = "opening a netlink socket";
+  Fd nl(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
+  if (nl.get() < 0) return -errno;
+  tap_ = tap.Release();
+  prog_ = prog.Release();
+  link_ = link.Release();
+  nl_ = nl.Release();
+  *what = "";
+  return 0;
+}
+
+bool TunnelInjector::Lookup(const uint8_t dst[4], int oif, const uint8_t src[4], TunnelRoute* r) {
+  if (nl_ < 0) return false;
+  alignas(struct nlmsghdr) uint8_t req[128] = {};
+  auto* rq = reinterpret_cast<struct nlmsghdr*>(req);
+  auto* rm = reinterpret_cast<struct rtmsg*>(req + NLMSG_HDRLEN);
+  rq->nlmsg_len = NLMSG_LENGTH(sizeof(struct rtmsg));
+  rq->nlmsg_type = RTM_GETROUTE;
+  rq->nlmsg_flags = NLM_F_REQUEST;
+  rq->nlmsg_seq = ++seq_;
+  rm->rtm_family = AF_INET;
+  rm->rtm_dst_len = 32;
+  AddAttr(req, RTA_DST, dst, 4);
+  const bool bound = src[0] | src[1] | src[2] | src[3];
+  if (bound) {
+    rm->rtm_src_len = 32;
+    AddAttr(req, RTA_SRC, src, 4);
+  }
+  if (oif > 0) AddAttr(req, RTA_OIF, &oif, sizeof oif);
+  if (Retry([&] { return send(nl_, req, rq->nlmsg_len, 0); }) < 0) return false;
+  alignas(struct nlmsghdr) uint8_t buf[4096];
+  for (;;) {
+    const ssize_t n = Retry([&] { return recv(nl_, buf, sizeof buf, 0); });
+    if (n <= 0) return false;
+    int left = static_cast<int>(n);
+    for (auto* h = reinterpret_cast<struct nlmsghdr*>(buf); NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
+      if (h->nlmsg_seq != seq_) continue;
+      if (h->nlmsg_type != RTM_NEWROUTE) return false;  // NLMSG_ERROR: no route
+      auto* m = static_cast<struct rtmsg*>(NLMSG_DATA(h));
+      if (m->rtm_type != RTN_UNICAST) return false;  // local, broadcast, multicast, unreachable
+      int len = static_cast<int>(RTM_PAYLOAD(h));
+      int out = 0;
+      uint8_t pref[4] = {};
+      bool hasPref = false;
+      for (auto* a = RTM_RTA(m); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+        if (a->rta_type == RTA_OIF && RTA_PAYLOAD(a) >= 4) memcpy(&out, RTA_DATA(a), 4);
+        if (a->rta_type == RTA_PREFSRC && RTA_PAYLOAD(a) >= 4) {
+          memcpy(pref, RTA_DATA(a), 4);
+          hasPref = true;
+        }
+      }
+      if (out <= 0 || (!bound && !hasPref)) return false;
+      r->oif = out;
+      memcpy(r->src, bound ? src : pref, 4);
+      memcpy(r->dst, dst, 4);
+      return true;
+    }
+  }
+}
+
+bool InjectorSink::Route(const sockaddr_storage& to, TunnelRoute* r) {
+  if (to.ss_family != AF_INET || !inj_->ready()) return false;
+  const auto* d = reinterpret_cast<const struct sockaddr_in*>(&to);
+  struct sockaddr_in self = {};
+  socklen_t slen = sizeof self;
+  if (getsockname(sock_, reinterpret_cast<struct sockaddr*>(&self), &slen) < 0 || self.sin_family != AF_INET) return false;
+  int oif = 0;
+  socklen_t olen = sizeof oif;
+  if (getsockopt(sock_, SOL_SOCKET, SO_BINDTOIFINDEX, &oif, &olen) < 0) oif = 0;
+  int ttl = 64, tos = 0, pmtu = IP_PMTUDISC_WANT;
+  socklen_t ilen = sizeof ttl;
+  getsockopt(sock_, IPPROTO_IP, IP_TTL, &ttl, &ilen);
+  ilen = sizeof tos;
+  getsockopt(sock_, IPPROTO_IP, IP_TOS, &tos, &ilen);
+  ilen = sizeof pmtu;
+  getsockopt(sock_, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, &ilen);
+  TunnelRoute n;
+  if (!inj_->Lookup(reinterpret_cast<const uint8_t*>(&d->sin_addr), oif, reinterpret_cast<const uint8_t*>(&self.sin_addr), &n)) return false;
+  n.sport = self.sin_port;
+  n.dport = d->sin_port;
+  n.ttl = static_cast<uint8_t>(ttl);
+  n.tos = static_cast<uint8_t>(tos & ~3);
+  n.df = pmtu != IP_PMTUDISC_DONT;
+  n.at = NowMs();
+  *r = n;
+  return true;
+}
+
+int InjectorSink::Send(const TunnelRoute& r, uint32_t vni, const VnetHdr& h, const GsoShape& g, const uint8_t* f, size_t len) {
+  if (len + kTunnelOuter - 14 > 65535) return -EMSGSIZE;
+  uint8_t b[kVnetTunnelHdrLen + kTunnelOuter] = {};
+  // virtio_net_hdr_v1_hash_tunnel, little endian: the inner TCP as the TAP gave it, the outer
+  // UDP header and inner IP header by offset
+  uint8_t* v = b;
+  v[0] = kVnetNeedsCsum;
+  v[1] = static_cast<uint8_t>((g.v6 ? kGsoTcpV6 : kGsoTcpV4) | (h.gsoType & kGsoEcn) | kGsoUdpTunnelIpv4);
+  PutLe16(v + 2, static_cast<uint16_t>(kTunnelOuter + g.hdrLen));
+  PutLe16(v + 4, static_cast<uint16_t>(g.mss));
+  PutLe16(v + 6, static_cast<uint16_t>(kTunnelOuter + g.l4));
+  PutLe16(v + 8, h.csumOffset);
+  PutLe16(v + 20, 14 + 20);
+  PutLe16(v + 22, static_cast<uint16_t>(kTunnelOuter + g.l3));
+  uint8_t* e = b + kVnetTunnelHdrLen;
+  e[0] = 0x02;  // a unicast address: the program replaces both
+  e[5] = 0x01;
+  e[6] = 0x02;
+  memcpy(e + kIfindexAt, &r.oif, 4);
+  e[12] = 0x08;
+  e[13] = 0x00;
+  uint8_t* ip = e + 14;
+  ip[0] = 0x45;
+  ip[1] = r.tos;
+  PutBe16At(ip + 2, static_cast<uint16_t>(len + kTunnelOuter - 14));
+  PutBe16At(ip + 4, id_);
+  id_ = static_cast<uint16_t>(id_ + (len - g.hdrLen + g.mss - 1) / g.mss);  // one per segment, as the kernel's GSO numbers them
+  ip[6] = r.df ? 0x40 : 0;
+  ip[8] = r.ttl;
+  ip[9] = IPPROTO_UDP;
+  memcpy(ip + 12, r.src, 4);
+  memcpy(ip + 16, r.dst, 4);
+  uint32_t sum = 0;
+  for (int i = 0; i < 20; i += 2) sum += (uint32_t(ip[i]) << 8) | ip[i + 1];
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  PutBe16At(ip + 10, static_cast<uint16_t>(~sum));
+  uint8_t* udp = ip + 20;
+  memcpy(udp, &r.sport, 2);
+  memcpy(udp + 2, &r.dport, 2);
+  PutBe16At(udp + 4, static_cast<uint16_t>(len + 16));  // checksum 0: RFC 7348, as the kernel's VTEP over IPv4
+  uint8_t* vx = udp + 8;
+  vx[0] = 0x08;
+  vx[4] = static_cast<uint8_t>(vni >> 16);
+  vx[5] = static_cast<uint8_t>(vni >> 8);
+  vx[6] = static_cast<uint8_t>(vni);
+  struct iovec iov[2] = {{b, sizeof b}, {const_cast<uint8_t*>(f), len}};
+  return Retry([&] { return writev(inj_->fd(), iov, 2); }) < 0 ? -errno : 0;
+}
+
+}  // namespace uvtep

@@ -1,0 +1,86 @@
+// Tunnel GSO toward the underlay (opt-in: --tunnel-gso). A TCP super-frame read from the TAP
+// leaves whole, as the kernel's own VTEP sends it: one VXLAN-in-UDP packet of up to 64 KB
+// carrying its offload metadata (SKB_GSO_UDP_TUNNEL), instead of a UDP GSO message of
+// MSS-sized datagrams. A kernel VTEP on the same host then takes it whole (no cutting apart and
+// merging again), and a NIC with UDP tunnel segmentation cuts it in hardware; anything else
+// segments it in the kernel's software GSO, with every checksum finished.
+//
+// A UDP socket cannot send such a packet. The injector is a TAP of its own (no addresses,
+// IPv6 off) written with a virtio_net_hdr_v1_hash_tunnel header (Linux 6.17 and later), and a
+// BPF program on its tcx ingress hook (Linux 6.6) that hands each packet to the underlay device
+// with bpf_redirect_neigh: the kernel routes it and fills in the Ethernet header from its
+// neighbour table. The packet skips the host's netfilter OUTPUT and POSTROUTING hooks (the
+// datagrams of the UDP socket do not): docs/design.md says what that means.
+#pragma once
+#include <sys/socket.h>
+#include <cstddef>
+#include <cstdint>
+#include "offload.h"
+
+namespace uvtep {
+
+// Where and how a super-frame to one remote leaves: the underlay device and the outer headers.
+struct TunnelRoute {
+  int oif = 0;
+  uint8_t src[4] = {};
+  uint8_t dst[4] = {};
+  uint16_t sport = 0;  // network order
+  uint16_t dport = 0;  // network order
+  uint8_t ttl = 64;
+  uint8_t tos = 0;
+  bool df = true;
+  uint64_t at = 0;  // when it was looked up (CLOCK_MONOTONIC, ms)
+};
+
+// Where a FlowTable sends super-frames whole.
+class TunnelSink {
+ public:
+  virtual ~TunnelSink() = default;
+  // The way to remote `to` as the socket would send to it now; false: not this way (an IPv6 or
+  // local remote, no route): the socket sends it.
+  virtual bool Route(const sockaddr_storage& to, TunnelRoute* r) = 0;
+  // Writes super-frame f[0, len) (its vnet header h, shape g) inside VXLAN with this VNI: 0 or -errno.
+  virtual int Send(const TunnelRoute& r, uint32_t vni, const VnetHdr& h, const GsoShape& g, const uint8_t* f, size_t len) = 0;
+};
+
+// The injector's TAP and BPF program: one per process, gone with it (the TAP is not
+// persistent; the tcx link closes with its fd).
+class TunnelInjector {
+ public:
+  TunnelInjector() = default;
+  TunnelInjector(const TunnelInjector&) = delete;
+  TunnelInjector& operator=(const TunnelInjector&) = delete;
+  ~TunnelInjector();
+  // Creates it as device `name`: 0, or -errno with *what naming the step that failed.
+  int Open(const char* name, const char** what);
+  bool ready() const { return tap_ >= 0; }
+  int fd() const { return tap_; }
+  // The underlay route to IPv4 dst (oif: the socket's bound device, 0 for any; src: its bound
+  // address, or 0.0.0.0): false when there is none or it is not a unicast one.
+  bool Lookup(const uint8_t dst[4], int oif, const uint8_t src[4], TunnelRoute* r);
+
+ private:
+  int tap_ = -1;
+  int prog_ = -1;
+  int link_ = -1;
+  int nl_ = -1;
+  uint32_t seq_ = 0;
+};
+
+// One UDP socket's way through the injector: its bound address and port, TTL, TOS and DF.
+class InjectorSink : public TunnelSink {
+ public:
+  InjectorSink(TunnelInjector* inj, int sock) : inj_(inj), sock_(sock) {}
+  bool Route(const sockaddr_storage& to, TunnelRoute* r) override;
+  int Send(const TunnelRoute& r, uint32_t vni, const VnetHdr& h, const GsoShape& g, const uint8_t* f, size_t len) override;
+
+ private:
+  TunnelInjector* inj_;
+  int sock_;
+  uint16_t id_ = 0;
+};
+
+// Outer headers of a tunnel-GSO packet: Ethernet, IPv4, UDP, VXLAN.
+constexpr int kTunnelOuter = 14 + 20 + 8 + 8;
+
+}  // namespace uvtep
