@@ -147,6 +147,8 @@ int TunnelInjector::Open(const char* name, const char** what) {
   *what = "opening a netlink socket";
   Fd nl(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
   if (nl.get() < 0) return -errno;
+  const struct timeval wait = {0, 200 * 1000};  // a lookup never blocks the data path for long
+  setsockopt(nl.get(), SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait);
   tap_ = tap.Release();
   prog_ = prog.Release();
   link_ = link.Release();

@@ -169,7 +169,13 @@ int Injector() {
   char name[IFNAMSIZ];
   snprintf(name, sizeof name, "uvt-gso%d", static_cast<int>(getpid()));
   const char* what = "";
-  const int rc = g_injector.Open(name, &what);
+  int rc = g_injector.Open(name, &what);
+  if (rc == -EBUSY) {  // a process of the same pid in another pid namespace holds that name
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    snprintf(name, sizeof name, "uvt-gso%08x", static_cast<unsigned>(ts.tv_nsec ^ (getpid() << 12)));
+    rc = g_injector.Open(name, &what);
+  }
   if (rc < 0) fprintf(stderr, "uvtep-datapath: tunnel GSO: %s failed: %s\n", what, strerror(-rc));
   g_injectorState = rc < 0 ? rc : 1;
   return g_injectorState;

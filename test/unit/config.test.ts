@@ -61,6 +61,9 @@ describe('resolveConfig errors name the option and what is accepted', () => {
     ['allowFrom malformed', { vni: 1, allowFrom: ['198.51.100.0/33'] }, 'allowFrom', 'UVTEP_ERR_INVALID_ADDRESS', /address or CIDR/],
     ['learning not boolean', { vni: 1, learning: 'no' as never }, 'learning', 'UVTEP_ERR_INVALID_OPTION', /true or false/],
     ['datapath unknown', { vni: 1, datapath: 'kernel' as never }, 'datapath', 'UVTEP_ERR_INVALID_OPTION', /"process" or "inline", got "kernel"/],
+    ['tunnelGso inline', { vni: 1, tunnelGso: true, datapath: 'inline' }, 'tunnelGso', 'UVTEP_ERR_INVALID_OPTION', /datapath process: not with datapath "inline"/],
+    ['tunnelGso without the cache', { vni: 1, tunnelGso: true, flowCache: false }, 'tunnelGso', 'UVTEP_ERR_INVALID_OPTION', /flow cache: not with flowCache false/],
+    ['tunnelGso not boolean', { vni: 1, tunnelGso: 'yes' as never }, 'tunnelGso', 'UVTEP_ERR_INVALID_OPTION', /true or false/],
   ];
   it.each(cases)('%s', (_n, opts, option, code, msg) => {
     let err: unknown;
