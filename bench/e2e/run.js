@@ -374,7 +374,7 @@ async function vniStreams(h1, h2, vnis) {
   }, 0);
 }
 
-const metrics = ['tcp1', 'tcp1rev', 'tcp4', 'udpPps', 'udpLoss', 'udpArrived', 'udpAfter', 'rttAvg', 'rttP50', 'rttP99', 'rttOver1ms', 'rttIdle', 'cpuPerPing', 'cpuPct', 'rssMb', 'hugeMb', 'machineBusy', 'coreSecPerGB', 'dgPerSend', 'dgPerRecv', 'framesPerRead', 'framesPerWrite'];
+const metrics = ['tcp1', 'tcp1rev', 'tcp4', 'udpPps', 'udpLoss', 'udpArrived', 'udpAfter', 'rttAvg', 'rttP50', 'rttP99', 'rttOver1ms', 'rttIdle', 'cpuPerPing', 'cpuPct', 'rssMb', 'hugeMb', 'machineBusy', 'coreSecPerGB', 'dgPerSend', 'dgPerRecv', 'framesPerRead', 'framesPerWrite', 'tunnelSends'];
 const results = {};
 /** Aggregate Gbit/s of the many-VNIs measurement, per repetition. */
 const manyVnis = { kernel: [], uvtep: [] };
@@ -442,6 +442,7 @@ try {
         r.dgPerRecv.push(finals.reduce((a, f) => a + (f?.stats?.rxDatagrams ?? 0), 0) / sum('recvCalls'));
         r.framesPerRead.push(sum('readFrames') / sum('reads'));
         r.framesPerWrite.push(finals.reduce((a, f) => a + (f?.stats?.rxPackets ?? 0), 0) / sum('writes'));
+        r.tunnelSends.push(sum('txTunnelSuperFrames'));
       }
       await bed.cleanup();
       log(`    tcp ${r.tcp1.at(-1).toFixed(2)} / rev ${r.tcp1rev.at(-1).toFixed(2)} / x4 ${r.tcp4.at(-1).toFixed(2)} Gbit/s, udp64 ${(u.pps / 1000).toFixed(0)} kpps (loss ${u.loss.toFixed(1)}%), rtt ${p.avg.toFixed(3)} ms`);
@@ -497,10 +498,10 @@ for (const name of caseNames) {
 }
 let cpu = '| case | core-seconds per GB, ratio to the kernel (lower is better) |\n|---|---:|\n';
 for (const name of caseNames) cpu += `| ${CASES[name].label} | ${ref ? `${f(med[name].coreSecPerGB / ref.coreSecPerGB)}×` : 'n/a'} |\n`;
-let batching = '| case | datagrams per send syscall | datagrams per receive syscall | frames per TAP read | frames per TAP write |\n|---|---:|---:|---:|---:|\n';
+let batching = '| case | datagrams per send syscall | datagrams per receive syscall | frames per TAP read | frames per TAP write | super-frames sent whole (tunnel GSO) |\n|---|---:|---:|---:|---:|---:|\n';
 for (const name of caseNames) {
   const m = med[name];
-  if (CASES[name].kind === 'uvtep') batching += `| ${CASES[name].label} | ${f(m.dgPerSend, 1)} | ${f(m.dgPerRecv, 1)} | ${f(m.framesPerRead, 1)} | ${f(m.framesPerWrite, 1)} |\n`;
+  if (CASES[name].kind === 'uvtep') batching += `| ${CASES[name].label} | ${f(m.dgPerSend, 1)} | ${f(m.dgPerRecv, 1)} | ${f(m.framesPerRead, 1)} | ${f(m.framesPerWrite, 1)} | ${f(m.tunnelSends, 0)} |\n`;
 }
 const svg = chart(caseNames, med);
 writeFileSync(path.join(outDir, smoke ? 'e2e-smoke.svg' : 'e2e.svg'), svg);
@@ -613,7 +614,7 @@ function chart(names, m) {
     { key: 'rttAvg', title: 'ping RTT ms (lower better)' },
   ];
   const pw = (W - pad - gap * (panels.length - 1) - 20) / panels.length;
-  const colors = { bare: '#9e9e9e', kernel: '#1565c0', uvtep: '#ef6c00', 'uvtep-kernel': '#2e7d32', 'uvtep-dgram': '#ffb74d', 'uvtep-busy': '#d84315', 'uvtep-nofc': '#a1887f', 'uvtep-inline': '#ffa726', socat: '#8e24aa' };
+  const colors = { bare: '#9e9e9e', kernel: '#1565c0', uvtep: '#ef6c00', 'uvtep-kernel': '#2e7d32', 'uvtep-kernel-tgso': '#66bb6a', 'uvtep-tgso': '#bf360c', 'uvtep-dgram': '#ffb74d', 'uvtep-busy': '#d84315', 'uvtep-nofc': '#a1887f', 'uvtep-inline': '#ffa726', socat: '#8e24aa' };
   let s = `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11">\n<rect width="100%" height="100%" fill="white"/>\n`;
   panels.forEach((p, i) => {
     const x0 = pad + i * (pw + gap);

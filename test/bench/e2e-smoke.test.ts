@@ -11,11 +11,11 @@ describeNs('e2e benchmark, smoke mode', () => {
   it('runs every case and reports numbers for each', async () => {
     const out = mkdtempSync(path.join(tmpdir(), 'uvt-bench-'));
     try {
-      const r = await sh(process.execPath, [path.resolve('bench/e2e/run.js'), '--smoke', '--out', out], { timeoutMs: 330_000 });
+      const r = await sh(process.execPath, [path.resolve('bench/e2e/run.js'), '--smoke', '--out', out], { timeoutMs: 400_000 });
       expect(r.code, r.stderr).toBe(0);
-      expect(r.stderr).toMatch(/\[11\/11\] socat with the same ballast in 2 MB pages, repetition 1\/1/);
+      expect(r.stderr).toMatch(/\[13\/13\] socat with the same ballast in 2 MB pages, repetition 1\/1/);
       const j = JSON.parse(readFileSync(path.join(out, 'e2e-smoke.json'), 'utf8')) as { median: Record<string, Record<string, number>> };
-      expect(Object.keys(j.median)).toEqual(['bare', 'kernel', 'uvtep', 'uvtep-kernel', 'uvtep-dgram', 'uvtep-busy', 'uvtep-nofc', 'uvtep-inline', 'socat', 'socat-ballast', 'socat-ballast-huge']);
+      expect(Object.keys(j.median)).toEqual(['bare', 'kernel', 'uvtep', 'uvtep-kernel', 'uvtep-kernel-tgso', 'uvtep-tgso', 'uvtep-dgram', 'uvtep-busy', 'uvtep-nofc', 'uvtep-inline', 'socat', 'socat-ballast', 'socat-ballast-huge']);
       for (const [name, m] of Object.entries(j.median)) {
         for (const k of ['tcp1', 'tcp1rev', 'tcp4', 'udpPps', 'udpArrived', 'rttAvg', 'rttP50', 'rttP99', 'rttIdle', 'machineBusy', 'coreSecPerGB']) {
           expect(Number.isFinite(m[k]) && m[k]! > 0, `${name}.${k} = ${m[k]}`).toBe(true);
@@ -27,6 +27,9 @@ describeNs('e2e benchmark, smoke mode', () => {
         }
         if (name.startsWith('uvtep')) {
           for (const k of ['dgPerSend', 'dgPerRecv', 'framesPerRead', 'framesPerWrite']) expect(m[k]! >= 1, `${name}.${k} = ${m[k]}`).toBe(true);
+          // the --tunnel-gso rows sent super-frames whole; no other row did
+          if (name.endsWith('tgso')) expect(m.tunnelSends, `${name}.tunnelSends`).toBeGreaterThan(0);
+          else expect(m.tunnelSends, `${name}.tunnelSends`).toBe(0);
         }
       }
       // the ballast row holds the resident size of uvtep's Node process (the inline case's; the same socat otherwise)
@@ -53,5 +56,5 @@ describeNs('e2e benchmark, smoke mode', () => {
     } finally {
       rmSync(out, { recursive: true, force: true });
     }
-  }, 360_000);
+  }, 430_000);
 });
