@@ -219,7 +219,12 @@ int FlowTable::Whole(TxEntry* to, const VnetHdr& h, const GsoShape& g, const uin
     to->tunnel = false;
     return -EHOSTUNREACH;
   }
-  return tun_->Send(to->route, c_.vni, h, g, f, len);
+  const int rc = tun_->Send(to->route, c_.vni, h, g, f, len);
+  // a failed write (the injector removed, the kernel out of memory): this entry leaves through
+  // the socket from now on, and the table's state says why until a write succeeds again
+  if (rc < 0) to->tunnel = false;
+  stats_[kTunnelState] = rc < 0 ? rc : 1;
+  return rc;
 }
 
 // Whether datagram p[0, len) from src (udp.cc's 20-byte record) qualifies; *inner set to the frame.

@@ -12,7 +12,8 @@ namespace uvtep {
 constexpr int kFlowSlots = 256;  // per table, a power of two
 // kTxTunnel: super-frames sent whole as tunnel GSO (tunnel.h); kRxSuper: TCP super-frames
 // received whole (tunnel GSO from a VTEP on this host) and written as GSO frames; kTunnelState:
-// 1 while the table sends tunnel GSO, -errno when the injector could not be made, 0 when not asked for.
+// 1 while the table sends tunnel GSO, -errno when the injector could not be made or its last
+// write failed, 0 when not asked for.
 enum FlowCacheStat { kTxFrames, kTxBytes, kRxDatagrams, kRxBytes, kRxLost, kRxLostBytes, kTxTunnel, kRxSuper, kTunnelState, kFlowStatCount };
 
 // Where a FlowTable sends datagrams: sendmmsg on the VTEP's UDP socket, counted as its sends.

@@ -158,6 +158,21 @@ describeNs('fast path: tunnel GSO (--tunnel-gso)', () => {
     }
   }, 400_000);
 
+  it('the injector removed under a stream: super-frames leave through the socket again, nothing lost', async () => {
+    const { h1, h2, a } = await kernelPair('tgdel', false, 'on', ['--tunnel-gso']);
+    const up = (await a.ready()) as LogRecord & { datapathPid: number };
+    const first = await tcpTransfer(h2, h1, '10.0.0.107', 5203, 32 * MB, 180_000); // h1 -> h2: through the injector
+    expect(first.ok).toBe(true);
+    await h1.run(['ip', 'link', 'del', `uvt-gso${up.datapathPid}`]);
+    await bothWays(h1, h2, 64 * MB);
+    const s = statsOf((await a.stop()).final) as TunnelStats;
+    // it sent whole before; the failed write turned the entries back to the socket
+    expect(s.io.txTunnelSuperFrames).toBeGreaterThan(100);
+    expect(s.io.tunnelGso).toBe(false);
+    expect(s.txGsoSends, 'UDP GSO messages after the injector went').toBeGreaterThan(100);
+    expect(s.dropsTotal).toBe(0);
+  }, 400_000);
+
   it('an IPv6 underlay: uvtep refuses to start and says why', async () => {
     const hosts = await twoHosts(fx.newBed('tg6'), true);
     const a = fx.uvtep(hosts.h1, A(hosts.u2, ['--tunnel-gso']));
