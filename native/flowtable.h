@@ -55,7 +55,7 @@ class FlowTable {
     tap_ = tap;
     udp_ = udp;
   }
-  // Super-frames to IPv4 remotes the tunnel sink routes leave whole through it (tunnel.h).
+  // Super-frames to remotes the tunnel sink routes leave whole through it (tunnel.h).
   void AttachTunnel(TunnelSink* t) { tun_ = t; }
   // Whether a super-frame read from the TAP might leave whole: then the reader keeps it unsplit
   // (an entry with segs < 0, Encap) if its destination `frame` (a unicast MAC) has a route.

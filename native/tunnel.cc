@@ -27,6 +27,8 @@ namespace {
 constexpr unsigned kTunFUdpTunnelGso = 0x080;
 constexpr int kVnetTunnelHdrLen = 24;  // struct virtio_net_hdr_v1_hash_tunnel
 constexpr uint8_t kGsoUdpTunnelIpv4 = 0x20;
+constexpr uint8_t kGsoUdpTunnelIpv6 = 0x40;
+constexpr uint8_t kVnetUdpTunnelCsum = 0x08;  // the outer UDP checksum is to be finished (holds the pseudo-header sum)
 constexpr uint32_t kTcxIngress = 46;  // BPF_TCX_INGRESS (Linux 6.6)
 constexpr int32_t kFuncSkbLoadBytes = 26;
 constexpr int32_t kFuncRedirectNeigh = 152;
@@ -157,7 +159,8 @@ int TunnelInjector::Open(const char* name, const char** what) {
   return 0;
 }
 
-bool TunnelInjector::Lookup(const uint8_t dst[4], int oif, const uint8_t src[4], TunnelRoute* r) {
+bool TunnelInjector::Lookup(bool v6, const uint8_t* dst, int oif, const uint8_t* src, TunnelRoute* r) {
+  const size_t alen = v6 ? 16 : 4;
   if (nl_ < 0) return false;
   alignas(struct nlmsghdr) uint8_t req[128] = {};
   auto* rq = reinterpret_cast<struct nlmsghdr*>(req);
@@ -166,13 +169,14 @@ bool TunnelInjector::Lookup(const uint8_t dst[4], int oif, const uint8_t src[4],
   rq->nlmsg_type = RTM_GETROUTE;
   rq->nlmsg_flags = NLM_F_REQUEST;
   rq->nlmsg_seq = ++seq_;
-  rm->rtm_family = AF_INET;
-  rm->rtm_dst_len = 32;
-  AddAttr(req, RTA_DST, dst, 4);
-  const bool bound = src[0] | src[1] | src[2] | src[3];
+  rm->rtm_family = v6 ? AF_INET6 : AF_INET;
+  rm->rtm_dst_len = static_cast<unsigned char>(alen * 8);
+  AddAttr(req, RTA_DST, dst, alen);
+  bool bound = false;
+  for (size_t i = 0; i < alen; i++) bound = bound || src[i] != 0;
   if (bound) {
-    rm->rtm_src_len = 32;
-    AddAttr(req, RTA_SRC, src, 4);
+    rm->rtm_src_len = static_cast<unsigned char>(alen * 8);
+    AddAttr(req, RTA_SRC, src, alen);
   }
   if (oif > 0) AddAttr(req, RTA_OIF, &oif, sizeof oif);
   if (Retry([&] { return send(nl_, req, rq->nlmsg_len, 0); }) < 0) return false;
@@ -188,45 +192,60 @@ bool TunnelInjector::Lookup(const uint8_t dst[4], int oif, const uint8_t src[4],
       if (m->rtm_type != RTN_UNICAST) return false;  // local, broadcast, multicast, unreachable
       int len = static_cast<int>(RTM_PAYLOAD(h));
       int out = 0;
-      uint8_t pref[4] = {};
+      uint8_t pref[16] = {};
       bool hasPref = false;
       for (auto* a = RTM_RTA(m); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
         if (a->rta_type == RTA_OIF && RTA_PAYLOAD(a) >= 4) memcpy(&out, RTA_DATA(a), 4);
-        if (a->rta_type == RTA_PREFSRC && RTA_PAYLOAD(a) >= 4) {
-          memcpy(pref, RTA_DATA(a), 4);
+        if (a->rta_type == RTA_PREFSRC && RTA_PAYLOAD(a) >= alen) {
+          memcpy(pref, RTA_DATA(a), alen);
           hasPref = true;
         }
       }
       if (out <= 0 || (!bound && !hasPref)) return false;
       r->oif = out;
-      memcpy(r->src, bound ? src : pref, 4);
-      memcpy(r->dst, dst, 4);
+      r->v6 = v6;
+      memcpy(r->src, bound ? src : pref, alen);
+      memcpy(r->dst, dst, alen);
       return true;
     }
   }
 }
 
 bool InjectorSink::Route(const sockaddr_storage& to, TunnelRoute* r) {
-  if (to.ss_family != AF_INET || !inj_->ready()) return false;
-  const auto* d = reinterpret_cast<const struct sockaddr_in*>(&to);
-  struct sockaddr_in self = {};
+  if ((to.ss_family != AF_INET && to.ss_family != AF_INET6) || !inj_->ready()) return false;
+  const bool v6 = to.ss_family == AF_INET6;
+  sockaddr_storage self = {};
   socklen_t slen = sizeof self;
-  if (getsockname(sock_, reinterpret_cast<struct sockaddr*>(&self), &slen) < 0 || self.sin_family != AF_INET) return false;
+  if (getsockname(sock_, reinterpret_cast<struct sockaddr*>(&self), &slen) < 0 || self.ss_family != to.ss_family) return false;
   int oif = 0;
   socklen_t olen = sizeof oif;
   if (getsockopt(sock_, SOL_SOCKET, SO_BINDTOIFINDEX, &oif, &olen) < 0) oif = 0;
-  int ttl = 64, tos = 0, pmtu = IP_PMTUDISC_WANT;
+  int ttl = -1, tos = 0, pmtu = IP_PMTUDISC_WANT;
   socklen_t ilen = sizeof ttl;
-  getsockopt(sock_, IPPROTO_IP, IP_TTL, &ttl, &ilen);
-  ilen = sizeof tos;
-  getsockopt(sock_, IPPROTO_IP, IP_TOS, &tos, &ilen);
-  ilen = sizeof pmtu;
-  getsockopt(sock_, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, &ilen);
   TunnelRoute n;
-  if (!inj_->Lookup(reinterpret_cast<const uint8_t*>(&d->sin_addr), oif, reinterpret_cast<const uint8_t*>(&self.sin_addr), &n)) return false;
-  n.sport = self.sin_port;
-  n.dport = d->sin_port;
-  n.ttl = static_cast<uint8_t>(ttl);
+  if (v6) {
+    const auto* d = reinterpret_cast<const struct sockaddr_in6*>(&to);
+    const auto* s = reinterpret_cast<const struct sockaddr_in6*>(&self);
+    getsockopt(sock_, IPPROTO_IPV6, IPV6_UNICAST_HOPS, &ttl, &ilen);
+    ilen = sizeof tos;
+    getsockopt(sock_, IPPROTO_IPV6, IPV6_TCLASS, &tos, &ilen);
+    if (IN6_IS_ADDR_LINKLOCAL(&d->sin6_addr) || IN6_IS_ADDR_MULTICAST(&d->sin6_addr) || IN6_IS_ADDR_V4MAPPED(&d->sin6_addr)) return false;
+    if (!inj_->Lookup(true, reinterpret_cast<const uint8_t*>(&d->sin6_addr), oif, reinterpret_cast<const uint8_t*>(&s->sin6_addr), &n)) return false;
+    n.sport = s->sin6_port;
+    n.dport = d->sin6_port;
+  } else {
+    const auto* d = reinterpret_cast<const struct sockaddr_in*>(&to);
+    const auto* s = reinterpret_cast<const struct sockaddr_in*>(&self);
+    getsockopt(sock_, IPPROTO_IP, IP_TTL, &ttl, &ilen);
+    ilen = sizeof tos;
+    getsockopt(sock_, IPPROTO_IP, IP_TOS, &tos, &ilen);
+    ilen = sizeof pmtu;
+    getsockopt(sock_, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, &ilen);
+    if (!inj_->Lookup(false, reinterpret_cast<const uint8_t*>(&d->sin_addr), oif, reinterpret_cast<const uint8_t*>(&s->sin_addr), &n)) return false;
+    n.sport = s->sin_port;
+    n.dport = d->sin_port;
+  }
+  n.ttl = static_cast<uint8_t>(ttl > 0 && ttl < 256 ? ttl : 64);
   n.tos = static_cast<uint8_t>(tos & ~3);
   n.df = pmtu != IP_PMTUDISC_DONT;
   n.at = NowMs();
@@ -235,51 +254,73 @@ bool InjectorSink::Route(const sockaddr_storage& to, TunnelRoute* r) {
 }
 
 int InjectorSink::Send(const TunnelRoute& r, uint32_t vni, const VnetHdr& h, const GsoShape& g, const uint8_t* f, size_t len) {
-  if (len + kTunnelOuter - 14 > 65535) return -EMSGSIZE;
-  uint8_t b[kVnetTunnelHdrLen + kTunnelOuter] = {};
+  const int outer = r.v6 ? kTunnelOuter6 : kTunnelOuter;
+  const int l3len = r.v6 ? 40 : 20;
+  const size_t udpLen = len + 16;
+  if (udpLen + (r.v6 ? 0 : 20) > 65535) return -EMSGSIZE;
+  uint8_t b[kVnetTunnelHdrLen + kTunnelOuter6] = {};
   // virtio_net_hdr_v1_hash_tunnel, little endian: the inner TCP as the TAP gave it, the outer
   // UDP header and inner IP header by offset
   uint8_t* v = b;
-  v[0] = kVnetNeedsCsum;
-  v[1] = static_cast<uint8_t>((g.v6 ? kGsoTcpV6 : kGsoTcpV4) | (h.gsoType & kGsoEcn) | kGsoUdpTunnelIpv4);
-  PutLe16(v + 2, static_cast<uint16_t>(kTunnelOuter + g.hdrLen));
+  v[0] = static_cast<uint8_t>(kVnetNeedsCsum | (r.v6 ? kVnetUdpTunnelCsum : 0));
+  v[1] = static_cast<uint8_t>((g.v6 ? kGsoTcpV6 : kGsoTcpV4) | (h.gsoType & kGsoEcn) | (r.v6 ? kGsoUdpTunnelIpv6 : kGsoUdpTunnelIpv4));
+  PutLe16(v + 2, static_cast<uint16_t>(outer + g.hdrLen));
   PutLe16(v + 4, static_cast<uint16_t>(g.mss));
-  PutLe16(v + 6, static_cast<uint16_t>(kTunnelOuter + g.l4));
+  PutLe16(v + 6, static_cast<uint16_t>(outer + g.l4));
   PutLe16(v + 8, h.csumOffset);
-  PutLe16(v + 20, 14 + 20);
-  PutLe16(v + 22, static_cast<uint16_t>(kTunnelOuter + g.l3));
+  PutLe16(v + 20, static_cast<uint16_t>(14 + l3len));
+  PutLe16(v + 22, static_cast<uint16_t>(outer + g.l3));
   uint8_t* e = b + kVnetTunnelHdrLen;
   e[0] = 0x02;  // a unicast address: the program replaces both
   e[5] = 0x01;
   e[6] = 0x02;
   memcpy(e + kIfindexAt, &r.oif, 4);
-  e[12] = 0x08;
-  e[13] = 0x00;
   uint8_t* ip = e + 14;
-  ip[0] = 0x45;
-  ip[1] = r.tos;
-  PutBe16At(ip + 2, static_cast<uint16_t>(len + kTunnelOuter - 14));
-  PutBe16At(ip + 4, id_);
-  id_ = static_cast<uint16_t>(id_ + (len - g.hdrLen + g.mss - 1) / g.mss);  // one per segment, as the kernel's GSO numbers them
-  ip[6] = r.df ? 0x40 : 0;
-  ip[8] = r.ttl;
-  ip[9] = IPPROTO_UDP;
-  memcpy(ip + 12, r.src, 4);
-  memcpy(ip + 16, r.dst, 4);
+  uint8_t* udp = ip + l3len;
   uint32_t sum = 0;
-  for (int i = 0; i < 20; i += 2) sum += (uint32_t(ip[i]) << 8) | ip[i + 1];
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  PutBe16At(ip + 10, static_cast<uint16_t>(~sum));
-  uint8_t* udp = ip + 20;
+  if (r.v6) {
+    e[12] = 0x86;
+    e[13] = 0xdd;
+    ip[0] = static_cast<uint8_t>(0x60 | (r.tos >> 4));
+    ip[1] = static_cast<uint8_t>(r.tos << 4);
+    PutBe16At(ip + 4, static_cast<uint16_t>(udpLen));
+    ip[6] = IPPROTO_UDP;
+    ip[7] = r.ttl;
+    memcpy(ip + 8, r.src, 16);
+    memcpy(ip + 24, r.dst, 16);
+    // UDP over IPv6 needs its checksum (RFC 8200): the field holds the pseudo-header sum, and
+    // the kernel (or the NIC) finishes it per segment (VIRTIO_NET_HDR_F_UDP_TUNNEL_CSUM)
+    for (int i = 8; i < 40; i += 2) sum += (uint32_t(ip[i]) << 8) | ip[i + 1];
+    sum += static_cast<uint32_t>(udpLen >> 16) + static_cast<uint32_t>(udpLen & 0xffff) + IPPROTO_UDP;
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    PutBe16At(udp + 6, static_cast<uint16_t>(sum));
+  } else {
+    e[12] = 0x08;
+    e[13] = 0x00;
+    ip[0] = 0x45;
+    ip[1] = r.tos;
+    PutBe16At(ip + 2, static_cast<uint16_t>(udpLen + 20));
+    PutBe16At(ip + 4, id_);
+    id_ = static_cast<uint16_t>(id_ + (len - g.hdrLen + g.mss - 1) / g.mss);  // one per segment, as the kernel's GSO numbers them
+    ip[6] = r.df ? 0x40 : 0;
+    ip[8] = r.ttl;
+    ip[9] = IPPROTO_UDP;
+    memcpy(ip + 12, r.src, 4);
+    memcpy(ip + 16, r.dst, 4);
+    for (int i = 0; i < 20; i += 2) sum += (uint32_t(ip[i]) << 8) | ip[i + 1];
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    PutBe16At(ip + 10, static_cast<uint16_t>(~sum));
+    // UDP checksum 0: RFC 7348, as the kernel's VTEP over IPv4
+  }
   memcpy(udp, &r.sport, 2);
   memcpy(udp + 2, &r.dport, 2);
-  PutBe16At(udp + 4, static_cast<uint16_t>(len + 16));  // checksum 0: RFC 7348, as the kernel's VTEP over IPv4
+  PutBe16At(udp + 4, static_cast<uint16_t>(udpLen));
   uint8_t* vx = udp + 8;
   vx[0] = 0x08;
   vx[4] = static_cast<uint8_t>(vni >> 16);
   vx[5] = static_cast<uint8_t>(vni >> 8);
   vx[6] = static_cast<uint8_t>(vni);
-  struct iovec iov[2] = {{b, sizeof b}, {const_cast<uint8_t*>(f), len}};
+  struct iovec iov[2] = {{b, static_cast<size_t>(kVnetTunnelHdrLen + outer)}, {const_cast<uint8_t*>(f), len}};
   return Retry([&] { return writev(inj_->fd(), iov, 2); }) < 0 ? -errno : 0;
 }
 

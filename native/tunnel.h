@@ -22,13 +22,14 @@ namespace uvtep {
 // Where and how a super-frame to one remote leaves: the underlay device and the outer headers.
 struct TunnelRoute {
   int oif = 0;
-  uint8_t src[4] = {};
-  uint8_t dst[4] = {};
+  bool v6 = false;
+  uint8_t src[16] = {};  // 4 bytes for IPv4
+  uint8_t dst[16] = {};
   uint16_t sport = 0;  // network order
   uint16_t dport = 0;  // network order
-  uint8_t ttl = 64;
-  uint8_t tos = 0;
-  bool df = true;
+  uint8_t ttl = 64;  // hop limit for IPv6
+  uint8_t tos = 0;   // traffic class for IPv6
+  bool df = true;    // IPv4 only
   uint64_t at = 0;  // when it was looked up (CLOCK_MONOTONIC, ms)
 };
 
@@ -36,8 +37,8 @@ struct TunnelRoute {
 class TunnelSink {
  public:
   virtual ~TunnelSink() = default;
-  // The way to remote `to` as the socket would send to it now; false: not this way (an IPv6 or
-  // local remote, no route): the socket sends it.
+  // The way to remote `to` as the socket would send to it now; false: not this way (a local or
+  // multicast remote, no route): the socket sends it.
   virtual bool Route(const sockaddr_storage& to, TunnelRoute* r) = 0;
   // Writes super-frame f[0, len) (its vnet header h, shape g) inside VXLAN with this VNI: 0 or -errno.
   virtual int Send(const TunnelRoute& r, uint32_t vni, const VnetHdr& h, const GsoShape& g, const uint8_t* f, size_t len) = 0;
@@ -55,9 +56,9 @@ class TunnelInjector {
   int Open(const char* name, const char** what);
   bool ready() const { return tap_ >= 0; }
   int fd() const { return tap_; }
-  // The underlay route to IPv4 dst (oif: the socket's bound device, 0 for any; src: its bound
-  // address, or 0.0.0.0): false when there is none or it is not a unicast one.
-  bool Lookup(const uint8_t dst[4], int oif, const uint8_t src[4], TunnelRoute* r);
+  // The underlay route to dst (4 or 16 bytes as v6; oif: the socket's bound device, 0 for any;
+  // src: its bound address, or all zeros): false when there is none or it is not a unicast one.
+  bool Lookup(bool v6, const uint8_t* dst, int oif, const uint8_t* src, TunnelRoute* r);
 
  private:
   int tap_ = -1;
@@ -80,7 +81,8 @@ class InjectorSink : public TunnelSink {
   uint16_t id_ = 0;
 };
 
-// Outer headers of a tunnel-GSO packet: Ethernet, IPv4, UDP, VXLAN.
+// Outer headers of a tunnel-GSO packet: Ethernet, IPv4 or IPv6, UDP, VXLAN.
 constexpr int kTunnelOuter = 14 + 20 + 8 + 8;
+constexpr int kTunnelOuter6 = 14 + 40 + 8 + 8;
 
 }  // namespace uvtep

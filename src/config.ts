@@ -114,7 +114,7 @@ export interface VtepOptions {
    */
   datapath?: DatapathMode;
   /**
-   * Tunnel GSO (default false; Linux 6.17 or later, IPv4 underlay, the datapath process): TCP
+   * Tunnel GSO (default false; Linux 6.17 or later, the datapath process, IPv4 or IPv6 underlay): TCP
    * super-frames leave whole, as one VXLAN-in-UDP packet with its offload metadata, the way the
    * kernel's VTEP sends them, instead of UDP GSO messages of MSS-sized datagrams. A kernel VTEP
    * on the same host takes them without cutting them apart; a NIC with UDP tunnel segmentation

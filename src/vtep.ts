@@ -748,7 +748,6 @@ export class Vtep extends EventEmitter<VtepEvents> {
 /** Why the datapath process could not send tunnel GSO (native/tunnel.cc logs the step too). */
 function tunnelReason(errno: number): string {
   const name = Object.entries(osConstants.errno).find(([, v]) => v === errno)?.[0] ?? `errno ${errno}`;
-  if (name === 'EAFNOSUPPORT') return 'it needs an IPv4 underlay (EAFNOSUPPORT)';
   if (name === 'EINVAL') return 'this kernel has no UDP tunnel GSO for TAP devices or no tcx BPF hook (Linux 6.17 or later) (EINVAL)';
   if (name === 'EPERM' || name === 'EACCES') return `creating a TAP and loading a BPF program needs CAP_NET_ADMIN and CAP_BPF (${name})`;
   return `${name} (the datapath process's stderr names the step)`;

@@ -286,6 +286,7 @@ bool TakeWhole(TapObj& t, uint8_t* frame, int32_t r, int n) {
   ReadVnet(frame - t.vnet, &h);
   const uint8_t type = static_cast<uint8_t>(h.gsoType & ~kGsoEcn);
   const size_t len = static_cast<size_t>(r - t.vnet);
+  // the outer length fields: IPv4's total length, IPv6's payload length (UDP, VXLAN, the frame)
   if ((type != kGsoTcpV4 && type != kGsoTcpV6) || (h.flags & kVnetNeedsCsum) == 0 || len + kTunnelOuter - kEthHlen > 65535) return false;
   GsoShape g;
   const int k = CheckGso(frame, len, h, &g);
@@ -567,7 +568,7 @@ bool Control() {
       f.table = std::make_unique<FlowTable>(c, st, seen, ts);
       f.table->Attach(&t->sink, &u->sink);
       if (m.flow.tunnel != 0) {
-        const int state = c.family != AF_INET ? -EAFNOSUPPORT : Injector();
+        const int state = Injector();
         st[kTunnelState] = state;
         if (state > 0) {
           if (!u->tunnel) u->tunnel = std::make_unique<InjectorSink>(&g_injector, u->fd);
