@@ -122,7 +122,7 @@ int FlowTable::Encap(uint8_t* slab, int32_t* offs, const int32_t* lens, int32_t*
     const int len = lens[i];
     if (segs[i] < 0) {  // whole: its route was there when it was read
       if (tun_ == nullptr || vh == nullptr || gs == nullptr || len < kEthHlen || (f[0] & 1) != 0 || !NoInnerEcn(f, len)) return 0;
-      to[i] = const_cast<TxEntry*>(FindTx(MacAt(f)));
+      to[i] = FindTx(MacAt(f));
       if (to[i] == nullptr || !to[i]->tunnel) return 0;
       continue;
     }
@@ -131,7 +131,7 @@ int FlowTable::Encap(uint8_t* slab, int32_t* offs, const int32_t* lens, int32_t*
         (f[0] & 1) != 0 || !NoInnerEcn(f, len)) {
       return 0;
     }
-    to[i] = const_cast<TxEntry*>(FindTx(MacAt(f)));
+    to[i] = FindTx(MacAt(f));
     if (to[i] == nullptr) return 0;
   }
   // A super-frame is one message per 64 datagrams or 65,000 bytes (UDP_SEGMENT); a run of

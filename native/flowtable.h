@@ -108,6 +108,7 @@ class FlowTable {
     uint8_t addr[16];
   };
   const TxEntry* FindTx(uint64_t mac) const;
+  TxEntry* FindTx(uint64_t mac) { return const_cast<TxEntry*>(static_cast<const FlowTable*>(this)->FindTx(mac)); }
   // Sends whole super-frame f[0, len) to `to` through the tunnel sink: 0 or -errno.
   int Whole(TxEntry* to, const VnetHdr& h, const GsoShape& g, const uint8_t* f, size_t len);
   int FindRx(uint64_t mac) const;

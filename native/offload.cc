@@ -20,34 +20,15 @@ constexpr int kUdpCsumOff = 6;
 constexpr uint32_t kMaxIpPayload = 65535;
 
 inline uint32_t Be32(const uint8_t* p) { return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | p[3]; }
-inline void PutBe16(uint8_t* p, uint16_t v) {
-  p[0] = static_cast<uint8_t>(v >> 8);
-  p[1] = static_cast<uint8_t>(v);
-}
 inline void PutBe32(uint8_t* p, uint32_t v) {
   p[0] = static_cast<uint8_t>(v >> 24);
   p[1] = static_cast<uint8_t>(v >> 16);
   p[2] = static_cast<uint8_t>(v >> 8);
   p[3] = static_cast<uint8_t>(v);
 }
-inline void PutCsum(uint8_t* p, uint16_t v) { memcpy(p, &v, 2); }
 
 // A 16-bit big-endian quantity as the native-order word the checksum adds.
 inline uint64_t Word(uint16_t host) { return htons(host); }
-
-// Pseudo-header sum (RFC 793 / RFC 8200 section 8.1) for an L4 segment of l4len bytes.
-uint64_t Pseudo(const uint8_t* ip, bool v6, uint8_t proto, uint32_t l4len) {
-  uint64_t s = v6 ? CsumAdd(ip + 8, 32, 0) : CsumAdd(ip + 12, 8, 0);
-  s += Word(proto);
-  s += Word(static_cast<uint16_t>(l4len));
-  return s;
-}
-
-void Ipv4Csum(uint8_t* ip, int ihl) {
-  ip[10] = 0;
-  ip[11] = 0;
-  PutCsum(ip + 10, static_cast<uint16_t>(~CsumFold(CsumAdd(ip, static_cast<size_t>(ihl), 0))));
-}
 
 // Where L3 starts (after up to two VLAN tags) and its ethertype; 0 when it does not parse.
 int L3Offset(const uint8_t* f, size_t len, uint16_t* type) {
@@ -63,6 +44,19 @@ int L3Offset(const uint8_t* f, size_t len, uint16_t* type) {
 }
 
 }  // namespace
+
+uint64_t Pseudo(const uint8_t* ip, bool v6, uint8_t proto, uint32_t l4len) {
+  uint64_t s = v6 ? CsumAdd(ip + 8, 32, 0) : CsumAdd(ip + 12, 8, 0);
+  s += Word(proto);
+  s += Word(static_cast<uint16_t>(l4len));
+  return s;
+}
+
+void Ipv4Csum(uint8_t* ip, int ihl) {
+  ip[10] = 0;
+  ip[11] = 0;
+  PutCsum(ip + 10, static_cast<uint16_t>(~CsumFold(CsumAdd(ip, static_cast<size_t>(ihl), 0))));
+}
 
 void ReadVnet(const uint8_t* p, VnetHdr* h) {
   h->flags = p[0];
@@ -169,6 +163,12 @@ int CheckGso(const uint8_t* f, size_t len, const VnetHdr& h, GsoShape* out) {
   return segs;
 }
 
+size_t SplitBytes(const GsoShape& g, int segs, size_t len) {
+  const size_t payload = len - static_cast<size_t>(g.hdrLen);
+  const size_t lastPay = payload - static_cast<size_t>(segs - 1) * g.mss;
+  return static_cast<size_t>(segs - 1) * (static_cast<size_t>(g.hdrLen) + g.mss + 8) + static_cast<size_t>(g.hdrLen) + lastPay;
+}
+
 int Segment(uint8_t* f, size_t len, size_t cap, const VnetHdr& h, SegOut* out) {
   if ((h.flags & ~(kVnetNeedsCsum | kVnetDataValid)) != 0) return kSegBadVnet;
   const uint8_t gso = static_cast<uint8_t>(h.gsoType & ~kGsoEcn);
@@ -198,7 +198,7 @@ int Segment(uint8_t* f, size_t len, size_t cap, const VnetHdr& h, SegOut* out) {
   const uint32_t payload = static_cast<uint32_t>(len) - hdrLen;
   const uint32_t lastPay = payload - (segs - 1) * mss;
   const size_t stride = static_cast<size_t>(hdrLen) + mss + 8;
-  if ((segs - 1) * stride + hdrLen + lastPay > cap) return kSegNoRoom;
+  if (SplitBytes(g, segs, len) > cap) return kSegNoRoom;
 
   uint8_t hdr[kMaxHdr];
   memcpy(hdr, f, static_cast<size_t>(hdrLen));

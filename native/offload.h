@@ -11,6 +11,7 @@
 #include <sys/uio.h>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 namespace uvtep {
 
@@ -22,6 +23,12 @@ constexpr uint16_t kEthVlan = 0x8100;
 constexpr uint16_t kEthQinq = 0x88a8;
 
 inline uint16_t Be16(const uint8_t* p) { return static_cast<uint16_t>((p[0] << 8) | p[1]); }
+inline void PutBe16(uint8_t* p, uint16_t v) {
+  p[0] = static_cast<uint8_t>(v >> 8);
+  p[1] = static_cast<uint8_t>(v);
+}
+// Stores a checksum computed by CsumFold (native order, no byte swap).
+inline void PutCsum(uint8_t* p, uint16_t v) { memcpy(p, &v, 2); }
 
 constexpr int kVnetHdrLen = 10;
 constexpr uint8_t kVnetNeedsCsum = 1;
@@ -54,8 +61,13 @@ void WriteVnet(uint8_t* p, const VnetHdr& h);
 // Ones'-complement sum of p[0, len) as native-order 32-bit words into a 64-bit accumulator.
 // Regions summed separately must start at even offsets of the checksummed data.
 uint64_t CsumAdd(const uint8_t* p, size_t len, uint64_t sum);
-// Folds to 16 bits (native order; store with memcpy, no byte swap).
+// Folds to 16 bits (native order; store with PutCsum, no byte swap).
 uint16_t CsumFold(uint64_t sum);
+// Pseudo-header sum (RFC 793 / RFC 8200 section 8.1) for an L4 segment of l4len bytes behind
+// the IPv4 or IPv6 header at ip.
+uint64_t Pseudo(const uint8_t* ip, bool v6, uint8_t proto, uint32_t l4len);
+// Writes the header checksum of the IPv4 header at ip (ihl bytes).
+void Ipv4Csum(uint8_t* ip, int ihl);
 
 // Results of Segment(): > 0 frames; < 0 the reason it was refused.
 constexpr int kSegBadVnet = -1;     // flags, GSO type or checksum fields the frame contradicts
@@ -77,6 +89,9 @@ struct GsoShape {
 // Validates GSO frame f[0, len) against its vnet header h as Segment() does, without touching
 // it: its segment count (out: its shape), or one of the kSeg* refusals.
 int CheckGso(const uint8_t* f, size_t len, const VnetHdr& h, GsoShape* out);
+// The bytes Segment() needs from the frame's start to split a frame of len bytes and shape g
+// into segs segments (each after 8 bytes for a VXLAN header).
+size_t SplitBytes(const GsoShape& g, int segs, size_t len);
 // frame[0, len) is one frame read from the TAP behind vnet header h. Segments in place: frame k
 // starts at frame + k * (segLen + 8) (8 bytes of headroom before each for the VXLAN header),
 // and everything stays within frame[0, cap). Finishes partial checksums of non-GSO frames.

@@ -78,11 +78,6 @@ void PutLe16(uint8_t* p, uint16_t v) {
   p[1] = static_cast<uint8_t>(v >> 8);
 }
 
-void PutBe16At(uint8_t* p, uint16_t v) {
-  p[0] = static_cast<uint8_t>(v >> 8);
-  p[1] = static_cast<uint8_t>(v);
-}
-
 // Appends attribute `type` to the netlink message at msg (a buffer of 128 bytes).
 void AddAttr(uint8_t* msg, uint16_t type, const void* data, size_t len) {
   auto* n = reinterpret_cast<struct nlmsghdr*>(msg);
@@ -261,15 +256,12 @@ int InjectorSink::Send(const TunnelRoute& r, uint32_t vni, const VnetHdr& h, con
   uint8_t b[kVnetTunnelHdrLen + kTunnelOuter6] = {};
   // virtio_net_hdr_v1_hash_tunnel, little endian: the inner TCP as the TAP gave it, the outer
   // UDP header and inner IP header by offset
-  uint8_t* v = b;
-  v[0] = static_cast<uint8_t>(kVnetNeedsCsum | (r.v6 ? kVnetUdpTunnelCsum : 0));
-  v[1] = static_cast<uint8_t>((g.v6 ? kGsoTcpV6 : kGsoTcpV4) | (h.gsoType & kGsoEcn) | (r.v6 ? kGsoUdpTunnelIpv6 : kGsoUdpTunnelIpv4));
-  PutLe16(v + 2, static_cast<uint16_t>(outer + g.hdrLen));
-  PutLe16(v + 4, static_cast<uint16_t>(g.mss));
-  PutLe16(v + 6, static_cast<uint16_t>(outer + g.l4));
-  PutLe16(v + 8, h.csumOffset);
-  PutLe16(v + 20, static_cast<uint16_t>(14 + l3len));
-  PutLe16(v + 22, static_cast<uint16_t>(outer + g.l3));
+  const VnetHdr vh{static_cast<uint8_t>(kVnetNeedsCsum | (r.v6 ? kVnetUdpTunnelCsum : 0)),
+                   static_cast<uint8_t>((g.v6 ? kGsoTcpV6 : kGsoTcpV4) | (h.gsoType & kGsoEcn) | (r.v6 ? kGsoUdpTunnelIpv6 : kGsoUdpTunnelIpv4)),
+                   static_cast<uint16_t>(outer + g.hdrLen), static_cast<uint16_t>(g.mss), static_cast<uint16_t>(outer + g.l4), h.csumOffset};
+  WriteVnet(b, vh);
+  PutLe16(b + 20, static_cast<uint16_t>(14 + l3len));  // outer_th_offset
+  PutLe16(b + 22, static_cast<uint16_t>(outer + g.l3));  // inner_nh_offset
   uint8_t* e = b + kVnetTunnelHdrLen;
   e[0] = 0x02;  // a unicast address: the program replaces both
   e[5] = 0x01;
@@ -277,44 +269,38 @@ int InjectorSink::Send(const TunnelRoute& r, uint32_t vni, const VnetHdr& h, con
   memcpy(e + kIfindexAt, &r.oif, 4);
   uint8_t* ip = e + 14;
   uint8_t* udp = ip + l3len;
-  uint32_t sum = 0;
   if (r.v6) {
     e[12] = 0x86;
     e[13] = 0xdd;
     ip[0] = static_cast<uint8_t>(0x60 | (r.tos >> 4));
     ip[1] = static_cast<uint8_t>(r.tos << 4);
-    PutBe16At(ip + 4, static_cast<uint16_t>(udpLen));
+    PutBe16(ip + 4, static_cast<uint16_t>(udpLen));
     ip[6] = IPPROTO_UDP;
     ip[7] = r.ttl;
     memcpy(ip + 8, r.src, 16);
     memcpy(ip + 24, r.dst, 16);
     // UDP over IPv6 needs its checksum (RFC 8200): the field holds the pseudo-header sum, and
     // the kernel (or the NIC) finishes it per segment (VIRTIO_NET_HDR_F_UDP_TUNNEL_CSUM)
-    for (int i = 8; i < 40; i += 2) sum += (uint32_t(ip[i]) << 8) | ip[i + 1];
-    sum += static_cast<uint32_t>(udpLen >> 16) + static_cast<uint32_t>(udpLen & 0xffff) + IPPROTO_UDP;
-    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-    PutBe16At(udp + 6, static_cast<uint16_t>(sum));
+    PutCsum(udp + 6, CsumFold(Pseudo(ip, true, IPPROTO_UDP, static_cast<uint32_t>(udpLen))));
   } else {
     e[12] = 0x08;
     e[13] = 0x00;
     ip[0] = 0x45;
     ip[1] = r.tos;
-    PutBe16At(ip + 2, static_cast<uint16_t>(udpLen + 20));
-    PutBe16At(ip + 4, id_);
+    PutBe16(ip + 2, static_cast<uint16_t>(udpLen + 20));
+    PutBe16(ip + 4, id_);
     id_ = static_cast<uint16_t>(id_ + (len - g.hdrLen + g.mss - 1) / g.mss);  // one per segment, as the kernel's GSO numbers them
     ip[6] = r.df ? 0x40 : 0;
     ip[8] = r.ttl;
     ip[9] = IPPROTO_UDP;
     memcpy(ip + 12, r.src, 4);
     memcpy(ip + 16, r.dst, 4);
-    for (int i = 0; i < 20; i += 2) sum += (uint32_t(ip[i]) << 8) | ip[i + 1];
-    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-    PutBe16At(ip + 10, static_cast<uint16_t>(~sum));
+    Ipv4Csum(ip, 20);
     // UDP checksum 0: RFC 7348, as the kernel's VTEP over IPv4
   }
   memcpy(udp, &r.sport, 2);
   memcpy(udp + 2, &r.dport, 2);
-  PutBe16At(udp + 4, static_cast<uint16_t>(udpLen));
+  PutBe16(udp + 4, static_cast<uint16_t>(udpLen));
   uint8_t* vx = udp + 8;
   vx[0] = 0x08;
   vx[4] = static_cast<uint8_t>(vni >> 16);

@@ -290,9 +290,7 @@ bool TakeWhole(TapObj& t, uint8_t* frame, int32_t r, int n) {
   if ((type != kGsoTcpV4 && type != kGsoTcpV6) || (h.flags & kVnetNeedsCsum) == 0 || len + kTunnelOuter - kEthHlen > 65535) return false;
   GsoShape g;
   const int k = CheckGso(frame, len, h, &g);
-  if (k < 2) return false;
-  const size_t lastPay = len - static_cast<size_t>(g.hdrLen) - static_cast<size_t>(k - 1) * g.mss;
-  if (static_cast<size_t>(k - 1) * (static_cast<size_t>(g.hdrLen) + g.mss + 8) + static_cast<size_t>(g.hdrLen) + lastPay > static_cast<size_t>(t.slot - t.headroom)) return false;
+  if (k < 2 || SplitBytes(g, k, len) > static_cast<size_t>(t.slot - t.headroom)) return false;
   t.rstats[kStReads]++;
   t.rstats[kStSuper]++;
   t.rstats[kStFrames] += k;
