@@ -15,7 +15,7 @@ import type { VtepConfig } from './config.js';
 import { SourceFilter } from './allow.js';
 import { ErrorCode, StateError } from './errors.js';
 import { fail } from './check.js';
-import { constants as osConstants } from 'node:os';
+import { getSystemErrorName } from 'node:util';
 import { Fdb, LearnResult, type FdbEvents, type Remote } from './fdb.js';
 import type { FrameBatch, FrameDevice } from './device/device.js';
 import { FRAME_HEADROOM } from './device/device.js';
@@ -747,7 +747,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
 
 /** Why the datapath process could not send tunnel GSO (native/tunnel.cc logs the step too). */
 function tunnelReason(errno: number): string {
-  const name = Object.entries(osConstants.errno).find(([, v]) => v === errno)?.[0] ?? `errno ${errno}`;
+  const name = getSystemErrorName(-errno);
   if (name === 'EINVAL') return 'this kernel has no UDP tunnel GSO for TAP devices or no tcx BPF hook (Linux 6.17 or later) (EINVAL)';
   if (name === 'EPERM' || name === 'EACCES') return `creating a TAP and loading a BPF program needs CAP_NET_ADMIN and CAP_BPF (${name})`;
   return `${name} (the datapath process's stderr names the step)`;
