@@ -35,6 +35,10 @@ enum DpOp : uint32_t {
   kDpReply = 100,
 };
 
+// DpAddFlow's tunnel: tunnel GSO always (--tunnel-gso on), or only while nothing on the
+// socket's way out would be skipped (auto; tunnel.h's TunnelHold).
+enum DpTunnel : uint32_t { kDpTunnelOff = 0, kDpTunnelOn = 1, kDpTunnelAuto = 2 };
+
 struct DpHeader {
   uint32_t op;
   uint32_t id;
@@ -79,7 +83,7 @@ struct DpAddFlow {
   uint64_t stats;     // FlowCacheStat[6]
   uint64_t seen;      // [256]
   uint64_t tapStats;  // WriterStat[8]
-  uint32_t tunnel;    // send TCP super-frames whole as tunnel GSO (tunnel.h); the result in stats[kTunnelState]
+  uint32_t tunnel;    // send TCP super-frames whole as tunnel GSO (tunnel.h): kDpTunnelOn, kDpTunnelAuto, or 0; the result in stats[kTunnelState]
   uint32_t pad;
 };
 

@@ -118,7 +118,9 @@ class FlowCache : public Napi::ObjectWrap<FlowCache> {
       m.stats = static_cast<uint64_t>(offs[0]);
       m.seen = static_cast<uint64_t>(offs[1]);
       m.tapStats = static_cast<uint64_t>(offs[2]);
-      m.tunnel = info.Length() > 13 && info[13].ToBoolean().Value() ? 1 : 0;
+      // the tunnel mode: 'on', 'auto', or anything else for off
+      const std::string mode = info.Length() > 13 && info[13].IsString() ? info[13].As<Napi::String>().Utf8Value() : "";
+      m.tunnel = mode == "on" ? kDpTunnelOn : mode == "auto" ? kDpTunnelAuto : kDpTunnelOff;
       id_ = m.h.id;
       Mirror(env, &m, sizeof m);
     } else {

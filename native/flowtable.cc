@@ -88,14 +88,33 @@ bool FlowTable::SetTx(uint64_t mac, const uint8_t* addr, size_t len, int port) {
   tx_[i].mac = mac;
   tx_[i].addr = ss;
   tx_[i].alen = alen;
-  tx_[i].tunnel = tun_ != nullptr && tun_->Route(ss, &tx_[i].route);
+  tx_[i].tunnel = false;
+  if (tun_ != nullptr) Reroute(&tx_[i]);
   return true;
 }
 
-bool FlowTable::TunnelTo(const uint8_t* frame) const {
+namespace {
+uint64_t NowMs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
+}
+}  // namespace
+
+void FlowTable::Reroute(TxEntry* to) {
+  to->routed = NowMs();
+  const int held = guarded_ ? tun_->Holds(c_.family) : 0;
+  stats_[kTunnelHeld] = held;
+  to->tunnel = held == 0 && tun_->Route(to->addr, &to->route);
+}
+
+bool FlowTable::TunnelTo(const uint8_t* frame) {
   if (!Active() || tun_ == nullptr || (frame[0] & 1) != 0) return false;
-  const TxEntry* e = FindTx(MacAt(frame));
-  return e != nullptr && e->tunnel;
+  TxEntry* e = FindTx(MacAt(frame));
+  if (e == nullptr) return false;
+  // addresses, routes, socket options and the host's rules change under an entry
+  if (NowMs() - e->routed >= 1000) Reroute(e);
+  return e->tunnel;
 }
 
 int FlowTable::SetRx(uint64_t mac, const uint8_t* addr, size_t len) {
@@ -211,17 +230,10 @@ int FlowTable::Encap(uint8_t* slab, int32_t* offs, const int32_t* lens, int32_t*
 }
 
 int FlowTable::Whole(TxEntry* to, const VnetHdr& h, const GsoShape& g, const uint8_t* f, size_t len) {
-  // the route again after a second: addresses, routes and socket options change under it
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  const uint64_t now = static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
-  if (now - to->route.at > 1000 && !tun_->Route(to->addr, &to->route)) {
-    to->tunnel = false;
-    return -EHOSTUNREACH;
-  }
+  // its route was decided when the reader kept it whole (TunnelTo)
   const int rc = tun_->Send(to->route, c_.vni, h, g, f, len);
   // a failed write (the injector removed, the kernel out of memory): this entry leaves through
-  // the socket from now on, and the table's state says why until a write succeeds again
+  // the socket until it is rerouted, and the table's state says why until a write succeeds again
   if (rc < 0) to->tunnel = false;
   stats_[kTunnelState] = rc < 0 ? rc : 1;
   return rc;

@@ -12,9 +12,10 @@ namespace uvtep {
 constexpr int kFlowSlots = 256;  // per table, a power of two
 // kTxTunnel: super-frames sent whole as tunnel GSO (tunnel.h); kRxSuper: TCP super-frames
 // received whole (tunnel GSO from a VTEP on this host) and written as GSO frames; kTunnelState:
-// 1 while the table sends tunnel GSO, -errno when the injector could not be made or its last
-// write failed, 0 when not asked for.
-enum FlowCacheStat { kTxFrames, kTxBytes, kRxDatagrams, kRxBytes, kRxLost, kRxLostBytes, kTxTunnel, kRxSuper, kTunnelState, kFlowStatCount };
+// 1 while the table may send tunnel GSO, -errno when the injector could not be made or its last
+// write failed, 0 when not asked for; kTunnelHeld: in the auto mode, the TunnelHold bits that
+// keep it from sending tunnel GSO now (0: none).
+enum FlowCacheStat { kTxFrames, kTxBytes, kRxDatagrams, kRxBytes, kRxLost, kRxLostBytes, kTxTunnel, kRxSuper, kTunnelState, kTunnelHeld, kFlowStatCount };
 
 // Where a FlowTable sends datagrams: sendmmsg on the VTEP's UDP socket, counted as its sends.
 class UdpSink {
@@ -55,11 +56,16 @@ class FlowTable {
     tap_ = tap;
     udp_ = udp;
   }
-  // Super-frames to remotes the tunnel sink routes leave whole through it (tunnel.h).
-  void AttachTunnel(TunnelSink* t) { tun_ = t; }
+  // Super-frames to remotes the tunnel sink routes leave whole through it (tunnel.h); guarded
+  // (the auto mode): only while nothing on the socket's way out would be skipped (Holds).
+  void AttachTunnel(TunnelSink* t, bool guarded) {
+    tun_ = t;
+    guarded_ = guarded;
+  }
   // Whether a super-frame read from the TAP might leave whole: then the reader keeps it unsplit
-  // (an entry with segs < 0, Encap) if its destination `frame` (a unicast MAC) has a route.
-  bool TunnelTo(const uint8_t* frame) const;
+  // (an entry with segs < 0, Encap) if its destination `frame` (a unicast MAC) has a route. The
+  // route and the holds are looked at again when a second has passed.
+  bool TunnelTo(const uint8_t* frame);
   const FlowConfig& config() const { return c_; }
   bool Active() const { return enabled_ && tap_ != nullptr && udp_ != nullptr; }
 
@@ -100,6 +106,7 @@ class FlowTable {
     sockaddr_storage addr;
     socklen_t alen;
     TunnelRoute route;
+    uint64_t routed;  // when tunnel and route were decided (CLOCK_MONOTONIC, ms)
   };
   struct RxEntry {
     uint64_t mac;
@@ -109,6 +116,8 @@ class FlowTable {
   };
   const TxEntry* FindTx(uint64_t mac) const;
   TxEntry* FindTx(uint64_t mac) { return const_cast<TxEntry*>(static_cast<const FlowTable*>(this)->FindTx(mac)); }
+  // Decides whether `to` goes through the tunnel sink, and its route.
+  void Reroute(TxEntry* to);
   // Sends whole super-frame f[0, len) to `to` through the tunnel sink: 0 or -errno.
   int Whole(TxEntry* to, const VnetHdr& h, const GsoShape& g, const uint8_t* f, size_t len);
   int FindRx(uint64_t mac) const;
@@ -121,6 +130,7 @@ class FlowTable {
   TapSink* tap_ = nullptr;
   UdpSink* udp_ = nullptr;
   TunnelSink* tun_ = nullptr;
+  bool guarded_ = false;
   bool enabled_ = false;
   TxEntry tx_[kFlowSlots];
   RxEntry rx_[kFlowSlots];

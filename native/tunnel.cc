@@ -4,8 +4,12 @@
 #include <fcntl.h>
 #include <linux/bpf.h>
 #include <linux/if_tun.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
+#include <linux/xfrm.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <sys/ioctl.h>
@@ -17,6 +21,8 @@
 #include <cstdio>
 #include <cstring>
 #include <initializer_list>
+#include <string>
+#include <vector>
 #include "fd.h"
 
 namespace uvtep {
@@ -36,6 +42,13 @@ constexpr int32_t kTcActShot = 2;
 // Where the program finds the underlay's ifindex: bytes 8-11 of the Ethernet source address
 // (native order), which bpf_redirect_neigh replaces with the device's own.
 constexpr int kIfindexAt = 8;
+// The new mount API (Linux 5.2), which the build machine's libc may not wrap.
+constexpr long kSysFsopen = 430;
+constexpr long kSysFsconfig = 431;
+constexpr long kSysFsmount = 432;
+constexpr unsigned kFsopenCloexec = 1;
+constexpr unsigned kFsconfigCmdCreate = 6;
+constexpr unsigned kFsmountCloexec = 1;
 
 long Bpf(int cmd, union bpf_attr* a) { return syscall(__NR_bpf, cmd, a, sizeof *a); }
 
@@ -78,7 +91,7 @@ void PutLe16(uint8_t* p, uint16_t v) {
   p[1] = static_cast<uint8_t>(v >> 8);
 }
 
-// Appends attribute `type` to the netlink message at msg (a buffer of 128 bytes).
+// Appends attribute `type` to the netlink message at msg (a buffer of 160 bytes).
 void AddAttr(uint8_t* msg, uint16_t type, const void* data, size_t len) {
   auto* n = reinterpret_cast<struct nlmsghdr*>(msg);
   const size_t at = NLMSG_ALIGN(n->nlmsg_len);
@@ -86,6 +99,171 @@ void AddAttr(uint8_t* msg, uint16_t type, const void* data, size_t len) {
   memcpy(msg + at, &a, sizeof a);
   memcpy(msg + at + RTA_LENGTH(0), data, len);
   n->nlmsg_len = static_cast<uint32_t>(at + RTA_ALIGN(RTA_LENGTH(len)));
+}
+
+
+// Sends dump request req on a new netlink socket of protocol proto and hands each answer to
+// each until NLMSG_DONE: 0, or -errno (the socket, the request, or the kernel's answer).
+template <typename F>
+int NlDump(int proto, struct nlmsghdr* req, F each) {
+  Fd s(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, proto));
+  if (s.get() < 0) return -errno;
+  const struct timeval wait = {0, 200 * 1000};
+  setsockopt(s.get(), SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait);
+  req->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  req->nlmsg_seq = 1;
+  if (Retry([&] { return send(s.get(), req, req->nlmsg_len, 0); }) < 0) return -errno;
+  std::vector<uint8_t> buf(65536);  // more than a dump fills at once
+  for (;;) {
+    const ssize_t n = Retry([&] { return recv(s.get(), buf.data(), buf.size(), 0); });
+    if (n < 0) return -errno;
+    if (n == 0) return -EIO;
+    int left = static_cast<int>(n);
+    for (auto* h = reinterpret_cast<struct nlmsghdr*>(buf.data()); NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
+      if (h->nlmsg_type == NLMSG_DONE) return 0;
+      if (h->nlmsg_type == NLMSG_ERROR) {
+        const auto* e = static_cast<const struct nlmsgerr*>(NLMSG_DATA(h));
+        return e->error != 0 ? e->error : -EIO;
+      }
+      each(h);
+    }
+  }
+}
+
+// Calls each(type, data, len) for the netlink attributes in p[0, len) (nested ones unopened).
+template <typename F>
+void NlAttrs(const uint8_t* p, int len, F each) {
+  while (len >= NLA_HDRLEN) {
+    struct nlattr a;
+    memcpy(&a, p, sizeof a);
+    if (a.nla_len < NLA_HDRLEN || a.nla_len > len) return;
+    each(a.nla_type & NLA_TYPE_MASK, p + NLA_HDRLEN, static_cast<int>(a.nla_len - NLA_HDRLEN));
+    const int step = NLA_ALIGN(a.nla_len);
+    p += step;
+    len -= step;
+  }
+}
+
+// Whether an nftables base chain of the family's (ip or ip6, or inet) hooks OUTPUT or
+// POSTROUTING (iptables-nft makes its chains there too), or an iptables-legacy table exists:
+// kHoldNetfilter, kHoldUnknown when the ruleset could not be read, or 0.
+int NetfilterHolds(bool v6) {
+  if (int f = ::open(v6 ? "/proc/net/ip6_tables_names" : "/proc/net/ip_tables_names", O_RDONLY | O_CLOEXEC); f >= 0) {
+    char c;
+    const ssize_t n = Retry([&] { return read(f, &c, 1); });
+    close(f);
+    if (n > 0) return kHoldNetfilter;  // a table (filter, nat, mangle, raw, security) hooks OUTPUT
+  }
+  struct {
+    struct nlmsghdr h;
+    struct nfgenmsg g;
+  } req = {};
+  req.h.nlmsg_len = NLMSG_LENGTH(sizeof req.g);
+  req.h.nlmsg_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETCHAIN;
+  req.g.nfgen_family = NFPROTO_UNSPEC;
+  req.g.version = NFNETLINK_V0;
+  const int family = v6 ? NFPROTO_IPV6 : NFPROTO_IPV4;
+  bool hook = false;
+  const int rc = NlDump(NETLINK_NETFILTER, &req.h, [&](const struct nlmsghdr* h) {
+    if (h->nlmsg_type != ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWCHAIN) || h->nlmsg_len < NLMSG_LENGTH(sizeof(struct nfgenmsg))) return;
+    const auto* g = static_cast<const struct nfgenmsg*>(NLMSG_DATA(h));
+    if (g->nfgen_family != NFPROTO_INET && g->nfgen_family != family) return;
+    const auto* p = static_cast<const uint8_t*>(NLMSG_DATA(h)) + NLMSG_ALIGN(sizeof(struct nfgenmsg));
+    NlAttrs(p, static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(NLMSG_ALIGN(sizeof(struct nfgenmsg)))), [&](int type, const uint8_t* d, int len) {
+      if (type != NFTA_CHAIN_HOOK) return;
+      NlAttrs(d, len, [&](int t, const uint8_t* v, int vlen) {
+        uint32_t num;
+        if (t != NFTA_HOOK_HOOKNUM || vlen < 4) return;
+        memcpy(&num, v, 4);
+        num = ntohl(num);
+        hook = hook || num == NF_INET_LOCAL_OUT || num == NF_INET_POST_ROUTING;
+      });
+    });
+  });
+  if (rc == -EPROTONOSUPPORT || rc == -EOPNOTSUPP) return 0;  // no netfilter, or no nftables
+  return rc < 0 ? kHoldUnknown : hook ? kHoldNetfilter : 0;
+}
+
+// Whether an outbound IPsec policy exists for the family: kHoldXfrm, kHoldUnknown, or 0.
+int XfrmHolds(bool v6) {
+  struct {
+    struct nlmsghdr h;
+    struct xfrm_userpolicy_id id;
+  } req = {};
+  req.h.nlmsg_len = NLMSG_LENGTH(sizeof req.id);
+  req.h.nlmsg_type = XFRM_MSG_GETPOLICY;
+  bool out = false;
+  const int rc = NlDump(NETLINK_XFRM, &req.h, [&](const struct nlmsghdr* h) {
+    if (h->nlmsg_type != XFRM_MSG_NEWPOLICY || h->nlmsg_len < NLMSG_LENGTH(sizeof(struct xfrm_userpolicy_info))) return;
+    struct xfrm_userpolicy_info p;
+    memcpy(&p, NLMSG_DATA(h), sizeof p);
+    out = out || (p.dir == XFRM_POLICY_OUT && (p.sel.family == AF_UNSPEC || p.sel.family == (v6 ? AF_INET6 : AF_INET)));
+  });
+  if (rc == -EPROTONOSUPPORT) return 0;  // no IPsec
+  return rc < 0 ? kHoldUnknown : out ? kHoldXfrm : 0;
+}
+
+// The cgroup v2 hierarchy, as a mount of its own that is attached nowhere (fsopen and fsmount,
+// Linux 5.2): it does not depend on where (or whether) this mount namespace shows cgroup2
+// (ip netns exec remounts /sys without it). A mount where it shows it, without CAP_SYS_ADMIN.
+// -1 when neither is there.
+int CgroupRoot() {
+  static int root = -2;
+  if (root != -2) return root;
+  root = -1;
+  Fd fs(static_cast<int>(syscall(kSysFsopen, "cgroup2", kFsopenCloexec)));
+  if (fs.get() >= 0 && syscall(kSysFsconfig, fs.get(), kFsconfigCmdCreate, nullptr, nullptr, 0) == 0) {
+    const int m = static_cast<int>(syscall(kSysFsmount, fs.get(), kFsmountCloexec, 0));
+    if (m >= 0) return root = m;
+  }
+  if (FILE* f = fopen("/proc/self/mountinfo", "re")) {
+    char line[1024];
+    while (root < 0 && fgets(line, sizeof line, f) != nullptr) {
+      // "id parent major:minor root mountpoint options ... - fstype source superoptions"
+      char at[256], point[512];
+      if (strstr(line, " - cgroup2 ") != nullptr && sscanf(line, "%*s %*s %*s %255s %511s", at, point) == 2 && strcmp(at, "/") == 0) {
+        root = ::open(point, O_PATH | O_DIRECTORY | O_CLOEXEC);
+      }
+    }
+    fclose(f);
+  }
+  return root;
+}
+
+// The process's cgroup v2 directory, opened; -1 when it cannot be.
+int OpenCgroup() {
+  const int root = CgroupRoot();
+  if (root < 0) return -1;
+  std::string path;
+  if (FILE* f = fopen("/proc/self/cgroup", "re")) {
+    char line[1024];
+    while (fgets(line, sizeof line, f) != nullptr) {
+      if (strncmp(line, "0::/", 4) != 0) continue;
+      path = line + 4;
+      while (!path.empty() && path.back() == '\n') path.pop_back();
+    }
+    fclose(f);
+  }
+  return ::openat(root, path.empty() ? "." : path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
+// Whether a cgroup BPF program sees the socket's datagrams and not the injector's: on inet
+// egress (the injector's packets have no socket), on UDP sendmsg (which may rewrite the
+// destination) or on socket creation (which may mark the socket, for routing and tc):
+// kHoldCgroupBpf, kHoldUnknown (no cgroup v2 to look at), or 0.
+int CgroupHolds(bool v6) {
+  Fd d(OpenCgroup());
+  if (d.get() < 0) return kHoldUnknown;
+  for (const int type : {BPF_CGROUP_INET_EGRESS, BPF_CGROUP_INET_SOCK_CREATE, v6 ? BPF_CGROUP_UDP6_SENDMSG : BPF_CGROUP_UDP4_SENDMSG}) {
+    union bpf_attr a;
+    memset(&a, 0, sizeof a);
+    a.query.target_fd = static_cast<uint32_t>(d.get());
+    a.query.attach_type = static_cast<uint32_t>(type);
+    a.query.query_flags = BPF_F_QUERY_EFFECTIVE;
+    if (Bpf(BPF_PROG_QUERY, &a) < 0) return kHoldUnknown;
+    if (a.query.prog_cnt > 0) return kHoldCgroupBpf;
+  }
+  return 0;
 }
 
 }  // namespace
@@ -154,10 +332,10 @@ int TunnelInjector::Open(const char* name, const char** what) {
   return 0;
 }
 
-bool TunnelInjector::Lookup(bool v6, const uint8_t* dst, int oif, const uint8_t* src, TunnelRoute* r) {
+bool TunnelInjector::Lookup(bool v6, const uint8_t* dst, int oif, const uint8_t* src, uint16_t sport, uint16_t dport, TunnelRoute* r) {
   const size_t alen = v6 ? 16 : 4;
   if (nl_ < 0) return false;
-  alignas(struct nlmsghdr) uint8_t req[128] = {};
+  alignas(struct nlmsghdr) uint8_t req[160] = {};
   auto* rq = reinterpret_cast<struct nlmsghdr*>(req);
   auto* rm = reinterpret_cast<struct rtmsg*>(req + NLMSG_HDRLEN);
   rq->nlmsg_len = NLMSG_LENGTH(sizeof(struct rtmsg));
@@ -174,6 +352,13 @@ bool TunnelInjector::Lookup(bool v6, const uint8_t* dst, int oif, const uint8_t*
     AddAttr(req, RTA_SRC, src, alen);
   }
   if (oif > 0) AddAttr(req, RTA_OIF, &oif, sizeof oif);
+  // what policy routing (ip rule) may select on, as for the socket's datagrams: its owner, UDP, ports
+  const uint32_t uid = geteuid();
+  const uint8_t proto = IPPROTO_UDP;
+  AddAttr(req, RTA_UID, &uid, sizeof uid);
+  AddAttr(req, RTA_IP_PROTO, &proto, 1);
+  AddAttr(req, RTA_SPORT, &sport, 2);
+  AddAttr(req, RTA_DPORT, &dport, 2);
   if (Retry([&] { return send(nl_, req, rq->nlmsg_len, 0); }) < 0) return false;
   alignas(struct nlmsghdr) uint8_t buf[4096];
   for (;;) {
@@ -206,6 +391,18 @@ bool TunnelInjector::Lookup(bool v6, const uint8_t* dst, int oif, const uint8_t*
   }
 }
 
+int TunnelInjector::Holds(bool v6) {
+  const uint64_t now = NowMs();
+  const int i = v6 ? 1 : 0;
+  if (heldAt_[i] == 0 || now - heldAt_[i] >= 1000) {
+    holds_[i] = NetfilterHolds(v6) | XfrmHolds(v6) | CgroupHolds(v6);
+    heldAt_[i] = now;
+  }
+  return holds_[i];
+}
+
+int InjectorSink::Holds(int family) { return inj_->Holds(family == AF_INET6); }
+
 bool InjectorSink::Route(const sockaddr_storage& to, TunnelRoute* r) {
   if ((to.ss_family != AF_INET && to.ss_family != AF_INET6) || !inj_->ready()) return false;
   const bool v6 = to.ss_family == AF_INET6;
@@ -225,7 +422,7 @@ bool InjectorSink::Route(const sockaddr_storage& to, TunnelRoute* r) {
     ilen = sizeof tos;
     getsockopt(sock_, IPPROTO_IPV6, IPV6_TCLASS, &tos, &ilen);
     if (IN6_IS_ADDR_LINKLOCAL(&d->sin6_addr) || IN6_IS_ADDR_MULTICAST(&d->sin6_addr) || IN6_IS_ADDR_V4MAPPED(&d->sin6_addr)) return false;
-    if (!inj_->Lookup(true, reinterpret_cast<const uint8_t*>(&d->sin6_addr), oif, reinterpret_cast<const uint8_t*>(&s->sin6_addr), &n)) return false;
+    if (!inj_->Lookup(true, reinterpret_cast<const uint8_t*>(&d->sin6_addr), oif, reinterpret_cast<const uint8_t*>(&s->sin6_addr), s->sin6_port, d->sin6_port, &n)) return false;
     n.sport = s->sin6_port;
     n.dport = d->sin6_port;
   } else {
@@ -236,14 +433,13 @@ bool InjectorSink::Route(const sockaddr_storage& to, TunnelRoute* r) {
     getsockopt(sock_, IPPROTO_IP, IP_TOS, &tos, &ilen);
     ilen = sizeof pmtu;
     getsockopt(sock_, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, &ilen);
-    if (!inj_->Lookup(false, reinterpret_cast<const uint8_t*>(&d->sin_addr), oif, reinterpret_cast<const uint8_t*>(&s->sin_addr), &n)) return false;
+    if (!inj_->Lookup(false, reinterpret_cast<const uint8_t*>(&d->sin_addr), oif, reinterpret_cast<const uint8_t*>(&s->sin_addr), s->sin_port, d->sin_port, &n)) return false;
     n.sport = s->sin_port;
     n.dport = d->sin_port;
   }
   n.ttl = static_cast<uint8_t>(ttl > 0 && ttl < 256 ? ttl : 64);
   n.tos = static_cast<uint8_t>(tos & ~3);
   n.df = pmtu != IP_PMTUDISC_DONT;
-  n.at = NowMs();
   *r = n;
   return true;
 }

@@ -30,8 +30,15 @@ struct TunnelRoute {
   uint8_t ttl = 64;  // hop limit for IPv6
   uint8_t tos = 0;   // traffic class for IPv6
   bool df = true;    // IPv4 only
-  uint64_t at = 0;  // when it was looked up (CLOCK_MONOTONIC, ms)
 };
+
+// What on the socket's way out the injector's packets would skip, so that tunnel GSO in its
+// default mode (auto) holds back while any of it is there (docs/design.md):
+// kHoldNetfilter: a hook on OUTPUT or POSTROUTING for the family (an nftables base chain of
+// the ip, ip6 or inet family, or an iptables-legacy table); kHoldXfrm: an outbound IPsec
+// policy; kHoldCgroupBpf: a cgroup BPF program of the process's on inet egress, UDP sendmsg or
+// socket creation (which may set the socket's mark); kHoldUnknown: one of these could not be read.
+enum TunnelHold { kHoldNetfilter = 1, kHoldXfrm = 2, kHoldCgroupBpf = 4, kHoldUnknown = 16 };
 
 // Where a FlowTable sends super-frames whole.
 class TunnelSink {
@@ -42,6 +49,8 @@ class TunnelSink {
   virtual bool Route(const sockaddr_storage& to, TunnelRoute* r) = 0;
   // Writes super-frame f[0, len) (its vnet header h, shape g) inside VXLAN with this VNI: 0 or -errno.
   virtual int Send(const TunnelRoute& r, uint32_t vni, const VnetHdr& h, const GsoShape& g, const uint8_t* f, size_t len) = 0;
+  // What on the socket's way out to the family's remotes the sink's packets would skip: TunnelHold bits, 0 for nothing.
+  virtual int Holds(int family) = 0;
 };
 
 // The injector's TAP and BPF program: one per process, gone with it (the TAP is not
@@ -57,10 +66,15 @@ class TunnelInjector {
   bool ready() const { return tap_ >= 0; }
   int fd() const { return tap_; }
   // The underlay route to dst (4 or 16 bytes as v6; oif: the socket's bound device, 0 for any;
-  // src: its bound address, or all zeros): false when there is none or it is not a unicast one.
-  bool Lookup(bool v6, const uint8_t* dst, int oif, const uint8_t* src, TunnelRoute* r);
+  // src: its bound address, or all zeros; the UDP ports in network order): false when there is
+  // none or it is not a unicast one.
+  bool Lookup(bool v6, const uint8_t* dst, int oif, const uint8_t* src, uint16_t sport, uint16_t dport, TunnelRoute* r);
+  // TunnelHold bits for the family's way out, looked at again when a second has passed.
+  int Holds(bool v6);
 
  private:
+  int holds_[2] = {};
+  uint64_t heldAt_[2] = {};
   int tap_ = -1;
   int prog_ = -1;
   int link_ = -1;
@@ -74,6 +88,7 @@ class InjectorSink : public TunnelSink {
   InjectorSink(TunnelInjector* inj, int sock) : inj_(inj), sock_(sock) {}
   bool Route(const sockaddr_storage& to, TunnelRoute* r) override;
   int Send(const TunnelRoute& r, uint32_t vni, const VnetHdr& h, const GsoShape& g, const uint8_t* f, size_t len) override;
+  int Holds(int family) override;
 
  private:
   TunnelInjector* inj_;

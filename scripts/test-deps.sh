@@ -2,7 +2,8 @@
 # What the namespace tests, the demo and the benchmarks need of a Debian 12 machine, by command
 # and package: iproute2 (ip netns, bridges), iputils-ping, ethtool (tx checksum offload off on the
 # kernel side in interop tests), tcpdump (wire captures), iperf3 and socat (benchmarks), etcd and
-# etcdctl (the etcd control plane's tests start their own), python3 (an application sending UDP
+# etcdctl (the etcd control plane's tests start their own), nft and iptables-legacy (netfilter
+# rules that hold tunnel GSO back in its auto mode), python3 (an application sending UDP
 # GSO through the overlay: Node's dgram cannot), the aarch64 cross-compiler and qemu-user (the
 # package test builds the linux-arm64 prebuild and runs it on an arm64 Node); with --toolchain
 # also what node-gyp needs to build the TAP addon (g++, make; python3 too).
@@ -32,6 +33,8 @@ need etcdctl etcd-client
 need aarch64-linux-gnu-g++ g++-aarch64-linux-gnu
 need qemu-aarch64 qemu-user
 need python3 python3
+need nft nftables
+need iptables-legacy iptables
 if [ "$toolchain" = 1 ]; then
   need make make
   need g++ g++

@@ -114,17 +114,26 @@ export interface VtepOptions {
    */
   datapath?: DatapathMode;
   /**
-   * Tunnel GSO (default false; Linux 6.17 or later, the datapath process, IPv4 or IPv6 underlay): TCP
+   * Tunnel GSO (Linux 6.17 or later, the datapath process, IPv4 or IPv6 underlay): TCP
    * super-frames leave whole, as one VXLAN-in-UDP packet with its offload metadata, the way the
    * kernel's VTEP sends them, instead of UDP GSO messages of MSS-sized datagrams. A kernel VTEP
    * on the same host takes them without cutting them apart; a NIC with UDP tunnel segmentation
    * cuts them in hardware. They go through a TAP of the datapath process's own (`uvt-gso<pid>`)
-   * and a BPF program that hands them to the underlay device, past the host's netfilter OUTPUT
-   * and POSTROUTING hooks (docs/design.md). Opening the VTEP fails with the reason where this
-   * cannot work.
+   * and a BPF program that hands them to the underlay device, past what the socket's datagrams
+   * meet on their way out: netfilter OUTPUT and POSTROUTING, IPsec policies, cgroup BPF
+   * programs (docs/design.md).
+   *
+   * - `'auto'` (the default): only while none of these is there for the underlay's family
+   *   (looked at again every second), and only where it can work; otherwise the socket sends,
+   *   and `io.tunnelGsoHeld` says why.
+   * - `true` (`'on'`): always, past whatever is there; opening the VTEP fails with the reason
+   *   where it cannot work.
+   * - `false` (`'off'`): never.
    */
-  tunnelGso?: boolean;
+  tunnelGso?: TunnelGsoMode | boolean;
 }
+
+export type TunnelGsoMode = 'auto' | 'on' | 'off';
 
 export type DatapathMode = 'process' | 'inline';
 
@@ -165,7 +174,7 @@ export interface VtepConfig {
   flowCache: boolean;
   /** Undefined: the default (src/datapath.ts datapathDefault). */
   datapath: DatapathMode | undefined;
-  tunnelGso: boolean;
+  tunnelGso: TunnelGsoMode;
 }
 
 export function resolveConfig(o: VtepOptions): VtepConfig {
@@ -242,9 +251,11 @@ export function resolveConfig(o: VtepOptions): VtepConfig {
   }
   const tos = o.tos === 'inherit' ? 'inherit' : checkInt(o.tos ?? 0, 'tos', 0, 255, '"inherit" or an integer');
   if (o.datapath !== undefined && o.datapath !== 'process' && o.datapath !== 'inline') fail('datapath', ErrorCode.InvalidOption, `expected "process" or "inline", got ${show(o.datapath)}`);
-  const tunnelGso = checkBool(o.tunnelGso ?? false, 'tunnelGso');
-  if (tunnelGso && o.datapath === 'inline') fail('tunnelGso', ErrorCode.InvalidOption, 'tunnel GSO is sent by the datapath process: not with datapath "inline"');
-  if (tunnelGso && o.flowCache === false) fail('tunnelGso', ErrorCode.InvalidOption, 'tunnel GSO is sent by the flow cache: not with flowCache false');
+  const t = o.tunnelGso ?? 'auto';
+  if (t !== true && t !== false && t !== 'auto' && t !== 'on' && t !== 'off') fail('tunnelGso', ErrorCode.InvalidOption, `expected "auto", "on", "off" or a boolean, got ${show(t)}`);
+  const tunnelGso: TunnelGsoMode = t === true ? 'on' : t === false ? 'off' : t;
+  if (tunnelGso === 'on' && o.datapath === 'inline') fail('tunnelGso', ErrorCode.InvalidOption, 'tunnel GSO is sent by the datapath process: not with datapath "inline"');
+  if (tunnelGso === 'on' && o.flowCache === false) fail('tunnelGso', ErrorCode.InvalidOption, 'tunnel GSO is sent by the flow cache: not with flowCache false');
   const df = o.df ?? 'unset';
   if (df !== 'set' && df !== 'unset') fail('df', ErrorCode.InvalidOption, `expected "set" or "unset", got ${show(df)}`);
 

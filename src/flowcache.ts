@@ -49,8 +49,8 @@ export interface FlowCacheParams {
   learning: boolean;
   /** Runs of equal-size frames to one destination leave as one UDP GSO message. */
   gso: boolean;
-  /** TCP super-frames leave whole as tunnel GSO (the datapath process only: native/tunnel.h). */
-  tunnelGso?: boolean;
+  /** TCP super-frames leave whole as tunnel GSO (the datapath process only: native/tunnel.h): always, or only while nothing would be skipped. */
+  tunnelGso?: 'on' | 'auto' | 'off';
   stats: Float64Array;
   seen: Float64Array;
 }
@@ -105,9 +105,14 @@ export class FlowCache {
     return this.handle;
   }
 
-  /** 1: tunnel GSO is on; -errno: asked for and could not be; 0: not asked (read after a round trip to the datapath process). */
+  /** 1: tunnel GSO may be sent; -errno: asked for and could not be; 0: not asked (read after a round trip to the datapath process). */
   get tunnelState(): number {
     return this.stats[FlowCacheStat.TunnelState]!;
+  }
+
+  /** In the auto mode, the TunnelHold bits (TUNNEL_HOLDS) that keep tunnel GSO from being sent now. */
+  get tunnelHeld(): number {
+    return this.stats[FlowCacheStat.TunnelHeld]!;
   }
 
   enable(on: boolean): void {

@@ -270,7 +270,7 @@ export class Instance extends EventEmitter<InstanceEvents> {
       // a control plane that keeps the flow cache off (source filter, station tracking, ARP/ND
       // suppression) gains nothing from the datapath process: inline unless asked for
       const cacheOff = this.plane !== undefined && (spec.plane?.allow === true || spec.plane?.macs === true || spec.plane?.proxy === true);
-      vtep = createVtep({ ...spec.vtep, ...(cacheOff && spec.vtep.datapath === undefined && spec.vtep.tunnelGso !== true ? { datapath: 'inline' as const } : {}), frameDevice: tap, endpoint: ep });
+      vtep = createVtep({ ...spec.vtep, ...(cacheOff && spec.vtep.datapath === undefined && spec.vtep.tunnelGso !== true && spec.vtep.tunnelGso !== 'on' ? { datapath: 'inline' as const } : {}), frameDevice: tap, endpoint: ep });
       await vtep.start();
       const h: HostedVtep = { name: tap.name, vtep, tap, endpoint: ep, bridge: spec.tap.bridge, startedAt: new Date().toISOString(), spec };
       if (this.plane !== undefined) await this.plane.join(h);

@@ -32,13 +32,16 @@ export interface FlowCacheHandle {
   close(): void;
 }
 
-/** Indices of a flow cache's stats array (native/flowcache.cc). */
 /**
- * TxTunnel: super-frames sent whole as tunnel GSO; RxSuper: TCP super-frames received whole and
- * written as GSO frames; TunnelState: 1 sending tunnel GSO, -errno could not, 0 not asked (native/flowtable.h).
+ * Indices of a flow cache's stats array (native/flowtable.h). TxTunnel: super-frames sent whole
+ * as tunnel GSO; RxSuper: TCP super-frames received whole and written as GSO frames;
+ * TunnelState: 1 tunnel GSO may be sent, -errno could not, 0 not asked; TunnelHeld: the
+ * TunnelHold bits that keep the auto mode from sending it now.
  */
-export const FlowCacheStat = { TxFrames: 0, TxBytes: 1, RxDatagrams: 2, RxBytes: 3, RxLost: 4, RxLostBytes: 5, TxTunnel: 6, RxSuper: 7, TunnelState: 8 } as const;
-export const FLOW_CACHE_STATS = 9;
+export const FlowCacheStat = { TxFrames: 0, TxBytes: 1, RxDatagrams: 2, RxBytes: 3, RxLost: 4, RxLostBytes: 5, TxTunnel: 6, RxSuper: 7, TunnelState: 8, TunnelHeld: 9 } as const;
+export const FLOW_CACHE_STATS = 10;
+/** native/tunnel.h's TunnelHold bits, by the name `io.tunnelGsoHeld` gives them. */
+export const TUNNEL_HOLDS = { netfilter: 1, xfrm: 2, 'cgroup-bpf': 4, unknown: 16 } as const;
 /** Entries per table (tx, rx); `seen` has one element per slot. */
 export const FLOW_CACHE_SLOTS = 256;
 
@@ -169,8 +172,8 @@ export interface NativeBinding {
     id?: number,
   ) => TapReaderHandle;
   UdpSocket: new (family: 4 | 6, stats: Float64Array) => UdpSocketHandle;
-  /** With `datapath`, the cache forwards in the datapath process (stats, seen, tapStats in its memory), and `tunnelGso` asks it for tunnel GSO (native/tunnel.h). */
-  FlowCache: new (tap: NativeTap, socket: UdpSocketHandle, vni: number, ownMac: number, maxFrame: number, learning: boolean, gro: boolean, gso: boolean, mtu: number, stats: Float64Array, seen: Float64Array, tapStats: Float64Array, datapath?: NativeDatapath, tunnelGso?: boolean) => FlowCacheHandle;
+  /** With `datapath`, the cache forwards in the datapath process (stats, seen, tapStats in its memory), and `tunnelGso` ('on' or 'auto') asks it for tunnel GSO (native/tunnel.h). */
+  FlowCache: new (tap: NativeTap, socket: UdpSocketHandle, vni: number, ownMac: number, maxFrame: number, learning: boolean, gro: boolean, gso: boolean, mtu: number, stats: Float64Array, seen: Float64Array, tapStats: Float64Array, datapath?: NativeDatapath, tunnelGso?: 'on' | 'auto' | 'off') => FlowCacheHandle;
   Datapath: new (shmBytes: number) => NativeDatapath;
   /** Busy polling after each batch, in microseconds (0 = off). Process-wide. */
   setBusyPoll(us: number): void;

@@ -29,6 +29,7 @@ import { EcnDecap, ecnDecapsulate, encapEcn, innerEcn, innerTtl } from './wire/i
 import { isPartialTcp } from './wire/tcp.js';
 import { proxyReply, type LocalStations, type NeighTable } from './neigh.js';
 import { FlowCache } from './flowcache.js';
+import { TUNNEL_HOLDS } from './native.js';
 import { DatapathProcess, datapathDefault } from './datapath.js';
 
 /** Why a frame or datagram was dropped. Numeric on the data path; names via `DROP_REASONS`. */
@@ -135,9 +136,18 @@ export interface VtepIo extends Omit<DeviceCounters, 'offloadInvalid' | 'groWrit
   flowCacheRx: number;
   /** Where the flow cache forwards: 'process' (the datapath process, src/datapath.ts) or 'inline'. */
   datapath: 'process' | 'inline';
-  /** Whether TCP super-frames leave whole as tunnel GSO (`tunnelGso`), and how many did. */
+  /** Whether TCP super-frames to unicast remotes leave whole as tunnel GSO now (`tunnelGso`), and how many did. */
   tunnelGso: boolean;
   txTunnelSuperFrames: number;
+  /**
+   * Why tunnel GSO in its auto mode is not sent now, empty when it is (or is off): 'netfilter'
+   * (hooks on OUTPUT or POSTROUTING), 'xfrm' (an outbound IPsec policy), 'cgroup-bpf' (a program
+   * on egress, UDP sendmsg or socket creation), 'unknown' (one of these could not be read), or
+   * 'unavailable' (this host cannot send it: `tunnelGsoError` says why).
+   */
+  tunnelGsoHeld: string[];
+  /** Why tunnel GSO could not be set up here, when it could not. */
+  tunnelGsoError?: string;
 }
 
 export interface VtepSendErrorInfo {
@@ -208,6 +218,9 @@ export class Vtep extends EventEmitter<VtepEvents> {
   private proxyReplies = 0;
   /** Decisions forwarded natively (src/flowcache.ts), when the device and the transport allow it. */
   private fc: FlowCache | undefined;
+  private fcOn = false;
+  /** Why the datapath process could not set up tunnel GSO (the auto mode goes on without it). */
+  private tunnelError: string | undefined;
   private dp: DatapathProcess | undefined;
   // counters
   private rxDatagrams = 0;
@@ -361,8 +374,9 @@ export class Vtep extends EventEmitter<VtepEvents> {
    */
   private openFlowCache(): void {
     const tunnel = this.config.tunnelGso;
+    const must = tunnel === 'on';
     if (!this.config.flowCache || this.inheritTos || this.wantTtl) {
-      if (tunnel) fail('tunnelGso', ErrorCode.InvalidOption, `tunnel GSO is sent by the flow cache, which ${this.config.flowCache ? 'a TOS or TTL of "inherit" keeps off' : 'is off'}`);
+      if (must) fail('tunnelGso', ErrorCode.InvalidOption, `tunnel GSO is sent by the flow cache, which ${this.config.flowCache ? 'a TOS or TTL of "inherit" keeps off' : 'is off'}`);
       return;
     }
     const canHand = this.device.useDatapath !== undefined && this.transport.useDatapath !== undefined && this.transport.flowSocket?.() !== undefined;
@@ -370,21 +384,22 @@ export class Vtep extends EventEmitter<VtepEvents> {
     // process reads only where the cache runs: while a policy keeps the cache off, it hands JS
     // every packet, which costs more than reading inline (docs/benchmarks.md)
     // by default only where the cache starts on: a source filter keeps it off for good
-    const mode = this.config.datapath ?? (this.allow !== undefined && !tunnel ? 'inline' : datapathDefault());
+    const mode = this.config.datapath ?? (this.allow !== undefined && !must ? 'inline' : datapathDefault());
     const dp = canHand && mode === 'process' ? DatapathProcess.acquire() : undefined;
     const fc = FlowCache.open(this.device, this.transport, { vni: this.vni, ownMac: this.ownMac, maxFrame: this.maxFrame, learning: this.learning, gso: this.config.gso, tunnelGso: tunnel }, dp);
     if (dp !== undefined && fc?.datapath !== true) dp.release();
     else if (dp !== undefined) this.dp = dp;
     if (fc === undefined) {
-      if (tunnel) fail('tunnelGso', ErrorCode.InvalidOption, 'tunnel GSO needs the native TAP and UDP endpoint (not a memory device or the dgram transport, nor a --srcport range)');
+      if (must) fail('tunnelGso', ErrorCode.InvalidOption, 'tunnel GSO needs the native TAP and UDP endpoint (not a memory device or the dgram transport, nor a --srcport range)');
       return;
     }
     this.fc = fc;
-    if (tunnel) {
-      if (!fc.datapath) fail('tunnelGso', ErrorCode.InvalidOption, `tunnel GSO is sent by the datapath process, which ${mode === 'inline' ? 'is not asked for (datapath "inline", or a source filter)' : 'could not take this VTEP'}`);
+    if (must && !fc.datapath) fail('tunnelGso', ErrorCode.InvalidOption, `tunnel GSO is sent by the datapath process, which ${mode === 'inline' ? 'is not asked for (datapath "inline", or a source filter)' : 'could not take this VTEP'}`);
+    if (tunnel !== 'off' && fc.datapath) {
       dp!.handle.hello(); // the process has made the table (and tried the injector) when it answers
       const state = fc.tunnelState;
-      if (state < 0) fail('tunnelGso', ErrorCode.InvalidOption, `tunnel GSO is not available here: ${tunnelReason(-state)}`);
+      if (state < 0) this.tunnelError = `tunnel GSO is not available here: ${tunnelReason(-state)}`;
+      if (must && this.tunnelError !== undefined) fail('tunnelGso', ErrorCode.InvalidOption, this.tunnelError);
     }
     const touch = (mac: number) => this.fdb.touch(mac);
     this.fdb.beforeAgeRead = () => fc.refresh(touch);
@@ -400,6 +415,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
     const on = this.state === 'running' && this.allow === undefined && this.members === undefined && this.stations === undefined && this.neigh === undefined;
     if (!on) this.fc?.clear();
     this.fc?.enable(on);
+    this.fcOn = on && this.fc !== undefined;
   }
 
   /** Stops both directions and releases the device and the socket. Idempotent. */
@@ -477,8 +493,10 @@ export class Vtep extends EventEmitter<VtepEvents> {
         datapath: this.fc?.datapath === true ? 'process' : 'inline',
         flowCacheTx: f?.txFrames ?? 0,
         flowCacheRx: f?.rxDatagrams ?? 0,
-        tunnelGso: this.fc !== undefined && this.fc.tunnelState > 0,
+        tunnelGso: this.fc !== undefined && this.fcOn && this.fc.tunnelState > 0 && this.fc.tunnelHeld === 0,
         txTunnelSuperFrames: f?.txTunnel ?? 0,
+        tunnelGsoHeld: this.tunnelHeld(),
+        ...(this.tunnelError !== undefined ? { tunnelGsoError: this.tunnelError } : {}),
         sendCalls: t?.sendCalls ?? 0,
         sentMsgs: t?.sentMsgs ?? 0,
         sentDatagrams: t?.sentDatagrams ?? 0,
@@ -737,12 +755,26 @@ export class Vtep extends EventEmitter<VtepEvents> {
     }
   };
 
+  /** io.tunnelGsoHeld: why the auto mode does not send tunnel GSO now. */
+  private tunnelHeld(): string[] {
+    if (this.config.tunnelGso !== 'auto' || this.fc === undefined || !this.fc.datapath) return [];
+    if (this.tunnelError !== undefined) return ['unavailable'];
+    return holdNames(this.fc.tunnelHeld);
+  }
+
   private readonly onFatal = (err: Error): void => {
     if (this.state === 'closed') return;
     void this.close().then(() => {
       if (this.listenerCount('error') > 0) this.emit('error', err);
     });
   };
+}
+
+/** TUNNEL_HOLDS' names for the bits in `held`. */
+function holdNames(held: number): string[] {
+  return Object.entries(TUNNEL_HOLDS)
+    .filter(([, bit]) => (held & bit) !== 0)
+    .map(([name]) => name);
 }
 
 /** Why the datapath process could not send tunnel GSO (native/tunnel.cc logs the step too). */

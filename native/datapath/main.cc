@@ -570,7 +570,7 @@ bool Control() {
         st[kTunnelState] = state;
         if (state > 0) {
           if (!u->tunnel) u->tunnel = std::make_unique<InjectorSink>(&g_injector, u->fd);
-          f.table->AttachTunnel(u->tunnel.get());
+          f.table->AttachTunnel(u->tunnel.get(), m.flow.tunnel == kDpTunnelAuto);
         }
       }
       f.tap = t;

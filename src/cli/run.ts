@@ -299,6 +299,9 @@ async function serve(
       { tap: h.name, mtu: i.mtu, mac: i.mac, vni: i.vni, remotes: i.remotes, dstport: i.dstport, listen: i.listen, bridge: h.bridge, control: control?.path, datapath: dpPid !== undefined ? 'process' : 'inline', datapathPid: dpPid },
       `${h.name} up: vni ${i.vni}, mtu ${i.mtu}, mac ${i.mac}, remotes ${i.remotes.length ? i.remotes.join(', ') : 'none (learning and static entries only)'}, dstport ${i.dstport}, listening on ${i.listen}${h.bridge ? `, bridge ${h.bridge}` : ''}${dpPid !== undefined ? `, datapath process ${dpPid}` : ''}`,
     );
+    // tunnel GSO by default (auto) that this host cannot send: said once
+    const e = h.vtep.stats.io.tunnelGsoError;
+    if (e !== undefined) log.info({ tap: h.name, tunnelGso: h.vtep.config.tunnelGso }, `${h.name}: ${e}; super-frames leave as UDP GSO messages`);
   };
   /** A VTEP's counters, its endpoint's and its FDB, for its last record. */
   const snapshot = (h: HostedVtep) => ({ tap: h.name, vni: h.vtep.config.vni, stats: h.vtep.stats, endpoint: h.endpoint.stats, fdb: h.vtep.fdb.list() });

@@ -236,7 +236,7 @@ export class TapDevice implements FrameDevice {
     if (dp !== undefined && dp !== this.datapath) return undefined;
     const handle =
       dp !== undefined
-        ? new this.native.FlowCache(this.dev, socket, p.vni, p.ownMac, p.maxFrame, p.learning, this.gro, p.gso, this.mtu, p.stats, p.seen, this.dpWriteStats!, dp.handle, p.tunnelGso === true)
+        ? new this.native.FlowCache(this.dev, socket, p.vni, p.ownMac, p.maxFrame, p.learning, this.gro, p.gso, this.mtu, p.stats, p.seen, this.dpWriteStats!, dp.handle, p.tunnelGso)
         : new this.native.FlowCache(this.dev, socket, p.vni, p.ownMac, p.maxFrame, p.learning, this.gro, p.gso, this.mtu, p.stats, p.seen, this.writeStats);
     reader.setFlowCache(handle);
     return { handle, detach: () => reader.setFlowCache(null) };

@@ -3,8 +3,11 @@
 // kernel VTEP, IPv4 and IPv6 underlay, with the kernel peer's offloads on (its defaults: partial
 // inner checksums and tunnel-GSO super-frames over veth) and off; partial checksums from the TAP
 // never reach the wire; counters show the batching happened.
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { expect, it } from 'vitest';
-import { ping, tcpTransfer, type Host, type LogRecord } from '../../src/lab/testbed.js';
+import { ping, tcpTransfer, uvtepBin, type Host, type LogRecord } from '../../src/lab/testbed.js';
 import { udpExchange, udpSnmp } from '../helpers/udp.js';
 import { waitFor } from '../helpers/wait.js';
 import { describeNs, kernelVtep, NsFixture, twoHosts } from './setup.js';
@@ -67,8 +70,9 @@ describeNs('fast path: integrity (SHA-256) with the native endpoint and TAP offl
   it.each([
     ['IPv4', false],
     ['IPv6', true],
-  ])('uvtep <-> uvtep, %s underlay: 128 MB each way; super-frames split, GSO out, GRO in, coalesced writes', async (_n, v6) => {
-    const { h1, h2, a, b } = await uvtepPair(v6 ? 'fp6' : 'fp4', v6 as boolean);
+  ])('uvtep <-> uvtep, %s underlay, --tunnel-gso off: 128 MB each way; super-frames split, GSO out, GRO in, coalesced writes', async (_n, v6) => {
+    const off = ['--tunnel-gso', 'off'];
+    const { h1, h2, a, b } = await uvtepPair(v6 ? 'fp6' : 'fp4', v6 as boolean, off, off);
     await bothWays(h1, h2, 128 * MB);
     const sa = statsOf((await a.stop()).final);
     const sb = statsOf((await b.stop()).final);
@@ -118,9 +122,119 @@ describeNs('fast path: integrity (SHA-256) with the native endpoint and TAP offl
   }, 400_000);
 });
 
-type TunnelStats = Stats & { io: Io & { tunnelGso: boolean; txTunnelSuperFrames: number; rxSuperFrames: number; partialCsum: number; badCsum: number; datapath: string } };
+type TunnelStats = Stats & { io: Io & { tunnelGso: boolean; txTunnelSuperFrames: number; tunnelGsoHeld: string[]; rxSuperFrames: number; partialCsum: number; badCsum: number; datapath: string } };
+/** An nftables chain on h's OUTPUT hook that counts the datagrams to port 4789 (`nft list chain inet uvt_t out`). */
+async function countOnOutput(h: Host): Promise<void> {
+  await h.run(['nft', 'add', 'table', 'inet', 'uvt_t']);
+  await h.run(['nft', 'add', 'chain', 'inet', 'uvt_t', 'out', '{ type filter hook output priority 0; }']);
+  await h.run(['nft', 'add', 'rule', 'inet', 'uvt_t', 'out', 'udp', 'dport', '4789', 'counter']);
+}
+const nftBytes = async (h: Host) => Number(/bytes (\d+)/.exec(await h.run(['nft', 'list', 'chain', 'inet', 'uvt_t', 'out']))?.[1]);
+const liveStats = async (h: Host): Promise<TunnelStats> => JSON.parse((await h.exec([process.execPath, uvtepBin(), 'stats', '--json'])).stdout) as TunnelStats;
 
-describeNs('fast path: tunnel GSO (--tunnel-gso)', () => {
+describeNs('fast path: tunnel GSO by default (--tunnel-gso auto)', () => {
+  it('sent only while nothing on the way out would be skipped: an nftables or iptables rule on OUTPUT, an IPsec policy; the rules see every packet meanwhile, 16 MB per step byte-identical', async () => {
+    const { h1, h2, a } = await kernelPair('tgauto', false, 'on');
+    const up = (await a.ready()) as LogRecord & { datapathPid: number };
+    const step = async (port: number, label: string) => {
+      const before = await liveStats(h1);
+      const r = await tcpTransfer(h2, h1, '10.0.0.107', port, 16 * MB, 120_000); // h1 -> h2
+      expect(r.ok, `${label}: bytes identical`).toBe(true);
+      const after = await liveStats(h1);
+      return { whole: after.io.txTunnelSuperFrames - before.io.txTunnelSuperFrames, gso: after.txGsoSends - before.txGsoSends, after };
+    };
+    // the rules change under the VTEP: it looks at them every second, its entries every second
+    const settle = () => new Promise((r) => setTimeout(r, 2500));
+
+    // nothing on the way out in a new namespace: super-frames leave whole, with no option given
+    const clean = await step(5221, 'clean');
+    expect(clean.whole, 'whole super-frames, by default').toBeGreaterThan(100);
+    expect(clean.after.io.tunnelGso).toBe(true);
+    expect(clean.after.io.tunnelGsoHeld).toEqual([]);
+    expect((await h1.exec(['ip', 'link', 'show', `uvt-gso${up.datapathPid}`])).code).toBe(0);
+
+    // an nftables chain on OUTPUT that counts the VTEP's datagrams: held back, and the rule sees them
+    await countOnOutput(h1);
+    await settle();
+    const nft = await step(5222, 'nftables');
+    expect(nft.whole, 'no whole super-frames under an OUTPUT hook').toBe(0);
+    expect(nft.gso, 'UDP GSO messages through the socket').toBeGreaterThan(100);
+    expect(nft.after.io.tunnelGso).toBe(false);
+    expect(nft.after.io.tunnelGsoHeld).toEqual(['netfilter']);
+    // (a UDP GSO message is one packet there: its bytes are what adds up)
+    expect(await nftBytes(h1), 'bytes the OUTPUT rule counted').toBeGreaterThan(16 * MB);
+    await h1.run(['nft', 'delete', 'table', 'inet', 'uvt_t']);
+    await settle();
+    expect((await step(5223, 'nftables gone')).whole, 'whole again once the chain is gone').toBeGreaterThan(100);
+
+    // an iptables-legacy table (its filter table hooks OUTPUT)
+    await h1.run(['iptables-legacy', '-A', 'OUTPUT', '-p', 'udp', '--dport', '4789', '-j', 'ACCEPT']);
+    await settle();
+    const legacy = await step(5224, 'iptables-legacy');
+    expect(legacy.whole).toBe(0);
+    expect(legacy.after.io.tunnelGsoHeld).toEqual(['netfilter']);
+    const row = (await h1.run(['iptables-legacy', '-v', '-x', '-n', '-L', 'OUTPUT'])).split('\n')[2]!.trim().split(/\s+/);
+    expect(Number(row[1]), 'bytes the iptables rule counted').toBeGreaterThan(16 * MB);
+
+    // an outbound IPsec policy (for ICMP only: it changes nothing for the datagrams, and still holds back)
+    await h1.run(['iptables-legacy', '-F', 'OUTPUT']);
+    const xfrm = ['ip', 'xfrm', 'policy', 'add', 'dir', 'out', 'src', '0.0.0.0/0', 'dst', '0.0.0.0/0', 'proto', 'icmp', 'action', 'allow'];
+    await h1.run(xfrm);
+    await settle();
+    const ipsec = await step(5225, 'xfrm');
+    expect(ipsec.whole).toBe(0);
+    // the legacy filter table stays registered (empty) once made: both hold back
+    expect(ipsec.after.io.tunnelGsoHeld).toEqual(['netfilter', 'xfrm']);
+    const s = statsOf((await a.stop()).final) as TunnelStats;
+    expect(s.dropsTotal).toBe(0);
+    expect(s.io.badCsum).toBe(0);
+  }, 400_000);
+
+  it('a cgroup BPF program on egress for the process (as systemd\'s IPAddressDeny= makes) holds it back while it is there', async () => {
+    // the hierarchy as this process sees it (ip netns exec shows none inside: uvtep mounts its own)
+    const mount = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')).find((f) => f[4] !== undefined && f[3] === '/' && f.includes('cgroup2'))?.[4];
+    expect(mount, 'a cgroup v2 mount').toBeDefined();
+    const dir = path.join(mount!, `uvt-tgcg-${process.pid}`);
+    const helper = path.join(import.meta.dirname, '../helpers/cgroup-bpf.py');
+    const { h1, h2, a } = await kernelPair('tgcg', false, 'on');
+    const up = (await a.ready()) as LogRecord & { datapathPid: number };
+    try {
+      expect((await tcpTransfer(h2, h1, '10.0.0.107', 5227, 8 * MB, 120_000)).ok).toBe(true);
+      const before = await liveStats(h1);
+      expect(before.io.txTunnelSuperFrames).toBeGreaterThan(50);
+      execFileSync('python3', [helper, 'add', dir, String(a.child.pid), String(up.datapathPid)]);
+      await new Promise((r) => setTimeout(r, 2500));
+      expect((await tcpTransfer(h2, h1, '10.0.0.107', 5228, 16 * MB, 120_000)).ok).toBe(true);
+      const held = await liveStats(h1);
+      expect(held.io.txTunnelSuperFrames - before.io.txTunnelSuperFrames).toBe(0);
+      expect(held.io.tunnelGsoHeld).toEqual(['cgroup-bpf']);
+    } finally {
+      await a.stop();
+      execFileSync('python3', [helper, 'del', dir]);
+    }
+  }, 400_000);
+
+  it('--tunnel-gso on sends past an OUTPUT hook (the rule sees none of the super-frames); --tunnel-gso off never sends whole', async () => {
+    const on = await kernelPair('tgon', false, 'on', ['--tunnel-gso', 'on']);
+    await countOnOutput(on.h1);
+    expect((await tcpTransfer(on.h2, on.h1, '10.0.0.107', 5226, 16 * MB, 120_000)).ok).toBe(true);
+    const counted = await nftBytes(on.h1);
+    const son = statsOf((await on.a.stop()).final) as TunnelStats;
+    expect(son.io.txTunnelSuperFrames).toBeGreaterThan(100);
+    expect(son.io.tunnelGsoHeld).toEqual([]);
+    // only what left through the socket (ARP, the handshake, a few first frames): a small part of the 16 MB
+    expect(counted).toBeLessThan((16 * MB) / 8);
+
+    const off = await kernelPair('tgoff', false, 'on', ['--tunnel-gso', 'off']);
+    await bothWays(off.h1, off.h2, 16 * MB);
+    const soff = statsOf((await off.a.stop()).final) as TunnelStats;
+    expect(soff.io.txTunnelSuperFrames).toBe(0);
+    expect(soff.io.tunnelGso).toBe(false);
+    expect(soff.txGsoSends).toBeGreaterThan(100);
+  }, 400_000);
+});
+
+describeNs('fast path: tunnel GSO (--tunnel-gso on)', () => {
   it.each([
     ['IPv4, kernel offloads on', false, 'on', false],
     ['IPv4, kernel offloads off', false, 'off', false],
@@ -128,7 +242,7 @@ describeNs('fast path: tunnel GSO (--tunnel-gso)', () => {
     ['IPv6, kernel offloads on', true, 'on', false],
     ["IPv6, h1's underlay without tunnel segmentation or checksum offload (every segment's outer UDP checksum computed from uvtep's seed)", true, 'on', true],
   ])('uvtep --tunnel-gso -> kernel VTEP, %s: super-frames leave whole through the injector, 128 MB each way byte-identical', async (_n, v6, offl, softGso) => {
-    const { h1, h2, a } = await kernelPair(`tgk${v6 ? 6 : 4}${offl}${softGso ? 's' : ''}`, v6 as boolean, offl as 'on' | 'off', ['--tunnel-gso']);
+    const { h1, h2, a } = await kernelPair(`tgk${v6 ? 6 : 4}${offl}${softGso ? 's' : ''}`, v6 as boolean, offl as 'on' | 'off', ['--tunnel-gso', 'on']);
     // no tunnel segmentation and no checksum offload on h1's veth: the kernel cuts the super-frames
     // and computes every checksum in software, from the pseudo-header sums uvtep left, and h2 verifies them
     if (softGso) await h1.run(['ethtool', '-K', 'eth0', 'tx', 'off', 'tx-udp_tnl-segmentation', 'off', 'tx-udp_tnl-csum-segmentation', 'off']);
@@ -160,7 +274,7 @@ describeNs('fast path: tunnel GSO (--tunnel-gso)', () => {
   }, 400_000);
 
   it('uvtep <-> uvtep, both --tunnel-gso: each takes the other\'s whole super-frames natively, 64 MB each way byte-identical', async () => {
-    const { h1, h2, a, b } = await uvtepPair('tguu', false, ['--tunnel-gso'], ['--tunnel-gso']);
+    const { h1, h2, a, b } = await uvtepPair('tguu', false, ['--tunnel-gso', 'on'], ['--tunnel-gso', 'on']);
     await bothWays(h1, h2, 64 * MB);
     for (const s of [statsOf((await a.stop()).final), statsOf((await b.stop()).final)] as TunnelStats[]) {
       expect(s.io.tunnelGso).toBe(true);
@@ -172,7 +286,7 @@ describeNs('fast path: tunnel GSO (--tunnel-gso)', () => {
   }, 400_000);
 
   it('the injector removed under a stream: super-frames leave through the socket again, nothing lost', async () => {
-    const { h1, h2, a } = await kernelPair('tgdel', false, 'on', ['--tunnel-gso']);
+    const { h1, h2, a } = await kernelPair('tgdel', false, 'on', ['--tunnel-gso', 'on']);
     const up = (await a.ready()) as LogRecord & { datapathPid: number };
     const first = await tcpTransfer(h2, h1, '10.0.0.107', 5203, 32 * MB, 180_000); // h1 -> h2: through the injector
     expect(first.ok).toBe(true);
