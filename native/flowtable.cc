@@ -232,6 +232,10 @@ int FlowTable::Encap(uint8_t* slab, int32_t* offs, const int32_t* lens, int32_t*
 int FlowTable::Whole(TxEntry* to, const VnetHdr& h, const GsoShape& g, const uint8_t* f, size_t len) {
   // its route was decided when the reader kept it whole (TunnelTo)
   const int rc = tun_->Send(to->route, c_.vni, h, g, f, len);
+  if (rc == -EAGAIN || rc == -ENOBUFS) {  // backpressure, not a failure: JS sends this one through the socket
+    stats_[kTunnelFull]++;
+    return rc;
+  }
   // a failed write (the injector removed, the kernel out of memory): this entry leaves through
   // the socket until it is rerouted, and the table's state says why until a write succeeds again
   if (rc < 0) to->tunnel = false;

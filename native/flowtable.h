@@ -14,8 +14,9 @@ constexpr int kFlowSlots = 256;  // per table, a power of two
 // received whole (tunnel GSO from a VTEP on this host) and written as GSO frames; kTunnelState:
 // 1 while the table may send tunnel GSO, -errno when the injector could not be made or its last
 // write failed, 0 when not asked for; kTunnelHeld: in the auto mode, the TunnelHold bits that
-// keep it from sending tunnel GSO now (0: none).
-enum FlowCacheStat { kTxFrames, kTxBytes, kRxDatagrams, kRxBytes, kRxLost, kRxLostBytes, kTxTunnel, kRxSuper, kTunnelState, kTunnelHeld, kFlowStatCount };
+// keep it from sending tunnel GSO now (0: none); kTunnelFull: super-frames the injector's full
+// send buffer turned back (they went on through the socket, as what a full socket turns back).
+enum FlowCacheStat { kTxFrames, kTxBytes, kRxDatagrams, kRxBytes, kRxLost, kRxLostBytes, kTxTunnel, kRxSuper, kTunnelState, kTunnelHeld, kTunnelFull, kFlowStatCount };
 
 // Where a FlowTable sends datagrams: sendmmsg on the VTEP's UDP socket, counted as its sends.
 class UdpSink {

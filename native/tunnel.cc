@@ -401,6 +401,17 @@ int TunnelInjector::Holds(bool v6) {
   return holds_[i];
 }
 
+void TunnelInjector::AtLeast(int bytes) {
+  if (tap_ < 0 || bytes <= sndbuf_) return;
+  if (ioctl(tap_, TUNSETSNDBUF, &bytes) == 0) sndbuf_ = bytes;
+}
+
+InjectorSink::InjectorSink(TunnelInjector* inj, int sock) : inj_(inj), sock_(sock) {
+  int bytes = 0;
+  socklen_t len = sizeof bytes;
+  if (getsockopt(sock, SOL_SOCKET, SO_SNDBUF, &bytes, &len) == 0) inj_->AtLeast(bytes);
+}
+
 int InjectorSink::Holds(int family) { return inj_->Holds(family == AF_INET6); }
 
 bool InjectorSink::Route(const sockaddr_storage& to, TunnelRoute* r) {

@@ -71,8 +71,13 @@ class TunnelInjector {
   bool Lookup(bool v6, const uint8_t* dst, int oif, const uint8_t* src, uint16_t sport, uint16_t dport, TunnelRoute* r);
   // TunnelHold bits for the family's way out, looked at again when a second has passed.
   int Holds(bool v6);
+  // Its send buffer at least `bytes` (a socket's SO_SNDBUF): the super-frames written and not yet
+  // sent by the underlay device count against it, as the socket's datagrams do against its own,
+  // and a write past it fails with EAGAIN.
+  void AtLeast(int bytes);
 
  private:
+  int sndbuf_ = 0;
   int holds_[2] = {};
   uint64_t heldAt_[2] = {};
   int tap_ = -1;
@@ -85,7 +90,8 @@ class TunnelInjector {
 // One UDP socket's way through the injector: its bound address and port, TTL, TOS and DF.
 class InjectorSink : public TunnelSink {
  public:
-  InjectorSink(TunnelInjector* inj, int sock) : inj_(inj), sock_(sock) {}
+  // Gives the injector at least the socket's send buffer.
+  InjectorSink(TunnelInjector* inj, int sock);
   bool Route(const sockaddr_storage& to, TunnelRoute* r) override;
   int Send(const TunnelRoute& r, uint32_t vni, const VnetHdr& h, const GsoShape& g, const uint8_t* f, size_t len) override;
   int Holds(int family) override;

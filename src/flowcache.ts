@@ -38,6 +38,8 @@ export interface FlowCacheCounters {
   txTunnel: number;
   /** TCP super-frames received whole (tunnel GSO from a VTEP on this host) and written as GSO frames. */
   rxSuper: number;
+  /** Super-frames the injector's full send buffer turned back: they went through the socket. */
+  tunnelFull: number;
 }
 
 /** What a device and a transport need to build the native cache for a VTEP. */
@@ -159,6 +161,7 @@ export class FlowCache {
       rxLost: s[FlowCacheStat.RxLost]!,
       txTunnel: s[FlowCacheStat.TxTunnel]!,
       rxSuper: s[FlowCacheStat.RxSuper]!,
+      tunnelFull: s[FlowCacheStat.TunnelFull]!,
     };
   }
 

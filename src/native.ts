@@ -36,10 +36,11 @@ export interface FlowCacheHandle {
  * Indices of a flow cache's stats array (native/flowtable.h). TxTunnel: super-frames sent whole
  * as tunnel GSO; RxSuper: TCP super-frames received whole and written as GSO frames;
  * TunnelState: 1 tunnel GSO may be sent, -errno could not, 0 not asked; TunnelHeld: the
- * TunnelHold bits that keep the auto mode from sending it now.
+ * TunnelHold bits that keep the auto mode from sending it now; TunnelFull: super-frames the
+ * injector's full send buffer turned back to the socket.
  */
-export const FlowCacheStat = { TxFrames: 0, TxBytes: 1, RxDatagrams: 2, RxBytes: 3, RxLost: 4, RxLostBytes: 5, TxTunnel: 6, RxSuper: 7, TunnelState: 8, TunnelHeld: 9 } as const;
-export const FLOW_CACHE_STATS = 10;
+export const FlowCacheStat = { TxFrames: 0, TxBytes: 1, RxDatagrams: 2, RxBytes: 3, RxLost: 4, RxLostBytes: 5, TxTunnel: 6, RxSuper: 7, TunnelState: 8, TunnelHeld: 9, TunnelFull: 10 } as const;
+export const FLOW_CACHE_STATS = 11;
 /** native/tunnel.h's TunnelHold bits, by the name `io.tunnelGsoHeld` gives them. */
 export const TUNNEL_HOLDS = { netfilter: 1, xfrm: 2, 'cgroup-bpf': 4, unknown: 16 } as const;
 /** Entries per table (tx, rx); `seen` has one element per slot. */

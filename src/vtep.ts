@@ -139,6 +139,8 @@ export interface VtepIo extends Omit<DeviceCounters, 'offloadInvalid' | 'groWrit
   /** Whether TCP super-frames to unicast remotes leave whole as tunnel GSO now (`tunnelGso`), and how many did. */
   tunnelGso: boolean;
   txTunnelSuperFrames: number;
+  /** Super-frames that found the tunnel's send buffer full (as large as the socket's) and went on through the socket. */
+  txTunnelFull: number;
   /**
    * Why tunnel GSO in its auto mode is not sent now, empty when it is (or is off): 'netfilter'
    * (hooks on OUTPUT or POSTROUTING), 'xfrm' (an outbound IPsec policy), 'cgroup-bpf' (a program
@@ -495,6 +497,7 @@ export class Vtep extends EventEmitter<VtepEvents> {
         flowCacheRx: f?.rxDatagrams ?? 0,
         tunnelGso: this.fc !== undefined && this.fcOn && this.fc.tunnelState > 0 && this.fc.tunnelHeld === 0,
         txTunnelSuperFrames: f?.txTunnel ?? 0,
+        txTunnelFull: f?.tunnelFull ?? 0,
         tunnelGsoHeld: this.tunnelHeld(),
         ...(this.tunnelError !== undefined ? { tunnelGsoError: this.tunnelError } : {}),
         sendCalls: t?.sendCalls ?? 0,

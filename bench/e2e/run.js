@@ -12,7 +12,8 @@
 //   `perf record -g` of the sending uvtep against a kernel VTEP, sorted by call chain.
 //
 // Cases: bare veth (ceiling), kernel <-> kernel (reference), uvtep <-> uvtep (native endpoint,
-// the default), uvtep <-> kernel, uvtep <-> uvtep over the node:dgram fallback, uvtep <-> uvtep
+// the default, tunnel GSO where nothing holds it back), uvtep <-> kernel, both again with
+// --tunnel-gso off (super-frames as UDP GSO messages), uvtep <-> uvtep over the node:dgram fallback, uvtep <-> uvtep
 // with --busy-poll 50, uvtep <-> uvtep with --no-flow-cache (every packet through JS). Optional peer when installed: socat TAP-over-UDP (a userspace L2 tunnel
 // without VXLAN headers), and with cc the same socat holding a ballast of uvtep's peak RSS (what
 // a process's resident size costs its round trips here), and that ballast in transparent huge
@@ -67,7 +68,7 @@ const thp = (() => {
 })();
 const hugeBallast = ballastSo !== undefined && (thp === 'always' || thp === 'madvise');
 if (ballastSo && !hugeBallast) log(`bench: transparent huge pages are ${thp}: the socat-ballast-huge row is skipped`);
-const ALL = ['bare', 'kernel', 'uvtep', 'uvtep-kernel', 'uvtep-kernel-tgso', 'uvtep-tgso', 'uvtep-dgram', 'uvtep-busy', 'uvtep-nofc', 'uvtep-inline', ...(hasSocat ? ['socat'] : []), ...(ballastSo ? ['socat-ballast'] : []), ...(hugeBallast ? ['socat-ballast-huge'] : [])];
+const ALL = ['bare', 'kernel', 'uvtep', 'uvtep-kernel', 'uvtep-kernel-off', 'uvtep-off', 'uvtep-dgram', 'uvtep-busy', 'uvtep-nofc', 'uvtep-inline', ...(hasSocat ? ['socat'] : []), ...(ballastSo ? ['socat-ballast'] : []), ...(hugeBallast ? ['socat-ballast-huge'] : [])];
 const caseNames = opt('--cases', ALL.join(',')).split(',');
 if (caseNames.some((c) => c.startsWith('socat-ballast')) && !ballastSo) {
   log('bench: socat-ballast needs socat and cc (apt-get install socat gcc)');
@@ -84,8 +85,8 @@ const CASES = {
   kernel: { label: 'kernel VTEP <-> kernel VTEP', kind: 'reference' },
   uvtep: { label: 'uvtep <-> uvtep', kind: 'uvtep' },
   'uvtep-kernel': { label: 'uvtep (h1) <-> kernel VTEP (h2)', kind: 'uvtep' },
-  'uvtep-kernel-tgso': { label: 'uvtep --tunnel-gso (h1) <-> kernel VTEP (h2)', kind: 'uvtep' },
-  'uvtep-tgso': { label: 'uvtep <-> uvtep, --tunnel-gso', kind: 'uvtep' },
+  'uvtep-kernel-off': { label: 'uvtep --tunnel-gso off (h1) <-> kernel VTEP (h2)', kind: 'uvtep' },
+  'uvtep-off': { label: 'uvtep <-> uvtep, --tunnel-gso off', kind: 'uvtep' },
   'uvtep-dgram': { label: 'uvtep <-> uvtep, --transport dgram (fallback)', kind: 'uvtep' },
   'uvtep-busy': { label: 'uvtep <-> uvtep, --busy-poll 50', kind: 'uvtep' },
   'uvtep-nofc': { label: 'uvtep <-> uvtep, --no-flow-cache (every packet through JS)', kind: 'uvtep' },
@@ -290,11 +291,11 @@ async function setup(name) {
   if (name === 'kernel') {
     await kernelVtep(h1, '198.51.100.2', ...A, false);
     await kernelVtep(h2, '198.51.100.1', ...B, false);
-  } else if (name === 'uvtep' || name === 'uvtep-dgram' || name === 'uvtep-busy' || name === 'uvtep-nofc' || name === 'uvtep-inline' || name === 'uvtep-tgso') {
-    const extra = { 'uvtep-dgram': ['--transport', 'dgram'], 'uvtep-busy': ['--busy-poll', '50'], 'uvtep-nofc': ['--no-flow-cache'], 'uvtep-inline': ['--datapath', 'inline'], 'uvtep-tgso': ['--tunnel-gso'] }[name] ?? [];
+  } else if (name === 'uvtep' || name === 'uvtep-dgram' || name === 'uvtep-busy' || name === 'uvtep-nofc' || name === 'uvtep-inline' || name === 'uvtep-off') {
+    const extra = { 'uvtep-dgram': ['--transport', 'dgram'], 'uvtep-busy': ['--busy-poll', '50'], 'uvtep-nofc': ['--no-flow-cache'], 'uvtep-inline': ['--datapath', 'inline'], 'uvtep-off': ['--tunnel-gso', 'off'] }[name] ?? [];
     procs.push(uvtep(h1, '198.51.100.2', ...A, extra), uvtep(h2, '198.51.100.1', ...B, extra));
-  } else if (name === 'uvtep-kernel' || name === 'uvtep-kernel-tgso') {
-    procs.push(uvtep(h1, '198.51.100.2', ...A, name === 'uvtep-kernel-tgso' ? ['--tunnel-gso'] : []));
+  } else if (name === 'uvtep-kernel' || name === 'uvtep-kernel-off') {
+    procs.push(uvtep(h1, '198.51.100.2', ...A, name === 'uvtep-kernel-off' ? ['--tunnel-gso', 'off'] : []));
     await kernelVtep(h2, '198.51.100.1', ...B, false); // kernel defaults: tx checksum offload on (see docs/scenarios.md)
   } else if (name.startsWith('socat')) {
     // the classic userspace L2 tunnel: one Ethernet frame per UDP datagram, no VXLAN header;
@@ -614,7 +615,7 @@ function chart(names, m) {
     { key: 'rttAvg', title: 'ping RTT ms (lower better)' },
   ];
   const pw = (W - pad - gap * (panels.length - 1) - 20) / panels.length;
-  const colors = { bare: '#9e9e9e', kernel: '#1565c0', uvtep: '#ef6c00', 'uvtep-kernel': '#2e7d32', 'uvtep-kernel-tgso': '#66bb6a', 'uvtep-tgso': '#bf360c', 'uvtep-dgram': '#ffb74d', 'uvtep-busy': '#d84315', 'uvtep-nofc': '#a1887f', 'uvtep-inline': '#ffa726', socat: '#8e24aa' };
+  const colors = { bare: '#9e9e9e', kernel: '#1565c0', uvtep: '#ef6c00', 'uvtep-kernel': '#2e7d32', 'uvtep-kernel-off': '#66bb6a', 'uvtep-off': '#bf360c', 'uvtep-dgram': '#ffb74d', 'uvtep-busy': '#d84315', 'uvtep-nofc': '#a1887f', 'uvtep-inline': '#ffa726', socat: '#8e24aa' };
   let s = `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11">\n<rect width="100%" height="100%" fill="white"/>\n`;
   panels.forEach((p, i) => {
     const x0 = pad + i * (pw + gap);

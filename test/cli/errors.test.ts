@@ -43,6 +43,7 @@ describe('uvtep CLI errors', () => {
     ['unknown option', ['--vni', '1', '--frobnicate'], /unknown option '--frobnicate'/],
     ['log level', ['--vni', '1', '--log-level', 'loud'], /Allowed choices are fatal, error, warn, info, debug, trace, silent/],
     ['transport', ['--vni', '1', '--transport', 'raw'], /option --transport: expected native or dgram, got "raw"/],
+    ['tunnel-gso', ['--vni', '1', '--tunnel-gso', 'yes'], /option '--tunnel-gso <mode>' argument 'yes' is invalid\. Allowed choices are auto, on, off/],
     ['busy-poll', ['--vni', '1', '--busy-poll', '5ms'], /option --busy-poll: expected microseconds from 0 to 1000000, got "5ms"/],
     ['etcd URL malformed', ['--vni', '1', '--local', '198.51.100.1', '--etcd', '198.51.100.10:2379'], /option --etcd: expected a client URL such as http:\/\/198\.51\.100\.10:2379 .*got "198\.51\.100\.10:2379"/],
     ['etcd without an address to advertise', ['--vni', '1', '--etcd', 'http://198.51.100.10:2379'], /option --local: VNI 1: with --etcd, give --local <this host's underlay address>/],

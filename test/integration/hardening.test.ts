@@ -430,4 +430,22 @@ describeNs('integrity under load', () => {
     expect(s.txPackets).toBe(s.io.readFrames);
     expect(s.dropsTotal).toBe(0);
   });
+
+  it('backpressure on tunnel GSO: the injector has the socket\'s send buffer; a super-frame that finds it full goes on through the socket, nothing is dropped on the way out', async () => {
+    const { h1, h2, a } = await pair('bptgso', ['--sndbuf', '131072']);
+    // a queue of 50 ms at 200 Mbit/s (1.25 MB) holds more than both send buffers (2 x 256 KB):
+    // if the tunnel's super-frames were not charged to one, the queue would overflow and drop
+    await h1.run(['tc', 'qdisc', 'add', 'dev', 'eth0', 'root', 'tbf', 'rate', '200mbit', 'burst', '64kb', 'latency', '50ms']);
+    expect((await ping(h1, '10.0.0.107', 2, 0.1)).received).toBe(2);
+    const r = await tcpTransfer(h2, h1, '10.0.0.107', 5211, 24 * MB, 120_000);
+    expect(r.ok, 'bytes identical (SHA-256)').toBe(true);
+    const qdisc = await h1.run(['tc', '-s', 'qdisc', 'show', 'dev', 'eth0']);
+    const s = statsOf((await a.stop()).final) as Stats & { txPackets: number; io: { readFrames: number; txTunnelSuperFrames: number; txTunnelFull: number; tunnelGso: boolean } };
+    expect(s.io.txTunnelSuperFrames, 'super-frames sent whole').toBeGreaterThan(100);
+    expect(s.io.txTunnelFull, 'super-frames the full tunnel turned back to the socket').toBeGreaterThan(0);
+    expect(s.io.tunnelGso, 'a full buffer is no failure').toBe(true);
+    expect(/dropped (\d+)/.exec(qdisc)?.[1], qdisc).toBe('0');
+    expect(s.txPackets).toBe(s.io.readFrames);
+    expect(s.dropsTotal).toBe(0);
+  });
 });

@@ -36,6 +36,15 @@ describe('resolveConfig defaults', () => {
   it('deduplicates remotes', () => {
     expect(resolveConfig({ vni: 1, remotes: ['198.51.100.2', '198.51.100.2:4789'] }).remotes).toHaveLength(1);
   });
+
+  it('tunnel GSO: auto by default, true and false as on and off; auto goes along with inline and no flow cache (it is then off)', () => {
+    expect(resolveConfig({ vni: 1 }).tunnelGso).toBe('auto');
+    expect(resolveConfig({ vni: 1, tunnelGso: true }).tunnelGso).toBe('on');
+    expect(resolveConfig({ vni: 1, tunnelGso: false }).tunnelGso).toBe('off');
+    expect(resolveConfig({ vni: 1, tunnelGso: 'off' }).tunnelGso).toBe('off');
+    expect(resolveConfig({ vni: 1, datapath: 'inline' }).tunnelGso).toBe('auto');
+    expect(resolveConfig({ vni: 1, flowCache: false, tunnelGso: 'auto' }).tunnelGso).toBe('auto');
+  });
 });
 
 describe('resolveConfig errors name the option and what is accepted', () => {
@@ -61,9 +70,9 @@ describe('resolveConfig errors name the option and what is accepted', () => {
     ['allowFrom malformed', { vni: 1, allowFrom: ['198.51.100.0/33'] }, 'allowFrom', 'UVTEP_ERR_INVALID_ADDRESS', /address or CIDR/],
     ['learning not boolean', { vni: 1, learning: 'no' as never }, 'learning', 'UVTEP_ERR_INVALID_OPTION', /true or false/],
     ['datapath unknown', { vni: 1, datapath: 'kernel' as never }, 'datapath', 'UVTEP_ERR_INVALID_OPTION', /"process" or "inline", got "kernel"/],
-    ['tunnelGso inline', { vni: 1, tunnelGso: true, datapath: 'inline' }, 'tunnelGso', 'UVTEP_ERR_INVALID_OPTION', /datapath process: not with datapath "inline"/],
+    ['tunnelGso on inline', { vni: 1, tunnelGso: 'on', datapath: 'inline' }, 'tunnelGso', 'UVTEP_ERR_INVALID_OPTION', /datapath process: not with datapath "inline"/],
     ['tunnelGso without the cache', { vni: 1, tunnelGso: true, flowCache: false }, 'tunnelGso', 'UVTEP_ERR_INVALID_OPTION', /flow cache: not with flowCache false/],
-    ['tunnelGso not boolean', { vni: 1, tunnelGso: 'yes' as never }, 'tunnelGso', 'UVTEP_ERR_INVALID_OPTION', /true or false/],
+    ['tunnelGso not a mode', { vni: 1, tunnelGso: 'yes' as never }, 'tunnelGso', 'UVTEP_ERR_INVALID_OPTION', /expected "auto", "on", "off" or a boolean, got "yes"/],
   ];
   it.each(cases)('%s', (_n, opts, option, code, msg) => {
     let err: unknown;
