@@ -20,7 +20,11 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <atomic>
+#include <chrono>
 #include <initializer_list>
+#include <mutex>
+#include <thread>
 #include <string>
 #include <vector>
 #include "fd.h"
@@ -79,12 +83,6 @@ const Insn kProgram[] = {
     I(0xb7, 0, 0, 0, kTcActShot),          // drop: r0 = TC_ACT_SHOT
     I(0x95, 0, 0, 0, 0),
 };
-
-uint64_t NowMs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
-}
 
 void PutLe16(uint8_t* p, uint16_t v) {
   p[0] = static_cast<uint8_t>(v);
@@ -391,14 +389,37 @@ bool TunnelInjector::Lookup(bool v6, const uint8_t* dst, int oif, const uint8_t*
   }
 }
 
-int TunnelInjector::Holds(bool v6) {
-  const uint64_t now = NowMs();
-  const int i = v6 ? 1 : 0;
-  if (heldAt_[i] == 0 || now - heldAt_[i] >= 1000) {
-    holds_[i] = NetfilterHolds(v6) | XfrmHolds(v6) | CgroupHolds(v6);
-    heldAt_[i] = now;
+namespace {
+
+int HoldsNow(bool v6) { return NetfilterHolds(v6) | XfrmHolds(v6) | CgroupHolds(v6); }
+
+// What the looking thread last found per family (-1: not yet asked for). Plain atomics of static
+// storage: the thread may still run while the process exits.
+std::atomic<int> g_holds[2] = {{-1}, {-1}};
+
+// Looks again every second for the families asked for, off the forwarding thread: the dumps
+// and queries take a millisecond or more, which no packet should wait for.
+void LookAgain() {
+  for (;;) {
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    for (int i = 0; i < 2; i++) {
+      if (g_holds[i].load(std::memory_order_relaxed) >= 0) g_holds[i].store(HoldsNow(i == 1), std::memory_order_relaxed);
+    }
   }
-  return holds_[i];
+}
+
+}  // namespace
+
+int TunnelInjector::Holds(bool v6) {
+  const int i = v6 ? 1 : 0;
+  const int held = g_holds[i].load(std::memory_order_relaxed);
+  if (held >= 0) return held;
+  // the first time for this family: looked at before anything is sent, then by the thread
+  const int now = HoldsNow(v6);
+  g_holds[i].store(now, std::memory_order_relaxed);
+  static std::once_flag started;
+  std::call_once(started, [] { std::thread(LookAgain).detach(); });
+  return now;
 }
 
 void TunnelInjector::AtLeast(int bytes) {

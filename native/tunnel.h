@@ -69,7 +69,8 @@ class TunnelInjector {
   // src: its bound address, or all zeros; the UDP ports in network order): false when there is
   // none or it is not a unicast one.
   bool Lookup(bool v6, const uint8_t* dst, int oif, const uint8_t* src, uint16_t sport, uint16_t dport, TunnelRoute* r);
-  // TunnelHold bits for the family's way out, looked at again when a second has passed.
+  // TunnelHold bits for the family's way out: looked at the first time, then every second by a
+  // thread of its own (never on the forwarding thread after the first time).
   int Holds(bool v6);
   // Its send buffer at least `bytes` (a socket's SO_SNDBUF): the super-frames written and not yet
   // sent by the underlay device count against it, as the socket's datagrams do against its own,
@@ -78,8 +79,6 @@ class TunnelInjector {
 
  private:
   int sndbuf_ = 0;
-  int holds_[2] = {};
-  uint64_t heldAt_[2] = {};
   int tap_ = -1;
   int prog_ = -1;
   int link_ = -1;

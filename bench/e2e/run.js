@@ -10,6 +10,7 @@
 //            --idle-pings N (pings 0.2 s apart for the idle-spell RTT and CPU per ping, default 25)
 //   --profile: V8 CPU profiles of uvtep <-> uvtep under a stream, and with perf installed a
 //   `perf record -g` of the sending uvtep against a kernel VTEP, sorted by call chain.
+//   --perf-only: only that perf pass (its section of docs/benchmarks.md), no cases.
 //
 // Cases: bare veth (ceiling), kernel <-> kernel (reference), uvtep <-> uvtep (native endpoint,
 // the default, tunnel GSO where nothing holds it back), uvtep <-> kernel, both again with
@@ -45,7 +46,8 @@ const pings = Number(opt('--pings', smoke ? 20 : 300));
 const outDir = path.resolve(opt('--out', path.join(root, 'bench/results')));
 const writeDocs = !smoke && !flag('--no-docs') && !argv.includes('--out');
 const profile = flag('--profile');
-const nVnis = Number(opt('--vnis', 4));
+const perfOnly = flag('--perf-only');
+const nVnis = perfOnly ? 0 : Number(opt('--vnis', 4));
 const idlePings = Number(opt('--idle-pings', smoke ? 5 : 25));
 const log = (s) => process.stderr.write(s + '\n');
 const hasSocat = (await sh('socat', ['-V'])).code === 0;
@@ -69,7 +71,7 @@ const thp = (() => {
 const hugeBallast = ballastSo !== undefined && (thp === 'always' || thp === 'madvise');
 if (ballastSo && !hugeBallast) log(`bench: transparent huge pages are ${thp}: the socat-ballast-huge row is skipped`);
 const ALL = ['bare', 'kernel', 'uvtep', 'uvtep-kernel', 'uvtep-kernel-off', 'uvtep-off', 'uvtep-dgram', 'uvtep-busy', 'uvtep-nofc', 'uvtep-inline', ...(hasSocat ? ['socat'] : []), ...(ballastSo ? ['socat-ballast'] : []), ...(hugeBallast ? ['socat-ballast-huge'] : [])];
-const caseNames = opt('--cases', ALL.join(',')).split(',');
+const caseNames = perfOnly ? [] : opt('--cases', ALL.join(',')).split(',');
 if (caseNames.some((c) => c.startsWith('socat-ballast')) && !ballastSo) {
   log('bench: socat-ballast needs socat and cc (apt-get install socat gcc)');
   process.exit(1);
@@ -476,7 +478,7 @@ mkdirSync(outDir, { recursive: true });
 const vniMed = { kernel: median(manyVnis.kernel), uvtep: median(manyVnis.uvtep) };
 const json = { date, command, machine, seconds, reps, pings, cases: CASES, results, median: med, manyVnis: { vnis: nVnis, runs: manyVnis, median: vniMed, ratio: vniMed.uvtep / vniMed.kernel } };
 const jsonFile = path.join(outDir, smoke ? 'e2e-smoke.json' : 'e2e.json');
-writeFileSync(jsonFile, JSON.stringify(json, null, 2));
+if (!perfOnly) writeFileSync(jsonFile, JSON.stringify(json, null, 2));
 
 const ref = med.kernel;
 const ratio = (v, r, invert = false) => (Number.isFinite(v) && Number.isFinite(r) && r !== 0 ? (invert ? r / v : v / r) : NaN);
@@ -520,11 +522,13 @@ const md = `Run ${date} on ${machine.cores} cores (${machine.cpu}), Linux ${mach
     : '') +
   `![throughput and RTT per case](bench-e2e.svg)\n`;
 process.stdout.write('\n' + md);
-if (writeDocs) {
+if (writeDocs && !perfOnly) {
   writeFileSync(path.join(root, 'docs/bench-e2e.svg'), svg);
   writeSection(path.join(root, 'docs/benchmarks.md'), 'e2e', md);
 }
-if (profile) {
+if (perfOnly) {
+  await perfPass();
+} else if (profile) {
   // A dedicated pass: uvtep <-> uvtep under a TCP stream h1 -> h2, each Node process profiled
   // (--datapath inline: with the datapath process, the stream does not run JavaScript at all).
   log(`profiling uvtep <-> uvtep --datapath inline under TCP load (${seconds * 2} s)...`);
@@ -571,6 +575,10 @@ async function perfPass() {
     ['the receiving kernel VTEP, run inside uvtep\'s send (veth delivers in the sender\'s softirq)', /net_rx_action[\s\S]*udp_sendmsg/],
     ['UDP send: uvtep\'s own socket and IP output', /udp_sendmsg/],
     ['TAP read (copy of super-frames to uvtep)', /tun_do_read|tun_chr_read_iter/],
+    // tunnel GSO: the injector's write runs its tcx program, the redirect to the underlay veth and,
+    // when the write's softirqs run, the receiving kernel VTEP
+    ['tunnel GSO: the receiving kernel VTEP, run inside the injector\'s write (veth delivers in the sender\'s softirq)', /net_rx_action[\s\S]*tun_get_user/],
+    ['tunnel GSO: the injector\'s write, its BPF program and the redirect to the underlay', /skb_do_redirect|bpf_redirect_neigh|tcx_run|veth_xmit/],
     ['TAP write (the ACKs; h1\'s TCP takes them inside the write)', /tun_get_user/],
     ['UDP receive (recvmmsg, the ACKs)', /udp_recvmsg|__sys_recvmmsg/],
     ['split and checksums (native)', /uvtep::Segment|uvtep::CsumAdd/],

@@ -281,13 +281,14 @@ void Fail(Obj& o, int err) {
 // segs = -(its segments), counted as the reader counts it. Only one that a later split (the
 // entry goes to JS after all: SplitLate) is sure to fit.
 bool TakeWhole(TapObj& t, uint8_t* frame, int32_t r, int n) {
-  if (t.vnet == 0 || t.flow == nullptr || r - t.vnet < kEthHlen + 40 || !t.flow->TunnelTo(frame)) return false;
+  if (t.vnet == 0 || t.flow == nullptr || r - t.vnet < kEthHlen + 40) return false;
   VnetHdr h;
   ReadVnet(frame - t.vnet, &h);
   const uint8_t type = static_cast<uint8_t>(h.gsoType & ~kGsoEcn);
   const size_t len = static_cast<size_t>(r - t.vnet);
-  // the outer length fields: IPv4's total length, IPv6's payload length (UDP, VXLAN, the frame)
-  if ((type != kGsoTcpV4 && type != kGsoTcpV6) || (h.flags & kVnetNeedsCsum) == 0 || len + kTunnelOuter - kEthHlen > 65535) return false;
+  // the outer length fields: IPv4's total length, IPv6's payload length (UDP, VXLAN, the frame);
+  // the table last: a lone frame (a ping) never waits for a route lookup
+  if ((type != kGsoTcpV4 && type != kGsoTcpV6) || (h.flags & kVnetNeedsCsum) == 0 || len + kTunnelOuter - kEthHlen > 65535 || !t.flow->TunnelTo(frame)) return false;
   GsoShape g;
   const int k = CheckGso(frame, len, h, &g);
   if (k < 2 || SplitBytes(g, k, len) > static_cast<size_t>(t.slot - t.headroom)) return false;
